@@ -1,0 +1,536 @@
+"""The graph: recording nodes, saving (and borrowing) what their rules need, backward, freeing.
+
+A :class:`Graph` owns every node it records. A node that saved an operand holds a shared
+borrow on exactly that operand's region until backward consumes it or the graph frees it
+(``release_borrows``). Backward is iterative, all-or-nothing and always adds into gradients:
+it walks the nodes in reverse topological order, and only when every gradient has been
+computed does it hand out :class:`Grads`, consume the walked nodes and release their borrows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .backend import Array, module_for, owned, xp_of
+from .errors import BorrowError, DeviceError, GradError, GraphError, ShapeError
+from .ledger import EXCLUSIVE, SHARED, BlockHolder, Borrow, Region
+from .rules import RULES, Rule, unbroadcast
+from .sites import format_site, user_site
+from .views import Step, apply_path
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+__all__ = ["Graph", "Node", "Grads"]
+
+_EMPTY: dict[str, Any] = {}
+_SAVED_HINT = "call g.backward(...) on the result first, or g.free(...) it, or compute under g.no_grad()"
+
+
+class Node:
+    """One recorded op: its inputs' nodes, what it saved (and the borrows that protect it)."""
+
+    __slots__ = ("id", "op", "graph", "rule", "parents", "saved", "attrs", "meta", "borrows", "site",
+                 "consumed", "path", "key", "leaf", "aux", "__weakref__")
+
+    def __init__(self, graph: Graph, op: str, parents: tuple[Node | None, ...],
+                 meta: tuple[tuple[tuple[int, ...], Any] | None, ...], site: tuple[str, int]) -> None:
+        self.id = next(graph._ids)
+        self.op = op
+        self.graph = graph
+        self.rule: Rule | None = None
+        self.parents = parents
+        self.saved: tuple[Any, ...] = ()
+        self.attrs: dict[str, Any] = _EMPTY
+        self.meta = meta  # (shape, dtype) of each input that gets a gradient
+        self.borrows: list[Borrow] = []
+        self.site = site
+        self.consumed: str | None = None  # why it can no longer be walked: "consumed" / "freed"
+        self.path: tuple[Step, ...] = ()
+        self.key: Any = None
+        self.leaf: Tensor | None = None
+        self.aux: Any = None
+
+    # --- the Holder protocol of the ledger ---
+    def holder_text(self) -> str:
+        return f"node #{self.id} {self.op} recorded at {format_site(self.site)}"
+
+    def hint(self) -> str:
+        return _SAVED_HINT
+
+    def __repr__(self) -> str:
+        held = ", ".join(f"{b.label} ({b.kind}): {b.why}" for b in self.borrows)
+        state = f" [{self.consumed}]" if self.consumed else ""
+        return f"<node #{self.id} {self.op} at {format_site(self.site)}{state} borrows [{held}]>"
+
+    def vjp(self, i: int, g: Array) -> Array:
+        """The gradient for input ``i`` given the gradient ``g`` of this node's output."""
+        rule = self.rule
+        if rule is not None:
+            s = self.saved
+            if rule.variadic:
+                return rule.vjps[0](g, s[0], *s[1:], _i=i, **self.attrs)  # type: ignore[misc]
+            fn = rule.vjps[i]
+            assert fn is not None
+            if rule.aux:
+                return fn(g, s[0], *s[1:], aux=self.aux, **self.attrs)
+            return fn(g, s[0], *s[1:], **self.attrs)
+        if self.op == "view":
+            z = xp_of(g).zeros(self.meta[0][0], dtype=g.dtype)  # type: ignore[index]
+            apply_path(z, self.path)[...] = g
+            return z
+        # copy_slices: the root's old value everywhere but the written region, which comes from the source
+        if i == 0:
+            g2 = g.copy()
+            v = apply_path(g2, self.path)
+            if self.key is None:
+                v[...] = 0
+            else:
+                v[self.key] = 0
+            return g2
+        v = apply_path(g, self.path)
+        return v if self.key is None else v[self.key]
+
+    def release_borrows(self) -> None:
+        for b in self.borrows:
+            b.ledger.release(b)
+        self.borrows = []
+
+
+class _BackwardHolder:
+    __slots__ = ("site",)
+
+    def __init__(self, site: tuple[str, int]) -> None:
+        self.site = site
+
+    def holder_text(self) -> str:
+        return f"g.backward running since {format_site(self.site)}"
+
+    def hint(self) -> str:
+        return ("leaves cannot change while backward runs (on_grad gets read-only handles); "
+                "update them after g.backward returns")
+
+
+class Grads:
+    """Gradients of one backward, keyed by param. Handles are read-only; ``clip_norm_`` works in place."""
+
+    __slots__ = ("_graph", "_by_leaf")
+
+    def __init__(self, graph: Graph, by_leaf: dict[Node, Tensor]) -> None:
+        self._graph = graph
+        self._by_leaf = by_leaf
+
+    def _leaf_node(self, p: object, what: str = "grads[...]") -> Node:
+        from .tensor import Tensor
+
+        if not isinstance(p, Tensor):
+            raise GradError(f"{what}: expected a param tensor, got {type(p).__name__}")
+        node = p._root._node
+        if p._root._kind != "param" or node is None or node.leaf is None:
+            raise GradError(f"{what}: {p._label()} is not a param: only params made by g.param(...) get gradients")
+        if p._root is not p and p._path:
+            raise GradError(f"{what}: {p._label()} is a view; ask for the param it was cut from")
+        return node
+
+    def __getitem__(self, p: Tensor) -> Tensor:
+        node = self._leaf_node(p)
+        t = self._by_leaf.get(node)
+        if t is None:
+            raise GradError(f"grads[...]: the loss does not depend on {p._label()}, so it has no gradient")
+        return t
+
+    def __contains__(self, p: object) -> bool:
+        from .tensor import Tensor
+
+        if not isinstance(p, Tensor) or p._root._node is None:
+            return False
+        return p._root._node in self._by_leaf
+
+    def __len__(self) -> int:
+        return len(self._by_leaf)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for node in self._by_leaf:
+            assert node.leaf is not None
+            yield node.leaf
+
+    def keys(self) -> list[Tensor]:
+        return list(self)
+
+    def items(self) -> list[tuple[Tensor, Tensor]]:
+        return [(node.leaf, g) for node, g in self._by_leaf.items()]  # type: ignore[misc]
+
+    def values(self) -> list[Tensor]:
+        return list(self._by_leaf.values())
+
+    def clip_norm_(self, max_norm: float) -> float:
+        """Scale every gradient in place so their joint L2 norm is at most ``max_norm``; return the norm before."""
+        if not max_norm > 0:
+            raise ValueError(f"clip_norm_: max_norm must be positive, got {max_norm}")
+        total = 0.0
+        for t in self._by_leaf.values():
+            total += float((t._data.astype(np.float64, copy=False) ** 2).sum()) if xp_of(t._data) is np \
+                else float((t._data ** 2).sum())
+        norm = total ** 0.5
+        scale = max_norm / (norm + 1e-6)
+        if scale < 1:
+            site = user_site()
+            for t in self._by_leaf.values():
+                t._write_internal(lambda a: a.__imul__(scale), site, "clip_norm_")
+        return norm
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{p._label()}: {tuple(g.shape)}" for p, g in self.items())
+        return f"Grads({inner})"
+
+
+class Graph:
+    """Owns every recorded node, the params and constants made in it, and its no-grad state."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.xp = module_for(device)
+        self._ids = itertools.count(1)
+        self._pending: dict[Node, None] = {}
+        self._grad_enabled = True
+        self._lock = threading.RLock()
+        self._n_params = 0
+
+    def __repr__(self) -> str:
+        return f"Graph(device={self.device!r}, pending={len(self._pending)})"
+
+    def __enter__(self) -> Graph:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.clear()
+
+    # --- leaves ---
+    def param(self, data: Any, name: str | None = None) -> Tensor:
+        """A leaf that gets a gradient. Float dtypes only; ``data`` is copied in."""
+        from .tensor import Tensor, as_array
+
+        arr = as_array(self, data, "g.param")
+        if arr.dtype.kind != "f":
+            raise TypeError(f"g.param: a param needs a floating dtype, got {arr.dtype} "
+                            f"(convert first, e.g. data.astype(np.float32))")
+        self._n_params += 1
+        t = Tensor._root_of(self, arr, "param", None, name or None, name or f"param#{self._n_params}")
+        leaf = Node(self, "param", (), (), user_site())
+        leaf.leaf = t
+        t._node = leaf
+        return t
+
+    def constant(self, data: Any, name: str | None = None) -> Tensor:
+        """A leaf without gradient; ``data`` is copied in."""
+        from .tensor import Tensor, as_array
+
+        arr = as_array(self, data, "g.constant")
+        return Tensor._root_of(self, arr, "constant", None, name or None, name or "constant")
+
+    def freeze(self, t: Tensor) -> Tensor:
+        """A read-only handle on ``t``'s data: writes through it raise BorrowError."""
+        self._check_mine(t, "g.freeze")
+        return t._handle(readonly="frozen (made by g.freeze)")
+
+    # --- recording ---
+    @contextmanager
+    def no_grad(self) -> Iterator[None]:
+        """Record nothing and save nothing inside the block; writes still take exclusive borrows."""
+        prev = self._grad_enabled
+        self._grad_enabled = False
+        try:
+            yield
+        finally:
+            self._grad_enabled = prev
+
+    def _check_mine(self, t: object, op: str) -> None:
+        from .tensor import Tensor
+
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: expected a Tensor, got {type(t).__name__}")
+        if t._graph is not self:
+            raise GraphError(f"{op}: the tensor {t._label()} belongs to another graph")
+
+    def _apply(self, name: str, args: Sequence[Any], attrs: dict[str, Any] = _EMPTY,
+               vattrs: dict[str, Any] | None = None) -> Tensor:
+        """Run rule ``name`` forward on tensors/raw operands, and record a node if any input needs a gradient."""
+        from .tensor import Tensor
+
+        rule = RULES[name]
+        arrays: list[Any] = []
+        parents: list[Node | None] = []
+        any_grad = False
+        device = None
+        grad_on = self._grad_enabled
+        for a in args:
+            if isinstance(a, Tensor):
+                if a._graph is not self:
+                    raise GraphError(f"{name}: operands belong to different graphs ({a._label()} is from another)")
+                if device is None:
+                    device = a._storage.device
+                elif a._storage.device != device:
+                    raise DeviceError(f"{name}: operands are on different devices ({device} and "
+                                      f"{a._storage.device}); move one with t.to(...)")
+                arrays.append(a._data)
+                n = a._grad_node() if grad_on else None
+                if n is not None:
+                    any_grad = True
+                parents.append(n)
+            else:
+                arrays.append(a)
+                parents.append(None)
+        xp = self.xp if device is None else xp_of(arrays[0] if isinstance(args[0], Tensor) else
+                                                   next(x for x, t in zip(arrays, args) if isinstance(t, Tensor)))
+        try:
+            out = rule.forward(xp, *arrays, **attrs)
+        except (ValueError, TypeError, IndexError) as e:
+            shapes = " and ".join(str(tuple(getattr(x, "shape", ()))) for x in arrays)
+            raise ShapeError(f"{name}: operands of shapes {shapes} do not fit: {e}") from None
+        aux = None
+        if rule.aux:
+            out, aux = out
+        if type(out) is not np.ndarray or not out.flags.c_contiguous:
+            out = owned(out, xp)
+        if not any_grad:
+            return Tensor._root_of(self, out, "constant", None, None, f"result of {name}")
+        ptuple = tuple(parents)
+        meta = tuple((tuple(x.shape), x.dtype) if p is not None else None for x, p in zip(arrays, ptuple))
+        node = Node(self, name, ptuple, meta, user_site())
+        node.rule = rule
+        node.aux = aux
+        if vattrs or rule.shapes:
+            node.attrs = {**attrs, **(vattrs or _EMPTY)}
+            if rule.shapes:
+                node.attrs["shapes"] = tuple(tuple(getattr(x, "shape", ())) for x in arrays)
+        else:
+            node.attrs = attrs
+        t = Tensor._root_of(self, out, "result", node, None, f"result of {name} #{node.id}")
+        needs: set[int] = set()
+        if rule.variadic:
+            needs = set(rule.needs[0])
+        else:
+            for i, p in enumerate(ptuple):
+                if p is not None:
+                    needs |= rule.needs[i]
+        saved: list[Any] = [None] * (len(args) + 1)
+        if needs:
+            try:
+                for j in sorted(needs):
+                    src = t if j == 0 else args[j - 1]
+                    if isinstance(src, Tensor):
+                        saved[j] = src._data
+                        self._borrow_shared(node, src)
+                    else:
+                        saved[j] = src.copy() if type(src) is np.ndarray else src
+            except BorrowError:
+                node.release_borrows()
+                raise
+        node.saved = tuple(saved)
+        self._pending[node] = None
+        return t
+
+    def _borrow_shared(self, node: Node, t: Tensor) -> None:
+        st = t._storage
+        node.borrows.append(st.ledger.acquire(t._region, SHARED, node, "saved for backward", node.site,
+                                              access="save"))
+
+    def _new_node(self, op: str, parents: tuple[Node | None, ...],
+                  meta: tuple[tuple[tuple[int, ...], Any] | None, ...]) -> Node:
+        node = Node(self, op, parents, meta, user_site())
+        self._pending[node] = None
+        return node
+
+    # --- backward ---
+    def backward(self, loss: Tensor, seed: Any = None, retain: bool = False, into: Grads | None = None,
+                 on_grad: Callable[[Tensor, Tensor], None] | None = None,
+                 check_finite: bool = False) -> Grads:
+        """Gradients of ``loss`` for every param it depends on; consumes the walked nodes unless ``retain``."""
+        from .tensor import Tensor
+
+        self._check_mine(loss, "g.backward")
+        if into is not None and not isinstance(into, Grads):
+            raise TypeError(f"g.backward: into= must be a Grads, got {type(into).__name__}")
+        root = loss._grad_node()
+        if root is None:
+            raise GradError(f"g.backward: {loss._label()} does not depend on any param "
+                            "(it was computed from constants only, or under g.no_grad())")
+        xp = xp_of(loss._data)
+        if seed is None:
+            if loss.size != 1:
+                raise GraphError(f"g.backward: the loss must be a scalar, got shape {loss.shape}; "
+                                 "pass seed= (an array of the loss's shape) for a non-scalar output")
+            g0 = xp.ones(loss._data.shape, dtype=loss._data.dtype)
+        else:
+            g0 = seed._data if isinstance(seed, Tensor) else xp.asarray(seed, dtype=loss._data.dtype)
+            if tuple(g0.shape) != loss.shape:
+                raise ShapeError(f"g.backward: seed has shape {tuple(g0.shape)} but the loss has shape {loss.shape}")
+        site = user_site()
+        with self._lock:
+            order = self._topo(root)
+            holder = _BackwardHolder(site)
+            leaf_borrows: list[Borrow] = []
+            try:
+                for node in order:
+                    if node.leaf is not None:
+                        st = node.leaf._storage
+                        leaf_borrows.append(st.ledger.acquire(node.leaf._region, SHARED, holder,
+                                                              "read by backward", site, access="read"))
+                by_leaf = self._run(order, root, g0, on_grad, check_finite)
+            finally:
+                for b in leaf_borrows:
+                    b.ledger.release(b)
+            if into is not None:
+                for node, gt in by_leaf.items():
+                    prev = into._by_leaf.get(node)
+                    if prev is None:
+                        into._by_leaf[node] = gt
+                    else:
+                        add = gt._data
+                        prev._write_internal(lambda a: a.__iadd__(add), site, "backward(into=...)")
+                result = into
+            else:
+                result = Grads(self, by_leaf)
+            if not retain:
+                for node in order:
+                    if node.leaf is None:
+                        self._drop(node, "consumed")
+        return result
+
+    def _topo(self, root: Node) -> list[Node]:
+        """Nodes reachable from ``root`` in topological order (inputs first); refuses consumed ones."""
+        order: list[Node] = []
+        seen: set[Node] = {root}
+        stack: list[tuple[Node, int]] = [(root, 0)]
+        while stack:
+            node, i = stack.pop()
+            if node.consumed:
+                raise GraphError(
+                    f"g.backward: node #{node.id} {node.op} (recorded at {format_site(node.site)}) was already "
+                    f"{node.consumed} by an earlier backward or free; pass retain=True to the earlier "
+                    "g.backward(...) to walk it twice, or recompute the forward")
+            parents = node.parents
+            while i < len(parents):
+                p = parents[i]
+                i += 1
+                if p is not None and p not in seen:
+                    seen.add(p)
+                    stack.append((node, i))
+                    stack.append((p, 0))
+                    break
+            else:
+                order.append(node)
+        return order
+
+    def _run(self, order: list[Node], root: Node, g0: Array,
+             on_grad: Callable[[Tensor, Tensor], None] | None, check_finite: bool) -> dict[Node, Tensor]:
+        from .tensor import Tensor
+
+        grads: dict[Node, Array] = {root: g0}
+        by_leaf: dict[Node, Tensor] = {}
+        for node in reversed(order):
+            g = grads.pop(node, None)
+            if g is None:
+                continue
+            leaf = node.leaf
+            if leaf is not None:
+                g = leaf._graph.xp.asarray(g) if not hasattr(g, "flags") else g
+                if g.dtype != leaf._data.dtype:
+                    g = g.astype(leaf._data.dtype)
+                elif g.base is not None or not g.flags.writeable or g is g0:
+                    g = g.copy()
+                gt = Tensor._root_of(self, g, "constant", None, None, f"gradient of {leaf._label()}",
+                                     readonly="a gradient handle (from Grads)")
+                by_leaf[node] = gt
+                if on_grad is not None:
+                    on_grad(leaf._handle(readonly="a leaf handed to on_grad"), gt)
+                continue
+            for i, p in enumerate(node.parents):
+                if p is None:
+                    continue
+                gi = node.vjp(i, g)
+                shape, dtype = node.meta[i]  # type: ignore[misc]
+                if gi.shape != shape:
+                    gi = unbroadcast(gi, shape)
+                if check_finite and not bool(xp_of(gi).isfinite(gi).all()):
+                    raise GradError(
+                        f"g.backward(check_finite=True): the gradient flowing from node #{node.id} {node.op} "
+                        f"(recorded at {format_site(node.site)}) into its input {i} is not finite")
+                prev = grads.get(p)
+                grads[p] = gi if prev is None else prev + gi
+        return by_leaf
+
+    # --- freeing ---
+    def _drop(self, node: Node, why: str) -> None:
+        node.release_borrows()
+        node.saved = ()
+        node.aux = None
+        node.consumed = why
+        self._pending.pop(node, None)
+
+    def free(self, t: Tensor) -> int:
+        """Drop the pending nodes that only ``t`` needs (releasing their borrows); return how many."""
+        self._check_mine(t, "g.free")
+        start = t._grad_node()
+        if start is None or start.leaf is not None:
+            return 0
+        with self._lock:
+            mine = self._ancestors([start])
+            others = [n for n in self._pending if n not in mine]
+            keep = self._ancestors(others)
+            dropped = [n for n in mine if n not in keep and n.leaf is None and not n.consumed]
+            for n in dropped:
+                self._drop(n, "freed")
+        return len(dropped)
+
+    def _ancestors(self, heads: list[Node]) -> set[Node]:
+        seen: set[Node] = set()
+        stack = list(heads)
+        while stack:
+            n = stack.pop()
+            if n in seen or n.consumed:
+                continue
+            seen.add(n)
+            stack.extend(p for p in n.parents if p is not None)
+        return seen
+
+    def clear(self) -> None:
+        """Drop every pending node and release all their borrows."""
+        with self._lock:
+            for n in list(self._pending):
+                self._drop(n, "freed")
+
+    def pending(self) -> list[Node]:
+        """The recorded nodes no backward has consumed yet, oldest first, each with its borrows."""
+        return list(self._pending)
+
+    # --- debugging ---
+    def to_dot(self, t: Tensor) -> str:
+        """The graph behind ``t`` in Graphviz DOT: op, output shape and borrow state per node."""
+        self._check_mine(t, "g.to_dot")
+        start = t._grad_node()
+        lines = ["digraph owngrad {", '  rankdir="BT";', '  node [shape=box, fontname="monospace"];']
+        if start is None:
+            lines.append(f'  t [label="{t._label()} {t.shape} (constant)"];')
+            lines.append("}")
+            return "\n".join(lines)
+        seen = self._ancestors([start]) | {start}
+        for n in sorted(seen, key=lambda n: n.id):
+            if n.leaf is not None:
+                label = f"{n.leaf._label()}\\nparam {n.leaf.shape}"
+            else:
+                held = "\\n".join(f"borrows {b.label} ({b.kind})" for b in n.borrows) or "no borrows"
+                state = f"\\n[{n.consumed}]" if n.consumed else ""
+                label = f"#{n.id} {n.op}\\n{format_site(n.site)}\\n{held}{state}"
+            lines.append(f'  n{n.id} [label="{label}"];')
+            for p in n.parents:
+                if p is not None:
+                    lines.append(f"  n{p.id} -> n{n.id};")
+        lines.append("}")
+        return "\n".join(lines)
+

@@ -1,0 +1,243 @@
+"""Storage regions and the borrow ledger: who may read or write which elements, and why.
+
+No calculus lives here. A :class:`Region` is a set of elements of a storage's base array,
+described per base axis as an arithmetic progression ``(start, step, count)``. Every view
+made by basic indexing (ints, slices with any step, ``None``, ``...``), and every transpose
+of one, selects exactly such a product set, so overlap between two of them is decided
+exactly: two products intersect iff their progressions intersect on every axis, and two
+progressions intersect iff a congruence system has a solution inside both ranges (CRT).
+Where a view's elements cannot be named per axis (indexing into a reshape of a strided
+view), the tensor layer falls back to the parent view's whole region: a superset, so the
+check is conservative there, never unsound.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from math import gcd
+from typing import Iterable, Protocol
+
+from .errors import BorrowError
+from .sites import format_site
+
+__all__ = ["Progression", "Region", "Borrow", "BorrowLedger", "BlockHolder", "Holder", "Storage", "SHARED", "EXCLUSIVE"]
+
+SHARED = "shared"
+EXCLUSIVE = "exclusive"
+
+#: One base axis: ``start + k * step`` for ``k`` in ``range(count)``; step may be negative.
+Progression = tuple[int, int, int]
+
+
+def _normalize(p: Progression) -> Progression:
+    start, step, count = p
+    if count <= 1:
+        return (start, 1, count)
+    if step < 0:
+        return (start + (count - 1) * step, -step, count)
+    return p
+
+
+def progressions_intersect(a: Progression, b: Progression) -> bool:
+    """Exact: do two arithmetic progressions share an element?"""
+    s1, d1, n1 = _normalize(a)
+    s2, d2, n2 = _normalize(b)
+    if n1 == 0 or n2 == 0:
+        return False
+    lo = max(s1, s2)
+    hi = min(s1 + (n1 - 1) * d1, s2 + (n2 - 1) * d2)
+    if lo > hi:
+        return False
+    if d1 == 1 or d2 == 1:
+        if d1 == 1 and d2 == 1:
+            return True
+        # the strided one has an element in [lo, hi] iff its first element >= lo is <= hi
+        s, d = (s2, d2) if d1 == 1 else (s1, d1)
+        return s + -(-(lo - s) // d) * d <= hi
+    g = gcd(d1, d2)
+    diff = s2 - s1
+    if diff % g:
+        return False
+    m = d2 // g
+    k0 = ((diff // g) * pow(d1 // g, -1, m)) % m if m > 1 else 0
+    x0 = s1 + d1 * k0  # common element (mod lcm)
+    lcm = d1 * m
+    x = x0 + -(-(lo - x0) // lcm) * lcm  # first common element >= lo
+    return x <= hi
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A product of per-axis progressions over a storage's base shape."""
+
+    axes: tuple[Progression, ...]
+
+    @staticmethod
+    def full(shape: tuple[int, ...]) -> "Region":
+        return Region(tuple((0, 1, n) for n in shape))
+
+    def is_empty(self) -> bool:
+        return any(c == 0 for _, _, c in self.axes)
+
+    def overlaps(self, other: "Region") -> bool:
+        for a, b in zip(self.axes, other.axes):
+            if a != b and not progressions_intersect(a, b):
+                return False
+        return not (self.is_empty() or other.is_empty())
+
+    def describe(self, label: str, base_shape: tuple[int, ...]) -> str:
+        """``w[0:2]``, ``x[::2, 1]``, or just ``w`` for the whole storage."""
+        parts = []
+        for (start, step, count), n in zip(self.axes, base_shape):
+            parts.append(_describe_axis(start, step, count, n))
+        while parts and parts[-1] == ":":
+            parts.pop()
+        return f"{label}[{', '.join(parts)}]" if parts else label
+
+
+def _describe_axis(start: int, step: int, count: int, n: int) -> str:
+    if count == n and step == 1 and start == 0:
+        return ":"
+    if count == 1:
+        return str(start)
+    if count == 0:
+        return f"{start}:{start}"
+    stop = start + count * step
+    if step < 0:
+        stop_s = "" if stop < 0 else str(stop)
+        return f"{start}:{stop_s}:{step}"
+    stop_s = "" if stop >= n else str(stop)
+    start_s = "" if start == 0 else str(start)
+    return f"{start_s}:{stop_s}" if step == 1 else f"{start_s}:{stop_s}:{step}"
+
+
+class Holder(Protocol):
+    """Who holds a borrow: a graph node, a ``borrow()`` block, a running backward."""
+
+    def holder_text(self) -> str: ...
+
+    def hint(self) -> str: ...
+
+
+class Borrow:
+    """One live borrow on a region of a storage."""
+
+    __slots__ = ("region", "kind", "holder", "why", "label", "ledger")
+
+    def __init__(self, region: Region, kind: str, holder: Holder, why: str, label: str,
+                 ledger: "BorrowLedger") -> None:
+        self.ledger = ledger
+        self.region = region
+        self.kind = kind
+        self.holder = holder
+        self.why = why
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"<Borrow {self.kind} {self.label} by {self.holder.holder_text()}: {self.why}>"
+
+
+class BorrowLedger:
+    """The live borrows of one storage. Acquire is all-or-nothing: a refused borrow changes nothing."""
+
+    __slots__ = ("shape", "label", "_live", "_lock")
+
+    def __init__(self, shape: tuple[int, ...], label: str) -> None:
+        self.shape = shape
+        self.label = label
+        self._live: dict[Borrow, None] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def live(self) -> list[Borrow]:
+        return list(self._live)
+
+    def conflicts(self, region: Region, kind: str) -> list[Borrow]:
+        """Every live borrow that a new ``kind`` borrow of ``region`` would conflict with."""
+        out = []
+        for b in self._live:
+            if (kind == EXCLUSIVE or b.kind == EXCLUSIVE) and b.region.overlaps(region):
+                out.append(b)
+        return out
+
+    def acquire(
+        self, region: Region, kind: str, holder: Holder, why: str, site: tuple[str, int] | None = None,
+        access: str = "",
+    ) -> Borrow:
+        """Take a borrow or raise :class:`BorrowError` naming every conflicting holder."""
+        label = region.describe(self.label, self.shape)
+        with self._lock:
+            if self._live:
+                clash = self.conflicts(region, kind)
+                if clash:
+                    raise BorrowError(self.conflict_message(region, kind, clash, site, access))
+            b = Borrow(region, kind, holder, why, label, self)
+            self._live[b] = None
+            return b
+
+    def check(self, region: Region, kind: str, site: tuple[str, int] | None = None, access: str = "") -> None:
+        """Raise as :meth:`acquire` would, without taking anything."""
+        if self._live:
+            clash = self.conflicts(region, kind)
+            if clash:
+                raise BorrowError(self.conflict_message(region, kind, clash, site, access))
+
+    def release(self, borrow: "Borrow") -> None:
+        with self._lock:
+            self._live.pop(borrow, None)
+
+    def release_all(self, borrows: Iterable[Borrow]) -> None:
+        with self._lock:
+            for b in borrows:
+                self._live.pop(b, None)
+
+    def conflict_message(
+        self, region: Region, kind: str, clash: list[Borrow], site: tuple[str, int] | None, access: str
+    ) -> str:
+        label = region.describe(self.label, self.shape)
+        verb = "write" if kind == EXCLUSIVE else "read"
+        how = f" for {access}" if access and access not in ("write", "read") else ""
+        where = f" at {format_site(site)}" if site else ""
+        lines = [f"cannot {verb} {label} ({kind} borrow{how}){where}"]
+        hints: list[str] = []
+        for b in clash:
+            line = f"  {b.label} is borrowed ({b.kind}) by {b.holder.holder_text()}: {b.why}"
+            if line not in lines:
+                lines.append(line)
+            h = b.holder.hint()
+            if h not in hints:
+                hints.append(h)
+        for h in hints:
+            lines.append(f"  help: {h}")
+        return "\n".join(lines)
+
+
+class BlockHolder:
+    """A ``with t.borrow()`` / ``t.borrow_mut()`` block (or another short-lived user of a region)."""
+
+    __slots__ = ("what", "site", "_hint")
+
+    def __init__(self, what: str, site: tuple[str, int], hint: str) -> None:
+        self.what = what
+        self.site = site
+        self._hint = hint
+
+    def holder_text(self) -> str:
+        return f"{self.what} at {format_site(self.site)}"
+
+    def hint(self) -> str:
+        return self._hint
+
+
+class Storage:
+    """The memory a tensor and its views share: one C-contiguous base array and its ledger."""
+
+    __slots__ = ("array", "ledger", "device")
+
+    def __init__(self, array: object, label: str, device: str) -> None:
+        self.array = array
+        self.ledger = BorrowLedger(tuple(array.shape), label)  # type: ignore[attr-defined]
+        self.device = device

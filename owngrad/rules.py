@@ -1,0 +1,251 @@
+"""Derivative rules: one table, one line of calculus per input.
+
+Each :class:`Rule` has a forward ``f(xp, *args, **attrs) -> ans`` and, per input, a
+vector-Jacobian product ``vjp(g, ans, *args, **attrs) -> grad`` together with the operands
+that vjp reads (``needs``: 0 is ``ans``, i is ``args[i-1]``). The graph saves exactly the
+union of ``needs`` over the inputs that require a gradient -- and so borrows only that.
+Broadcasting is undone once, by the graph (:func:`unbroadcast`), never inside a rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .backend import Array, scatter_add, to_device, xp_of
+
+__all__ = ["Rule", "RULES", "unbroadcast", "expand_reduced"]
+
+VJP = Callable[..., Array]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    forward: Callable[..., Any]
+    vjps: tuple[VJP | None, ...]
+    needs: tuple[frozenset[int], ...]
+    variadic: bool = False  # one vjp for all inputs, told its input's position as ``_i``
+    aux: bool = False  # forward returns (ans, aux); vjps get ``aux=``; aux is internal, never borrowed
+    shapes: bool = False  # vjps get ``shapes=``, the input shapes (so they need not save the inputs)
+
+
+RULES: dict[str, Rule] = {}
+
+
+def defrule(name: str, forward: Callable[..., Any], *vjps: tuple[VJP | None, str],
+            variadic: bool = False, aux: bool = False, shapes: bool = False) -> None:
+    """Register ``name``: each vjp comes with the operands it reads, named by letters:
+    ``a`` for ans and ``x y z`` for the first three args (``"xy"`` reads both)."""
+    letters = {"a": 0, "x": 1, "y": 2, "z": 3}
+    needs = tuple(frozenset(letters[c] for c in reads) for _, reads in vjps)
+    RULES[name] = Rule(name, forward, tuple(f for f, _ in vjps), needs, variadic, aux, shapes)
+
+
+# --- helpers shared by rules ------------------------------------------------------------
+
+def unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
+    """Sum ``g`` down to ``shape``, undoing numpy broadcasting (the one place it is undone)."""
+    if g.shape == shape:
+        return g
+    extra = g.ndim - len(shape)
+    if extra:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    return tuple(a % ndim for a in axis)
+
+
+def expand_reduced(g: Array, shape: tuple[int, ...], axis: Any, keepdims: bool) -> Array:
+    """Broadcast a reduction's gradient back over the reduced axes."""
+    xp = xp_of(g)
+    if not keepdims and len(shape):
+        g = xp.expand_dims(g, _axes(axis, len(shape)))
+    return xp.broadcast_to(g, shape)
+
+
+def _count(shape: tuple[int, ...], axis: Any) -> int:
+    n = 1
+    for a in _axes(axis, len(shape)):
+        n *= shape[a]
+    return n
+
+
+def _mT(a: Array) -> Array:
+    return a.swapaxes(-1, -2)
+
+
+def _matmul_vjp_x(g: Array, ans: Array, x: Array, y: Array, shapes: Any = ()) -> Array:
+    if y.ndim == 1:
+        return g * y if len(shapes[0]) == 1 else g[..., None] * y
+    if len(shapes[0]) == 1:
+        return (g[..., None, :] @ _mT(y))[..., 0, :]
+    return g @ _mT(y)
+
+
+def _matmul_vjp_y(g: Array, ans: Array, x: Array, y: Array, shapes: Any = ()) -> Array:
+    if x.ndim == 1:
+        return g * x if len(shapes[1]) == 1 else x[:, None] * g[..., None, :]
+    if len(shapes[1]) == 1:
+        return (_mT(x) @ g[..., None])[..., 0]
+    return _mT(x) @ g
+
+
+def _minmax_vjp(g: Array, ans: Array, x: Array, axis: Any = None, keepdims: bool = False) -> Array:
+    # ties share the gradient evenly, as torch.amax/amin do
+    a = expand_reduced(ans, x.shape, axis, keepdims)
+    mask = (x == a).astype(g.dtype)
+    count = mask.sum(axis=_axes(axis, x.ndim), keepdims=True)
+    return mask * expand_reduced(g, x.shape, axis, keepdims) / count
+
+
+def _pick(x: Array, y: Array, xs_wins: bool) -> Array:
+    # gradient mask of maximum/minimum for the first operand; ties split evenly (as torch)
+    w = (x > y) if xs_wins else (x < y)
+    return w + 0.5 * (x == y)
+
+
+def _sigmoid(xp: Any, x: Array) -> Array:
+    return 0.5 * (xp.tanh(0.5 * x) + 1)
+
+
+def _logsumexp(xp: Any, x: Array, axis: Any = None, keepdims: bool = False) -> Array:
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)
+    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else out.squeeze(axis=_axes(axis, x.ndim)) if x.ndim else out
+
+
+def _log_softmax(xp: Any, x: Array, axis: int = -1) -> Array:
+    return x - _logsumexp(xp, x, axis=axis, keepdims=True)
+
+
+def _softmax(xp: Any, x: Array, axis: int = -1) -> Array:
+    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _cross_entropy_fwd(xp: Any, logits: Array, labels: Array, reduction: str = "mean") -> tuple[Array, Array]:
+    lsm = _log_softmax(xp, logits, axis=-1)
+    if logits.ndim == 1:
+        picked = -lsm[labels]
+    else:
+        picked = -xp.take_along_axis(lsm, labels[:, None], axis=1)[:, 0]
+    if reduction == "mean":
+        return picked.mean(), lsm
+    if reduction == "sum":
+        return picked.sum(), lsm
+    return picked, lsm
+
+
+def _cross_entropy_vjp(g: Array, ans: Array, logits: Array, labels: Array, reduction: str = "mean",
+                       aux: Array = None) -> Array:
+    xp = xp_of(aux)
+    p = xp.exp(aux)
+    if logits.ndim == 1:
+        p[labels] -= 1
+        return p * g
+    n = p.shape[0]
+    p[xp.arange(n), labels] -= 1
+    if reduction == "mean":
+        return p * (g / n)
+    if reduction == "sum":
+        return p * g
+    return p * g[:, None]
+
+
+def _concat_vjp(g: Array, ans: Array, *args: Array, axis: int = 0, sizes: tuple[int, ...] = (),
+                _i: int = 0) -> Array:
+    start = sum(sizes[:_i])
+    idx = [slice(None)] * g.ndim
+    idx[axis] = slice(start, start + sizes[_i])
+    return g[tuple(idx)]
+
+
+def _stack_vjp(g: Array, ans: Array, *args: Array, axis: int = 0, _i: int = 0) -> Array:
+    return xp_of(g).take(g, _i, axis=axis)
+
+
+def _gather_vjp(g: Array, ans: Array, x: Array, key: Any = None, shapes: Any = ()) -> Array:
+    z = xp_of(g).zeros(shapes[0], dtype=g.dtype)
+    scatter_add(z, key, g)
+    return z
+
+
+def _var_vjp(g: Array, ans: Array, x: Array, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Array:
+    xp = xp_of(x)
+    centered = x - xp.mean(x, axis=axis, keepdims=True)
+    return expand_reduced(g, x.shape, axis, keepdims) * centered * (2.0 / (_count(x.shape, axis) - ddof))
+
+
+# --- the table --------------------------------------------------------------------------
+# elementwise, unary
+defrule("neg", lambda xp, x: -x, (lambda g, ans, x: -g, ""))
+defrule("exp", lambda xp, x: xp.exp(x), (lambda g, ans, x: g * ans, "a"))
+defrule("log", lambda xp, x: xp.log(x), (lambda g, ans, x: g / x, "x"))
+defrule("sqrt", lambda xp, x: xp.sqrt(x), (lambda g, ans, x: g / (2 * ans), "a"))
+defrule("tanh", lambda xp, x: xp.tanh(x), (lambda g, ans, x: g * (1 - ans * ans), "a"))
+defrule("sigmoid", _sigmoid, (lambda g, ans, x: g * ans * (1 - ans), "a"))
+defrule("relu", lambda xp, x: xp.maximum(x, 0), (lambda g, ans, x: g * (ans > 0), "a"))
+defrule("abs", lambda xp, x: xp.abs(x), (lambda g, ans, x: g * xp_of(x).sign(x), "x"))
+defrule("clip", lambda xp, x, lo=None, hi=None: xp.clip(x, lo, hi),
+        (lambda g, ans, x, lo=None, hi=None:
+         g * ((x >= (-float("inf") if lo is None else lo)) & (x <= (float("inf") if hi is None else hi))), "x"))
+defrule("cast", lambda xp, x, dtype=None: x.astype(dtype), (lambda g, ans, x, dtype=None: g, ""))
+defrule("to", lambda xp, x, device="cpu": to_device(x, device),
+        (lambda g, ans, x, device="cpu", src="cpu": to_device(g, src), ""))
+
+# elementwise, binary (numpy broadcasting; the graph unbroadcasts)
+defrule("add", lambda xp, x, y: x + y, (lambda g, ans, x, y: g, ""), (lambda g, ans, x, y: g, ""))
+defrule("sub", lambda xp, x, y: x - y, (lambda g, ans, x, y: g, ""), (lambda g, ans, x, y: -g, ""))
+defrule("mul", lambda xp, x, y: x * y, (lambda g, ans, x, y: g * y, "y"), (lambda g, ans, x, y: g * x, "x"))
+defrule("div", lambda xp, x, y: x / y, (lambda g, ans, x, y: g / y, "y"),
+        (lambda g, ans, x, y: -g * x / (y * y), "xy"))
+defrule("pow", lambda xp, x, y: x ** y,
+        (lambda g, ans, x, y: g * y * x ** (y - 1), "xy"),
+        (lambda g, ans, x, y: g * ans * xp_of(ans).log(x), "ax"))
+defrule("matmul", lambda xp, x, y: x @ y, (_matmul_vjp_x, "y"), (_matmul_vjp_y, "x"), shapes=True)
+defrule("maximum", lambda xp, x, y: xp.maximum(x, y),
+        (lambda g, ans, x, y: g * _pick(x, y, True), "xy"), (lambda g, ans, x, y: g * _pick(y, x, True), "xy"))
+defrule("minimum", lambda xp, x, y: xp.minimum(x, y),
+        (lambda g, ans, x, y: g * _pick(x, y, False), "xy"), (lambda g, ans, x, y: g * _pick(y, x, False), "xy"))
+defrule("where", lambda xp, c, x, y: xp.where(c, x, y), (None, ""),
+        (lambda g, ans, c, x, y: g * c, "x"), (lambda g, ans, c, x, y: g * ~c, "x"))
+
+# reductions
+defrule("sum", lambda xp, x, axis=None, keepdims=False: xp.sum(x, axis=axis, keepdims=keepdims),
+        (lambda g, ans, x, axis=None, keepdims=False, shapes=():
+         expand_reduced(g, shapes[0], axis, keepdims), ""), shapes=True)
+defrule("mean", lambda xp, x, axis=None, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims),
+        (lambda g, ans, x, axis=None, keepdims=False, shapes=():
+         expand_reduced(g, shapes[0], axis, keepdims) / _count(shapes[0], axis), ""), shapes=True)
+defrule("max", lambda xp, x, axis=None, keepdims=False: xp.max(x, axis=axis, keepdims=keepdims), (_minmax_vjp, "ax"))
+defrule("min", lambda xp, x, axis=None, keepdims=False: xp.min(x, axis=axis, keepdims=keepdims), (_minmax_vjp, "ax"))
+defrule("var", lambda xp, x, axis=None, keepdims=False, ddof=0: xp.var(x, axis=axis, keepdims=keepdims, ddof=ddof),
+        (_var_vjp, "x"))
+defrule("logsumexp", _logsumexp,
+        (lambda g, ans, x, axis=None, keepdims=False:
+         expand_reduced(g, x.shape, axis, keepdims) * xp_of(x).exp(x - expand_reduced(ans, x.shape, axis, keepdims)),
+         "ax"))
+defrule("softmax", _softmax,
+        (lambda g, ans, x, axis=-1: ans * (g - (g * ans).sum(axis=axis, keepdims=True)), "a"))
+defrule("log_softmax", _log_softmax,
+        (lambda g, ans, x, axis=-1: g - xp_of(ans).exp(ans) * g.sum(axis=axis, keepdims=True), "a"))
+defrule("cross_entropy", _cross_entropy_fwd, (_cross_entropy_vjp, "y"), (None, ""), aux=True)
+
+# shape (copies; views are the graph's ViewNodes, not rules)
+defrule("expand", lambda xp, x, shape=(): xp.broadcast_to(x, shape).copy(), (lambda g, ans, x, shape=(): g, ""))
+defrule("reshape_copy", lambda xp, x, shape=(): x.reshape(shape),
+        (lambda g, ans, x, shape=(), src=(): g.reshape(src), ""))
+defrule("concatenate", lambda xp, *xs, axis=0: xp.concatenate(xs, axis=axis), (_concat_vjp, ""), variadic=True)
+defrule("stack", lambda xp, *xs, axis=0: xp.stack(xs, axis=axis), (_stack_vjp, ""), variadic=True)
+defrule("gather", lambda xp, x, key=None: x[key], (_gather_vjp, ""), shapes=True)

@@ -1,0 +1,125 @@
+"""Views: which base elements a basic-indexing key selects, and how to replay a view on another array.
+
+A view is described twice. For the ledger, by its :class:`~owngrad.ledger.Region` (a product of
+per-base-axis progressions) plus a *layout*: for each axis of the view, the base axis it walks
+(or -1 for an axis inserted by ``None``/``unsqueeze``). For the gradient, by its *path*: the
+steps (index, transpose, reshape) that cut it from its root array, replayed on a zero array
+of the root's shape to scatter a gradient back, or on a gradient to read the view's part.
+
+A reshape keeps the exact element set (same region) but loses the layout: views cut from it
+then take the reshape's whole region -- the one conservative case (see ledger.py).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from .backend import Array
+from .errors import ShapeError
+from .ledger import Progression, Region
+
+__all__ = ["is_basic_key", "normalize_key", "sub_region", "apply_path", "Step", "Layout"]
+
+Step = tuple[str, Any]  # ("i", key) | ("t", axes) | ("s", squeezed axes) | ("u", key adding axes) | ("r", shape)
+Layout = tuple[int, ...] | None
+
+
+def _is_int(k: object) -> bool:
+    return isinstance(k, numbers.Integral) and not isinstance(k, bool)
+
+
+def is_basic_key(key: Any) -> bool:
+    """True when numpy would return a view: only ints, slices, None and Ellipsis."""
+    items = key if isinstance(key, tuple) else (key,)
+    for k in items:
+        if not (k is None or k is Ellipsis or isinstance(k, slice) or _is_int(k)):
+            return False
+    return True
+
+
+def normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[Any, ...]:
+    """Expand ``...``, fill trailing ``:``, make ints non-negative Python ints; IndexError if out of range."""
+    items = key if isinstance(key, tuple) else (key,)
+    n_ell = sum(1 for k in items if k is Ellipsis)
+    if n_ell > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    consumed = sum(1 for k in items if k is not None and k is not Ellipsis)
+    if consumed > len(shape):
+        raise IndexError(f"too many indices for a tensor of shape {shape}: {consumed} were given")
+    out: list[Any] = []
+    axis = 0
+    for k in items:
+        if k is Ellipsis:
+            fill = len(shape) - consumed
+            out.extend([slice(None)] * fill)
+            axis += fill
+        elif k is None:
+            out.append(None)
+        elif isinstance(k, slice):
+            out.append(slice(*k.indices(shape[axis])))
+            axis += 1
+        else:
+            n = shape[axis]
+            i = int(k)
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of range for axis {axis} of size {n} (shape {shape})")
+            out.append(i % n)
+            axis += 1
+    out.extend([slice(0, shape[a], 1) for a in range(axis, len(shape))])
+    return tuple(out)
+
+
+def sub_region(region: Region, layout: Layout, key: tuple[Any, ...],
+               shape: tuple[int, ...]) -> tuple[Region, Layout]:
+    """Region and layout of ``view[key]`` (``key`` normalized) given the view's own."""
+    if layout is None:
+        return region, None
+    axes: list[Progression] = list(region.axes)
+    new_layout: list[int] = []
+    src = 0
+    empty = False
+    for k in key:
+        if k is None:
+            new_layout.append(-1)
+            continue
+        b = layout[src]
+        if isinstance(k, slice):
+            start, stop, step = k.start, k.stop, k.step
+            cnt = len(range(start, stop, step))
+            if b >= 0:
+                s, d, _ = axes[b]
+                axes[b] = (s + start * d, d * step, cnt)
+            elif cnt == 0:
+                empty = True
+            new_layout.append(b)
+        elif b >= 0:
+            s, d, _ = axes[b]
+            axes[b] = (s + k * d, d, 1)
+        src += 1
+    if empty and axes:
+        s, d, _ = axes[0]
+        axes[0] = (s, d, 0)
+    return Region(tuple(axes)), tuple(new_layout)
+
+
+def apply_path(a: Array, path: tuple[Step, ...]) -> Array:
+    """Replay the view steps on ``a`` (an array of the root's shape); every step returns a view."""
+    for kind, arg in path:
+        if kind == "i":
+            a = a[arg]
+        elif kind == "t":
+            a = a.transpose(arg)
+        elif kind == "s":
+            a = a.squeeze(arg)
+        elif kind == "u":
+            a = a[arg]
+        else:
+            a = a.reshape(arg)
+    return a
+
+
+def check_broadcast_into(op: str, dest: tuple[int, ...], src: tuple[int, ...]) -> None:
+    """An in-place write keeps the destination's shape: ``src`` must broadcast to it."""
+    if len(src) > len(dest) or any(s != 1 and s != d for s, d in zip(src[::-1], dest[::-1])):
+        raise ShapeError(f"{op}: cannot write a value of shape {src} into a destination of shape {dest}")
