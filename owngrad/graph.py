@@ -174,9 +174,8 @@ class Grads:
             raise ValueError(f"clip_norm_: max_norm must be positive, got {max_norm}")
         total = 0.0
         for t in self._by_leaf.values():
-            total += float((t._data.astype(np.float64, copy=False) ** 2).sum()) if xp_of(t._data) is np \
-                else float((t._data ** 2).sum())
-        norm = total ** 0.5
+            total += float((t._data.astype(np.float64) ** 2).sum())
+        norm: float = total ** 0.5
         scale = max_norm / (norm + 1e-6)
         if scale < 1:
             site = user_site()
@@ -298,7 +297,7 @@ class Graph:
         if type(out) is not np.ndarray or not out.flags.c_contiguous:
             out = owned(out, xp)
         if not any_grad:
-            return Tensor._root_of(self, out, "constant", None, None, f"result of {name}")
+            return Tensor._root_of(self, out, "constant", None, None, f"({name})")
         ptuple = tuple(parents)
         meta = tuple((tuple(x.shape), x.dtype) if p is not None else None for x, p in zip(arrays, ptuple))
         node = Node(self, name, ptuple, meta, user_site())
@@ -310,7 +309,7 @@ class Graph:
                 node.attrs["shapes"] = tuple(tuple(getattr(x, "shape", ())) for x in arrays)
         else:
             node.attrs = attrs
-        t = Tensor._root_of(self, out, "result", node, None, f"result of {name} #{node.id}")
+        t = Tensor._root_of(self, out, "result", node, None, f"({name} #{node.id})")
         needs: set[int] = set()
         if rule.variadic:
             needs = set(rule.needs[0])

@@ -70,7 +70,7 @@ class Tensor:
     """An n-d array in a :class:`Graph`, with a gradient role and borrow-checked writes."""
 
     __slots__ = ("_graph", "_storage", "_data", "_region", "_layout", "_root", "_path", "_node",
-                 "_vcache", "_kind", "_readonly", "_is_view", "name", "__weakref__")
+                 "_vcache", "_kind", "_readonly", "_is_view", "_name", "__weakref__")
 
     __array_ufunc__ = None  # numpy defers to our reflected operators (ndarray * tensor -> Tensor)
 
@@ -86,7 +86,7 @@ class Tensor:
     _kind: str
     _readonly: str | None
     _is_view: bool
-    name: str | None
+    _name: str | None
 
     def __init__(self) -> None:
         raise TypeError("Tensors are made by a graph: g.param(data), g.constant(data), or ops on tensors")
@@ -108,7 +108,7 @@ class Tensor:
         t._kind = kind
         t._readonly = readonly
         t._is_view = False
-        t.name = name
+        t._name = name
         return t
 
     def _derive(self, data: Array, region: Region, layout: Layout, path: tuple[Step, ...],
@@ -126,7 +126,7 @@ class Tensor:
         t._kind = self._kind
         t._readonly = readonly
         t._is_view = is_view
-        t.name = None
+        t._name = None
         return t
 
     def _handle(self, readonly: str) -> Tensor:
@@ -158,6 +158,17 @@ class Tensor:
         return self._region.describe(self._storage.ledger.label, self._storage.ledger.shape)
 
     # --- properties ---
+    @property
+    def name(self) -> str | None:
+        """The name given at creation (params, constants) or set later; used in error messages."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        self._name = value
+        if value and (self._root is self or not self._is_view):
+            self._storage.ledger.label = value
+
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self._data.shape)
@@ -379,7 +390,7 @@ class Tensor:
             raise ShapeError(f"{op}: operands of shapes {self.shape} and {tuple(getattr(od, 'shape', ()))} "
                              f"do not fit: {e}") from None
         return Tensor._root_of(self._graph, owned(out, self._graph.xp), "constant", None, None,
-                               f"result of {op}")
+                               f"({op})")
 
     def __lt__(self, o: Any) -> Tensor:
         return self._compare(lambda a, b: a < b, o, "<")
@@ -402,7 +413,7 @@ class Tensor:
     def __invert__(self) -> Tensor:
         if self.dtype.kind != "b":
             raise TypeError(f"~: only boolean tensors can be inverted, this one is {self.dtype}")
-        return Tensor._root_of(self._graph, ~self._data, "constant", None, None, "result of ~")
+        return Tensor._root_of(self._graph, ~self._data, "constant", None, None, "(~)")
 
     def __and__(self, o: Any) -> Tensor:
         return self._compare(lambda a, b: a & b, o, "&")
@@ -420,7 +431,7 @@ class Tensor:
         """Indices of the maxima (a constant int64 tensor)."""
         out = self._graph.xp.asarray(self._data.argmax(axis=axis))
         return Tensor._root_of(self._graph, owned(out, self._graph.xp), "constant", None, None,
-                               "result of argmax")
+                               "(argmax)")
 
     # --- unary ---
     def exp(self) -> Tensor:
@@ -479,8 +490,9 @@ class Tensor:
 
     def _check_axis(self, name: str, axis: Any) -> None:
         axes = () if axis is None else axis if isinstance(axis, tuple) else (axis,)
+        n = max(self.ndim, 1)
         for a in axes:
-            if not isinstance(a, numbers.Integral) or not -max(self.ndim, 1) <= a < max(self.ndim, 1):
+            if not isinstance(a, numbers.Integral) or isinstance(a, bool) or not -n <= int(a) < n:
                 raise ShapeError(f"{name}: axis {a!r} is out of range for a tensor of shape {self.shape}")
 
     def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:

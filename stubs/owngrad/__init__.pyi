@@ -1,0 +1,1 @@
+# typed contract: written by the static-checking work
