@@ -188,6 +188,10 @@ class Grads:
         return f"Grads({inner})"
 
 
+class _GradMode(threading.local):
+    enabled = True
+
+
 class Graph:
     """Owns every recorded node, the params and constants made in it, and its no-grad state."""
 
@@ -196,7 +200,7 @@ class Graph:
         self.xp = module_for(device)
         self._ids = itertools.count(1)
         self._pending: dict[Node, None] = {}
-        self._grad_enabled = True
+        self._mode = _GradMode()  # per thread, as torch's grad mode: no_grad in one thread leaves others recording
         self._lock = threading.RLock()
         self._n_params = 0
 
@@ -241,12 +245,17 @@ class Graph:
     @contextmanager
     def no_grad(self) -> Iterator[None]:
         """Record nothing and save nothing inside the block; writes still take exclusive borrows."""
-        prev = self._grad_enabled
-        self._grad_enabled = False
+        mode = self._mode
+        prev = mode.enabled
+        mode.enabled = False
         try:
             yield
         finally:
-            self._grad_enabled = prev
+            mode.enabled = prev
+
+    @property
+    def _grad_enabled(self) -> bool:
+        return self._mode.enabled
 
     def _check_mine(self, t: object, op: str) -> None:
         from .tensor import Tensor
@@ -266,7 +275,7 @@ class Graph:
         parents: list[Node | None] = []
         any_grad = False
         device = None
-        grad_on = self._grad_enabled
+        grad_on = self._mode.enabled
         for a in args:
             if isinstance(a, Tensor):
                 if a._graph is not self:

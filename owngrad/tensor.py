@@ -774,9 +774,6 @@ class Tensor:
 
     def _snapshot(self) -> Tensor:
         """A copy of the current values that keeps this tensor's graph history."""
-        t = Tensor._root_of(self._graph, self._data.copy(), self._kind if self._root._kind != "param" else
-                            "result", None, None, f"copy of {self._label()}")
-        t._node = self._grad_node()
-        if t._node is None:
-            t._kind = "constant"
-        return t
+        node = self._grad_node() if self._graph._grad_enabled else None
+        return Tensor._root_of(self._graph, self._data.copy(), "result" if node is not None else "constant",
+                               node, None, f"copy of {self._label()}")
