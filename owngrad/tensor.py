@@ -614,6 +614,7 @@ class Tensor:
         if is_basic_key(key):
             nk = normalize_key(key, self.shape)
             region, layout = sub_region(self._region, self._layout, nk, self.shape)
+            nk += (Ellipsis,)  # so an all-int key gives a 0-d view, not a scalar copy
             return self._view(self._data[nk], region, layout, ("i", nk))
         k = self._index_arrays(key)
         try:
@@ -700,6 +701,7 @@ class Tensor:
         elif is_basic_key(key):
             nk = normalize_key(key, self.shape)
             region, _ = sub_region(self._region, self._layout, nk, self.shape)
+            nk += (Ellipsis,)
             path = path + (("i", nk),)
             dest = self._data[nk]
             if (len(operands) == 1 and isinstance(operands[0], Tensor) and operands[0]._storage is self._storage

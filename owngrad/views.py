@@ -57,7 +57,9 @@ def normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[Any, ...]:
         elif k is None:
             out.append(None)
         elif isinstance(k, slice):
-            out.append(slice(*k.indices(shape[axis])))
+            start, stop, step = k.indices(shape[axis])
+            # a negative step that runs past index 0 ends at -1, which as a slice stop means "last": use None
+            out.append(slice(start, None if stop < 0 else stop, step))
             axis += 1
         else:
             n = shape[axis]
@@ -85,7 +87,7 @@ def sub_region(region: Region, layout: Layout, key: tuple[Any, ...],
             continue
         b = layout[src]
         if isinstance(k, slice):
-            start, stop, step = k.start, k.stop, k.step
+            start, stop, step = k.indices(shape[src])
             cnt = len(range(start, stop, step))
             if b >= 0:
                 s, d, _ = axes[b]
