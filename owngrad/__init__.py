@@ -16,3 +16,9 @@ __all__ = [
     "maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul",
     "exp", "log", "tanh", "sqrt", "sigmoid", "relu", "abs",
 ]
+
+from . import nn, optim, data  # noqa: E402
+from .training import fit  # noqa: E402
+from .io import save, load  # noqa: E402
+
+__all__ += ["nn", "optim", "data", "fit", "save", "load"]

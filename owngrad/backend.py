@@ -51,7 +51,17 @@ def device_of(a: Array) -> str:
 
 
 def is_array(a: object) -> bool:
-    return type(a) is np.ndarray or type(a) in _BACKENDS
+    return type(a) is np.ndarray or is_device_array(a)
+
+
+def is_device_array(a: object) -> bool:
+    """An array of a registered non-numpy backend (cupy's, or a test double)."""
+    t = type(a)
+    if t is np.ndarray or t in (bool, int, float):
+        return False
+    if t not in _BACKENDS and t.__module__.startswith("cupy"):
+        _try_cupy()
+    return t in _BACKENDS
 
 
 _cupy_tried = False

@@ -297,9 +297,11 @@ class Graph:
                                                    next(x for x, t in zip(arrays, args) if isinstance(t, Tensor)))
         try:
             out = rule.forward(xp, *arrays, **attrs)
-        except (ValueError, TypeError, IndexError) as e:
+        except (ValueError, IndexError) as e:
             shapes = " and ".join(str(tuple(getattr(x, "shape", ()))) for x in arrays)
             raise ShapeError(f"{name}: operands of shapes {shapes} do not fit: {e}") from None
+        except TypeError as e:
+            raise TypeError(f"{name}: {e}") from None
         aux = None
         if rule.aux:
             out, aux = out
@@ -340,8 +342,17 @@ class Graph:
                 node.release_borrows()
                 raise
         node.saved = tuple(saved)
-        self._pending[node] = None
+        self._register(node)
         return t
+
+    def _register(self, node: Node) -> None:
+        """Make ``node`` pending, with any view nodes it reads (views create theirs unregistered on
+        use, so an op that fails its checks leaves the graph as it was)."""
+        pending = self._pending
+        for p in node.parents:
+            if p is not None and p.leaf is None and p.consumed is None and p not in pending:
+                self._register(p)
+        pending[node] = None
 
     def _borrow_shared(self, node: Node, t: Tensor) -> None:
         st = t._storage
@@ -349,9 +360,10 @@ class Graph:
                                               access="save"))
 
     def _new_node(self, op: str, parents: tuple[Node | None, ...],
-                  meta: tuple[tuple[tuple[int, ...], Any] | None, ...]) -> Node:
+                  meta: tuple[tuple[tuple[int, ...], Any] | None, ...], register: bool = True) -> Node:
         node = Node(self, op, parents, meta, user_site())
-        self._pending[node] = None
+        if register:
+            self._register(node)
         return node
 
     # --- backward ---
@@ -375,7 +387,17 @@ class Graph:
                                  "pass seed= (an array of the loss's shape) for a non-scalar output")
             g0 = xp.ones(loss._data.shape, dtype=loss._data.dtype)
         else:
-            g0 = seed._data if isinstance(seed, Tensor) else xp.asarray(seed, dtype=loss._data.dtype)
+            if isinstance(seed, Tensor):
+                g0 = seed._data
+            else:
+                try:
+                    kind = np.asarray(seed).dtype.kind if not hasattr(seed, "dtype") else seed.dtype.kind
+                    if kind not in "biuf":
+                        raise TypeError
+                    g0 = xp.asarray(seed, dtype=loss._data.dtype)
+                except (TypeError, ValueError):
+                    raise TypeError(f"g.backward: seed must be a real array or tensor of the loss's shape "
+                                    f"{loss.shape}, got {type(seed).__name__}") from None
             if tuple(g0.shape) != loss.shape:
                 raise ShapeError(f"g.backward: seed has shape {tuple(g0.shape)} but the loss has shape {loss.shape}")
         site = user_site()
@@ -450,7 +472,7 @@ class Graph:
                 g = leaf._graph.xp.asarray(g) if not hasattr(g, "flags") else g
                 if g.dtype != leaf._data.dtype:
                     g = g.astype(leaf._data.dtype)
-                elif g.base is not None or not g.flags.writeable or g is g0:
+                elif g.base is not None or not getattr(g.flags, "writeable", True) or g is g0:
                     g = g.copy()
                 gt = Tensor._root_of(self, g, "constant", None, None, f"gradient of {leaf._label()}",
                                      readonly="a gradient handle (from Grads)")

@@ -181,7 +181,8 @@ class BorrowLedger:
     def check(self, region: Region, kind: str, site: tuple[str, int] | None = None, access: str = "") -> None:
         """Raise as :meth:`acquire` would, without taking anything."""
         if self._live:
-            clash = self.conflicts(region, kind)
+            with self._lock:
+                clash = self.conflicts(region, kind)
             if clash:
                 raise BorrowError(self.conflict_message(region, kind, clash, site, access))
 

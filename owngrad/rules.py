@@ -150,8 +150,8 @@ def _cross_entropy_fwd(xp: Any, logits: Array, labels: Array, reduction: str = "
 def _cross_entropy_vjp(g: Array, ans: Array, logits: Array, labels: Array, reduction: str = "mean",
                        aux: Array = None) -> Array:
     xp = xp_of(aux)
-    p = xp.exp(aux)
-    if logits.ndim == 1:
+    p = xp.exp(aux)  # aux is the log-softmax, of the logits' shape (the logits themselves are not saved)
+    if aux.ndim == 1:
         p[labels] -= 1
         return p * g
     n = p.shape[0]

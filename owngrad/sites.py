@@ -6,10 +6,12 @@ filename and line number are kept, never the frame, so nothing is held alive.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_CONTEXTLIB = contextlib.__file__  # `with t.borrow():` enters through contextlib's __enter__
 
 
 def user_site() -> tuple[str, int]:
@@ -17,7 +19,7 @@ def user_site() -> tuple[str, int]:
     f = sys._getframe(1)
     while f is not None:
         fn = f.f_code.co_filename
-        if not fn.startswith(_PKG_DIR):
+        if not fn.startswith(_PKG_DIR) and fn != _CONTEXTLIB:
             return fn, f.f_lineno
         f = f.f_back  # type: ignore[assignment]
     return "<unknown>", 0

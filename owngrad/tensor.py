@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .backend import Array, device_of, owned, to_device, xp_of
+from .backend import Array, device_of, is_device_array, module_for, owned, to_device, xp_of
 from .errors import BorrowError, DeviceError, GraphError, ShapeError
 from .ledger import EXCLUSIVE, SHARED, BlockHolder, Region, Storage
 from .rules import RULES
@@ -141,12 +141,10 @@ class Tensor:
         rn = root._node
         if rn is None or not self._path:
             return rn
-        if rn.leaf is None and rn.consumed is None and self._kind != "param" and False:
-            pass
         c = self._vcache
         if c is not None and c[0] is rn and c[1].consumed is None:
             return c[1]
-        node = self._graph._new_node("view", (rn,), ((root.shape, root._data.dtype),))
+        node = self._graph._new_node("view", (rn,), ((root.shape, root._data.dtype),), register=False)
         node.path = self._path
         self._vcache = (rn, node)
         return node
@@ -315,17 +313,23 @@ class Tensor:
             if other.dtype.kind not in "biuf":
                 raise TypeError(f"{op}: unsupported operand of dtype {other.dtype}")
             return other.item()
-        if isinstance(other, (list, tuple)) or hasattr(other, "__array_interface__") or \
-                hasattr(other, "__cuda_array_interface__") or device_of(other) != "cpu":
-            if isinstance(other, np.ndarray) and self._storage.device != "cpu":
-                raise DeviceError(f"{op}: a numpy array cannot meet a tensor on {self._storage.device}; "
-                                  "make it a tensor of the graph first (g.constant(a))")
-            arr = other if isinstance(other, np.ndarray) else np.asarray(other)
+        if isinstance(other, np.ndarray) or is_device_array(other):
+            dev = device_of(other)
+            if dev != self._storage.device:
+                raise DeviceError(f"{op}: an array on {dev} cannot meet a tensor on {self._storage.device}; "
+                                  "make it a tensor of the graph first (g.constant(a)) or move it")
+            if other.dtype.kind not in "biuf":
+                raise TypeError(f"{op}: unsupported operand of dtype {other.dtype}")
+            return other
+        if isinstance(other, (list, tuple)):
+            try:
+                arr = np.asarray(other)
+            except ValueError as e:
+                raise TypeError(f"{op}: cannot use this list as an operand ({e})") from None
             if arr.dtype.kind not in "biuf":
                 raise TypeError(f"{op}: unsupported operand of dtype {arr.dtype}")
-            if isinstance(other, (list, tuple)):
-                arr = arr.astype(np.float32) if arr.dtype.kind != "b" else arr
-            return self._graph.xp.asarray(arr)
+            arr = arr.astype(np.float32) if arr.dtype.kind != "b" else arr
+            return arr if self._storage.device == "cpu" else to_device(arr, self._storage.device)
         raise TypeError(f"{op}: unsupported operand type {type(other).__name__}")
 
     def _binary(self, name: str, other: Any, reflected: bool = False) -> Tensor:
@@ -429,6 +433,8 @@ class Tensor:
 
     def argmax(self, axis: int | None = None) -> Tensor:
         """Indices of the maxima (a constant int64 tensor)."""
+        if axis is not None:
+            self._check_axis("argmax", axis)
         out = self._graph.xp.asarray(self._data.argmax(axis=axis))
         return Tensor._root_of(self._graph, owned(out, self._graph.xp), "constant", None, None,
                                "(argmax)")
@@ -461,17 +467,20 @@ class Tensor:
         return clip(self, lo, hi)
 
     def astype(self, dtype: Any) -> Tensor:
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"astype: {dtype!r} is not a dtype") from None
+        _check_dtype(dt, "astype")
         if dt == self.dtype:
             return self
         return self._graph._apply("cast", (self,), {"dtype": dt})
 
     def to(self, device: str) -> Tensor:
         """This tensor on ``device`` (a recorded copy; the gradient flows back to this device)."""
-        if device not in ("cpu", "cuda") and device != self.device:
-            raise DeviceError(f"to(): unknown device {device!r}: use 'cpu' or 'cuda'")
         if device == self.device:
             return self
+        module_for(device)  # DeviceError for an unknown device or a missing cupy/GPU
         return self._graph._apply("to", (self,), {"device": device}, {"src": self.device})
 
     def detach(self) -> Tensor:
@@ -567,7 +576,9 @@ class Tensor:
         if axis is None:
             axes = tuple(i for i, n in enumerate(self.shape) if n == 1)
         else:
-            axes = tuple(a % max(self.ndim, 1) for a in (axis if isinstance(axis, tuple) else (axis,)))
+            axes = axis if isinstance(axis, tuple) else (axis,)
+            self._check_axis("squeeze", axes)
+            axes = tuple(int(a) % max(self.ndim, 1) for a in axes)
             bad = [a for a in axes if a >= self.ndim or self.shape[a] != 1]
             if bad:
                 raise ShapeError(f"squeeze: axis {bad[0]} of shape {self.shape} does not have size 1")

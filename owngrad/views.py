@@ -57,9 +57,9 @@ def normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[Any, ...]:
         elif k is None:
             out.append(None)
         elif isinstance(k, slice):
-            start, stop, step = k.indices(shape[axis])
+            r = range(*k.indices(shape[axis]))
             # a negative step that runs past index 0 ends at -1, which as a slice stop means "last": use None
-            out.append(slice(start, None if stop < 0 else stop, step))
+            out.append(slice(0, 0, 1) if not r else slice(r.start, None if r.stop < 0 else r.stop, r.step))
             axis += 1
         else:
             n = shape[axis]

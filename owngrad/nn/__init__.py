@@ -1,1 +1,14 @@
-"""Neural-network layers and functions (filled in by the training layer)."""
+"""Neural-network layers (:mod:`owngrad.nn.modules`) and functions (:mod:`owngrad.nn.functional`).
+
+Modules are built in a graph -- ``og.nn.Linear(g, 64, 10, rng=0)`` -- and their params are
+ordinary ``g.param`` leaves, borrow-checked like any other tensor.
+"""
+
+from __future__ import annotations
+
+from . import functional
+from .modules import (MLP, BatchNorm1d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d,
+                      Module, ReLU, Sequential, Sigmoid, Tanh)
+
+__all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
+           "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]

@@ -1,0 +1,85 @@
+"""Checkpoints: :func:`save` and :func:`load` a module's (or any) state as ``.npz`` -- never pickle.
+
+Writes are atomic: the archive goes to a temporary file in the destination's directory, is
+flushed to disk, and only then renamed over the destination (``os.replace``), so a crash or
+an error mid-write leaves any previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from typing import Any, Mapping
+
+import numpy as np
+
+from .tensor import Tensor
+
+__all__ = ["save", "load"]
+
+_MARK = "__owngrad_checkpoint__"
+
+
+def _arrays(obj: Any) -> dict[str, np.ndarray]:
+    from .nn import Module
+
+    if isinstance(obj, Module):
+        state: Mapping[str, Any] = obj.state_dict()
+    elif isinstance(obj, Mapping):
+        state = obj
+    else:
+        raise TypeError(f"og.save: expected an og.nn.Module or a mapping of names to arrays, got {type(obj).__name__}")
+    out: dict[str, np.ndarray] = {}
+    for k, v in state.items():
+        if not isinstance(k, str) or not k or k == _MARK:
+            raise ValueError(f"og.save: keys must be non-empty strings (and not {_MARK!r}), got {k!r}")
+        a = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"og.save: {k!r} has dtype {a.dtype}; only bool, integer and float arrays are saved")
+        out[k] = a
+    return out
+
+
+def save(path: str | os.PathLike[str], module_or_state: Any) -> None:
+    """Write ``module_or_state`` (an ``og.nn.Module``: its ``state_dict()``; or a mapping of
+    names to arrays/tensors) to ``path`` as an ``.npz`` archive, atomically."""
+    arrays = _arrays(module_or_state)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            payload: dict[str, Any] = {_MARK: np.array(1, dtype=np.int8), **arrays}
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load(path: str | os.PathLike[str], into: Any = None) -> dict[str, np.ndarray]:
+    """Read a checkpoint written by :func:`save`: a dict of numpy arrays. With ``into=module``
+    it is also loaded into the module (``load_state_dict``: all-or-nothing, a clear error on
+    missing/unexpected keys or shapes). A file that is not such a checkpoint raises ValueError."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not an .npz archive")
+            names = list(z.files)
+            if _MARK not in names:
+                raise ValueError("it is an .npz archive but was not written by og.save")
+            state = {k: z[k] for k in names if k != _MARK}
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"og.load: {path} is not a valid owngrad checkpoint (.npz): {e}") from None
+    if into is not None:
+        into.load_state_dict(state)
+    return state

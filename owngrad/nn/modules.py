@@ -1,0 +1,458 @@
+"""Layers: a :class:`Module` registers its params, buffers and sub-modules as attributes are set.
+
+Modules are built in a graph (``Linear(g, 64, 10, rng=0)``): their params are ``g.param``
+leaves, so every rule of the borrow ledger applies to them -- an optimizer step, a
+``load_state_dict`` or a BatchNorm running-statistics update is an in-place write that needs
+an exclusive borrow. Initialisations follow PyTorch's defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from ..errors import GraphError, ShapeError
+from ..graph import Graph
+from ..ledger import EXCLUSIVE
+from ..sites import user_site
+from ..tensor import Tensor
+from . import functional as F
+
+__all__ = ["Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d", "LayerNorm",
+           "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]
+
+Rng = int | np.random.Generator | None
+
+
+def _rng(rng: Rng) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def _uniform(gen: np.random.Generator, bound: float, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    return gen.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+def _is_param(t: object) -> bool:
+    return isinstance(t, Tensor) and t._root is t and t._kind == "param"
+
+
+class Module:
+    """Base class. Setting an attribute to a param (``g.param``) registers it as a parameter,
+    to a Module as a sub-module; :meth:`register_buffer` registers state that is not trained
+    (running statistics). ``module(x)`` calls :meth:`forward`."""
+
+    training: bool
+
+    def __init__(self, graph: Graph | None = None) -> None:
+        object.__setattr__(self, "_graph", graph)
+        object.__setattr__(self, "_params", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        params: dict[str, Tensor] = self.__dict__["_params"]
+        modules: dict[str, Module] = self.__dict__["_modules"]
+        buffers: dict[str, Tensor] = self.__dict__["_buffers"]
+        params.pop(name, None)
+        modules.pop(name, None)
+        if isinstance(value, Module):
+            modules[name] = value
+            value._relabel(name + ".")
+        elif _is_param(value):
+            params[name] = value
+        elif name in buffers:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"{type(self).__name__}.{name} is a buffer: assign a Tensor, got {type(value).__name__}")
+            buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, tensor: Tensor) -> None:
+        """Register ``tensor`` (a constant) as state saved in ``state_dict`` but not trained."""
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"register_buffer: expected a Tensor, got {type(tensor).__name__}")
+        self.__dict__["_buffers"][name] = tensor
+        object.__setattr__(self, name, tensor)
+
+    def _relabel(self, prefix: str) -> None:
+        # errors name params and buffers by their state_dict key ("0.weight"), not all "weight"
+        for k, t in self._state_tensors().items():
+            t.name = prefix + k
+            t._storage.ledger.label = prefix + k
+
+    # --- the graph ---
+    @property
+    def graph(self) -> Graph:
+        """The graph this module's params live in (for a param-free module, its first child's)."""
+        g = self.__dict__["_graph"]
+        if g is not None:
+            return g  # type: ignore[no-any-return]
+        for p in self.parameters():
+            return p.graph
+        for _, b in self.named_buffers():
+            return b.graph
+        raise GraphError(f"{type(self).__name__} has no params, so it belongs to no graph")
+
+    # --- calling ---
+    def forward(self, x: Any) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, x: Any) -> Tensor:
+        return self.forward(x)
+
+    # --- registry ---
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        yield prefix, self
+        for name, m in self.__dict__["_modules"].items():
+            yield from m.named_modules(f"{prefix}{name}.")
+
+    def children(self) -> list[Module]:
+        return list(self.__dict__["_modules"].values())
+
+    def named_parameters(self) -> Iterator[tuple[str, Tensor]]:
+        """``(dotted name, param)`` for every param of this module and its sub-modules, each once."""
+        seen: set[int] = set()
+        for prefix, m in self.named_modules():
+            for name, p in m.__dict__["_params"].items():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    yield prefix + name, p
+
+    def parameters(self) -> list[Tensor]:
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
+        for prefix, m in self.named_modules():
+            for name, b in m.__dict__["_buffers"].items():
+                yield prefix + name, b
+
+    def _state_tensors(self) -> dict[str, Tensor]:
+        out = dict(self.named_parameters())
+        out.update(self.named_buffers())
+        return out
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies (host numpy arrays) of every param and buffer, keyed by dotted name."""
+        return {k: t.numpy() for k, t in self._state_tensors().items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Copy ``state`` into the params and buffers, in place. All-or-nothing: missing or
+        unexpected keys, a shape mismatch, or a tensor that cannot be written now (a pending
+        node saved it: BorrowError) raise before anything is written."""
+        own = self._state_tensors()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing}")
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected}")
+            raise KeyError(f"load_state_dict: the state does not match {type(self).__name__}: " + "; ".join(parts))
+        arrays: dict[str, Any] = {}
+        for k, t in own.items():
+            v = state[k]
+            a = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
+            if tuple(a.shape) != t.shape:
+                raise ShapeError(f"load_state_dict: {k} has shape {tuple(a.shape)} in the state but {t.shape} "
+                                 "in the module")
+            if a.dtype.kind not in "biuf":
+                raise TypeError(f"load_state_dict: {k} has unsupported dtype {a.dtype}")
+            arrays[k] = a.astype(t.dtype, copy=False)
+        site = user_site()
+        for k, t in own.items():
+            t._check_writable(site, "load_state_dict")
+            t._storage.ledger.check(t._region, EXCLUSIVE, site, access="load_state_dict")
+        g = self.graph
+        with g.no_grad():
+            for k, t in own.items():
+                t.copy_(arrays[k])
+
+    # --- modes ---
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (dropout active, BatchNorm uses and updates batch statistics); returns self."""
+        for _, m in self.named_modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode: ``train(False)``."""
+        return self.train(False)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        kids = self.__dict__["_modules"]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not kids:
+            return head + ")"
+        lines = [head]
+        for name, m in kids.items():
+            sub = repr(m).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {sub}")
+        return "\n".join(lines) + "\n)"
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias``; weight (out, in) and bias drawn from U(-1/sqrt(in), 1/sqrt(in))."""
+
+    weight: Tensor
+    bias: Tensor | None
+
+    def __init__(self, g: Graph, in_features: int, out_features: int, bias: bool = True, rng: Rng = 0,
+                 dtype: Any = np.float32) -> None:
+        super().__init__(g)
+        gen = _rng(rng)
+        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = g.param(_uniform(gen, bound, (out_features, in_features), dtype), name="weight")
+        self.bias = g.param(_uniform(gen, bound, (out_features,), dtype), name="bias") if bias else None
+
+    def forward(self, x: Any) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ShapeError(f"Linear: expected inputs with {self.in_features} features in the last axis, got "
+                             f"shape {x.shape}")
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class Conv2d(Module):
+    """2-d convolution (NCHW) as ``torch.nn.Conv2d`` without dilation or groups; PyTorch's init."""
+
+    weight: Tensor
+    bias: Tensor | None
+
+    def __init__(self, g: Graph, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, bias: bool = True, rng: Rng = 0, dtype: Any = np.float32) -> None:
+        super().__init__(g)
+        gen = _rng(rng)
+        kh, kw = F._pair(kernel_size, "kernel_size", "Conv2d", 1)
+        bound = 1.0 / math.sqrt(in_channels * kh * kw)
+        self.stride, self.padding = stride, padding
+        self.weight = g.param(_uniform(gen, bound, (out_channels, in_channels, kh, kw), dtype), name="weight")
+        self.bias = g.param(_uniform(gen, bound, (out_channels,), dtype), name="bias") if bias else None
+
+    def forward(self, x: Any) -> Tensor:
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        o, c, kh, kw = self.weight.shape
+        return f"{c}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size: Any, stride: Any = None) -> None:
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x: Any) -> Tensor:
+        return F.max_pool2d(x, self.kernel_size, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class Flatten(Module):
+    """Flatten all axes but the first: (N, ...) -> (N, prod(...)) (a view when the input is contiguous)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, x: Any) -> Tensor:
+        return x.reshape(x.shape[0], -1)  # type: ignore[no-any-return]
+
+
+class Embedding(Module):
+    """A lookup table ``weight`` (num_embeddings, dim) drawn from N(0, 1), as torch; ``emb(indices)``."""
+
+    weight: Tensor
+
+    def __init__(self, g: Graph, num_embeddings: int, embedding_dim: int, rng: Rng = 0,
+                 dtype: Any = np.float32) -> None:
+        super().__init__(g)
+        gen = _rng(rng)
+        self.weight = g.param(gen.standard_normal((num_embeddings, embedding_dim)).astype(dtype), name="weight")
+
+    def forward(self, x: Any) -> Tensor:
+        return F.embedding(self.weight, x)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, {self.weight.shape[1]}"
+
+
+class BatchNorm1d(Module):
+    """Batch normalisation over axis 0 of (N, C) inputs, as ``torch.nn.BatchNorm1d``. In training
+    mode it normalises with the batch statistics and updates ``running_mean``/``running_var``
+    (unbiased) in place under ``g.no_grad()`` -- exclusive borrows, like any other write; in
+    eval mode it uses the running statistics."""
+
+    weight: Tensor | None
+    bias: Tensor | None
+    running_mean: Tensor
+    running_var: Tensor
+
+    def __init__(self, g: Graph, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True, dtype: Any = np.float32) -> None:
+        super().__init__(g)
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = g.param(np.ones(num_features, dtype), name="weight") if affine else None
+        self.bias = g.param(np.zeros(num_features, dtype), name="bias") if affine else None
+        self.register_buffer("running_mean", g.constant(np.zeros(num_features, dtype), name="running_mean"))
+        self.register_buffer("running_var", g.constant(np.ones(num_features, dtype), name="running_var"))
+
+    def forward(self, x: Any) -> Tensor:
+        t = F._tensor_of(x, "BatchNorm1d")
+        if t.ndim != 2 or t.shape[1] != self.num_features:
+            raise ShapeError(f"BatchNorm1d: expected (N, {self.num_features}) inputs, got shape {t.shape}")
+        if self.training:
+            n = t.shape[0]
+            if n < 2:
+                raise ValueError(f"BatchNorm1d: training needs more than one sample per batch, got shape {t.shape}")
+            mean = t.mean(axis=0)
+            var = t.var(axis=0)
+            g = t.graph
+            with g.no_grad():
+                m = self.momentum
+                self.running_mean.mul_(1 - m).add_(mean * m)
+                self.running_var.mul_(1 - m).add_(var * (m * n / (n - 1)))
+            xhat = (t - mean) / (var + self.eps).sqrt()
+        else:
+            xhat = (t - self.running_mean) / (self.running_var + self.eps).sqrt()
+        if self.weight is not None and self.bias is not None:
+            return xhat * self.weight + self.bias
+        return xhat
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class LayerNorm(Module):
+    """Normalise over the last ``len(normalized_shape)`` axes, with an elementwise affine map (as torch)."""
+
+    weight: Tensor | None
+    bias: Tensor | None
+
+    def __init__(self, g: Graph, normalized_shape: int | tuple[int, ...], eps: float = 1e-5,
+                 elementwise_affine: bool = True, dtype: Any = np.float32) -> None:
+        super().__init__(g)
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape, self.eps = shape, eps
+        self.weight = g.param(np.ones(shape, dtype), name="weight") if elementwise_affine else None
+        self.bias = g.param(np.zeros(shape, dtype), name="bias") if elementwise_affine else None
+
+    def forward(self, x: Any) -> Tensor:
+        t = F._tensor_of(x, "LayerNorm")
+        k = len(self.normalized_shape)
+        if t.shape[t.ndim - k:] != self.normalized_shape:
+            raise ShapeError(f"LayerNorm: expected inputs ending in {self.normalized_shape}, got shape {t.shape}")
+        axes = tuple(range(t.ndim - k, t.ndim))
+        mean = t.mean(axis=axes, keepdims=True)
+        var = t.var(axis=axes, keepdims=True)
+        xhat = (t - mean) / (var + self.eps).sqrt()
+        if self.weight is not None and self.bias is not None:
+            return xhat * self.weight + self.bias
+        return xhat
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class Dropout(Module):
+    """Inverted dropout in training mode, the identity in eval mode; ``rng`` seeds its own generator."""
+
+    def __init__(self, p: float = 0.5, rng: Rng = 0) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p = p
+        self.rng = _rng(rng)
+
+    def forward(self, x: Any) -> Tensor:
+        return F.dropout(x, self.p, self.training, self.rng)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class ReLU(Module):
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, x: Any) -> Tensor:
+        return x.relu()  # type: ignore[no-any-return]
+
+
+class Tanh(Module):
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, x: Any) -> Tensor:
+        return x.tanh()  # type: ignore[no-any-return]
+
+
+class Sigmoid(Module):
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, x: Any) -> Tensor:
+        return x.sigmoid()  # type: ignore[no-any-return]
+
+
+class Sequential(Module):
+    """Modules applied in order; they are registered as ``"0"``, ``"1"``, ... (torch's names)."""
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential: item {i} is a {type(m).__name__}, not a Module")
+            setattr(self, str(i), m)
+
+    def __len__(self) -> int:
+        return len(self.__dict__["_modules"])
+
+    def __getitem__(self, i: int) -> Module:
+        mods: list[Module] = list(self.__dict__["_modules"].values())
+        return mods[i]
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(list(self.__dict__["_modules"].values()))
+
+    def forward(self, x: Any) -> Tensor:
+        for m in self:
+            x = m(x)
+        return x  # type: ignore[no-any-return]
+
+
+_ACTIVATIONS: dict[str, Callable[[], Module]] = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
+
+
+class MLP(Sequential):
+    """``Linear`` layers of the given ``sizes`` (``[64, 128, 10]``: two layers) with ``activation``
+    (``"relu"``, ``"tanh"``, ``"sigmoid"`` or a module factory such as ``og.nn.Tanh``) between them,
+    none after the last. ``rng`` seeds every layer's init (one generator, drawn in order)."""
+
+    def __init__(self, g: Graph, sizes: list[int] | tuple[int, ...], activation: str | Callable[[], Module] = "relu",
+                 rng: Rng = 0, dtype: Any = np.float32) -> None:
+        if len(sizes) < 2:
+            raise ValueError(f"MLP: sizes needs at least an input and an output size, got {list(sizes)}")
+        if isinstance(activation, str):
+            if activation not in _ACTIVATIONS:
+                raise ValueError(f"MLP: unknown activation {activation!r}; use one of {sorted(_ACTIVATIONS)} "
+                                 "or a module factory")
+            act = _ACTIVATIONS[activation]
+        else:
+            act = activation
+        gen = _rng(rng)
+        layers: list[Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(Linear(g, a, b, rng=gen, dtype=dtype))
+            if i < len(sizes) - 2:
+                layers.append(act())
+        super().__init__(*layers)
+        object.__setattr__(self, "_graph", g)

@@ -1,0 +1,88 @@
+"""The training loop :func:`fit` and the :func:`accuracy` metric."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Iterable, Mapping
+
+
+from .graph import Grads
+from .tensor import Tensor
+
+__all__ = ["fit", "accuracy"]
+
+Metric = Callable[[Tensor, Tensor], float]
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> float:
+    """Fraction of rows whose argmax over the last axis equals the label."""
+    pred = logits.numpy().argmax(axis=-1)
+    return float((pred == labels.numpy()).mean())
+
+
+def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tensor, Tensor], Tensor], opt: Any,
+        epochs: int = 1, metrics: Mapping[str, Metric] | None = None, progress: bool = True) -> dict[str, list[float]]:
+    """Train ``model`` for ``epochs`` passes over ``batches``; return the history.
+
+    - ``model``: an ``og.nn.Module`` (anything callable with a ``.graph`` and ``.train()``);
+      it is put in training mode first.
+    - ``batches``: re-iterable ``(x, y)`` pairs of numpy arrays (``og.data.batches``); each is
+      made a constant of ``model.graph`` (``g.constant``), so labels keep their integer dtype.
+    - ``loss_fn(output, y) -> scalar Tensor`` (e.g. ``og.nn.functional.cross_entropy``).
+    - ``opt``: an optimizer; each batch runs ``grads = g.backward(loss); opt.step(grads)``.
+    - ``metrics``: ``{name: fn(output, y) -> float}``; ``fn`` gets a read-only (frozen) output.
+    - ``progress``: a tqdm bar on stderr (if tqdm is installed); ``False`` for none.
+
+    Returns ``{"loss": [...], name: [...], ...}``: per epoch, the mean over samples of each
+    batch's value (batches weighted by their size).
+    """
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    g = model.graph
+    metrics = dict(metrics or {})
+    history: dict[str, list[float]] = {"loss": [], **{k: [] for k in metrics}}
+    bar: Any = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
+        except ImportError:
+            tqdm = None
+        if tqdm is not None:
+            total: int | None
+            try:
+                total = epochs * len(batches)  # type: ignore[arg-type]
+            except TypeError:
+                total = None
+            bar = tqdm(total=total, file=sys.stderr, unit="batch", dynamic_ncols=True)
+    model.train()
+    try:
+        for epoch in range(epochs):
+            sums = {k: 0.0 for k in history}
+            count = 0
+            for xb, yb in batches:
+                x = g.constant(xb)
+                y = g.constant(yb)
+                out = model(x)
+                loss = loss_fn(out, y)
+                if not isinstance(loss, Tensor):
+                    raise TypeError(f"fit: loss_fn must return a scalar Tensor, got {type(loss).__name__}")
+                grads: Grads = g.backward(loss)
+                opt.step(grads)
+                n = len(xb)
+                count += n
+                sums["loss"] += float(loss.item()) * n
+                if metrics:
+                    frozen = g.freeze(out)
+                    for k, fn in metrics.items():
+                        sums[k] += float(fn(frozen, y)) * n
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / count:.4f}", refresh=False)
+            for k in history:
+                history[k].append(sums[k] / count if count else float("nan"))
+    finally:
+        if bar is not None:
+            bar.close()
+    return history
+
+
