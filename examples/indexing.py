@@ -66,9 +66,9 @@ def main() -> None:
         bag = table(words)                              # (n, 5, dim): a gather
         feats = bag.mean(axis=1)
         feats[:, 0:1] = 0.0                             # a recorded write through a slice: channel 0 unused
-        loss = F.cross_entropy(head(feats), labels.astype(np.int64))
-        opt.step(g.backward(loss))
-        losses.append(loss.item())
+        step_loss = F.cross_entropy(head(feats), labels.astype(np.int64))
+        opt.step(g.backward(step_loss))
+        losses.append(step_loss.item())
     with g.no_grad():
         pred = head(table(words).mean(axis=1)).numpy().argmax(axis=1)
     print(f"   loss {losses[0]:.4f} -> {losses[-1]:.4f}; training accuracy {float((pred == labels).mean()):.4f}")

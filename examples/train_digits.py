@@ -20,8 +20,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.datasets import load_digits  # type: ignore[import-untyped, unused-ignore]  # noqa: E402
+from sklearn.model_selection import train_test_split  # type: ignore[import-untyped, unused-ignore]  # noqa: E402
 
 import owngrad as og  # noqa: E402
 import owngrad.nn.functional as F  # noqa: E402
@@ -83,10 +83,10 @@ def main() -> None:
 
     if args.plot:
         try:
-            import matplotlib
+            import matplotlib  # type: ignore[import-not-found, unused-ignore]
 
             matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
         except ImportError:
             print("--plot: matplotlib is not installed (pip install matplotlib); no plot written")
         else:

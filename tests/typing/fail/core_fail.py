@@ -9,7 +9,7 @@ import owngrad as og
 
 def gradient_handles(g: og.Graph, w: og.Tensor[og.Mut]) -> None:
     grads = g.backward((w * w).sum())
-    grads[w] += 1  # type: ignore[index]
+    grads[w] += 1  # type: ignore[misc]
     grads[w][0:2] += 1  # type: ignore[misc]
     grads[w][0][1] = 0.0  # type: ignore[misc]
     grads[w].T[0].zero_()  # type: ignore[misc]

@@ -1,0 +1,152 @@
+"""og.optim: PyTorch's exact update rules, all-or-nothing steps under exclusive borrows, state."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+import owngrad as og
+
+SHAPES = [(3, 4), (4,), (2, 2, 3)]
+
+
+def _loss(ps: list[og.Tensor], coefs: list[np.ndarray]) -> og.Tensor:
+    # a loss whose gradient changes with the params (so momentum/Adam state matters)
+    total = (ps[0] * ps[0] * coefs[0]).sum()
+    for p, c in zip(ps[1:], coefs[1:]):
+        total = total + (p.tanh() * c).sum()
+    return total
+
+
+def _run_ours(make: Callable[[list[og.Tensor]], Any], init: list[np.ndarray], coefs: list[np.ndarray],
+              steps: int) -> list[np.ndarray]:
+    g = og.Graph()
+    ps = [g.param(a) for a in init]
+    opt = make(ps)
+    for _ in range(steps):
+        opt.step(g.backward(_loss(ps, coefs)))
+    return [p.numpy() for p in ps]
+
+
+def _run_torch(torch: Any, make: Callable[[list[Any]], Any], init: list[np.ndarray], coefs: list[np.ndarray],
+               steps: int) -> list[np.ndarray]:
+    ps = [torch.tensor(a, requires_grad=True) for a in init]
+    cs = [torch.tensor(c) for c in coefs]
+    opt = make(ps)
+    for _ in range(steps):
+        opt.zero_grad()
+        total = (ps[0] * ps[0] * cs[0]).sum()
+        for p, c in zip(ps[1:], cs[1:]):
+            total = total + (p.tanh() * c).sum()
+        total.backward()
+        opt.step()
+    return [p.detach().numpy() for p in ps]
+
+
+CONFIGS = [
+    ("sgd", lambda m, ps: m.SGD(ps, lr=0.1)),
+    ("sgd momentum", lambda m, ps: m.SGD(ps, lr=0.05, momentum=0.9)),
+    ("sgd dampening wd", lambda m, ps: m.SGD(ps, lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.01)),
+    ("sgd nesterov", lambda m, ps: m.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1)),
+    ("adam", lambda m, ps: m.Adam(ps, lr=0.01)),
+    ("adam betas wd", lambda m, ps: m.Adam(ps, lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+    ("adamw", lambda m, ps: m.AdamW(ps, lr=0.01)),
+    ("adamw wd", lambda m, ps: m.AdamW(ps, lr=0.02, betas=(0.5, 0.9), weight_decay=0.3)),
+]
+
+
+@pytest.mark.parametrize("name,make", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_matches_torch(name: str, make: Callable[..., Any]) -> None:
+    torch = pytest.importorskip("torch")
+    r = np.random.default_rng(1)
+    init = [r.standard_normal(s) for s in SHAPES]
+    coefs = [r.standard_normal(s) for s in SHAPES]
+    ours = _run_ours(lambda ps: make(og.optim, ps), init, coefs, steps=6)
+    theirs = _run_torch(torch, lambda ps: make(torch.optim, ps), init, coefs, steps=6)
+    for a, b, i in zip(ours, theirs, init):
+        assert not np.allclose(a, i)
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_sgd_by_hand() -> None:
+    g = og.Graph()
+    p = g.param(np.array([1.0, -2.0]))
+    opt = og.optim.SGD([p], lr=0.5, momentum=0.5)
+    opt.step(g.backward((p * p).sum()))      # grad 2p = [2, -4]; buf = [2, -4]; p = [0, 0]
+    np.testing.assert_allclose(p.numpy(), [0.0, 0.0])
+    opt.step(g.backward((p * 3.0).sum()))    # grad [3, 3]; buf = 0.5*[2,-4] + [3,3] = [4, 1]
+    np.testing.assert_allclose(p.numpy(), [-2.0, -0.5])
+
+
+def test_step_is_all_or_nothing_under_borrows() -> None:
+    g = og.Graph()
+    ps = [g.param(np.full(s, 1.0)) for s in SHAPES]
+    opt = og.optim.Adam(ps, lr=0.1)
+    grads = g.backward(sum(((p * p).sum() for p in ps[1:]), (ps[0] * ps[0]).sum()))
+    pending = (ps[2] * ps[2]).sum()          # a pending node saved the third param
+    with pytest.raises(og.BorrowError, match=r"cannot write .* \(exclusive borrow for Adam.step\) at test_optim.py"):
+        opt.step(grads)
+    for p, s in zip(ps, SHAPES):             # first two untouched, nothing else changed
+        assert np.array_equal(p.numpy(), np.full(s, 1.0))
+    assert opt.state == [{}, {}, {}]
+    g.backward(pending)
+    opt.step(grads)
+    assert all(st["step"] == 1 for st in opt.state)
+    assert not np.array_equal(ps[0].numpy(), np.full(SHAPES[0], 1.0))
+
+
+def test_readonly_handles_and_non_grads_are_refused() -> None:
+    g = og.Graph()
+    p = g.param(np.ones(3))
+    opt = og.optim.SGD([p], lr=0.1)
+    grads = g.backward((p * p).sum())
+    with pytest.raises(TypeError, match="og.Grads"):
+        opt.step({p: grads[p]})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not a param"):
+        og.optim.SGD([g.constant(np.ones(3))], lr=0.1)
+    with pytest.raises(TypeError, match="not a param"):
+        og.optim.SGD([p[0:2]], lr=0.1)
+    with pytest.raises(ValueError, match="nesterov"):
+        og.optim.SGD([p], lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="empty"):
+        og.optim.Adam([], lr=0.1)
+    assert np.array_equal(p.numpy(), np.ones(3))
+
+
+def test_params_without_gradient_are_skipped() -> None:
+    g = og.Graph()
+    a, b = g.param(np.ones(2)), g.param(np.ones(2))
+    opt = og.optim.SGD([a, b], lr=1.0, momentum=0.9)
+    opt.step(g.backward((a * 2.0).sum()))
+    np.testing.assert_allclose(a.numpy(), [-1.0, -1.0])
+    np.testing.assert_allclose(b.numpy(), [1.0, 1.0])
+    assert opt.state[1] == {}
+
+
+def test_state_dict_roundtrip() -> None:
+    r = np.random.default_rng(0)
+    init = [r.standard_normal(s) for s in SHAPES]
+    coefs = [r.standard_normal(s) for s in SHAPES]
+    g = og.Graph()
+    ps = [g.param(a) for a in init]
+    opt = og.optim.Adam(ps, lr=0.05, betas=(0.8, 0.9))
+    for _ in range(3):
+        opt.step(g.backward(_loss(ps, coefs)))
+    sd = opt.state_dict()
+    g2 = og.Graph()
+    qs = [g2.param(p.numpy()) for p in ps]
+    opt2 = og.optim.Adam(qs, lr=1.0)
+    opt2.load_state_dict(sd)
+    assert opt2.lr == 0.05 and opt2.betas == (0.8, 0.9)
+    for _ in range(2):
+        opt.step(g.backward(_loss(ps, coefs)))
+        opt2.step(g2.backward(_loss(qs, coefs)))
+    for p, q in zip(ps, qs):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+    sd["state"][0]["exp_avg"] = np.zeros((9, 9))
+    with pytest.raises(og.ShapeError, match="exp_avg"):
+        opt2.load_state_dict(sd)
+    with pytest.raises(ValueError, match="SGD"):
+        og.optim.SGD(qs, lr=0.1).load_state_dict(opt.state_dict())

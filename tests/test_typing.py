@@ -1,0 +1,116 @@
+"""The typed contract (stubs/owngrad, SPEC section 4), checked the way typeshed and numpy check theirs.
+
+- tests/typing/pass/*.py must type-check under mypy --strict (assert_type pins every mode);
+- tests/typing/fail/*.py put `# type: ignore[code]` on each misuse, under warn_unused_ignores:
+  a misuse that stops being an error, or raises another code, fails the run;
+- stubtest keeps the stubs in step with the runtime;
+- owngrad/ and examples/ pass mypy --strict; pyright agrees on pass/fail where it is installed.
+
+One mypy process per test; caches live under .mypy_cache/typing-tests/ so reruns are warm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("mypy")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TYPING = os.path.join(ROOT, "tests", "typing")
+CACHE = os.path.join(ROOT, ".mypy_cache", "typing-tests")
+
+
+def run_mypy(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m mypy`` from the repository root with its own warm cache directory."""
+    cmd = [sys.executable, "-m", "mypy", "--cache-dir", os.path.join(CACHE, name), "--no-error-summary",
+           "--show-error-codes", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def case_files(kind: str) -> list[str]:
+    d = os.path.join(TYPING, kind)
+    return sorted(os.path.join("tests", "typing", kind, f) for f in os.listdir(d) if f.endswith(".py"))
+
+
+def test_pass_and_fail_cases() -> None:
+    passing, failing = case_files("pass"), case_files("fail")
+    assert passing and failing
+    r = run_mypy("cases", "--config-file", os.path.join("tests", "typing", "mypy.ini"), *passing, *failing)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_fail_cases_are_errors_without_their_ignores(tmp_path: os.PathLike[str]) -> None:
+    """Each ignored line really is an error on its own (not just covered by a neighbour's ignore)."""
+    import re
+
+    stripped = []
+    expected: dict[tuple[str, int], str] = {}
+    for rel in case_files("fail"):
+        with open(os.path.join(ROOT, rel)) as fh:
+            lines = fh.read().splitlines()
+        out = []
+        for i, line in enumerate(lines, 1):
+            m = re.search(r"  # type: ignore\[([a-z-]+)\]$", line)
+            if m:
+                expected[(os.path.basename(rel), i)] = m.group(1)
+                line = line[: m.start()]
+            out.append(line)
+        dst = os.path.join(str(tmp_path), os.path.basename(rel))
+        with open(dst, "w") as fh:
+            fh.write("\n".join(out) + "\n")
+        stripped.append(dst)
+    assert expected
+    r = run_mypy("stripped", "--config-file", os.path.join("tests", "typing", "mypy.ini"), *stripped)
+    got: dict[tuple[str, int], set[str]] = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"(.+?):(\d+): error: .*  \[([a-z-]+)\]$", line)
+        if m:
+            got.setdefault((os.path.basename(m.group(1)), int(m.group(2))), set()).add(m.group(3))
+    missing = {k: v for k, v in expected.items() if v not in got.get(k, set())}
+    extra = {k: v for k, v in got.items() if k not in expected}
+    assert not missing and not extra, (missing, extra, r.stdout)
+
+
+def test_stubtest() -> None:
+    env = dict(os.environ, MYPYPATH=os.path.join(ROOT, "stubs"))
+    cmd = [sys.executable, "-m", "mypy.stubtest", "owngrad", "--mypy-config-file", os.path.join(TYPING, "mypy.ini"),
+           "--allowlist", os.path.join(TYPING, "stubtest_allowlist.txt")]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_owngrad_is_strict_clean() -> None:
+    """The runtime itself passes mypy --strict with the project's mypy.ini (the stubs do not interfere)."""
+    r = run_mypy("owngrad", "--config-file", "mypy.ini", "--strict", "owngrad")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_examples_are_strict_clean_with_the_plugin() -> None:
+    d = os.path.join(ROOT, "examples")
+    files = sorted(os.path.join("examples", f) for f in os.listdir(d) if f.endswith(".py")) if os.path.isdir(d) else []
+    if not files:
+        pytest.skip("examples/ has no Python files yet")
+    r = run_mypy("examples", "--config-file", "mypy.ini", "--strict", "--plugins", "owngrad.mypy_plugin", *files)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_pyright_agrees_on_pass_and_fail_cases() -> None:
+    exe = shutil.which("pyright")
+    if exe is None:
+        pytest.skip("pyright is not installed (pip install pyright)")
+    r = subprocess.run([exe, "-p", os.path.join(TYPING, "pyrightconfig.json"), "--outputjson"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    try:
+        report = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        pytest.skip(f"pyright did not run: {(r.stdout + r.stderr)[-300:]}")
+    msgs = [f"{d['file']}:{d['range']['start']['line'] + 1}: {d['message']}" for d in report["generalDiagnostics"]
+            if d["severity"] == "error"]
+    assert report["summary"]["filesAnalyzed"] >= 2
+    assert not msgs, "\n".join(msgs)
