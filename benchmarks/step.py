@@ -9,7 +9,8 @@ owngrad, a hand-written numpy forward+backward (the floor), torch (1 thread), My
 autograd (each skipped when absent). Every library starts from the same weights, and the first
 step's losses are checked to agree before anything is timed.
 
-Timing: each library is warmed up, a block size is calibrated so one block takes ~10 ms, then
+Timing (``--clock cpu``, the default, counts this process's CPU time, which other jobs on a
+shared machine disturb far less than wall time; ``--clock wall`` for an idle machine): each library is warmed up, a block size is calibrated so one block takes ~10 ms, then
 ``--rounds`` rounds each time one block per library; the per-step median over rounds is
 reported with ratios against the numpy floor and against torch.
 
@@ -283,7 +284,8 @@ def _sync_fn(device: str) -> Callable[[], None]:
 
 
 def time_all(steps: dict[str, Callable[[bool], float | None]], rounds: int, warmup: int,
-             target_s: float, sync: Callable[[], None]) -> dict[str, list[float]]:
+             target_s: float, sync: Callable[[], None],
+             clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     blocks: dict[str, int] = {}
     for name, step in steps.items():
         for _ in range(warmup):
@@ -291,11 +293,11 @@ def time_all(steps: dict[str, Callable[[bool], float | None]], rounds: int, warm
         sync()
         n = 1
         while True:  # calibrate: a block of n steps takes about target_s
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(n):
                 step(False)
             sync()
-            dt = time.perf_counter() - t0
+            dt = clock() - t0
             if dt >= target_s or n >= 1 << 16:
                 break
             n = max(n * 2, int(n * target_s / max(dt, 1e-9)))
@@ -304,11 +306,11 @@ def time_all(steps: dict[str, Callable[[bool], float | None]], rounds: int, warm
     for _ in range(rounds):
         for name, step in steps.items():
             n = blocks[name]
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(n):
                 step(False)
             sync()
-            times[name].append((time.perf_counter() - t0) / n)
+            times[name].append((clock() - t0) / n)
     return times
 
 
@@ -351,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block-ms", type=float, default=10.0)
     ap.add_argument("--loss", choices=("auto", "ce", "mse"), default="auto")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                    help="cpu: this process's CPU time (robust when other jobs share the cores; every "
+                         "library runs one thread); wall: perf_counter (use on an idle machine and for cuda)")
     args = ap.parse_args(argv)
 
     xp: Any = np
@@ -413,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     if skipped:
         print("skipped: " + ", ".join(skipped))
     sync = _sync_fn(args.device)
+    clock = time.process_time if args.clock == "cpu" and args.device == "cpu" else time.perf_counter
+    print(f"clock: {'process CPU time' if clock is time.process_time else 'wall (perf_counter)'}")
     results: dict[str, dict[str, float]] = {}
     for size in args.sizes.split(","):
         prob = make_problem(size)
@@ -424,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         for lib, v in first.items():
             if ref is not None and v is not None and not abs(v - ref) <= 1e-9 * max(1.0, abs(ref)):
                 print(f"  !! {size}: {lib}'s first loss {v!r} differs from numpy's {ref!r}")
-        times = time_all(steps, args.rounds, args.warmup, args.block_ms / 1e3, sync)
+        times = time_all(steps, args.rounds, args.warmup, args.block_ms / 1e3, sync, clock)
         med = {lib: statistics.median(ts) for lib, ts in times.items()}
         results[size] = med
         batch, widths = SIZES[size]

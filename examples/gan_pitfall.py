@@ -49,7 +49,9 @@ def main() -> None:
     grads_d = g.backward(loss_d)
     before = [p.numpy() for p in disc.parameters()]
     try:
-        opt_d.step(grads_d)                             # refused: loss_g still needs the old weights
+        # refused: loss_g still needs the old weights. The mypy plugin flags this line statically
+        # ([owngrad-borrow]); silenced so the example can show the run-time error.
+        opt_d.step(grads_d)  # type: ignore[owngrad-borrow, unused-ignore]
     except og.BorrowError as e:
         print(f"{type(e).__name__}: {e}")
     unchanged = all(np.array_equal(b, p.numpy()) for b, p in zip(before, disc.parameters()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -36,7 +37,7 @@ class Node:
     """One recorded op: its inputs' nodes, what it saved (and the borrows that protect it)."""
 
     __slots__ = ("id", "op", "graph", "rule", "parents", "saved", "attrs", "meta", "borrows", "site",
-                 "consumed", "path", "key", "leaf", "aux", "__weakref__")
+                 "consumed", "path", "key", "_leaf", "aux", "out", "__weakref__")
 
     def __init__(self, graph: Graph, op: str, parents: tuple[Node | None, ...],
                  meta: tuple[tuple[tuple[int, ...], Any] | None, ...], site: tuple[str, int]) -> None:
@@ -53,8 +54,19 @@ class Node:
         self.consumed: str | None = None  # why it can no longer be walked: "consumed" / "freed"
         self.path: tuple[Step, ...] = ()
         self.key: Any = None
-        self.leaf: Tensor | None = None
+        self._leaf: weakref.ref[Tensor] | None = None  # a param's leaf node refers to it weakly: no cycle
         self.aux: Any = None
+        self.out: weakref.ref[Tensor] | None = None  # the tensor this node produced, while it lives
+
+    @property
+    def leaf(self) -> Tensor | None:
+        """The param of a leaf node (None for other nodes, and once the param is gone)."""
+        r = self._leaf
+        return None if r is None else r()
+
+    @leaf.setter
+    def leaf(self, t: Tensor) -> None:
+        self._leaf = weakref.ref(t)
 
     # --- the Holder protocol of the ledger ---
     def holder_text(self) -> str:
@@ -100,6 +112,20 @@ class Node:
         for b in self.borrows:
             b.ledger.release(b)
         self.borrows = []
+
+
+@contextmanager
+def _exclusive_all(ts: list[Tensor], site: tuple[str, int], what: str) -> Iterator[None]:
+    """Exclusive borrows on every tensor, all or none, for owngrad's own multi-tensor updates."""
+    holder = BlockHolder(what, site, "wait for it to finish")
+    taken: list[Borrow] = []
+    try:
+        for t in ts:
+            taken.append(t._storage.ledger.acquire(t._region, EXCLUSIVE, holder, "writing", site, access=what))
+        yield
+    finally:
+        for b in taken:
+            b.ledger.release(b)
 
 
 class _BackwardHolder:
@@ -156,14 +182,15 @@ class Grads:
 
     def __iter__(self) -> Iterator[Tensor]:
         for node in self._by_leaf:
-            assert node.leaf is not None
-            yield node.leaf
+            leaf = node.leaf
+            if leaf is not None:
+                yield leaf
 
     def keys(self) -> list[Tensor]:
         return list(self)
 
     def items(self) -> list[tuple[Tensor, Tensor]]:
-        return [(node.leaf, g) for node, g in self._by_leaf.items()]  # type: ignore[misc]
+        return [(p, g) for p, g in ((n.leaf, g) for n, g in self._by_leaf.items()) if p is not None]
 
     def values(self) -> list[Tensor]:
         return list(self._by_leaf.values())
@@ -178,9 +205,10 @@ class Grads:
         norm: float = total ** 0.5
         scale = max_norm / (norm + 1e-6)
         if scale < 1:
-            site = user_site()
-            for t in self._by_leaf.values():
-                t._write_internal(lambda a: a.__imul__(scale), site, "clip_norm_")
+            ts = list(self._by_leaf.values())
+            with _exclusive_all(ts, user_site(), "grads.clip_norm_"):
+                for t in ts:
+                    t._data *= scale
         return norm
 
     def __repr__(self) -> str:
@@ -321,6 +349,7 @@ class Graph:
         else:
             node.attrs = attrs
         t = Tensor._root_of(self, out, "result", node, None, f"({name} #{node.id})")
+        node.out = weakref.ref(t)
         needs: set[int] = set()
         if rule.variadic:
             needs = set(rule.needs[0])
@@ -350,7 +379,7 @@ class Graph:
         use, so an op that fails its checks leaves the graph as it was)."""
         pending = self._pending
         for p in node.parents:
-            if p is not None and p.leaf is None and p.consumed is None and p not in pending:
+            if p is not None and p.op != "param" and p.consumed is None and p not in pending:
                 self._register(p)
         pending[node] = None
 
@@ -374,6 +403,8 @@ class Graph:
         from .tensor import Tensor
 
         self._check_mine(loss, "g.backward")
+        if on_grad is not None and not callable(on_grad):
+            raise TypeError(f"g.backward: on_grad must be a callable (leaf, grad) -> None, got {type(on_grad).__name__}")
         if into is not None and not isinstance(into, Grads):
             raise TypeError(f"g.backward: into= must be a Grads, got {type(into).__name__}")
         root = loss._grad_node()
@@ -388,6 +419,9 @@ class Graph:
             g0 = xp.ones(loss._data.shape, dtype=loss._data.dtype)
         else:
             if isinstance(seed, Tensor):
+                self._check_mine(seed, "g.backward(seed=...)")
+                if seed.device != loss.device:
+                    raise DeviceError(f"g.backward: seed is on {seed.device}, the loss on {loss.device}")
                 g0 = seed._data
             else:
                 try:
@@ -396,8 +430,9 @@ class Graph:
                         raise TypeError
                     g0 = xp.asarray(seed, dtype=loss._data.dtype)
                 except (TypeError, ValueError):
+                    got = f"an array of dtype {seed.dtype}" if hasattr(seed, "dtype") else type(seed).__name__
                     raise TypeError(f"g.backward: seed must be a real array or tensor of the loss's shape "
-                                    f"{loss.shape}, got {type(seed).__name__}") from None
+                                    f"{loss.shape}, got {got}") from None
             if tuple(g0.shape) != loss.shape:
                 raise ShapeError(f"g.backward: seed has shape {tuple(g0.shape)} but the loss has shape {loss.shape}")
         site = user_site()
@@ -407,28 +442,28 @@ class Graph:
             leaf_borrows: list[Borrow] = []
             try:
                 for node in order:
-                    if node.leaf is not None:
-                        st = node.leaf._storage
-                        leaf_borrows.append(st.ledger.acquire(node.leaf._region, SHARED, holder,
+                    leaf = node.leaf
+                    if leaf is not None:
+                        st = leaf._storage
+                        leaf_borrows.append(st.ledger.acquire(leaf._region, SHARED, holder,
                                                               "read by backward", site, access="read"))
                 by_leaf = self._run(order, root, g0, on_grad, check_finite)
             finally:
                 for b in leaf_borrows:
                     b.ledger.release(b)
             if into is not None:
+                pairs = [(into._by_leaf[n], gt._data) for n, gt in by_leaf.items() if n in into._by_leaf]
+                with _exclusive_all([p for p, _ in pairs], site, "g.backward(into=...)"):
+                    for prev, add in pairs:
+                        prev._data += add
                 for node, gt in by_leaf.items():
-                    prev = into._by_leaf.get(node)
-                    if prev is None:
-                        into._by_leaf[node] = gt
-                    else:
-                        add = gt._data
-                        prev._write_internal(lambda a: a.__iadd__(add), site, "backward(into=...)")
+                    into._by_leaf.setdefault(node, gt)
                 result = into
             else:
                 result = Grads(self, by_leaf)
             if not retain:
                 for node in order:
-                    if node.leaf is None:
+                    if node.op != "param":
                         self._drop(node, "consumed")
         return result
 
@@ -461,12 +496,14 @@ class Graph:
              on_grad: Callable[[Tensor, Tensor], None] | None, check_finite: bool) -> dict[Node, Tensor]:
         from .tensor import Tensor
 
-        grads: dict[Node, Array] = {root: g0}
+        grads: dict[Node, Array] = {root: g0 if not isinstance(g0, np.generic) else np.asarray(g0)}
         by_leaf: dict[Node, Tensor] = {}
         for node in reversed(order):
             g = grads.pop(node, None)
             if g is None:
                 continue
+            if isinstance(g, np.generic):  # numpy gives scalars, not 0-d arrays, for 0-d arithmetic
+                g = np.asarray(g)
             leaf = node.leaf
             if leaf is not None:
                 g = leaf._graph.xp.asarray(g) if not hasattr(g, "flags") else g
@@ -507,13 +544,18 @@ class Graph:
         """Drop the pending nodes that only ``t`` needs (releasing their borrows); return how many."""
         self._check_mine(t, "g.free")
         start = t._grad_node()
-        if start is None or start.leaf is not None:
+        if start is None or start.op == "param":
             return 0
         with self._lock:
             mine = self._ancestors([start])
+            # still needed: whatever another pending node, or another live tensor, reads
             others = [n for n in self._pending if n not in mine]
+            for n in mine:
+                out = n.out() if n.out is not None else None
+                if out is not None and out is not t:
+                    others.append(n)
             keep = self._ancestors(others)
-            dropped = [n for n in mine if n not in keep and n.leaf is None and not n.consumed]
+            dropped = [n for n in mine if n not in keep and n.op != "param" and not n.consumed]
             for n in dropped:
                 self._drop(n, "freed")
         return len(dropped)
@@ -551,8 +593,9 @@ class Graph:
             return "\n".join(lines)
         seen = self._ancestors([start]) | {start}
         for n in sorted(seen, key=lambda n: n.id):
-            if n.leaf is not None:
-                label = f"{n.leaf._label()}\\nparam {n.leaf.shape}"
+            leaf = n.leaf
+            if leaf is not None:
+                label = f"{leaf._label()}\\nparam {leaf.shape}"
             else:
                 held = "\\n".join(f"borrows {b.label} ({b.kind})" for b in n.borrows) or "no borrows"
                 state = f"\\n[{n.consumed}]" if n.consumed else ""

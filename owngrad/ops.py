@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .errors import GraphError, ShapeError
-from .tensor import Tensor, _scalar
+from .tensor import Tensor, _check_bound, _scalar
 
 __all__ = ["maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul", "exp", "log", "tanh",
            "sqrt", "sigmoid", "relu", "abs"]
@@ -45,6 +45,7 @@ def clip(x: Tensor, lo: Any = None, hi: Any = None) -> Tensor:
     Tensor bounds that need a gradient are composed of maximum/minimum."""
     if not isinstance(x, Tensor):
         raise TypeError(f"og.clip: x must be a Tensor, got {type(x).__name__}")
+    _check_bound("og.clip", lo, hi)
     if isinstance(lo, Tensor) or isinstance(hi, Tensor):
         out = x
         if lo is not None:

@@ -4,7 +4,8 @@
 needs the param's exclusive borrow, so a step taken while a pending node still saved a param
 (the old weights are needed by a backward that has not run yet) raises ``og.BorrowError`` at
 the step. A step is all-or-nothing: every param's borrow is taken before anything is written,
-so a refused step leaves every param and the optimizer's state as they were.
+so a refused step leaves every param and the optimizer's state as they were; the updates are
+computed on copies and committed together, so an error in the middle of a step changes nothing.
 """
 
 from __future__ import annotations
@@ -71,9 +72,18 @@ class Optimizer:
             for _, p in todo:
                 taken.append(p._storage.ledger.acquire(p._region, EXCLUSIVE, holder, "writing", site,
                                                        access=what))
+            # compute every update on copies, then commit: an error (or a KeyboardInterrupt) while
+            # updating the third param cannot leave the first two, or the state, half-stepped
+            staged: list[tuple[int, Tensor, Array, dict[str, Any]]] = []
             with self.params[0].graph.no_grad():
                 for i, p in todo:
-                    self._update(p._data, grads[p]._data, self.state[i])
+                    new_p = p._data.copy()
+                    new_state = {k: (v.copy() if hasattr(v, "copy") else v) for k, v in self.state[i].items()}
+                    self._update(new_p, grads[p]._data, new_state)
+                    staged.append((i, p, new_p, new_state))
+                for i, p, new_p, new_state in staged:
+                    p._data[...] = new_p
+                    self.state[i] = new_state
         finally:
             for b in taken:
                 b.ledger.release(b)

@@ -10,6 +10,7 @@ a ``copy_slices`` node (PyTorch's CopySlices) -- every other view reads the new 
 from __future__ import annotations
 
 import numbers
+import weakref
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -62,6 +63,12 @@ def _check_dtype(dtype: Any, op: str) -> None:
         raise TypeError(f"{op}: unsupported dtype {dtype} (object, string and complex data are not tensors)")
 
 
+def _check_bound(op: str, lo: Any, hi: Any) -> None:
+    for name, v in (("lo", lo), ("hi", hi)):
+        if v is not None and not isinstance(v, (numbers.Real, np.generic, Tensor)) and not hasattr(v, "dtype"):
+            raise TypeError(f"{op}: {name} must be a number, an array, a tensor or None, got {type(v).__name__}")
+
+
 def _scalar(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
@@ -69,7 +76,7 @@ def _scalar(x: Any) -> Any:
 class Tensor:
     """An n-d array in a :class:`Graph`, with a gradient role and borrow-checked writes."""
 
-    __slots__ = ("_graph", "_storage", "_data", "_region", "_layout", "_root", "_path", "_node",
+    __slots__ = ("_graph", "_storage", "_data", "_region", "_layout", "_rootref", "_path", "_node",
                  "_vcache", "_kind", "_readonly", "_is_view", "_name", "__weakref__")
 
     __array_ufunc__ = None  # numpy defers to our reflected operators (ndarray * tensor -> Tensor)
@@ -79,7 +86,7 @@ class Tensor:
     _data: Array
     _region: Region
     _layout: Layout
-    _root: Tensor
+    _rootref: Tensor | None  # the root this view was cut from; None for a root (no self-cycle)
     _path: tuple[Step, ...]
     _node: Node | None
     _vcache: tuple[Node, Node] | None
@@ -101,7 +108,7 @@ class Tensor:
         t._data = array
         t._region = Region.full(tuple(array.shape))
         t._layout = tuple(range(array.ndim))
-        t._root = t
+        t._rootref = None
         t._path = ()
         t._node = node
         t._vcache = None
@@ -119,7 +126,7 @@ class Tensor:
         t._data = data
         t._region = region
         t._layout = layout
-        t._root = self._root
+        t._rootref = self._root
         t._path = path
         t._node = None
         t._vcache = None
@@ -133,10 +140,16 @@ class Tensor:
         """Another handle on the same data and history, read-only."""
         return self._derive(self._data, self._region, self._layout, self._path, readonly, self._is_view)
 
+    @property
+    def _root(self) -> Tensor:
+        """The tensor owning this storage's history: itself for a root, else the root of the view chain."""
+        r = self._rootref
+        return self if r is None else r
+
     def _grad_node(self) -> Node | None:
         """This tensor's current graph node (derived for views from the root's current node)."""
-        root = self._root
-        if root is self:
+        root = self._rootref
+        if root is None:
             return self._node
         rn = root._node
         if rn is None or not self._path:
@@ -146,6 +159,7 @@ class Tensor:
             return c[1]
         node = self._graph._new_node("view", (rn,), ((root.shape, root._data.dtype),), register=False)
         node.path = self._path
+        node.out = weakref.ref(self)
         self._vcache = (rn, node)
         return node
 
@@ -486,7 +500,7 @@ class Tensor:
     def detach(self) -> Tensor:
         """A constant leaf on the same storage: its writes are checked against the same ledger."""
         t = self._derive(self._data, self._region, self._layout, (), self._readonly, is_view=False)
-        t._root = t
+        t._rootref = None
         t._kind = "constant"
         return t
 
@@ -517,6 +531,8 @@ class Tensor:
         return self._reduce("min", axis, keepdims)
 
     def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+        if not isinstance(ddof, numbers.Integral) or isinstance(ddof, bool) or ddof < 0:
+            raise TypeError(f"var: ddof must be a non-negative int, got {ddof!r}")
         return self._reduce("var", axis, keepdims, ddof=ddof)
 
     def logsumexp(self, axis: Any = None, keepdims: bool = False) -> Tensor:
@@ -685,17 +701,9 @@ class Tensor:
         return self
 
     def clamp_(self, lo: Any = None, hi: Any = None) -> Tensor:
+        _check_bound("clamp_", lo, hi)
         self._inplace(None, "clamp_", "clip", (), {"lo": _scalar(lo), "hi": _scalar(hi)})
         return self
-
-    def _write_internal(self, fn: Callable[[Array], Any], site: tuple[str, int], what: str) -> None:
-        """owngrad's own in-place update of this tensor's data (grads accumulation, clipping)."""
-        holder = BlockHolder(what, site, "wait for it to finish")
-        b = self._storage.ledger.acquire(self._region, EXCLUSIVE, holder, "writing", site, access="write")
-        try:
-            fn(self._data)
-        finally:
-            b.ledger.release(b)
 
     def _inplace(self, key: Any, what: str, rule: str | None, operands: Sequence[Any],
                  attrs: dict[str, Any] | None = None) -> None:
@@ -736,6 +744,19 @@ class Tensor:
             check_broadcast_into(what, tuple(dest.shape), shp)
         ledger = self._storage.ledger
         ledger.check(region, EXCLUSIVE, site, access=what if what != "setitem" else "write")
+        holder = BlockHolder(f"the in-place {what}", site, "wait for it to finish")
+        b = ledger.acquire(region, EXCLUSIVE, holder, "writing", site, access=what)
+        try:
+            self._write_locked(root, path, adv, dest, key, what, rule, ops, attrs, site)
+        finally:
+            ledger.release(b)
+
+    def _write_locked(self, root: Tensor, path: tuple[Step, ...], adv: Any, dest: Array, key: Any, what: str,
+                      rule: str | None, ops: list[Any], attrs: dict[str, Any] | None,
+                      site: tuple[str, int]) -> None:
+        """The read-compute-write of an in-place op, run while its exclusive borrow is held (so two
+        threads cannot interleave a read and a write), after every check has passed."""
+        g = self._graph
         recorded = g._grad_enabled and root._kind == "result" and root._node is not None
         rhs_grad = g._grad_enabled and any(isinstance(o, Tensor) and o._grad_node() is not None for o in ops)
         if root._kind != "result" and rhs_grad:
@@ -767,15 +788,10 @@ class Tensor:
                     new = RULES[rule].forward(xp_of(dest), dest, *raw, **(attrs or {}))
                 except (ValueError, TypeError) as e:
                     raise ShapeError(f"{what}: {e}") from None
-        holder = BlockHolder(f"the in-place {what}", site, "wait for it to finish")
-        b = ledger.acquire(region, EXCLUSIVE, holder, "writing", site, access=what)
-        try:
-            if adv is None:
-                dest[...] = new
-            else:
-                self._data[adv] = new
-        finally:
-            b.ledger.release(b)
+        if adv is None:
+            dest[...] = new
+        else:
+            self._data[adv] = new
         if recorded:
             src_node = src_t._grad_node() if src_t is not None else None
             meta = ((root.shape, root._data.dtype),
@@ -783,6 +799,7 @@ class Tensor:
             node = g._new_node("copy_slices", (root._node, src_node), meta)
             node.path = path
             node.key = adv
+            node.out = weakref.ref(root)
             root._node = node
 
     def _snapshot(self) -> Tensor:

@@ -62,11 +62,20 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
             for xb, yb in batches:
                 x = g.constant(xb)
                 y = g.constant(yb)
-                out = model(x)
-                loss = loss_fn(out, y)
-                if not isinstance(loss, Tensor):
-                    raise TypeError(f"fit: loss_fn must return a scalar Tensor, got {type(loss).__name__}")
-                grads: Grads = g.backward(loss)
+                out: Tensor | None = None
+                loss: Any = None
+                try:
+                    out = model(x)
+                    loss = loss_fn(out, y)
+                    if not isinstance(loss, Tensor):
+                        raise TypeError(f"fit: loss_fn must return a scalar Tensor, got {type(loss).__name__}")
+                    grads: Grads = g.backward(loss)
+                except BaseException:
+                    # an interrupted batch must not leave its forward pending: those nodes borrow the weights
+                    for t in (loss, out):
+                        if isinstance(t, Tensor) and t.graph is g:
+                            g.free(t)
+                    raise
                 opt.step(grads)
                 n = len(xb)
                 count += n

@@ -123,5 +123,7 @@ def apply_path(a: Array, path: tuple[Step, ...]) -> Array:
 
 def check_broadcast_into(op: str, dest: tuple[int, ...], src: tuple[int, ...]) -> None:
     """An in-place write keeps the destination's shape: ``src`` must broadcast to it."""
+    while len(src) > len(dest) and src[0] == 1:  # numpy drops leading unit axes of the value
+        src = src[1:]
     if len(src) > len(dest) or any(s != 1 and s != d for s, d in zip(src[::-1], dest[::-1])):
         raise ShapeError(f"{op}: cannot write a value of shape {src} into a destination of shape {dest}")

@@ -645,3 +645,57 @@ def test_state_dict_round_trip_on_fake(tmp_path: Any) -> None:
         assert device_of(t._data) == FAKE
     og.save(tmp_path / "m.npz", m)
     og.load(tmp_path / "m.npz", into=m)
+
+
+# --- the "cuda" branch of owngrad.backend, driven by a stand-in cupy (the double under cupy's names) ---
+
+def _stand_in_cupy(monkeypatch: pytest.MonkeyPatch, n_gpus: Any = 1) -> None:
+    import types
+
+    import owngrad.backend as backend
+
+    cp = types.ModuleType("cupy")
+    for k, v in vars(dnp).items():
+        setattr(cp, k, v)
+    for k in ("ndarray", "newaxis", "inf", "nan", "pi", "e"):
+        setattr(cp, k, getattr(type(dnp), k))
+    add = dnp.add
+    cp.add = lambda *a, **k: add(*a, **k)  # type: ignore[attr-defined]  # no .at: owngrad must use cupyx
+    used: list[int] = []
+
+    def count() -> int:
+        if isinstance(n_gpus, Exception):
+            raise n_gpus
+        return int(n_gpus)
+
+    def scatter_add(a: Any, idx: Any, v: Any) -> None:
+        used.append(1)
+        add.at(a, idx, v)
+
+    cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=count))  # type: ignore[attr-defined]
+    cpx = types.ModuleType("cupyx")
+    cpx.scatter_add = scatter_add  # type: ignore[attr-defined]
+    cpx.used = used  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    monkeypatch.setitem(sys.modules, "cupyx", cpx)
+    monkeypatch.setattr(backend, "_BACKENDS", dict(backend._BACKENDS))  # restored after the test
+    monkeypatch.setattr(backend, "_cupy_tried", False)
+
+
+@pytest.mark.parametrize("case", [c for c in EXTRA if c[0] in ("gather_int", "recorded_inplace", "views",
+                                                                "F.conv2d", "F.max_pool2d", "composite")],
+                         ids=lambda c: c[0])
+def test_cuda_branch_with_a_stand_in_cupy(monkeypatch: pytest.MonkeyPatch,
+                                          case: tuple[str, Callable[..., og.Tensor], list[np.ndarray]]) -> None:
+    _stand_in_cupy(monkeypatch)
+    name, fn, arrays = case
+    compare("cuda", name, fn, arrays)
+    if name == "gather_int":
+        assert sys.modules["cupyx"].used, "repeated-index gradients must go through cupyx.scatter_add"
+
+
+@pytest.mark.parametrize("n_gpus", [0, RuntimeError("cudaErrorNoDevice")])
+def test_cuda_without_a_gpu_says_so(monkeypatch: pytest.MonkeyPatch, n_gpus: Any) -> None:
+    _stand_in_cupy(monkeypatch, n_gpus)
+    with pytest.raises(og.DeviceError, match="no GPU"):
+        og.Graph(device="cuda")

@@ -322,7 +322,7 @@ def _tbasic(x: Any, index: Callable[[np.ndarray], np.ndarray]) -> Any:
     import torch
 
     ids = index(np.arange(x.numel()).reshape(tuple(x.shape)))
-    return x.reshape(-1)[torch.as_tensor(np.ascontiguousarray(ids))]
+    return x.reshape(-1)[torch.as_tensor(np.array(ids, copy=True))]  # a fresh copy: no negative strides
 
 
 U2 = ((2, 3),)

@@ -91,12 +91,22 @@ def test_owngrad_is_strict_clean() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_examples_are_strict_clean_with_the_plugin() -> None:
+def test_examples_are_strict_clean_with_the_plugin(tmp_path: os.PathLike[str]) -> None:
+    """examples/ see the stubs (mypy.ini's mypy_path) and the plugin, as a user's project would."""
     d = os.path.join(ROOT, "examples")
     files = sorted(os.path.join("examples", f) for f in os.listdir(d) if f.endswith(".py")) if os.path.isdir(d) else []
     if not files:
         pytest.skip("examples/ has no Python files yet")
-    r = run_mypy("examples", "--config-file", "mypy.ini", "--strict", "--plugins", "owngrad.mypy_plugin", *files)
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(ROOT, "mypy.ini"))
+    cfg["mypy"]["mypy_path"] = os.path.join(ROOT, "stubs")
+    cfg["mypy"]["plugins"] = "owngrad.mypy_plugin"
+    ini = os.path.join(str(tmp_path), "mypy.ini")
+    with open(ini, "w") as fh:
+        cfg.write(fh)
+    r = run_mypy("examples", "--config-file", ini, "--strict", *files)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

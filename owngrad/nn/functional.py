@@ -17,7 +17,7 @@ import numpy as np
 
 from ..backend import Array, scatter_add, to_device, xp_of
 from ..errors import ShapeError
-from ..rules import _cross_entropy_fwd, _cross_entropy_vjp, defrule
+from ..rules import defrule
 from ..tensor import Tensor
 
 __all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "dropout", "conv2d", "max_pool2d", "embedding", "linear"]
@@ -80,18 +80,10 @@ def _index_array(t: Tensor, labels: Any, op: str, what: str) -> Array:
 
 # --- losses --------------------------------------------------------------------------------
 
-# The core's "cross_entropy" rule saves only the labels, but its vjp asks the (unsaved) logits
-# for ``.ndim`` (notes/bugs-training.md). Until that is fixed, this entry reuses its forward and
-# vjp and hands the vjp the log-softmax (same shape as the logits) in the logits' place.
-defrule("nn_cross_entropy", _cross_entropy_fwd,
-        (lambda g, ans, logits, labels, reduction="mean", aux=None:
-         _cross_entropy_vjp(g, ans, aux, labels, reduction, aux), "y"),
-        (None, ""), aux=True)
-
-
 def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean") -> Tensor:
-    """Softmax cross-entropy of ``logits`` (N, C) against integer ``labels`` (N,) in ``[0, C)``,
-    as ``torch.nn.functional.cross_entropy``; ``reduction`` is ``"mean"``, ``"sum"`` or ``"none"``.
+    """Softmax cross-entropy of ``logits`` (N, C) against integer ``labels`` (N,) in ``[0, C)``
+    (or one sample: logits (C,) and a 0-d label), as ``torch.nn.functional.cross_entropy``;
+    ``reduction`` is ``"mean"``, ``"sum"`` or ``"none"``.
     One rule, stable (log-softmax inside); it saves only the labels and its own log-softmax."""
     op = "cross_entropy"
     logits = _tensor_of(logits, op, "logits")
@@ -100,14 +92,15 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean") -> Tenso
     if logits.dtype.kind != "f":
         raise TypeError(f"{op}: logits must be floating point, got {logits.dtype}")
     y = _index_array(logits, labels, op, "labels")
-    if logits.ndim != 2 or y.ndim != 1 or y.shape[0] != logits.shape[0]:
-        raise ShapeError(f"{op}: expected logits of shape (N, C) and labels of shape (N,), got logits "
-                         f"{logits.shape} and labels {tuple(y.shape)}")
-    c = logits.shape[1]
+    batched = logits.ndim == 2 and y.ndim == 1 and y.shape[0] == logits.shape[0]
+    if not batched and not (logits.ndim == 1 and y.ndim == 0):
+        raise ShapeError(f"{op}: expected logits of shape (N, C) and labels of shape (N,) (or (C,) and ()), got "
+                         f"logits {logits.shape} and labels {tuple(y.shape)}")
+    c = logits.shape[-1]
     if y.size and (int(y.min()) < 0 or int(y.max()) >= c):
         bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
         raise ValueError(f"{op}: label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
-    return logits.graph._apply("nn_cross_entropy", (logits, y), {"reduction": reduction})
+    return logits.graph._apply("cross_entropy", (logits, y), {"reduction": reduction})
 
 
 def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:

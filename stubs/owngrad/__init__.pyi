@@ -8,6 +8,9 @@ from .ops import abs as abs, clip as clip, concatenate as concatenate, exp as ex
 from .ops import matmul as matmul, maximum as maximum, minimum as minimum, relu as relu
 from .ops import sigmoid as sigmoid, sqrt as sqrt, stack as stack, tanh as tanh, where as where
 from .tensor import Tensor as Tensor
+from . import data as data, nn as nn, optim as optim
+from .io import load as load, save as save
+from .training import fit as fit
 
 __version__: str
 
@@ -16,4 +19,5 @@ __all__ = [
     "BorrowError", "GraphError", "ShapeError", "DeviceError", "GradError",
     "maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul",
     "exp", "log", "tanh", "sqrt", "sigmoid", "relu", "abs",
+    "nn", "optim", "data", "fit", "save", "load",
 ]

@@ -27,6 +27,7 @@ class Node:
     site: tuple[str, int]
     borrows: list[Any]
     consumed: str | None
+    out: Any
     rule: Any
     saved: tuple[Any, ...]
     attrs: dict[str, Any]

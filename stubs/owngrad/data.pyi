@@ -1,0 +1,20 @@
+from typing import Any, Iterator
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Batches", "batches"]
+
+class Batches:
+    x: NDArray[Any]
+    y: NDArray[Any]
+    batch_size: int
+    shuffle: bool
+    drop_last: bool
+    def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool = True,
+                 rng: int | np.random.Generator | None = 0, drop_last: bool = False) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[tuple[NDArray[Any], NDArray[Any]]]: ...
+
+def batches(x: Any, y: Any, batch_size: int, shuffle: bool = True, rng: int | np.random.Generator | None = 0,
+            drop_last: bool = False) -> Batches: ...
