@@ -13,7 +13,7 @@ import itertools
 import threading
 import weakref
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -24,8 +24,7 @@ from .rules import RULES, Rule, unbroadcast
 from .sites import format_site, user_site
 from .views import Step, apply_path
 
-if TYPE_CHECKING:
-    from .tensor import Tensor
+from .tensor import Tensor, as_array  # tensor.py imports graph.py only for type checking
 
 __all__ = ["Graph", "Node", "Grads"]
 
@@ -152,8 +151,6 @@ class Grads:
         self._by_leaf = by_leaf
 
     def _leaf_node(self, p: object, what: str = "grads[...]") -> Node:
-        from .tensor import Tensor
-
         if not isinstance(p, Tensor):
             raise GradError(f"{what}: expected a param tensor, got {type(p).__name__}")
         node = p._root._node
@@ -171,8 +168,6 @@ class Grads:
         return t
 
     def __contains__(self, p: object) -> bool:
-        from .tensor import Tensor
-
         if not isinstance(p, Tensor) or p._root._node is None:
             return False
         return p._root._node in self._by_leaf
@@ -244,8 +239,6 @@ class Graph:
     # --- leaves ---
     def param(self, data: Any, name: str | None = None) -> Tensor:
         """A leaf that gets a gradient. Float dtypes only; ``data`` is copied in."""
-        from .tensor import Tensor, as_array
-
         arr = as_array(self, data, "g.param")
         if arr.dtype.kind != "f":
             raise TypeError(f"g.param: a param needs a floating dtype, got {arr.dtype} "
@@ -259,8 +252,6 @@ class Graph:
 
     def constant(self, data: Any, name: str | None = None) -> Tensor:
         """A leaf without gradient; ``data`` is copied in."""
-        from .tensor import Tensor, as_array
-
         arr = as_array(self, data, "g.constant")
         return Tensor._root_of(self, arr, "constant", None, name or None, name or "constant")
 
@@ -286,8 +277,6 @@ class Graph:
         return self._mode.enabled
 
     def _check_mine(self, t: object, op: str) -> None:
-        from .tensor import Tensor
-
         if not isinstance(t, Tensor):
             raise TypeError(f"{op}: expected a Tensor, got {type(t).__name__}")
         if t._graph is not self:
@@ -296,8 +285,6 @@ class Graph:
     def _apply(self, name: str, args: Sequence[Any], attrs: dict[str, Any] = _EMPTY,
                vattrs: dict[str, Any] | None = None) -> Tensor:
         """Run rule ``name`` forward on tensors/raw operands, and record a node if any input needs a gradient."""
-        from .tensor import Tensor
-
         rule = RULES[name]
         arrays: list[Any] = []
         parents: list[Node | None] = []
@@ -400,8 +387,6 @@ class Graph:
                  on_grad: Callable[[Tensor, Tensor], None] | None = None,
                  check_finite: bool = False) -> Grads:
         """Gradients of ``loss`` for every param it depends on; consumes the walked nodes unless ``retain``."""
-        from .tensor import Tensor
-
         self._check_mine(loss, "g.backward")
         if on_grad is not None and not callable(on_grad):
             raise TypeError(f"g.backward: on_grad must be a callable (leaf, grad) -> None, got {type(on_grad).__name__}")
@@ -494,8 +479,6 @@ class Graph:
 
     def _run(self, order: list[Node], root: Node, g0: Array,
              on_grad: Callable[[Tensor, Tensor], None] | None, check_finite: bool) -> dict[Node, Tensor]:
-        from .tensor import Tensor
-
         grads: dict[Node, Array] = {root: g0 if not isinstance(g0, np.generic) else np.asarray(g0)}
         by_leaf: dict[Node, Tensor] = {}
         for node in reversed(order):

@@ -75,7 +75,12 @@ class Region:
 
     @staticmethod
     def full(shape: tuple[int, ...]) -> "Region":
-        return Region(tuple((0, 1, n) for n in shape))
+        r = _FULL.get(shape)
+        if r is None:  # regions are immutable: one per shape, shared by every storage of that shape
+            if len(_FULL) >= 4096:
+                _FULL.clear()
+            r = _FULL[shape] = Region(tuple((0, 1, n) for n in shape))
+        return r
 
     def is_empty(self) -> bool:
         return any(c == 0 for _, _, c in self.axes)
@@ -94,6 +99,9 @@ class Region:
         while parts and parts[-1] == ":":
             parts.pop()
         return f"{label}[{', '.join(parts)}]" if parts else label
+
+
+_FULL: dict[tuple[int, ...], Region] = {}
 
 
 def _describe_axis(start: int, step: int, count: int, n: int) -> str:
@@ -123,16 +131,19 @@ class Holder(Protocol):
 class Borrow:
     """One live borrow on a region of a storage."""
 
-    __slots__ = ("region", "kind", "holder", "why", "label", "ledger")
+    __slots__ = ("region", "kind", "holder", "why", "ledger")
 
-    def __init__(self, region: Region, kind: str, holder: Holder, why: str, label: str,
-                 ledger: "BorrowLedger") -> None:
+    def __init__(self, region: Region, kind: str, holder: Holder, why: str, ledger: "BorrowLedger") -> None:
         self.ledger = ledger
         self.region = region
         self.kind = kind
         self.holder = holder
         self.why = why
-        self.label = label
+
+    @property
+    def label(self) -> str:
+        """``w[0:2]``: the region in the storage's words, made only when a message needs it."""
+        return self.region.describe(self.ledger.label, self.ledger.shape)
 
     def __repr__(self) -> str:
         return f"<Borrow {self.kind} {self.label} by {self.holder.holder_text()}: {self.why}>"
@@ -141,12 +152,13 @@ class Borrow:
 class BorrowLedger:
     """The live borrows of one storage. Acquire is all-or-nothing: a refused borrow changes nothing."""
 
-    __slots__ = ("shape", "label", "_live", "_lock")
+    __slots__ = ("shape", "label", "_live", "_n_excl", "_lock")
 
     def __init__(self, shape: tuple[int, ...], label: str) -> None:
         self.shape = shape
         self.label = label
         self._live: dict[Borrow, None] = {}
+        self._n_excl = 0  # live exclusive borrows: while there are none, a shared borrow cannot conflict
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -157,6 +169,8 @@ class BorrowLedger:
 
     def conflicts(self, region: Region, kind: str) -> list[Borrow]:
         """Every live borrow that a new ``kind`` borrow of ``region`` would conflict with."""
+        if kind != EXCLUSIVE and not self._n_excl:
+            return []
         out = []
         for b in self._live:
             if (kind == EXCLUSIVE or b.kind == EXCLUSIVE) and b.region.overlaps(region):
@@ -168,14 +182,15 @@ class BorrowLedger:
         access: str = "",
     ) -> Borrow:
         """Take a borrow or raise :class:`BorrowError` naming every conflicting holder."""
-        label = region.describe(self.label, self.shape)
         with self._lock:
             if self._live:
                 clash = self.conflicts(region, kind)
                 if clash:
                     raise BorrowError(self.conflict_message(region, kind, clash, site, access))
-            b = Borrow(region, kind, holder, why, label, self)
+            b = Borrow(region, kind, holder, why, self)
             self._live[b] = None
+            if kind == EXCLUSIVE:
+                self._n_excl += 1
             return b
 
     def check(self, region: Region, kind: str, site: tuple[str, int] | None = None, access: str = "") -> None:
@@ -188,12 +203,12 @@ class BorrowLedger:
 
     def release(self, borrow: "Borrow") -> None:
         with self._lock:
-            self._live.pop(borrow, None)
+            if self._live.pop(borrow, 0) is None and borrow.kind == EXCLUSIVE:
+                self._n_excl -= 1
 
     def release_all(self, borrows: Iterable[Borrow]) -> None:
-        with self._lock:
-            for b in borrows:
-                self._live.pop(b, None)
+        for b in borrows:
+            self.release(b)
 
     def conflict_message(
         self, region: Region, kind: str, clash: list[Borrow], site: tuple[str, int] | None, access: str

@@ -198,9 +198,16 @@ class _Flow:
 
     def stmt(self, s: Statement) -> None:
         if isinstance(s, AssignmentStmt):
-            val = self.eval(s.rvalue)
-            for lv in s.lvalues:
-                self.assign(lv, val, s.rvalue, s.line)
+            lvs, rv = s.lvalues, s.rvalue
+            if len(lvs) == 1 and isinstance(lvs[0], (TupleExpr, ListExpr)) and isinstance(rv, (TupleExpr, ListExpr)) \
+                    and len(lvs[0].items) == len(rv.items) and not any(isinstance(i, StarExpr) for i in rv.items):
+                vals = [self.eval(r) for r in rv.items]  # a, b = x, y: pairwise
+                for lv, r, v in zip(lvs[0].items, rv.items, vals):
+                    self.assign(lv, v, r, s.line)
+                return
+            val = self.eval(rv)
+            for lv in lvs:
+                self.assign(lv, val, rv, s.line)
         elif isinstance(s, OperatorAssignmentStmt):
             val = self.eval(s.rvalue)
             self.write(s.lvalue, s.line, f'"{_dotted(_lvalue_root(s.lvalue)) or "tensor"}"')

@@ -11,6 +11,7 @@ computed on copies and committed together, so an error in the middle of a step c
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Iterable
 
 import numpy as np
@@ -45,10 +46,12 @@ class Optimizer:
                 ps.append(p)
         if not ps:
             raise ValueError(f"{type(self).__name__}: got an empty list of params")
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+            raise TypeError(f"{type(self).__name__}: lr must be a number, got {type(lr).__name__} {lr!r}")
         if not lr >= 0:
             raise ValueError(f"{type(self).__name__}: lr must be >= 0, got {lr}")
-        self.params = ps
-        self.lr = float(lr)
+        self.params: list[Tensor] = ps
+        self.lr: float = float(lr)
         self.state: list[dict[str, Any]] = [{} for _ in ps]
 
     def step(self, grads: Grads) -> None:
@@ -141,6 +144,12 @@ class Optimizer:
         return f"{type(self).__name__}({len(self.params)} params, {hyper})"
 
 
+def _check_numbers(opt: Optimizer, **values: Any) -> None:
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{type(opt).__name__}: {k} must be a number, got {type(v).__name__} {v!r}")
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and
     L2 weight decay -- ``torch.optim.SGD``'s exact rule:
@@ -153,6 +162,7 @@ class SGD(Optimizer):
     def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0) -> None:
         super().__init__(params, lr)
+        _check_numbers(self, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
         if momentum < 0 or weight_decay < 0:
             raise ValueError(f"SGD: momentum and weight_decay must be >= 0, got {momentum}, {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -183,6 +193,9 @@ class Adam(Optimizer):
     def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(params, lr)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"{type(self).__name__}: betas must be a pair of numbers, got {betas!r}")
+        _check_numbers(self, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"{type(self).__name__}: betas must be in [0, 1), got {betas}")
         if eps < 0 or weight_decay < 0:

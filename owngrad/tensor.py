@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["Tensor", "as_array"]
 
 _FLOATS = (float,)
+_LAYOUTS = [tuple(range(n)) for n in range(8)]  # a root's layout: its axis i walks base axis i
 
 
 def as_array(graph: Graph, data: Any, op: str) -> Array:
@@ -104,10 +105,11 @@ class Tensor:
                  label: str, readonly: str | None = None) -> Tensor:
         t = object.__new__(cls)
         t._graph = graph
-        t._storage = Storage(array, label, device_of(array))
+        shape = array.shape if type(array) is np.ndarray else tuple(array.shape)
+        t._storage = Storage(array, label, "cpu" if type(array) is np.ndarray else device_of(array))
         t._data = array
-        t._region = Region.full(tuple(array.shape))
-        t._layout = tuple(range(array.ndim))
+        t._region = Region.full(shape)
+        t._layout = _LAYOUTS[len(shape)] if len(shape) < 8 else tuple(range(len(shape)))
         t._rootref = None
         t._path = ()
         t._node = node
@@ -604,7 +606,7 @@ class Tensor:
     def unsqueeze(self, axis: int) -> Tensor:
         nd = self.ndim + 1
         if not -nd <= axis < nd:
-            raise ShapeError(f"unsqueeze: axis {axis} is out of range for a result of {nd} dimensions")
+            raise ShapeError(f"unsqueeze: axis {axis} is out of range for a tensor of shape {self.shape} (a result of {nd} dimensions)")
         a = axis % nd
         key = (slice(None),) * a + (None,)
         layout = None if self._layout is None else self._layout[:a] + (-1,) + self._layout[a:]

@@ -167,7 +167,7 @@ def test_mixing_graphs_is_a_graph_error() -> None:
     np.testing.assert_array_equal(a.numpy(), 1.0)
 
 
-def test_backward_twice_without_retain(tmp_path: Any) -> None:
+def test_backward_twice_without_retain() -> None:
     g = og.Graph()
     a = g.param(np.ones(3), name="a")
     y = (a * a).sum()

@@ -214,13 +214,12 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
     if x.shape[2] + 2 * pd[0] < weight.shape[2] or x.shape[3] + 2 * pd[1] < weight.shape[3]:
         raise ShapeError(f"{op}: the kernel {weight.shape[2:]} is larger than the padded input "
                          f"({x.shape[2] + 2 * pd[0]}, {x.shape[3] + 2 * pd[1]}) (x {x.shape}, padding {pd})")
+    if bias is not None:
+        bias = _tensor_of(bias, op, "bias")
+        if bias.shape != (weight.shape[0],):
+            raise ShapeError(f"{op}: bias must have shape ({weight.shape[0]},), got {bias.shape}")
     out = x.graph._apply(op, (x, weight), {"stride": st, "padding": pd})
-    if bias is None:
-        return out
-    bias = _tensor_of(bias, op, "bias")
-    if bias.shape != (weight.shape[0],):
-        raise ShapeError(f"{op}: bias must have shape ({weight.shape[0]},), got {bias.shape}")
-    return out + bias.reshape(1, -1, 1, 1)
+    return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
 
 # --- max_pool2d ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from ..backend import to_device
 from ..errors import GraphError, ShapeError
 from ..graph import Graph
 from ..ledger import EXCLUSIVE
@@ -160,7 +161,7 @@ class Module:
                                  "in the module")
             if a.dtype.kind not in "biuf":
                 raise TypeError(f"load_state_dict: {k} has unsupported dtype {a.dtype}")
-            arrays[k] = a.astype(t.dtype, copy=False)
+            arrays[k] = to_device(a.astype(t.dtype, copy=False), t.device)  # the one explicit transfer
         site = user_site()
         for k, t in own.items():
             t._check_writable(site, "load_state_dict")

@@ -151,7 +151,8 @@ class Tensor(Generic[_M]):
 
     # --- indexing keeps the mode; writing needs Tensor[Mut] ---
     def __getitem__(self, key: _Key | tuple[_Key, ...]) -> Tensor[_M]: ...
-    def __setitem__(self: Tensor[Mut], key: _Key | tuple[_Key, ...], value: _Operand) -> None: ...
+    # key and value are Any so that the "Invalid self argument" error on a read-only handle stays short
+    def __setitem__(self: Tensor[Mut], key: Any, value: Any) -> None: ...
 
     # --- in-place: only on Tensor[Mut] ---
     @overload  # type: ignore[misc]

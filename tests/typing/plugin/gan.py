@@ -112,11 +112,12 @@ def views_alias_their_base(g: og.Graph) -> None:
     w = g.param(np.zeros((4, 4)))
     top = w[0:2]
     loss = (top * top).sum()
-    w[3] = 1.0  # E: in-place write to "w" while "loss" (line 114) depends on it and still waits for g.backward(...); call g.backward(loss) first, or g.free(loss)
+    w[3] = 1.0  # rows 0-1 only: disjoint from what loss depends on
+    w[1] = 1.0  # E: in-place write to "w" while "loss" (line 114) depends on it and still waits for g.backward(...); call g.backward(loss) first, or g.free(loss)
     g.backward(loss)
     top.zero_()
     loss2 = (w * w).sum()
-    top.zero_()  # E: in-place write to "top" while "loss2" (line 118) depends on it and still waits for g.backward(...); call g.backward(loss2) first, or g.free(loss2)
+    top.zero_()  # E: in-place write to "top" while "loss2" (line 119) depends on it and still waits for g.backward(...); call g.backward(loss2) first, or g.free(loss2)
     g.backward(loss2)
 
 
@@ -130,5 +131,5 @@ def constants_only(g: og.Graph) -> None:
 with og.Graph() as g0:
     w0 = g0.param(np.zeros(3))
     out0 = (w0 * w0).sum()
-    w0 -= 1  # E: in-place write to "w0" while "out0" (line 132) depends on it and still waits for g.backward(...); call g.backward(out0) first, or g.free(out0)
+    w0 -= 1  # E: in-place write to "w0" while "out0" (line 133) depends on it and still waits for g.backward(...); call g.backward(out0) first, or g.free(out0)
 w0 -= 1
