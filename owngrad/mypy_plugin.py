@@ -117,8 +117,8 @@ def _is_plain_type(t: Type | None) -> bool:
         return False
     if isinstance(p, UnionType):
         return all(_is_plain_type(i) for i in p.items)
-    if isinstance(p, Instance):
-        return p.type.fullname in _PLAIN_TYPES
+    if isinstance(p, Instance):  # float, ndarray, Grads, list[str], ...: anything that holds no tensor
+        return p.type.fullname in _PLAIN_TYPES or not _is_tensorish(p)
     return False
 
 

@@ -96,6 +96,10 @@ class Tensor:
     _is_view: bool
     _name: str | None
 
+    def __class_getitem__(cls, mode: object) -> type[Tensor]:
+        """``Tensor[Mut]`` is ``Tensor`` at run time: access modes exist for the type checker (stubs/)."""
+        return cls
+
     def __init__(self) -> None:
         raise TypeError("Tensors are made by a graph: g.param(data), g.constant(data), or ops on tensors")
 
@@ -217,8 +221,12 @@ class Tensor:
 
     @property
     def base(self) -> Tensor | None:
-        """The tensor this view was cut from (the root of the chain), or None."""
-        return self._root if self._is_view else None
+        """The tensor this view was cut from (the root of the chain), or None. A read-only view's
+        base is read-only too: a frozen handle never leads back to a writable one."""
+        if not self._is_view:
+            return None
+        root = self._root
+        return root._handle(readonly=self._readonly) if self._readonly else root
 
     def numpy(self) -> np.ndarray:
         """A copy of the values, on the host."""
