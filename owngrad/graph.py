@@ -532,7 +532,7 @@ class Graph:
         with self._lock:
             mine = self._ancestors([start])
             # still needed: whatever another pending node, or another live tensor, reads
-            others = [n for n in self._pending if n not in mine]
+            others = [n for n in tuple(self._pending) if n not in mine]  # tuple(): atomic under the GIL
             for n in mine:
                 out = n.out() if n.out is not None else None
                 if out is not None and out is not t:

@@ -200,6 +200,7 @@ defrule("abs", lambda xp, x: xp.abs(x), (lambda g, ans, x: g * xp_of(x).sign(x),
 defrule("clip", lambda xp, x, lo=None, hi=None: xp.clip(x, lo, hi),
         (lambda g, ans, x, lo=None, hi=None:
          g * ((x >= (-float("inf") if lo is None else lo)) & (x <= (float("inf") if hi is None else hi))), "x"))
+defrule("copy", lambda xp, x: x.copy(), (lambda g, ans, x: g, ""))
 defrule("cast", lambda xp, x, dtype=None: x.astype(dtype), (lambda g, ans, x, dtype=None: g, ""))
 defrule("to", lambda xp, x, device="cpu": to_device(x, device),
         (lambda g, ans, x, device="cpu", src="cpu": to_device(g, src), ""))

@@ -754,12 +754,38 @@ class Tensor:
             check_broadcast_into(what, tuple(dest.shape), shp)
         ledger = self._storage.ledger
         ledger.check(region, EXCLUSIVE, site, access=what if what != "setitem" else "write")
+        if rule is not None and g._grad_enabled and root._kind == "result":
+            self._refuse_saved_alias(rule, ops, region, what, site)
         holder = BlockHolder(f"the in-place {what}", site, "wait for it to finish")
         b = ledger.acquire(region, EXCLUSIVE, holder, "writing", site, access=what)
         try:
             self._write_locked(root, path, adv, dest, key, what, rule, ops, attrs, site)
         finally:
             ledger.release(b)
+
+    def _refuse_saved_alias(self, rule: str, ops: list[Any], region: Region, what: str,
+                            site: tuple[str, int]) -> None:
+        """``y *= y``: the op would save (for backward) a value that this very write overwrites. PyTorch
+        fails at backward there ("modified by an inplace operation"); owngrad refuses at the write."""
+        r = RULES[rule]
+        needs: set[int] = set()
+        if self._grad_node() is not None:
+            needs |= r.needs[0]
+        for i, o in enumerate(ops, start=1):
+            if isinstance(o, Tensor) and o._grad_node() is not None and i < len(r.needs):
+                needs |= r.needs[i]
+        for i, o in enumerate(ops, start=2):
+            if i in needs and isinstance(o, Tensor) and o._storage is self._storage and o._region.overlaps(region):
+                dest = region.describe(self._storage.ledger.label, self._storage.ledger.shape)
+                raise BorrowError(
+                    f"cannot write {dest} (exclusive borrow for {what}) at {format_site(site)}\n"
+                    f"  the value {o._label()} overlaps {dest}, and {rule} saves it for backward: "
+                    "this write would change the value its gradient needs\n"
+                    f"  help: compute out of place (y = y * v), or write a copy of the value (.copy())")
+
+    def copy(self) -> Tensor:
+        """A differentiable copy with its own storage (numpy's ``copy``, PyTorch's ``clone``)."""
+        return self._graph._apply("copy", (self,))
 
     def _write_locked(self, root: Tensor, path: tuple[Step, ...], adv: Any, dest: Array, key: Any, what: str,
                       rule: str | None, ops: list[Any], attrs: dict[str, Any] | None,

@@ -192,6 +192,7 @@ EXTRA: list[tuple[str, Callable[..., og.Tensor], list[np.ndarray]]] = [
     ("tanh_sigmoid_relu_abs", lambda x: x.tanh() * og.sigmoid(x) + x.relu() - og.abs(x), [A]),
     ("clip", lambda x: og.clip(x, -0.5, 0.7) + x.clip(lo=0.1), [A]),
     ("clip_tensor_bounds", lambda x, y: og.clip(x, y, 1.0), [A, B]),
+    ("copy", lambda x: x.copy() * 3, [A]),
     ("cast", lambda x: x.astype(np.float32) * 2, [A]),
     ("arith_broadcast", lambda x, r: (x + r) * (x - r) / (r * r + 1) - 2 / (x * x + 1), [A, ROW]),
     ("pow", lambda x, y: x ** y + x ** 2 + 2.0 ** y, [POS, B]),

@@ -366,6 +366,7 @@ CASES: list[Case] = [
     Case("sigmoid", R("sigmoid"), lambda x: og.sigmoid(x), unary(), (U2, {}), tfn=lambda x: x.sigmoid()),
     Case("relu", R("relu"), lambda x: x.relu(), unary(), (U2, {}), (away,), tfn=lambda x: x.relu()),
     Case("abs", R("abs"), lambda x: x.abs(), unary(), (U2, {}), (away,), tfn=lambda x: x.abs()),
+    Case("copy", R("copy"), lambda x: x.copy() * 3.0, unary(), (U2, {}), tfn=lambda x: x.clone() * 3.0),
     Case("cast", R("cast"), lambda x: x.astype(np.float32) * 2.0, unary(), (U2, {}),
          tfn=lambda x: x.float() * 2.0, eps=1e-2, rtol=1e-3),
     # n-ary functions
