@@ -4,8 +4,10 @@
 needs the param's exclusive borrow, so a step taken while a pending node still saved a param
 (the old weights are needed by a backward that has not run yet) raises ``og.BorrowError`` at
 the step. A step is all-or-nothing: every param's borrow is taken before anything is written,
-so a refused step leaves every param and the optimizer's state as they were; the updates are
-computed on copies and committed together, so an error in the middle of a step changes nothing.
+so a refused step leaves every param and the optimizer's state as they were. Every update is
+computed first (``_update`` reads the param and returns ``(scale, delta)`` and the param's new
+state, never writing in place), then all are committed together (``p *= scale; p -= delta``), so
+an error while computing the third param's update changes nothing.
 """
 
 from __future__ import annotations
@@ -75,23 +77,25 @@ class Optimizer:
             for _, p in todo:
                 taken.append(p._storage.ledger.acquire(p._region, EXCLUSIVE, holder, "writing", site,
                                                        access=what))
-            # compute every update on copies, then commit: an error (or a KeyboardInterrupt) while
-            # updating the third param cannot leave the first two, or the state, half-stepped
-            staged: list[tuple[int, Tensor, Array, dict[str, Any]]] = []
-            with self.params[0].graph.no_grad():
-                for i, p in todo:
-                    new_p = p._data.copy()
-                    new_state = {k: (v.copy() if hasattr(v, "copy") else v) for k, v in self.state[i].items()}
-                    self._update(new_p, grads[p]._data, new_state)
-                    staged.append((i, p, new_p, new_state))
-                for i, p, new_p, new_state in staged:
-                    p._data[...] = new_p
-                    self.state[i] = new_state
+            # compute every update first, then commit: an error (or a KeyboardInterrupt) while
+            # computing the third param's update cannot leave the first two, or the state, half-stepped
+            staged: list[tuple[int, Tensor, float, Array, dict[str, Any]]] = []
+            for i, p in todo:
+                new_state = dict(self.state[i])  # _update rebinds keys, never writes old arrays in place
+                scale, delta = self._update(p._data, grads[p]._data, new_state)
+                staged.append((i, p, scale, delta, new_state))
+            for i, p, scale, delta, new_state in staged:
+                if scale != 1.0:
+                    p._data *= scale
+                p._data -= delta
+                self.state[i] = new_state
         finally:
             for b in taken:
                 b.ledger.release(b)
 
-    def _update(self, p: Array, g: Array, state: dict[str, Any]) -> None:
+    def _update(self, p: Array, g: Array, state: dict[str, Any]) -> tuple[float, Array]:
+        """The step for one param, as ``(scale, delta)`` meaning ``p = p * scale - delta``; new state
+        goes into ``state`` by rebinding its keys (old state arrays are never written in place)."""
         raise NotImplementedError
 
     def zero_grad(self) -> None:
@@ -169,17 +173,18 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov momentum needs momentum > 0 and dampening = 0")
         self.momentum, self.dampening, self.nesterov, self.weight_decay = momentum, dampening, nesterov, weight_decay
 
-    def _update(self, p: Array, g: Array, state: dict[str, Any]) -> None:
+    def _update(self, p: Array, g: Array, state: dict[str, Any]) -> tuple[float, Array]:
         d = g + self.weight_decay * p if self.weight_decay else g
         if self.momentum:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = d.copy()
+                buf = d.copy()
             else:
-                buf *= self.momentum
+                buf = buf * self.momentum
                 buf += (1 - self.dampening) * d
+            state["momentum_buffer"] = buf
             d = d + self.momentum * buf if self.nesterov else buf
-        p -= self.lr * d
+        return 1.0, self.lr * d
 
 
 class Adam(Optimizer):
@@ -203,28 +208,24 @@ class Adam(Optimizer):
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps, self.weight_decay = eps, weight_decay
 
-    def _update(self, p: Array, g: Array, state: dict[str, Any]) -> None:
+    def _update(self, p: Array, g: Array, state: dict[str, Any]) -> tuple[float, Array]:
         xp = xp_of(p)
         b1, b2 = self.betas
+        scale = 1.0
         if self.weight_decay:
             if self._decoupled:
-                p *= 1 - self.lr * self.weight_decay
+                scale = 1 - self.lr * self.weight_decay
             else:
                 g = g + self.weight_decay * p
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(p)
-            state["exp_avg_sq"] = xp.zeros_like(p)
-        state["step"] += 1
-        t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * (g * g)
+        t = state.get("step", 0) + 1
+        m = state.get("exp_avg")
+        v = state.get("exp_avg_sq")
+        m = (1 - b1) * g if m is None else m * b1 + (1 - b1) * g
+        v = (1 - b2) * (g * g) if v is None else v * b2 + (1 - b2) * (g * g)
+        state["step"], state["exp_avg"], state["exp_avg_sq"] = t, m, v
         step_size = self.lr / (1 - b1 ** t)
         denom = xp.sqrt(v) / math.sqrt(1 - b2 ** t) + self.eps
-        p -= step_size * (m / denom)
+        return scale, step_size * (m / denom)
 
 
 class AdamW(Adam):
