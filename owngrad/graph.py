@@ -127,6 +127,26 @@ def _exclusive_all(ts: list[Tensor], site: tuple[str, int], what: str) -> Iterat
             b.ledger.release(b)
 
 
+_NEEDS: dict[tuple[str, tuple[bool, ...]], tuple[int, ...]] = {}
+
+
+def _needs(rule: Rule, parents: tuple[Node | None, ...]) -> tuple[int, ...]:
+    """The operands to save (0 = ans, i = args[i-1]): the union of what the vjps of the inputs
+    that need a gradient read. Cached per rule and pattern of inputs needing one."""
+    key = (rule.name, tuple(p is not None for p in parents))
+    hit = _NEEDS.get(key)
+    if hit is None:
+        got: set[int] = set()
+        if rule.variadic:
+            got = set(rule.needs[0])
+        else:
+            for i, p in enumerate(parents):
+                if p is not None:
+                    got |= rule.needs[i]
+        hit = _NEEDS[key] = tuple(sorted(got))
+    return hit
+
+
 class _BackwardHolder:
     __slots__ = ("site",)
 
@@ -225,6 +245,7 @@ class Graph:
         self._pending: dict[Node, None] = {}
         self._mode = _GradMode()  # per thread, as torch's grad mode: no_grad in one thread leaves others recording
         self._lock = threading.RLock()
+        self._ledger_lock = threading.Lock()  # shared by the ledgers of this graph's storages
         self._n_params = 0
 
     def __repr__(self) -> str:
@@ -323,7 +344,7 @@ class Graph:
         if type(out) is not np.ndarray or not out.flags.c_contiguous:
             out = owned(out, xp)
         if not any_grad:
-            return Tensor._root_of(self, out, "constant", None, None, f"({name})")
+            return Tensor._root_of(self, out, "constant", None, None, (name, 0))
         ptuple = tuple(parents)
         meta = tuple((tuple(x.shape), x.dtype) if p is not None else None for x, p in zip(arrays, ptuple))
         node = Node(self, name, ptuple, meta, user_site())
@@ -335,19 +356,13 @@ class Graph:
                 node.attrs["shapes"] = tuple(tuple(getattr(x, "shape", ())) for x in arrays)
         else:
             node.attrs = attrs
-        t = Tensor._root_of(self, out, "result", node, None, f"({name} #{node.id})")
+        t = Tensor._root_of(self, out, "result", node, None, (name, node.id))
         node.out = weakref.ref(t)
-        needs: set[int] = set()
-        if rule.variadic:
-            needs = set(rule.needs[0])
-        else:
-            for i, p in enumerate(ptuple):
-                if p is not None:
-                    needs |= rule.needs[i]
         saved: list[Any] = [None] * (len(args) + 1)
+        needs = _needs(rule, ptuple)
         if needs:
             try:
-                for j in sorted(needs):
+                for j in needs:
                     src = t if j == 0 else args[j - 1]
                     if isinstance(src, Tensor):
                         saved[j] = src._data

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from math import gcd
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 from .errors import BorrowError
 from .sites import format_site
@@ -154,12 +154,12 @@ class BorrowLedger:
 
     __slots__ = ("shape", "label", "_live", "_n_excl", "_lock")
 
-    def __init__(self, shape: tuple[int, ...], label: str) -> None:
+    def __init__(self, shape: tuple[int, ...], label: str, lock: Any = None) -> None:
         self.shape = shape
         self.label = label
         self._live: dict[Borrow, None] = {}
         self._n_excl = 0  # live exclusive borrows: while there are none, a shared borrow cannot conflict
-        self._lock = threading.Lock()
+        self._lock = threading.Lock() if lock is None else lock  # a graph shares one lock among its ledgers
 
     def __len__(self) -> int:
         return len(self._live)
@@ -249,11 +249,26 @@ class BlockHolder:
 
 
 class Storage:
-    """The memory a tensor and its views share: one C-contiguous base array and its ledger."""
+    """The memory a tensor and its views share: one C-contiguous base array and its ledger.
 
-    __slots__ = ("array", "ledger", "device")
+    The ledger is made on first use: most op results are never borrowed, and a result's label
+    (``(mul #7)``) is formatted only then."""
 
-    def __init__(self, array: object, label: str, device: str) -> None:
+    __slots__ = ("array", "device", "_ledger", "_label", "_lock")
+
+    def __init__(self, array: Any, label: str | tuple[str, int], device: str, lock: Any = None) -> None:
         self.array = array
-        self.ledger = BorrowLedger(tuple(array.shape), label)  # type: ignore[attr-defined]
         self.device = device
+        self._ledger: BorrowLedger | None = None
+        self._label = label
+        self._lock = lock
+
+    @property
+    def ledger(self) -> BorrowLedger:
+        led = self._ledger
+        if led is None:
+            lab = self._label
+            if isinstance(lab, tuple):
+                lab = f"({lab[0]} #{lab[1]})" if lab[1] else f"({lab[0]})"
+            led = self._ledger = BorrowLedger(tuple(self.array.shape), lab, self._lock)
+        return led

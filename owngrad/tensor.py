@@ -106,11 +106,12 @@ class Tensor:
     # --- construction (internal) ---
     @classmethod
     def _root_of(cls, graph: Graph, array: Array, kind: str, node: Node | None, name: str | None,
-                 label: str, readonly: str | None = None) -> Tensor:
+                 label: str | tuple[str, int], readonly: str | None = None) -> Tensor:
         t = object.__new__(cls)
         t._graph = graph
         shape = array.shape if type(array) is np.ndarray else tuple(array.shape)
-        t._storage = Storage(array, label, "cpu" if type(array) is np.ndarray else device_of(array))
+        t._storage = Storage(array, label, "cpu" if type(array) is np.ndarray else device_of(array),
+                             graph._ledger_lock)
         t._data = array
         t._region = Region.full(shape)
         t._layout = _LAYOUTS[len(shape)] if len(shape) < 8 else tuple(range(len(shape)))
