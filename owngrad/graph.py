@@ -39,14 +39,15 @@ class Node:
                  "consumed", "path", "key", "_leaf", "aux", "out", "__weakref__")
 
     def __init__(self, graph: Graph, op: str, parents: tuple[Node | None, ...],
-                 meta: tuple[tuple[tuple[int, ...], Any] | None, ...], site: tuple[str, int]) -> None:
+                 meta: tuple[tuple[tuple[int, ...], Any] | None, ...], site: tuple[str, int],
+                 rule: Rule | None = None, attrs: dict[str, Any] = _EMPTY, aux: Any = None) -> None:
         self.id = next(graph._ids)
         self.op = op
         self.graph = graph
-        self.rule: Rule | None = None
+        self.rule = rule
         self.parents = parents
         self.saved: tuple[Any, ...] = ()
-        self.attrs: dict[str, Any] = _EMPTY
+        self.attrs = attrs
         self.meta = meta  # (shape, dtype) of each input that gets a gradient
         self.borrows: list[Borrow] = []
         self.site = site
@@ -54,7 +55,7 @@ class Node:
         self.path: tuple[Step, ...] = ()
         self.key: Any = None
         self._leaf: weakref.ref[Tensor] | None = None  # a param's leaf node refers to it weakly: no cycle
-        self.aux: Any = None
+        self.aux = aux
         self.out: weakref.ref[Tensor] | None = None  # the tensor this node produced, while it lives
 
     @property
@@ -127,6 +128,10 @@ def _exclusive_all(ts: list[Tensor], site: tuple[str, int], what: str) -> Iterat
             b.ledger.release(b)
 
 
+def _node_id(n: Node) -> int:
+    return n.id
+
+
 _NEEDS: dict[tuple[str, tuple[bool, ...]], tuple[int, ...]] = {}
 
 
@@ -162,13 +167,25 @@ class _BackwardHolder:
 
 
 class Grads:
-    """Gradients of one backward, keyed by param. Handles are read-only; ``clip_norm_`` works in place."""
+    """Gradients of one backward, keyed by param. Handles are read-only; ``clip_norm_`` works in place.
 
-    __slots__ = ("_graph", "_by_leaf")
+    The arrays are kept as they come out of backward; the read-only handle on each is made on
+    first request (most training steps hand the arrays straight to an optimizer)."""
 
-    def __init__(self, graph: Graph, by_leaf: dict[Node, Tensor]) -> None:
+    __slots__ = ("_graph", "_arrays", "_handles")
+
+    def __init__(self, graph: Graph, arrays: dict[Node, Array]) -> None:
         self._graph = graph
-        self._by_leaf = by_leaf
+        self._arrays = arrays
+        self._handles: dict[Node, Tensor] = {}
+
+    def _handle(self, node: Node) -> Tensor:
+        t = self._handles.get(node)
+        if t is None:
+            t = self._handles[node] = Tensor._root_of(
+                self._graph, self._arrays[node], "constant", None, None, ("gradient of", node.leaf),
+                readonly="a gradient handle (from Grads)")
+        return t
 
     def _leaf_node(self, p: object, what: str = "grads[...]") -> Node:
         if not isinstance(p, Tensor):
@@ -182,21 +199,20 @@ class Grads:
 
     def __getitem__(self, p: Tensor) -> Tensor:
         node = self._leaf_node(p)
-        t = self._by_leaf.get(node)
-        if t is None:
+        if node not in self._arrays:
             raise GradError(f"grads[...]: the loss does not depend on {p._label()}, so it has no gradient")
-        return t
+        return self._handle(node)
 
     def __contains__(self, p: object) -> bool:
         if not isinstance(p, Tensor) or p._root._node is None:
             return False
-        return p._root._node in self._by_leaf
+        return p._root._node in self._arrays
 
     def __len__(self) -> int:
-        return len(self._by_leaf)
+        return len(self._arrays)
 
     def __iter__(self) -> Iterator[Tensor]:
-        for node in self._by_leaf:
+        for node in self._arrays:
             leaf = node.leaf
             if leaf is not None:
                 yield leaf
@@ -205,25 +221,37 @@ class Grads:
         return list(self)
 
     def items(self) -> list[tuple[Tensor, Tensor]]:
-        return [(p, g) for p, g in ((n.leaf, g) for n, g in self._by_leaf.items()) if p is not None]
+        return [(p, self._handle(n)) for n in self._arrays if (p := n.leaf) is not None]
 
     def values(self) -> list[Tensor]:
-        return list(self._by_leaf.values())
+        return [self._handle(n) for n in self._arrays]
+
+    def _add_(self, other: Grads, site: tuple[str, int]) -> None:
+        """Add ``other``'s gradients into these, all or nothing (``g.backward(into=...)``)."""
+        mine = [(n, a) for n, a in other._arrays.items() if n in self._arrays]
+        with _exclusive_all([t for n, _ in mine if (t := self._handles.get(n)) is not None], site,
+                            "g.backward(into=...)"):
+            for n, a in mine:
+                self._arrays[n] += a
+        for n, a in other._arrays.items():
+            if n not in self._arrays:
+                self._arrays[n] = a
+                if n in other._handles:
+                    self._handles[n] = other._handles[n]
 
     def clip_norm_(self, max_norm: float) -> float:
         """Scale every gradient in place so their joint L2 norm is at most ``max_norm``; return the norm before."""
         if not max_norm > 0:
             raise ValueError(f"clip_norm_: max_norm must be positive, got {max_norm}")
         total = 0.0
-        for t in self._by_leaf.values():
-            total += float((t._data.astype(np.float64) ** 2).sum())
+        for a in self._arrays.values():
+            total += float((a.astype(np.float64) ** 2).sum())
         norm: float = total ** 0.5
         scale = max_norm / (norm + 1e-6)
         if scale < 1:
-            ts = list(self._by_leaf.values())
-            with _exclusive_all(ts, user_site(), "grads.clip_norm_"):
-                for t in ts:
-                    t._data *= scale
+            with _exclusive_all(list(self._handles.values()), user_site(), "grads.clip_norm_"):
+                for a in self._arrays.values():
+                    a *= scale
         return norm
 
     def __repr__(self) -> str:
@@ -347,15 +375,11 @@ class Graph:
             return Tensor._root_of(self, out, "constant", None, None, (name, 0))
         ptuple = tuple(parents)
         meta = tuple((tuple(x.shape), x.dtype) if p is not None else None for x, p in zip(arrays, ptuple))
-        node = Node(self, name, ptuple, meta, user_site())
-        node.rule = rule
-        node.aux = aux
         if vattrs or rule.shapes:
-            node.attrs = {**attrs, **(vattrs or _EMPTY)}
+            attrs = {**attrs, **(vattrs or _EMPTY)}
             if rule.shapes:
-                node.attrs["shapes"] = tuple(tuple(getattr(x, "shape", ())) for x in arrays)
-        else:
-            node.attrs = attrs
+                attrs["shapes"] = tuple(tuple(getattr(x, "shape", ())) for x in arrays)
+        node = Node(self, name, ptuple, meta, user_site(), rule, attrs, aux)
         t = Tensor._root_of(self, out, "result", node, None, (name, node.id))
         node.out = weakref.ref(t)
         saved: list[Any] = [None] * (len(args) + 1)
@@ -447,20 +471,14 @@ class Graph:
                         st = leaf._storage
                         leaf_borrows.append(st.ledger.acquire(leaf._region, SHARED, holder,
                                                               "read by backward", site, access="read"))
-                by_leaf = self._run(order, root, g0, on_grad, check_finite)
+                result = Grads(self, {})
+                self._run(order, root, g0, on_grad, check_finite, result)
             finally:
                 for b in leaf_borrows:
                     b.ledger.release(b)
             if into is not None:
-                pairs = [(into._by_leaf[n], gt._data) for n, gt in by_leaf.items() if n in into._by_leaf]
-                with _exclusive_all([p for p, _ in pairs], site, "g.backward(into=...)"):
-                    for prev, add in pairs:
-                        prev._data += add
-                for node, gt in by_leaf.items():
-                    into._by_leaf.setdefault(node, gt)
+                into._add_(result, site)
                 result = into
-            else:
-                result = Grads(self, by_leaf)
             if not retain:
                 for node in order:
                     if node.op != "param":
@@ -468,34 +486,29 @@ class Graph:
         return result
 
     def _topo(self, root: Node) -> list[Node]:
-        """Nodes reachable from ``root`` in topological order (inputs first); refuses consumed ones."""
-        order: list[Node] = []
+        """Nodes reachable from ``root`` in topological order (inputs first); refuses consumed ones.
+
+        A node's inputs always exist before it does, so creation order (the node id) is a
+        topological order: collecting the reachable set and sorting it by id is enough."""
         seen: set[Node] = {root}
-        stack: list[tuple[Node, int]] = [(root, 0)]
+        stack = [root]
         while stack:
-            node, i = stack.pop()
+            node = stack.pop()
             if node.consumed:
                 raise GraphError(
                     f"g.backward: node #{node.id} {node.op} (recorded at {format_site(node.site)}) was already "
                     f"{node.consumed} by an earlier backward or free; pass retain=True to the earlier "
                     "g.backward(...) to walk it twice, or recompute the forward")
-            parents = node.parents
-            while i < len(parents):
-                p = parents[i]
-                i += 1
+            for p in node.parents:
                 if p is not None and p not in seen:
                     seen.add(p)
-                    stack.append((node, i))
-                    stack.append((p, 0))
-                    break
-            else:
-                order.append(node)
-        return order
+                    stack.append(p)
+        return sorted(seen, key=_node_id)
 
     def _run(self, order: list[Node], root: Node, g0: Array,
-             on_grad: Callable[[Tensor, Tensor], None] | None, check_finite: bool) -> dict[Node, Tensor]:
+             on_grad: Callable[[Tensor, Tensor], None] | None, check_finite: bool, out: Grads) -> None:
         grads: dict[Node, Array] = {root: g0 if not isinstance(g0, np.generic) else np.asarray(g0)}
-        by_leaf: dict[Node, Tensor] = {}
+        by_leaf = out._arrays
         for node in reversed(order):
             g = grads.pop(node, None)
             if g is None:
@@ -509,11 +522,9 @@ class Graph:
                     g = g.astype(leaf._data.dtype)
                 elif g.base is not None or not getattr(g.flags, "writeable", True) or g is g0:
                     g = g.copy()
-                gt = Tensor._root_of(self, g, "constant", None, None, f"gradient of {leaf._label()}",
-                                     readonly="a gradient handle (from Grads)")
-                by_leaf[node] = gt
+                by_leaf[node] = g
                 if on_grad is not None:
-                    on_grad(leaf._handle(readonly="a leaf handed to on_grad"), gt)
+                    on_grad(leaf._handle(readonly="a leaf handed to on_grad"), out._handle(node))
                 continue
             for i, p in enumerate(node.parents):
                 if p is None:
@@ -528,7 +539,6 @@ class Graph:
                         f"(recorded at {format_site(node.site)}) into its input {i} is not finite")
                 prev = grads.get(p)
                 grads[p] = gi if prev is None else prev + gi
-        return by_leaf
 
     # --- freeing ---
     def _drop(self, node: Node, why: str) -> None:

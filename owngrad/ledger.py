@@ -256,7 +256,7 @@ class Storage:
 
     __slots__ = ("array", "device", "_ledger", "_label", "_lock")
 
-    def __init__(self, array: Any, label: str | tuple[str, int], device: str, lock: Any = None) -> None:
+    def __init__(self, array: Any, label: str | tuple[str, Any], device: str, lock: Any = None) -> None:
         self.array = array
         self.device = device
         self._ledger: BorrowLedger | None = None
@@ -268,7 +268,9 @@ class Storage:
         led = self._ledger
         if led is None:
             lab = self._label
-            if isinstance(lab, tuple):
-                lab = f"({lab[0]} #{lab[1]})" if lab[1] else f"({lab[0]})"
+            if isinstance(lab, tuple):  # (op, node id) of a result, or ("gradient of", the param)
+                what, who = lab
+                lab = f"{what} {who._label()}" if not isinstance(who, int) else \
+                    f"({what} #{who})" if who else f"({what})"
             led = self._ledger = BorrowLedger(tuple(self.array.shape), lab, self._lock)
         return led

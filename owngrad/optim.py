@@ -65,24 +65,25 @@ class Optimizer:
                             f"got {type(grads).__name__}")
         site = user_site()
         what = f"{type(self).__name__}.step"
-        todo = [(i, p) for i, p in enumerate(self.params) if p in grads]
-        for _, p in todo:
+        arrays = grads._arrays  # params are roots made by g.param (checked in __init__): key by leaf node
+        todo = [(i, p, gd) for i, p in enumerate(self.params) if (gd := arrays.get(p._node)) is not None]  # type: ignore[arg-type]
+        for _, p, gd in todo:
             p._check_writable(site, what)
-            if grads[p].shape != p.shape:
-                raise ShapeError(f"{what}: gradient of shape {grads[p].shape} for {p._label()} of shape {p.shape}")
+            if gd.shape != p._data.shape:
+                raise ShapeError(f"{what}: gradient of shape {tuple(gd.shape)} for {p._label()} of shape {p.shape}")
         holder = BlockHolder(f"the optimizer step {what}", site, "wait for the step to finish")
         taken: list[Borrow] = []
         try:
             # take every borrow first: a refusal on the third param leaves the first two untouched
-            for _, p in todo:
+            for _, p, _ in todo:
                 taken.append(p._storage.ledger.acquire(p._region, EXCLUSIVE, holder, "writing", site,
                                                        access=what))
             # compute every update first, then commit: an error (or a KeyboardInterrupt) while
             # computing the third param's update cannot leave the first two, or the state, half-stepped
             staged: list[tuple[int, Tensor, float, Array, dict[str, Any]]] = []
-            for i, p in todo:
+            for i, p, gd in todo:
                 new_state = dict(self.state[i])  # _update rebinds keys, never writes old arrays in place
-                scale, delta = self._update(p._data, grads[p]._data, new_state)
+                scale, delta = self._update(p._data, gd, new_state)
                 staged.append((i, p, scale, delta, new_state))
             for i, p, scale, delta, new_state in staged:
                 if scale != 1.0:

@@ -49,6 +49,8 @@ def unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
     if g.shape == shape:
         return g
     extra = g.ndim - len(shape)
+    if extra == 1 and g.shape[1:] == shape:  # the common case: a bias added to a batch
+        return g.sum(axis=0)
     if extra:
         g = g.sum(axis=tuple(range(extra)))
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
@@ -126,7 +128,9 @@ def _logsumexp(xp: Any, x: Array, axis: Any = None, keepdims: bool = False) -> A
 
 
 def _log_softmax(xp: Any, x: Array, axis: int = -1) -> Array:
-    return x - _logsumexp(xp, x, axis=axis, keepdims=True)
+    # no guard for all -inf slices here: their log-softmax is nan either way (as in torch)
+    shifted = x - xp.max(x, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 
 def _softmax(xp: Any, x: Array, axis: int = -1) -> Array:

@@ -106,7 +106,7 @@ class Tensor:
     # --- construction (internal) ---
     @classmethod
     def _root_of(cls, graph: Graph, array: Array, kind: str, node: Node | None, name: str | None,
-                 label: str | tuple[str, int], readonly: str | None = None) -> Tensor:
+                 label: str | tuple[str, Any], readonly: str | None = None) -> Tensor:
         t = object.__new__(cls)
         t._graph = graph
         shape = array.shape if type(array) is np.ndarray else tuple(array.shape)
