@@ -132,22 +132,22 @@ def _node_id(n: Node) -> int:
     return n.id
 
 
-_NEEDS: dict[tuple[str, tuple[bool, ...]], tuple[int, ...]] = {}
+_NEEDS: dict[tuple[str, int], tuple[int, ...]] = {}
 
 
-def _needs(rule: Rule, parents: tuple[Node | None, ...]) -> tuple[int, ...]:
+def _needs(rule: Rule, mask: int) -> tuple[int, ...]:
     """The operands to save (0 = ans, i = args[i-1]): the union of what the vjps of the inputs
-    that need a gradient read. Cached per rule and pattern of inputs needing one."""
-    key = (rule.name, tuple(p is not None for p in parents))
+    that need a gradient (bit i of ``mask``) read. Cached per rule and mask."""
+    key = (rule.name, mask)
     hit = _NEEDS.get(key)
     if hit is None:
         got: set[int] = set()
         if rule.variadic:
             got = set(rule.needs[0])
         else:
-            for i, p in enumerate(parents):
-                if p is not None:
-                    got |= rule.needs[i]
+            for i, reads in enumerate(rule.needs):
+                if mask >> i & 1:
+                    got |= reads
         hit = _NEEDS[key] = tuple(sorted(got))
     return hit
 
@@ -337,28 +337,35 @@ class Graph:
         rule = RULES[name]
         arrays: list[Any] = []
         parents: list[Node | None] = []
-        any_grad = False
+        meta: list[tuple[tuple[int, ...], Any] | None] = []
+        mask = 0  # bit i: input i needs a gradient
         device = None
+        first = None
         grad_on = self._mode.enabled
-        for a in args:
+        for i, a in enumerate(args):
             if isinstance(a, Tensor):
                 if a._graph is not self:
                     raise GraphError(f"{name}: operands belong to different graphs ({a._label()} is from another)")
+                data = a._data
                 if device is None:
                     device = a._storage.device
+                    first = data
                 elif a._storage.device != device:
                     raise DeviceError(f"{name}: operands are on different devices ({device} and "
                                       f"{a._storage.device}); move one with t.to(...)")
-                arrays.append(a._data)
+                arrays.append(data)
                 n = a._grad_node() if grad_on else None
                 if n is not None:
-                    any_grad = True
+                    mask |= 1 << i
+                    meta.append((data.shape, data.dtype))
+                else:
+                    meta.append(None)
                 parents.append(n)
             else:
                 arrays.append(a)
                 parents.append(None)
-        xp = self.xp if device is None else xp_of(arrays[0] if isinstance(args[0], Tensor) else
-                                                   next(x for x, t in zip(arrays, args) if isinstance(t, Tensor)))
+                meta.append(None)
+        xp = self.xp if first is None else np if type(first) is np.ndarray else xp_of(first)
         try:
             out = rule.forward(xp, *arrays, **attrs)
         except (ValueError, IndexError) as e:
@@ -371,19 +378,17 @@ class Graph:
             out, aux = out
         if type(out) is not np.ndarray or not out.flags.c_contiguous:
             out = owned(out, xp)
-        if not any_grad:
+        if not mask:
             return Tensor._root_of(self, out, "constant", None, None, (name, 0))
-        ptuple = tuple(parents)
-        meta = tuple((tuple(x.shape), x.dtype) if p is not None else None for x, p in zip(arrays, ptuple))
         if vattrs or rule.shapes:
             attrs = {**attrs, **(vattrs or _EMPTY)}
             if rule.shapes:
                 attrs["shapes"] = tuple(tuple(getattr(x, "shape", ())) for x in arrays)
-        node = Node(self, name, ptuple, meta, user_site(), rule, attrs, aux)
+        node = Node(self, name, tuple(parents), tuple(meta), user_site(), rule, attrs, aux)
         t = Tensor._root_of(self, out, "result", node, None, (name, node.id))
         node.out = weakref.ref(t)
         saved: list[Any] = [None] * (len(args) + 1)
-        needs = _needs(rule, ptuple)
+        needs = _needs(rule, mask)
         if needs:
             try:
                 for j in needs:
