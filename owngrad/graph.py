@@ -19,7 +19,7 @@ import numpy as np
 
 from .backend import Array, module_for, owned, xp_of
 from .errors import BorrowError, DeviceError, GradError, GraphError, ShapeError
-from .ledger import EXCLUSIVE, SHARED, BlockHolder, Borrow, Region
+from .ledger import EXCLUSIVE, SHARED, BlockHolder, Borrow, Region, acquire_all, release_all
 from .rules import RULES, Rule, unbroadcast
 from .sites import format_site, user_site
 from .views import Step, apply_path
@@ -109,23 +109,20 @@ class Node:
         return v if self.key is None else v[self.key]
 
     def release_borrows(self) -> None:
-        for b in self.borrows:
-            b.ledger.release(b)
-        self.borrows = []
+        if self.borrows:
+            release_all(self.borrows)
+            self.borrows = []
 
 
 @contextmanager
 def _exclusive_all(ts: list[Tensor], site: tuple[str, int], what: str) -> Iterator[None]:
     """Exclusive borrows on every tensor, all or none, for owngrad's own multi-tensor updates."""
     holder = BlockHolder(what, site, "wait for it to finish")
-    taken: list[Borrow] = []
+    taken = acquire_all([(t._storage.ledger, t._region) for t in ts], EXCLUSIVE, holder, "writing", site, what)
     try:
-        for t in ts:
-            taken.append(t._storage.ledger.acquire(t._region, EXCLUSIVE, holder, "writing", site, access=what))
         yield
     finally:
-        for b in taken:
-            b.ledger.release(b)
+        release_all(taken)
 
 
 def _node_id(n: Node) -> int:
@@ -468,19 +465,14 @@ class Graph:
         with self._lock:
             order = self._topo(root)
             holder = _BackwardHolder(site)
-            leaf_borrows: list[Borrow] = []
+            leaves = [leaf for node in order if node.op == "param" and (leaf := node.leaf) is not None]
+            leaf_borrows = acquire_all([(t._storage.ledger, t._region) for t in leaves], SHARED, holder,
+                                       "read by backward", site, "read")
             try:
-                for node in order:
-                    leaf = node.leaf
-                    if leaf is not None:
-                        st = leaf._storage
-                        leaf_borrows.append(st.ledger.acquire(leaf._region, SHARED, holder,
-                                                              "read by backward", site, access="read"))
                 result = Grads(self, {})
                 self._run(order, root, g0, on_grad, check_finite, result)
             finally:
-                for b in leaf_borrows:
-                    b.ledger.release(b)
+                release_all(leaf_borrows)
             if into is not None:
                 into._add_(result, site)
                 result = into

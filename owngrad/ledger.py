@@ -21,7 +21,8 @@ from typing import Any, Iterable, Protocol
 from .errors import BorrowError
 from .sites import format_site
 
-__all__ = ["Progression", "Region", "Borrow", "BorrowLedger", "BlockHolder", "Holder", "Storage", "SHARED", "EXCLUSIVE"]
+__all__ = ["Progression", "Region", "Borrow", "BorrowLedger", "BlockHolder", "Holder", "Storage", "SHARED", "EXCLUSIVE",
+           "acquire_all", "release_all"]
 
 SHARED = "shared"
 EXCLUSIVE = "exclusive"
@@ -229,6 +230,55 @@ class BorrowLedger:
         for h in hints:
             lines.append(f"  help: {h}")
         return "\n".join(lines)
+
+
+def acquire_all(requests: list[tuple[BorrowLedger, Region]], kind: str, holder: Holder, why: str,
+                site: tuple[str, int] | None = None, access: str = "") -> list[Borrow]:
+    """Borrows on several storages, all or none: a conflict on the third leaves the first two untaken.
+    Ledgers that share one lock (those of one graph) are checked and filled under one hold of it."""
+    if not requests:
+        return []
+    lock = requests[0][0]._lock
+    if any(led._lock is not lock for led, _ in requests):
+        taken: list[Borrow] = []
+        try:
+            for led, region in requests:
+                taken.append(led.acquire(region, kind, holder, why, site, access))
+        except BaseException:
+            release_all(taken)
+            raise
+        return taken
+    with lock:
+        for led, region in requests:
+            if led._live:
+                clash = led.conflicts(region, kind)
+                if clash:
+                    raise BorrowError(led.conflict_message(region, kind, clash, site, access))
+        out = []
+        excl = kind == EXCLUSIVE
+        for led, region in requests:
+            b = Borrow(region, kind, holder, why, led)
+            led._live[b] = None
+            if excl:
+                led._n_excl += 1
+            out.append(b)
+        return out
+
+
+def release_all(borrows: list[Borrow]) -> None:
+    """Release several borrows (under one hold of the lock when their ledgers share it)."""
+    if not borrows:
+        return
+    lock = borrows[0].ledger._lock
+    if any(b.ledger._lock is not lock for b in borrows):
+        for b in borrows:
+            b.ledger.release(b)
+        return
+    with lock:
+        for b in borrows:
+            led = b.ledger
+            if led._live.pop(b, 0) is None and b.kind == EXCLUSIVE:
+                led._n_excl -= 1
 
 
 class BlockHolder:

@@ -21,7 +21,7 @@ import numpy as np
 from .backend import Array, to_device, xp_of
 from .errors import ShapeError
 from .graph import Grads
-from .ledger import EXCLUSIVE, BlockHolder, Borrow
+from .ledger import EXCLUSIVE, BlockHolder, acquire_all, release_all
 from .sites import user_site
 from .tensor import Tensor
 
@@ -72,12 +72,10 @@ class Optimizer:
             if gd.shape != p._data.shape:
                 raise ShapeError(f"{what}: gradient of shape {tuple(gd.shape)} for {p._label()} of shape {p.shape}")
         holder = BlockHolder(f"the optimizer step {what}", site, "wait for the step to finish")
-        taken: list[Borrow] = []
+        # take every borrow first: a refusal on the third param leaves the first two untouched
+        taken = acquire_all([(p._storage.ledger, p._region) for _, p, _ in todo], EXCLUSIVE, holder, "writing",
+                            site, what)
         try:
-            # take every borrow first: a refusal on the third param leaves the first two untouched
-            for _, p, _ in todo:
-                taken.append(p._storage.ledger.acquire(p._region, EXCLUSIVE, holder, "writing", site,
-                                                       access=what))
             # compute every update first, then commit: an error (or a KeyboardInterrupt) while
             # computing the third param's update cannot leave the first two, or the state, half-stepped
             staged: list[tuple[int, Tensor, float, Array, dict[str, Any]]] = []
@@ -91,8 +89,7 @@ class Optimizer:
                 p._data -= delta
                 self.state[i] = new_state
         finally:
-            for b in taken:
-                b.ledger.release(b)
+            release_all(taken)
 
     def _update(self, p: Array, g: Array, state: dict[str, Any]) -> tuple[float, Array]:
         """The step for one param, as ``(scale, delta)`` meaning ``p = p * scale - delta``; new state
