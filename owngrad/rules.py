@@ -143,9 +143,9 @@ def _cross_entropy_fwd(xp: Any, logits: Array, labels: Array, reduction: str = "
     if logits.ndim == 1:
         picked = -lsm[labels]
     else:
-        picked = -xp.take_along_axis(lsm, labels[:, None], axis=1)[:, 0]
+        picked = -lsm[xp.arange(lsm.shape[0]), labels]
     if reduction == "mean":
-        return picked.mean(), lsm
+        return (picked.sum() / picked.size if picked.size else picked.mean()), lsm
     if reduction == "sum":
         return picked.sum(), lsm
     return picked, lsm
