@@ -41,18 +41,15 @@ def where(cond: Any, x: Any, y: Any) -> Tensor:
 
 
 def clip(x: Tensor, lo: Any = None, hi: Any = None) -> Tensor:
-    """Clamp to ``[lo, hi]``; the gradient passes where ``lo <= x <= hi`` (as torch.clamp).
-    Tensor bounds that need a gradient are composed of maximum/minimum."""
+    """Clamp to ``[lo, hi]``; the gradient passes where ``lo <= x <= hi`` (as torch.clamp). Tensor
+    bounds get the gradient where they are the result (as torch.clamp with tensor min/max)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"og.clip: x must be a Tensor, got {type(x).__name__}")
     _check_bound("og.clip", lo, hi)
     if isinstance(lo, Tensor) or isinstance(hi, Tensor):
-        out = x
-        if lo is not None:
-            out = maximum(out, lo)
-        if hi is not None:
-            out = minimum(out, hi)
-        return out
+        lo_ = x._operand(-float("inf") if lo is None else lo, "og.clip")
+        hi_ = x._operand(float("inf") if hi is None else hi, "og.clip")
+        return x._graph._apply("clip_t", (x, lo_, hi_))
     return x._graph._apply("clip", (x,), {"lo": _scalar(lo), "hi": _scalar(hi)})
 
 

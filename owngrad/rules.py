@@ -116,11 +116,43 @@ def _pick(x: Array, y: Array, xs_wins: bool) -> Array:
     return w + 0.5 * (x == y)
 
 
+def _quiet(xp: Any) -> Any:
+    """numpy's warnings off for a rule that computes a branch it then discards (cupy never warns)."""
+    import contextlib
+
+    import numpy as np
+
+    return np.errstate(all="ignore") if xp is np else contextlib.nullcontext()
+
+
+def _pow_vjp_x(g: Array, ans: Array, x: Array, y: Any) -> Array:
+    # as torch: zero where the exponent is 0 (x ** -1 * 0 would be nan at x = 0)
+    xp = xp_of(g)
+    with _quiet(xp):
+        return g * xp.where(xp.asarray(y) == 0, 0, y * x ** (y - 1))
+
+
+def _pow_vjp_y(g: Array, ans: Array, x: Any, y: Array) -> Array:
+    # as torch: zero where x == 0 and y >= 0 (0 ** y is flat there, log(0) is not)
+    xp = xp_of(g)
+    with _quiet(xp):
+        return g * xp.where((xp.asarray(x) == 0) & (y >= 0), 0, ans * xp.log(x))
+
+
+def _clip_masks(x: Array, lo: Any, hi: Any) -> tuple[Array, Array]:
+    """Which elements pass through (lo <= x <= hi) and which take lo (x < lo <= hi); the rest take hi."""
+    through = (x >= lo) & (x <= hi)
+    return through, (x < lo) & (lo <= hi)
+
+
 def _sigmoid(xp: Any, x: Array) -> Array:
     return 0.5 * (xp.tanh(0.5 * x) + 1)
 
 
 def _logsumexp(xp: Any, x: Array, axis: Any = None, keepdims: bool = False) -> Array:
+    if x.size == 0:  # an empty sum: log(0) = -inf, as torch
+        out = xp.full(xp.sum(x, axis=axis, keepdims=keepdims).shape, -xp.inf, dtype=x.dtype)
+        return out
     m = xp.max(x, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)
     out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
@@ -188,7 +220,10 @@ def _gather_vjp(g: Array, ans: Array, x: Array, key: Any = None, shapes: Any = (
 def _var_vjp(g: Array, ans: Array, x: Array, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Array:
     xp = xp_of(x)
     centered = x - xp.mean(x, axis=axis, keepdims=True)
-    return expand_reduced(g, x.shape, axis, keepdims) * centered * (2.0 / (_count(x.shape, axis) - ddof))
+    n = _count(x.shape, axis) - ddof
+    factor = 2.0 / n if n > 0 else float("inf")  # numpy's var is inf/nan there: so is its gradient
+    with _quiet(xp):
+        return expand_reduced(g, x.shape, axis, keepdims) * centered * factor
 
 
 # --- the table --------------------------------------------------------------------------
@@ -205,6 +240,11 @@ defrule("clip", lambda xp, x, lo=None, hi=None: xp.clip(x, lo, hi),
         (lambda g, ans, x, lo=None, hi=None:
          g * ((x >= (-float("inf") if lo is None else lo)) & (x <= (float("inf") if hi is None else hi))), "x"))
 defrule("copy", lambda xp, x: x.copy(), (lambda g, ans, x: g, ""))
+# clip with tensor bounds (each may need a gradient); where lo > hi the result is hi, as np.clip/torch.clamp
+defrule("clip_t", lambda xp, x, lo, hi: xp.minimum(xp.maximum(x, lo), hi),
+        (lambda g, ans, x, lo, hi: g * _clip_masks(x, lo, hi)[0], "xyz"),
+        (lambda g, ans, x, lo, hi: g * _clip_masks(x, lo, hi)[1], "xyz"),
+        (lambda g, ans, x, lo, hi: g * ~(_clip_masks(x, lo, hi)[0] | _clip_masks(x, lo, hi)[1]), "xyz"))
 defrule("cast", lambda xp, x, dtype=None: x.astype(dtype), (lambda g, ans, x, dtype=None: g, ""))
 defrule("to", lambda xp, x, device="cpu": to_device(x, device),
         (lambda g, ans, x, device="cpu", src="cpu": to_device(g, src), ""))
@@ -215,9 +255,7 @@ defrule("sub", lambda xp, x, y: x - y, (lambda g, ans, x, y: g, ""), (lambda g, 
 defrule("mul", lambda xp, x, y: x * y, (lambda g, ans, x, y: g * y, "y"), (lambda g, ans, x, y: g * x, "x"))
 defrule("div", lambda xp, x, y: x / y, (lambda g, ans, x, y: g / y, "y"),
         (lambda g, ans, x, y: -g * x / (y * y), "xy"))
-defrule("pow", lambda xp, x, y: x ** y,
-        (lambda g, ans, x, y: g * y * x ** (y - 1), "xy"),
-        (lambda g, ans, x, y: g * ans * xp_of(ans).log(x), "ax"))
+defrule("pow", lambda xp, x, y: x ** y, (_pow_vjp_x, "xy"), (_pow_vjp_y, "axy"))
 defrule("matmul", lambda xp, x, y: x @ y, (_matmul_vjp_x, "y"), (_matmul_vjp_y, "x"), shapes=True)
 defrule("maximum", lambda xp, x, y: xp.maximum(x, y),
         (lambda g, ans, x, y: g * _pick(x, y, True), "xy"), (lambda g, ans, x, y: g * _pick(y, x, True), "xy"))

@@ -520,6 +520,8 @@ class Tensor:
         if isinstance(axis, list):
             axis = tuple(axis)
         self._check_axis(name, axis)
+        if self.ndim == 0:
+            axis = None  # axis 0 / -1 of a 0-d tensor is the tensor itself (as torch)
         return self._graph._apply(name, (self,), {"axis": axis, "keepdims": keepdims, **extra})
 
     def _check_axis(self, name: str, axis: Any) -> None:
@@ -551,11 +553,11 @@ class Tensor:
 
     def softmax(self, axis: int = -1) -> Tensor:
         self._check_axis("softmax", axis)
-        return self._graph._apply("softmax", (self,), {"axis": axis})
+        return self._graph._apply("softmax", (self,), {"axis": axis if self.ndim else None})
 
     def log_softmax(self, axis: int = -1) -> Tensor:
         self._check_axis("log_softmax", axis)
-        return self._graph._apply("log_softmax", (self,), {"axis": axis})
+        return self._graph._apply("log_softmax", (self,), {"axis": axis if self.ndim else None})
 
     # --- shape: views where numpy gives a view ---
     def _view(self, data: Array, region: Region, layout: Layout, step: Step) -> Tensor:

@@ -383,8 +383,9 @@ CASES: list[Case] = [
          tfn=lambda x: x.clamp(-0.5, 0.5)),
     Case("clip_one_sided", R("clip"), lambda x: x.clip(lo=-0.5) + x.clip(hi=0.5), unary(), (U2, {}),
          (clip_domain,), tfn=lambda x: x.clamp(min=-0.5) + x.clamp(max=0.5)),
-    Case("clip_tensor_bounds", R("maximum", "minimum"), lambda x, lo, hi: og.clip(x, lo, hi), broadcast(3),
+    Case("clip_tensor_bounds", R("clip_t"), lambda x, lo, hi: og.clip(x, lo, hi), broadcast(3),
          (((2, 3), (3,), (2, 1)), {}), (grid, maximum_pair, lambda s, r, kw: maximum_pair(s, r, kw) + 1.0),
+         # torch.clamp keeps x's shape (no broadcasting to the bounds'); away from ties it is this:
          tfn=lambda x, lo, hi: __import__("torch").minimum(__import__("torch").maximum(x, lo), hi)),
     # reductions with axis / keepdims
     Case("sum", R("sum"), lambda x, axis, keepdims: x.sum(axis=axis, keepdims=keepdims), reduction(),

@@ -9,7 +9,7 @@ an exclusive borrow. Initialisations follow PyTorch's defaults.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from ..sites import user_site
 from ..tensor import Tensor
 from . import functional as F
 
-__all__ = ["Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d", "LayerNorm",
+__all__ = ["IncompatibleKeys", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d", "LayerNorm",
            "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]
 
 Rng = int | np.random.Generator | None
@@ -39,6 +39,17 @@ def _is_param(t: object) -> bool:
     return isinstance(t, Tensor) and t._root is t and t._kind == "param"
 
 
+class IncompatibleKeys(NamedTuple):
+    """What :meth:`Module.load_state_dict` returns (as torch's): keys it had to skip."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+# buffers a checkpoint may lack (older owngrad checkpoints had no num_batches_tracked): torch is lenient too
+_OPTIONAL_STATE = ("num_batches_tracked",)
+
+
 class Module:
     """Base class. Setting an attribute to a param (``g.param``) registers it as a parameter,
     to a Module as a sub-module; :meth:`register_buffer` registers state that is not trained
@@ -54,6 +65,9 @@ class Module:
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if "_params" not in self.__dict__:
+            raise AttributeError(f"cannot assign {type(self).__name__}.{name} before Module.__init__() has run: "
+                                 f"call super().__init__(g) first in {type(self).__name__}.__init__")
         params: dict[str, Tensor] = self.__dict__["_params"]
         modules: dict[str, Module] = self.__dict__["_modules"]
         buffers: dict[str, Tensor] = self.__dict__["_buffers"]
@@ -69,6 +83,11 @@ class Module:
                 raise TypeError(f"{type(self).__name__}.{name} is a buffer: assign a Tensor, got {type(value).__name__}")
             buffers[name] = value
         object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        for reg in ("_params", "_buffers", "_modules"):
+            self.__dict__.get(reg, {}).pop(name, None)
+        object.__delattr__(self, name)
 
     def register_buffer(self, name: str, tensor: Tensor) -> None:
         """Register ``tensor`` (a constant) as state saved in ``state_dict`` but not trained."""
@@ -97,17 +116,26 @@ class Module:
         raise GraphError(f"{type(self).__name__} has no params, so it belongs to no graph")
 
     # --- calling ---
-    def forward(self, x: Any) -> Tensor:
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
-    def __call__(self, x: Any) -> Tensor:
-        return self.forward(x)
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.forward(*args, **kwargs)
 
     # --- registry ---
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
-        yield prefix, self
-        for name, m in self.__dict__["_modules"].items():
-            yield from m.named_modules(f"{prefix}{name}.")
+        """``(dotted name, module)`` for this module (name ``prefix``) and every sub-module, each once."""
+        seen: set[int] = set()
+
+        def walk(m: Module, pre: str) -> Iterator[tuple[str, Module]]:
+            if id(m) in seen:
+                return
+            seen.add(id(m))
+            yield pre.rstrip("."), m
+            for name, child in m.__dict__["_modules"].items():
+                yield from walk(child, f"{pre}{name}.")
+
+        yield from walk(self, prefix + "." if prefix else "")
 
     def children(self) -> list[Module]:
         return list(self.__dict__["_modules"].values())
@@ -119,39 +147,59 @@ class Module:
             for name, p in m.__dict__["_params"].items():
                 if id(p) not in seen:
                     seen.add(id(p))
-                    yield prefix + name, p
+                    yield _join(prefix, name), p
 
     def parameters(self) -> list[Tensor]:
         return [p for _, p in self.named_parameters()]
 
     def named_buffers(self) -> Iterator[tuple[str, Tensor]]:
+        seen: set[int] = set()
         for prefix, m in self.named_modules():
             for name, b in m.__dict__["_buffers"].items():
-                yield prefix + name, b
+                if id(b) not in seen:
+                    seen.add(id(b))
+                    yield _join(prefix, name), b
 
-    def _state_tensors(self) -> dict[str, Tensor]:
-        out = dict(self.named_parameters())
-        out.update(self.named_buffers())
+    def _state_tensors(self, prefix: str = "") -> dict[str, Tensor]:
+        # torch's state_dict order and keys: per module (in registration order), its params then its
+        # buffers, then its children; a shared (tied) param appears under every name it has
+        out: dict[str, Tensor] = {}
+        for name, p in self.__dict__["_params"].items():
+            out[prefix + name] = p
+        for name, b in self.__dict__["_buffers"].items():
+            out[prefix + name] = b
+        for name, m in self.__dict__["_modules"].items():
+            out.update(m._state_tensors(f"{prefix}{name}."))
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies (host numpy arrays) of every param and buffer, keyed by dotted name."""
+        """Copies (host numpy arrays) of every param and buffer, keyed by dotted name, in torch's
+        order and with torch's keys (``"0.weight"``, ``"1.running_mean"``)."""
         return {k: t.numpy() for k, t in self._state_tensors().items()}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Copy ``state`` into the params and buffers, in place. All-or-nothing: missing or
-        unexpected keys, a shape mismatch, or a tensor that cannot be written now (a pending
-        node saved it: BorrowError) raise before anything is written."""
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Copy ``state`` into the params and buffers, in place. All-or-nothing: with ``strict``
+        (the default) missing or unexpected keys raise KeyError; a shape mismatch, or a tensor
+        that cannot be written now (a pending node saved it: BorrowError), raises before anything
+        is written. With ``strict=False`` only the keys present in both are loaded. Returns
+        ``(missing_keys, unexpected_keys)`` as torch does."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"load_state_dict: expected a mapping of names to arrays (a state_dict), got "
+                            f"{type(state).__name__}")
         own = self._state_tensors()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
+        # tolerated like torch: a checkpoint without BatchNorm's num_batches_tracked keeps the current count
+        missing = [k for k in missing if k.rsplit(".", 1)[-1] not in _OPTIONAL_STATE]
+        result = IncompatibleKeys(missing, unexpected)
+        if strict and (missing or unexpected):
             parts = []
             if missing:
                 parts.append(f"missing keys {missing}")
             if unexpected:
                 parts.append(f"unexpected keys {unexpected}")
             raise KeyError(f"load_state_dict: the state does not match {type(self).__name__}: " + "; ".join(parts))
+        own = {k: t for k, t in own.items() if k in state}
         arrays: dict[str, Any] = {}
         for k, t in own.items():
             v = state[k]
@@ -166,14 +214,17 @@ class Module:
         for k, t in own.items():
             t._check_writable(site, "load_state_dict")
             t._storage.ledger.check(t._region, EXCLUSIVE, site, access="load_state_dict")
-        g = self.graph
-        with g.no_grad():
-            for k, t in own.items():
-                t.copy_(arrays[k])
+        if own:
+            with self.graph.no_grad():
+                for k, t in own.items():
+                    t.copy_(arrays[k])
+        return result
 
     # --- modes ---
     def train(self, mode: bool = True) -> Module:
         """Training mode (dropout active, BatchNorm uses and updates batch statistics); returns self."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"{type(self).__name__}.train: mode must be True or False, got {mode!r}")
         for _, m in self.named_modules():
             object.__setattr__(m, "training", mode)
         return self
@@ -197,6 +248,10 @@ class Module:
         return "\n".join(lines) + "\n)"
 
 
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
 class Linear(Module):
     """``y = x @ weight.T + bias``; weight (out, in) and bias drawn from U(-1/sqrt(in), 1/sqrt(in))."""
 
@@ -213,13 +268,16 @@ class Linear(Module):
         self.bias = g.param(_uniform(gen, bound, (out_features,), dtype), name="bias") if bias else None
 
     def forward(self, x: Any) -> Tensor:
+        if not hasattr(x, "shape") or not hasattr(x, "ndim") or x.ndim == 0:
+            raise TypeError(f"Linear: expected a Tensor of shape (..., {self.in_features}) (make arrays a tensor "
+                            f"with g.constant(x)), got {type(x).__name__}")
         if x.shape[-1] != self.in_features:
             raise ShapeError(f"Linear: expected inputs with {self.in_features} features in the last axis, got "
                              f"shape {x.shape}")
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 class Conv2d(Module):
@@ -234,7 +292,9 @@ class Conv2d(Module):
         gen = _rng(rng)
         kh, kw = F._pair(kernel_size, "kernel_size", "Conv2d", 1)
         bound = 1.0 / math.sqrt(in_channels * kh * kw)
-        self.stride, self.padding = stride, padding
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
+        self.stride = F._pair(stride, "stride", "Conv2d", 1)
+        self.padding = F._pair(padding, "padding", "Conv2d", 0)
         self.weight = g.param(_uniform(gen, bound, (out_channels, in_channels, kh, kw), dtype), name="weight")
         self.bias = g.param(_uniform(gen, bound, (out_channels,), dtype), name="bias") if bias else None
 
@@ -247,9 +307,15 @@ class Conv2d(Module):
 
 
 class MaxPool2d(Module):
+    """Max pooling (NCHW) as ``torch.nn.MaxPool2d`` without padding; ``stride`` defaults to the kernel size."""
+
     def __init__(self, kernel_size: Any, stride: Any = None) -> None:
         super().__init__()
-        self.kernel_size, self.stride = kernel_size, stride
+        F._pair(kernel_size, "kernel_size", "MaxPool2d", 1)   # validate now, not at the first forward
+        if stride is not None:
+            F._pair(stride, "stride", "MaxPool2d", 1)
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
 
     def forward(self, x: Any) -> Tensor:
         return F.max_pool2d(x, self.kernel_size, self.stride)
@@ -287,49 +353,64 @@ class Embedding(Module):
 
 
 class BatchNorm1d(Module):
-    """Batch normalisation over axis 0 of (N, C) inputs, as ``torch.nn.BatchNorm1d``. In training
-    mode it normalises with the batch statistics and updates ``running_mean``/``running_var``
-    (unbiased) in place under ``g.no_grad()`` -- exclusive borrows, like any other write; in
-    eval mode it uses the running statistics."""
+    """Batch normalisation of (N, C) or (N, C, L) inputs over every axis but C, as
+    ``torch.nn.BatchNorm1d``. In training mode it normalises with the batch statistics (biased
+    variance) and updates ``running_mean``/``running_var`` (unbiased variance) and
+    ``num_batches_tracked`` in place under ``g.no_grad()`` -- exclusive borrows, like any other
+    write, all taken before any of them is written; in eval mode it uses the running statistics.
+    ``momentum=None`` gives the cumulative average (torch's). The state_dict keys are torch's."""
 
     weight: Tensor | None
     bias: Tensor | None
     running_mean: Tensor
     running_var: Tensor
+    num_batches_tracked: Tensor
 
-    def __init__(self, g: Graph, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+    def __init__(self, g: Graph, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, dtype: Any = np.float32) -> None:
         super().__init__(g)
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm1d: momentum must be in [0, 1] or None, got {momentum!r}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = g.param(np.ones(num_features, dtype), name="weight") if affine else None
         self.bias = g.param(np.zeros(num_features, dtype), name="bias") if affine else None
         self.register_buffer("running_mean", g.constant(np.zeros(num_features, dtype), name="running_mean"))
         self.register_buffer("running_var", g.constant(np.ones(num_features, dtype), name="running_var"))
+        self.register_buffer("num_batches_tracked", g.constant(np.array(0, np.int64), name="num_batches_tracked"))
 
     def forward(self, x: Any) -> Tensor:
         t = F._tensor_of(x, "BatchNorm1d")
-        if t.ndim != 2 or t.shape[1] != self.num_features:
-            raise ShapeError(f"BatchNorm1d: expected (N, {self.num_features}) inputs, got shape {t.shape}")
+        c = self.num_features
+        if t.ndim not in (2, 3) or t.shape[1] != c:
+            raise ShapeError(f"BatchNorm1d: expected (N, {c}) or (N, {c}, L) inputs, got shape {t.shape}")
+        axes = (0,) if t.ndim == 2 else (0, 2)
+        stat_shape = (1, c) if t.ndim == 2 else (1, c, 1)
         if self.training:
-            n = t.shape[0]
+            n = t.size // c
             if n < 2:
-                raise ValueError(f"BatchNorm1d: training needs more than one sample per batch, got shape {t.shape}")
-            mean = t.mean(axis=0)
-            var = t.var(axis=0)
-            g = t.graph
-            with g.no_grad():
-                m = self.momentum
-                self.running_mean.mul_(1 - m).add_(mean * m)
-                self.running_var.mul_(1 - m).add_(var * (m * n / (n - 1)))
+                raise ValueError(f"BatchNorm1d: training needs more than one value per channel, got shape {t.shape}")
+            mean = t.mean(axis=axes, keepdims=True)
+            var = t.var(axis=axes, keepdims=True)
+            bufs = (self.running_mean, self.running_var, self.num_batches_tracked)
+            site = user_site()
+            for b in bufs:  # all-or-nothing: every buffer must be writable before any is written
+                b._check_writable(site, "BatchNorm1d running statistics")
+                b._storage.ledger.check(b._region, EXCLUSIVE, site, access="BatchNorm1d running statistics")
+            with t.graph.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = 1.0 / float(self.num_batches_tracked.item()) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - m).add_(mean.reshape(c) * m)
+                self.running_var.mul_(1 - m).add_(var.reshape(c) * (m * n / (n - 1)))
             xhat = (t - mean) / (var + self.eps).sqrt()
         else:
-            xhat = (t - self.running_mean) / (self.running_var + self.eps).sqrt()
+            rm, rv = self.running_mean.reshape(stat_shape), self.running_var.reshape(stat_shape)
+            xhat = (t - rm) / (rv + self.eps).sqrt()
         if self.weight is not None and self.bias is not None:
-            return xhat * self.weight + self.bias
+            return xhat * self.weight.reshape(stat_shape) + self.bias.reshape(stat_shape)
         return xhat
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.weight is not None}"
 
 
 class LayerNorm(Module):
@@ -360,7 +441,7 @@ class LayerNorm(Module):
         return xhat
 
     def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}"
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"
 
 
 class Dropout(Module):
