@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+import zlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -41,6 +42,34 @@ def _arrays(obj: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def _umask() -> int:
+    # read without changing it where the OS tells (Linux); otherwise set-and-restore
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: str) -> None:
+    # make the rename itself durable (POSIX); not possible (nor needed) on Windows
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save(path: str | os.PathLike[str], module_or_state: Any) -> None:
     """Write ``module_or_state`` (an ``og.nn.Module``: its ``state_dict()``; or a mapping of
     names to arrays/tensors) to ``path`` as an ``.npz`` archive, atomically."""
@@ -49,12 +78,20 @@ def save(path: str | os.PathLike[str], module_or_state: Any) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes the file private (0600); the checkpoint gets the mode an ordinary open() would
+        # give it (0666 less the umask), or keeps the mode of the file it replaces
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             payload: dict[str, Any] = {_MARK: np.array(1, dtype=np.int8), **arrays}
             np.savez(f, **payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(folder)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -69,6 +106,12 @@ def load(path: str | os.PathLike[str], into: Any = None) -> dict[str, np.ndarray
     missing/unexpected keys or shapes). A file that is not such a checkpoint raises ValueError."""
     path = os.fspath(path)
     try:
+        # numpy reads each member's bytes without checking the archive's CRC-32: a flipped byte in an
+        # array would load silently. testzip() reads every member and checks it first.
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                raise ValueError(f"member {bad!r} fails its CRC check (the file is corrupt)")
         with np.load(path, allow_pickle=False) as z:
             if not isinstance(z, np.lib.npyio.NpzFile):
                 raise ValueError("it holds a single array, not an .npz archive")
@@ -78,7 +121,8 @@ def load(path: str | os.PathLike[str], into: Any = None) -> dict[str, np.ndarray
             state = {k: z[k] for k in names if k != _MARK}
     except FileNotFoundError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError, RuntimeError,
+            zlib.error) as e:
         raise ValueError(f"og.load: {path} is not a valid owngrad checkpoint (.npz): {e}") from None
     if into is not None:
         into.load_state_dict(state)

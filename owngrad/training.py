@@ -36,8 +36,13 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
     Returns ``{"loss": [...], name: [...], ...}``: per epoch, the mean over samples of each
     batch's value (batches weighted by their size).
     """
-    if not isinstance(epochs, int) or epochs < 0:
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    if epochs > 1 and iter(batches) is batches:  # type: ignore[comparison-overlap]
+        raise TypeError(f"fit: batches is a one-shot iterator ({type(batches).__name__}): it would be empty after "
+                        "the first epoch. Pass something re-iterable, such as og.data.batches(x, y, batch_size) "
+                        "or a list")
+    opt_params = list(getattr(opt, "params", []))
     g = model.graph
     metrics = dict(metrics or {})
     history: dict[str, list[float]] = {"loss": [], **{k: [] for k in metrics}}
@@ -76,6 +81,9 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
                         if isinstance(t, Tensor) and t.graph is g:
                             g.free(t)
                     raise
+                if opt_params and epoch == 0 and count == 0 and not any(p in grads for p in opt_params):
+                    raise ValueError("fit: the loss does not depend on any param of the optimizer: build it over "
+                                     "this model's params, e.g. og.optim.SGD(model.parameters(), lr=0.1)")
                 opt.step(grads)
                 n = len(xb)
                 count += n
@@ -87,8 +95,10 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / count:.4f}", refresh=False)
+            if count == 0:
+                raise ValueError(f"fit: batches yielded no samples in epoch {epoch + 1}")
             for k in history:
-                history[k].append(sums[k] / count if count else float("nan"))
+                history[k].append(sums[k] / count)
     finally:
         if bar is not None:
             bar.close()

@@ -232,7 +232,8 @@ def test_registry_and_names() -> None:
     names = [n for n, _ in model.named_parameters()]
     assert names == ["0.weight", "0.bias", "2.weight", "2.bias", "3.weight"]
     assert len(model.parameters()) == 5 and model.graph is g
-    assert list(model.state_dict()) == names + ["2.running_mean", "2.running_var"]
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias", "2.running_mean",
+                                        "2.running_var", "2.num_batches_tracked", "3.weight"]  # torch's order
     assert model.training and model[2].training
     model.eval()
     assert not model.training and not model[2].training
@@ -321,3 +322,148 @@ def test_embedding_module_and_flatten_pool() -> None:
     y = og.nn.Flatten()(og.nn.MaxPool2d(2)(x))
     assert y.shape == (2, 12)
     g.backward(y.sum())
+
+
+# --- review: torch parity of the Module API -------------------------------------------------
+
+def test_state_dict_keys_and_order_match_torch() -> None:
+    torch = pytest.importorskip("torch")
+    g = og.Graph()
+    ours = og.nn.Sequential(og.nn.Linear(g, 4, 5), og.nn.BatchNorm1d(g, 5), og.nn.ReLU(),
+                            og.nn.Sequential(og.nn.LayerNorm(g, 5), og.nn.Linear(g, 5, 2, bias=False)),
+                            og.nn.Embedding(g, 3, 2))
+    theirs = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5), torch.nn.ReLU(),
+                                 torch.nn.Sequential(torch.nn.LayerNorm(5), torch.nn.Linear(5, 2, bias=False)),
+                                 torch.nn.Embedding(3, 2))
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    # a torch checkpoint loads as it is (num_batches_tracked included), and ours into torch
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    for k, v in theirs.state_dict().items():
+        np.testing.assert_array_equal(ours.state_dict()[k], v.numpy(), err_msg=k)
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
+
+
+def test_tied_modules_are_listed_once_but_saved_under_every_name() -> None:
+    torch = pytest.importorskip("torch")
+    g = og.Graph()
+    lin = og.nn.Linear(g, 3, 3)
+    ours = og.nn.Sequential(lin, og.nn.ReLU(), lin)
+    tl = torch.nn.Linear(3, 3)
+    theirs = torch.nn.Sequential(tl, torch.nn.ReLU(), tl)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict(ours.state_dict())
+
+
+def test_load_state_dict_strict_false_and_old_checkpoints() -> None:
+    g = og.Graph()
+    m = og.nn.Sequential(og.nn.Linear(g, 3, 4, rng=0), og.nn.BatchNorm1d(g, 4))
+    src = og.nn.Sequential(og.nn.Linear(g, 3, 4, rng=1), og.nn.BatchNorm1d(g, 4))
+    state = {k: v for k, v in src.state_dict().items() if k != "0.bias"}
+    state["extra"] = np.zeros(2)
+    with pytest.raises(KeyError, match="missing keys"):
+        m.load_state_dict(state)
+    res = m.load_state_dict(state, strict=False)
+    assert res.missing_keys == ["0.bias"] and res.unexpected_keys == ["extra"]
+    assert np.array_equal(m.state_dict()["0.weight"], src.state_dict()["0.weight"])
+    assert not np.array_equal(m.state_dict()["0.bias"], src.state_dict()["0.bias"])
+    # a checkpoint written before BatchNorm had num_batches_tracked still loads (torch is lenient too)
+    old = {k: v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert m.load_state_dict(old) == ([], [])
+    with pytest.raises(TypeError, match="mapping"):
+        m.load_state_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_module_call_forwards_every_argument_and_helps_with_init_order() -> None:
+    g = og.Graph()
+
+    class Gated(og.nn.Module):
+        def __init__(self, g: og.Graph) -> None:
+            super().__init__(g)
+            self.lin = og.nn.Linear(g, 3, 2, rng=0)
+
+        def forward(self, x: og.Tensor, gate: og.Tensor, *, scale: float = 1.0) -> og.Tensor:
+            return self.lin(x) * gate * scale
+
+    m = Gated(g)
+    x = g.constant(np.ones((4, 3), np.float32))
+    assert m(x, g.constant(np.zeros((4, 2), np.float32)), scale=2.0).numpy().sum() == 0
+
+    class Early(og.nn.Module):
+        def __init__(self, g: og.Graph) -> None:
+            self.lin = og.nn.Linear(g, 3, 2)
+            super().__init__(g)
+
+    with pytest.raises(AttributeError, match=r"super\(\).__init__\(g\) first"):
+        Early(g)
+    del m.lin
+    assert m.parameters() == [] and m.state_dict() == {}
+    with pytest.raises(TypeError, match="True or False"):
+        m.train("no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"Linear: expected a Tensor.*g.constant"):
+        og.nn.Linear(g, 3, 2)([[1.0, 2.0, 3.0]])
+
+
+def test_train_eval_reach_nested_children_and_repr_follows_torch() -> None:
+    g = og.Graph()
+    inner = og.nn.Sequential(og.nn.Dropout(0.5), og.nn.BatchNorm1d(g, 3))
+    model = og.nn.Sequential(og.nn.Linear(g, 3, 3), inner)
+    assert model.eval() is model
+    assert not any(m.training for _, m in model.named_modules())
+    model.train()
+    assert all(m.training for _, m in model.named_modules())
+    torch = pytest.importorskip("torch")
+    assert repr(og.nn.Linear(g, 4, 5)) == repr(torch.nn.Linear(4, 5))
+    assert repr(og.nn.Conv2d(g, 1, 16, 3, padding=1)) == repr(torch.nn.Conv2d(1, 16, 3, padding=1))
+    assert repr(og.nn.Embedding(g, 10, 4)) == repr(torch.nn.Embedding(10, 4))
+    assert "stride=2" in repr(og.nn.MaxPool2d(2))
+    with pytest.raises(ValueError, match="stride"):
+        og.nn.Conv2d(g, 1, 2, 3, stride=0)
+    with pytest.raises(ValueError, match="kernel_size"):
+        og.nn.MaxPool2d(0)
+
+
+@pytest.mark.parametrize("shape,momentum", [((6, 4), 0.1), ((5, 4, 3), 0.1), ((6, 4), None), ((3, 4, 2), None)])
+def test_batchnorm_matches_torch_3d_and_cumulative(shape: tuple[int, ...], momentum: float | None) -> None:
+    torch = pytest.importorskip("torch")
+    g = og.Graph()
+    ours = og.nn.BatchNorm1d(g, 4, momentum=momentum, dtype=np.float64)
+    theirs = torch.nn.BatchNorm1d(4, momentum=momentum).double()
+    for step in range(3):
+        x = rnd(*shape) * (step + 1) + step
+        w = g.param(rnd(4))
+        ours.weight = w
+        with torch.no_grad():
+            theirs.weight.copy_(torch.tensor(w.numpy()))
+        xo = g.param(x)
+        out = ours(xo)
+        gr = g.backward((out * out * out).sum())
+        xt = torch.tensor(x, requires_grad=True)
+        theirs.zero_grad()
+        tout = theirs(xt)
+        (tout * tout * tout).sum().backward()
+        np.testing.assert_allclose(out.numpy(), tout.detach().numpy(), rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(gr[xo].numpy(), xt.grad.numpy(), rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(gr[w].numpy(), theirs.weight.grad.numpy(), rtol=1e-7, atol=1e-9)
+    for k, v in theirs.state_dict().items():
+        np.testing.assert_allclose(ours.state_dict()[k], v.numpy(), rtol=1e-10, err_msg=k)
+    ours.eval()
+    theirs.eval()
+    x = rnd(*shape)
+    with g.no_grad():
+        np.testing.assert_allclose(ours(g.constant(x)).numpy(), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-9)
+
+
+def test_batchnorm_running_update_is_all_or_nothing() -> None:
+    g = og.Graph()
+    bn = og.nn.BatchNorm1d(g, 3, dtype=np.float64)
+    x = g.constant(rnd(5, 3))
+    with bn.running_var.borrow():            # running_mean is free, running_var is not
+        with pytest.raises(og.BorrowError, match="running_var"):
+            bn(x)
+    assert not bn.running_mean.numpy().any() and int(bn.num_batches_tracked.item()) == 0
+    g.clear()
