@@ -167,3 +167,83 @@ def test_interrupted_save_leaves_old_file(tmp_path: Any, monkeypatch: pytest.Mon
     assert path.read_bytes() == old
     assert os.listdir(tmp_path) == ["ckpt.npz"]
     assert np.array_equal(og.load(path)["weight"], og.nn.Linear(g, 3, 2, rng=0).weight.numpy())
+
+
+# --- review fixes ------------------------------------------------------------------------------
+
+def test_fit_refuses_one_shot_iterators_and_empty_epochs() -> None:
+    x, y = _blobs()
+    g = og.Graph()
+    model = og.nn.Linear(g, 2, 3, rng=0)
+    opt = og.optim.SGD(model.parameters(), lr=0.1)
+    gen = ((x[i:i + 50], y[i:i + 50]) for i in range(0, 300, 50))
+    with pytest.raises(TypeError, match="one-shot iterator.*og.data.batches"):
+        og.fit(model, gen, F.cross_entropy, opt, epochs=2, progress=False)
+    one = og.fit(model, iter([(x, y)]), F.cross_entropy, opt, epochs=1, progress=False)   # one epoch is fine
+    assert len(one["loss"]) == 1
+    with pytest.raises(ValueError, match="no samples in epoch 1"):
+        og.fit(model, [], F.cross_entropy, opt, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="epochs"):
+        og.fit(model, [(x, y)], F.cross_entropy, opt, epochs=True, progress=False)
+
+
+def test_fit_names_an_optimizer_over_the_wrong_params() -> None:
+    x, y = _blobs()
+    g = og.Graph()
+    model, other = og.nn.Linear(g, 2, 3, rng=0), og.nn.Linear(g, 2, 3, rng=1)
+    before = model.state_dict()
+    with pytest.raises(ValueError, match="does not depend on any param of the optimizer"):
+        og.fit(model, [(x, y)], F.cross_entropy, og.optim.SGD(other.parameters(), lr=0.1), progress=False)
+    assert g.pending() == [] and all(np.array_equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_saved_checkpoint_has_ordinary_permissions(tmp_path: Any) -> None:
+    if os.name != "posix":
+        pytest.skip("POSIX permissions")
+    g = og.Graph()
+    ref = tmp_path / "plain"
+    ref.write_bytes(b"")
+    path = tmp_path / "model.npz"
+    og.save(path, og.nn.Linear(g, 3, 2, rng=0))
+    assert (path.stat().st_mode & 0o777) == (ref.stat().st_mode & 0o777)   # not mkstemp's private 0600
+    os.chmod(path, 0o640)
+    og.save(path, og.nn.Linear(g, 3, 2, rng=1))                              # replacing keeps the mode
+    assert (path.stat().st_mode & 0o777) == 0o640
+
+
+def test_load_detects_a_flipped_byte_in_the_data(tmp_path: Any) -> None:
+    w = np.arange(64, dtype=np.float64)
+    path = tmp_path / "ckpt.npz"
+    og.save(path, {"w": w})
+    raw = bytearray(path.read_bytes())
+    at = bytes(raw).find(w.tobytes())
+    assert at > 0
+    raw[at + 100] ^= 0x40                  # inside w's data: numpy alone would load a wrong value
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="not a valid owngrad checkpoint.*CRC"):
+        og.load(path)
+
+
+def test_load_random_corruption_never_loads_wrong_values(tmp_path: Any) -> None:
+    g = og.Graph()
+    m = og.nn.Sequential(og.nn.Linear(g, 3, 4, rng=0), og.nn.BatchNorm1d(g, 4))
+    path = tmp_path / "m.npz"
+    og.save(path, m)
+    raw, ref = path.read_bytes(), og.load(path)
+    r = np.random.default_rng(0)
+    bad = tmp_path / "bad.npz"
+    for i in range(150):
+        b = bytearray(raw)
+        if i % 3 == 0:
+            b = b[:int(r.integers(0, len(b)))]
+        else:
+            for _ in range(int(r.integers(1, 6))):
+                b[int(r.integers(0, len(b)))] = int(r.integers(0, 256))
+        bad.write_bytes(bytes(b))
+        try:
+            state = og.load(bad)
+        except ValueError:
+            continue
+        if set(state) == set(ref):         # a renamed member is caught by load_state_dict's key check
+            for k in ref:
+                assert np.array_equal(state[k], ref[k]), (i, k)

@@ -80,27 +80,82 @@ def _index_array(t: Tensor, labels: Any, op: str, what: str) -> Array:
 
 # --- losses --------------------------------------------------------------------------------
 
-def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean") -> Tensor:
-    """Softmax cross-entropy of ``logits`` (N, C) against integer ``labels`` (N,) in ``[0, C)``
-    (or one sample: logits (C,) and a 0-d label), as ``torch.nn.functional.cross_entropy``;
-    ``reduction`` is ``"mean"``, ``"sum"`` or ``"none"``.
-    One rule, stable (log-softmax inside); it saves only the labels and its own log-softmax."""
+def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """Softmax cross-entropy of ``logits`` (N, C), as ``torch.nn.functional.cross_entropy``, against
+    either integer class indices ``labels`` (N,) in ``[0, C)`` (or one sample: logits (C,) and a
+    0-d label) or class probabilities: a float ``labels`` of the same shape as ``logits`` (soft
+    targets; rows need not be one-hot). ``reduction`` is ``"mean"`` (over samples), ``"sum"`` or
+    ``"none"``; ``label_smoothing`` in [0, 1] mixes the target with the uniform distribution as torch.
+    With class indices and no smoothing it is one stable rule that saves only the labels and its own
+    log-softmax."""
     op = "cross_entropy"
     logits = _tensor_of(logits, op, "logits")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
+            or not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     if logits.dtype.kind != "f":
         raise TypeError(f"{op}: logits must be floating point, got {logits.dtype}")
+    if logits.ndim not in (1, 2):
+        raise ShapeError(f"{op}: expected logits of shape (N, C) or (C,), got {logits.shape}")
+    c = logits.shape[-1]
+    if _is_float_target(labels):
+        return _soft_cross_entropy(logits, labels, reduction, float(label_smoothing))
     y = _index_array(logits, labels, op, "labels")
     batched = logits.ndim == 2 and y.ndim == 1 and y.shape[0] == logits.shape[0]
     if not batched and not (logits.ndim == 1 and y.ndim == 0):
-        raise ShapeError(f"{op}: expected logits of shape (N, C) and labels of shape (N,) (or (C,) and ()), got "
-                         f"logits {logits.shape} and labels {tuple(y.shape)}")
-    c = logits.shape[-1]
+        raise ShapeError(f"{op}: expected logits of shape (N, C) and labels of shape (N,) (or (C,) and ()), or "
+                         f"class probabilities of the logits' shape, got logits {logits.shape} and labels "
+                         f"{tuple(y.shape)}")
     if y.size and (int(y.min()) < 0 or int(y.max()) >= c):
         bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
         raise ValueError(f"{op}: label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
-    return logits.graph._apply("cross_entropy", (logits, y), {"reduction": reduction})
+    nll = logits.graph._apply("cross_entropy", (logits, y), {"reduction": reduction})
+    if not label_smoothing:
+        return nll
+    # torch: (1 - eps) * nll + eps * mean over classes of -log_softmax
+    smooth = -logits.log_softmax(axis=-1).mean(axis=-1)
+    if reduction == "mean":
+        smooth = smooth.mean()
+    elif reduction == "sum":
+        smooth = smooth.sum()
+    out: Tensor = nll * (1.0 - label_smoothing) + smooth * label_smoothing
+    return out
+
+
+def _is_float_target(labels: Any) -> bool:
+    if isinstance(labels, Tensor):
+        return labels.dtype.kind == "f"
+    dt = getattr(labels, "dtype", None)
+    if dt is None:
+        arr = np.asarray(labels)
+        return arr.dtype.kind == "f" and arr.ndim >= 1 and arr.size > 0
+    return bool(dt.kind == "f")
+
+
+def _soft_cross_entropy(logits: Tensor, target: Any, reduction: str, eps: float) -> Tensor:
+    op = "cross_entropy"
+    if isinstance(target, Tensor):
+        if target.graph is not logits.graph:
+            from ..errors import GraphError
+
+            raise GraphError(f"{op}: labels belong to another graph")
+        t: Any = target
+    else:
+        t = logits.graph.constant(to_device(np.asarray(target) if not hasattr(target, "dtype") else target,
+                                            logits.device))
+    if tuple(t.shape) != logits.shape:
+        raise ShapeError(f"{op}: float labels are class probabilities and must have the logits' shape "
+                         f"{logits.shape}, got {tuple(t.shape)} (for class indices use an integer dtype)")
+    if eps:
+        t = t * (1.0 - eps) + eps / logits.shape[-1]
+    loss: Tensor = -(t * logits.log_softmax(axis=-1)).sum(axis=-1)
+    if reduction == "mean":
+        return loss.mean() if logits.ndim == 2 else loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss
 
 
 def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
