@@ -54,23 +54,27 @@ def main() -> None:
     expected = np.where(x.numpy() * 3 < 0, 0.0, 18 * x.numpy())
     print(f"   masked elements get zero gradient, the rest 18*x: {np.allclose(gx, expected)}")
 
-    print("4. a bag-of-embeddings classifier trained through all three")
+    print("4. a bag-of-embeddings classifier trained through a gather and a write through a slice")
     vocab, dim, n = 20, 8, 64
     words = rng.integers(0, vocab, size=(n, 5))
     labels = (words < vocab // 2).sum(axis=1) >= 3      # mostly-low-token sentences are class 1
     table = og.nn.Embedding(g, vocab, dim, rng=1)
     head = og.nn.Linear(g, dim, 2, rng=2)
     opt = og.optim.Adam(table.parameters() + head.parameters(), lr=0.05)
-    losses = []
-    for _ in range(steps):
+
+    def features(words: np.ndarray) -> og.Tensor[og.Mut]:
         bag = table(words)                              # (n, 5, dim): a gather
         feats = bag.mean(axis=1)
         feats[:, 0:1] = 0.0                             # a recorded write through a slice: channel 0 unused
-        step_loss = F.cross_entropy(head(feats), labels.astype(np.int64))
+        return feats
+
+    losses = []
+    for _ in range(steps):
+        step_loss = F.cross_entropy(head(features(words)), labels.astype(np.int64))
         opt.step(g.backward(step_loss))
         losses.append(step_loss.item())
-    with g.no_grad():
-        pred = head(table(words).mean(axis=1)).numpy().argmax(axis=1)
+    with g.no_grad():                                   # the same function as in training, channel 0 zeroed
+        pred = head(features(words)).numpy().argmax(axis=1)
     print(f"   loss {losses[0]:.4f} -> {losses[-1]:.4f}; training accuracy {float((pred == labels).mean()):.4f}")
     print(f"   pending nodes left: {len(g.pending())}")
 

@@ -22,7 +22,7 @@ from .errors import BorrowError, DeviceError, GradError, GraphError, ShapeError
 from .ledger import EXCLUSIVE, SHARED, BlockHolder, Borrow, Region, acquire_all, release_all
 from .rules import RULES, Rule, unbroadcast
 from .sites import format_site, user_site
-from .views import Step, apply_path
+from .views import Step, apply_path, scatter_path
 
 from .tensor import Tensor, as_array  # tensor.py imports graph.py only for type checking
 
@@ -93,9 +93,7 @@ class Node:
                 return fn(g, s[0], *s[1:], aux=self.aux, **self.attrs)
             return fn(g, s[0], *s[1:], **self.attrs)
         if self.op == "view":
-            z = xp_of(g).zeros(self.meta[0][0], dtype=g.dtype)  # type: ignore[index]
-            apply_path(z, self.path)[...] = g
-            return z
+            return scatter_path(g, self.meta[0][0], self.path)  # type: ignore[index]
         # copy_slices: the root's old value everywhere but the written region, which comes from the source
         if i == 0:
             g2 = g.copy()

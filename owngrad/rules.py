@@ -286,7 +286,6 @@ defrule("log_softmax", _log_softmax,
 defrule("cross_entropy", _cross_entropy_fwd, (_cross_entropy_vjp, "y"), (None, ""), aux=True)
 
 # shape (copies; views are the graph's ViewNodes, not rules)
-defrule("expand", lambda xp, x, shape=(): xp.broadcast_to(x, shape).copy(), (lambda g, ans, x, shape=(): g, ""))
 defrule("reshape_copy", lambda xp, x, shape=(): x.reshape(shape),
         (lambda g, ans, x, shape=(), src=(): g.reshape(src), ""))
 defrule("concatenate", lambda xp, *xs, axis=0: xp.concatenate(xs, axis=axis), (_concat_vjp, ""), variadic=True)

@@ -323,10 +323,12 @@ class Tensor:
 
     def _check_writable(self, site: tuple[str, int], what: str) -> None:
         if self._readonly:
+            help_ = ("write into a copy instead (t.copy())" if self._readonly.startswith("an expanded view") else
+                     "write through the tensor the graph gave you (g.param/g.constant or an op's result), "
+                     "not through a frozen or gradient handle")
             raise BorrowError(
                 f"cannot write {self._label()} ({what}) at {format_site(site)}: this handle is read-only: "
-                f"{self._readonly}\n  help: write through the tensor the graph gave you (g.param/g.constant "
-                "or an op's result), not through a frozen or gradient handle")
+                f"{self._readonly}\n  help: {help_}")
 
     # --- operands ---
     def _operand(self, other: Any, op: str) -> Any:
@@ -630,7 +632,14 @@ class Tensor:
         full = tuple(self.shape[i - lead] if (n == -1 and i >= lead) else n for i, n in enumerate(shape))
         if lead < 0 or any(s != 1 and s != f for s, f in zip(self.shape, full[lead:])):
             raise ShapeError(f"expand: cannot expand a tensor of shape {self.shape} to {shape}")
-        return self._graph._apply("expand", (self,), {"shape": full})
+        if full == self.shape:
+            return self
+        # a read-only view (as torch's expand and numpy's broadcast_to): it sees later writes to its
+        # source, and writing into it would write one element many times, so it is refused
+        data = self._graph.xp.broadcast_to(self._data, full) if type(self._data) is not np.ndarray \
+            else np.broadcast_to(self._data, full)
+        ro = self._readonly or "an expanded view (its elements share memory): .copy() it to write"
+        return self._derive(data, self._region, None, self._path + (("e", full),), ro)
 
     # --- indexing ---
     def _index_arrays(self, key: Any) -> Any:

@@ -38,7 +38,7 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
-    if epochs > 1 and iter(batches) is batches:  # type: ignore[comparison-overlap]
+    if epochs > 1 and iter(batches) is batches:
         raise TypeError(f"fit: batches is a one-shot iterator ({type(batches).__name__}): it would be empty after "
                         "the first epoch. Pass something re-iterable, such as og.data.batches(x, y, batch_size) "
                         "or a list")

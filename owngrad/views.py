@@ -15,13 +15,14 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from .backend import Array
+from .backend import Array, xp_of
 from .errors import ShapeError
 from .ledger import Progression, Region
 
 __all__ = ["is_basic_key", "normalize_key", "sub_region", "apply_path", "Step", "Layout"]
 
 Step = tuple[str, Any]  # ("i", key) | ("t", axes) | ("s", squeezed axes) | ("u", key adding axes) | ("r", shape)
+#                        | ("e", shape): a broadcast (expand), read-only
 Layout = tuple[int, ...] | None
 
 
@@ -116,9 +117,38 @@ def apply_path(a: Array, path: tuple[Step, ...]) -> Array:
             a = a.squeeze(arg)
         elif kind == "u":
             a = a[arg]
+        elif kind == "e":
+            a = xp_of(a).broadcast_to(a, arg)
         else:
             a = a.reshape(arg)
     return a
+
+
+def scatter_path(g: Array, root_shape: tuple[int, ...], path: tuple[Step, ...]) -> Array:
+    """The gradient of ``apply_path(root)`` for a gradient ``g`` of the view: zeros of the root's
+    shape with ``g`` in the view's place. A broadcast step sums the gradient back to the shape
+    before it (several view elements read one root element)."""
+    xp = xp_of(g)
+    if not any(kind == "e" for kind, _ in path):
+        z = xp.zeros(root_shape, dtype=g.dtype)
+        apply_path(z, path)[...] = g
+        return z
+    # walk back through the steps, one shape at a time (only views of expanded views come here)
+    shapes = [root_shape]
+    probe = xp.zeros(root_shape, dtype=g.dtype)
+    for step in path:
+        probe = apply_path(probe, (step,))
+        shapes.append(tuple(probe.shape))
+    for step, before in zip(reversed(path), reversed(shapes[:-1])):
+        if step[0] == "e":
+            from .rules import unbroadcast
+
+            g = unbroadcast(g, before)
+        else:
+            z = xp.zeros(before, dtype=g.dtype)
+            apply_path(z, (step,))[...] = g
+            g = z
+    return g
 
 
 def check_broadcast_into(op: str, dest: tuple[int, ...], src: tuple[int, ...]) -> None:

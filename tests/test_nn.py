@@ -467,3 +467,38 @@ def test_batchnorm_running_update_is_all_or_nothing() -> None:
             bn(x)
     assert not bn.running_mean.numpy().any() and int(bn.num_batches_tracked.item()) == 0
     g.clear()
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.15])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("soft", [False, True])
+def test_cross_entropy_probabilities_and_label_smoothing_match_torch(smoothing: float, reduction: str,
+                                                                      soft: bool) -> None:
+    torch = pytest.importorskip("torch")
+    r = np.random.default_rng(7)
+    z = r.standard_normal((6, 4))
+    if soft:
+        target: np.ndarray = r.random((6, 4))
+        target /= target.sum(axis=1, keepdims=True)
+    else:
+        target = r.integers(0, 4, 6)
+    g = og.Graph()
+    zz = g.param(z)
+    out = F.cross_entropy(zz, target, reduction=reduction, label_smoothing=smoothing)
+    gz = g.backward(out.sum())[zz].numpy()
+    tz = torch.tensor(z, requires_grad=True)
+    tout = torch.nn.functional.cross_entropy(tz, torch.tensor(target), reduction=reduction,
+                                             label_smoothing=smoothing)
+    tout.sum().backward()
+    np.testing.assert_allclose(out.numpy(), tout.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gz, tz.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_cross_entropy_float_labels_of_the_wrong_shape_explain_both_readings() -> None:
+    g = og.Graph()
+    z = g.param(rnd(4, 3))
+    with pytest.raises(TypeError, match=r"integer dtype.*class probabilities only when they have the logits' "
+                                        r"shape \(4, 3\)"):
+        F.cross_entropy(z, np.array([0.0, 1.0, 2.0, 0.0]))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        F.cross_entropy(z, np.array([0, 1, 2, 0]), label_smoothing=1.5)

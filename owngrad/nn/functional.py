@@ -126,11 +126,11 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
 
 def _is_float_target(labels: Any) -> bool:
     if isinstance(labels, Tensor):
-        return labels.dtype.kind == "f"
+        return bool(labels.dtype.kind == "f")
     dt = getattr(labels, "dtype", None)
     if dt is None:
         arr = np.asarray(labels)
-        return arr.dtype.kind == "f" and arr.ndim >= 1 and arr.size > 0
+        return bool(arr.dtype.kind == "f" and arr.ndim >= 1 and arr.size > 0)
     return bool(dt.kind == "f")
 
 
@@ -146,8 +146,9 @@ def _soft_cross_entropy(logits: Tensor, target: Any, reduction: str, eps: float)
         t = logits.graph.constant(to_device(np.asarray(target) if not hasattr(target, "dtype") else target,
                                             logits.device))
     if tuple(t.shape) != logits.shape:
-        raise ShapeError(f"{op}: float labels are class probabilities and must have the logits' shape "
-                         f"{logits.shape}, got {tuple(t.shape)} (for class indices use an integer dtype)")
+        raise TypeError(f"{op}: labels must have an integer dtype (class indices), got {t.dtype} of shape "
+                        f"{tuple(t.shape)}; float labels are read as class probabilities only when they have "
+                        f"the logits' shape {logits.shape}")
     if eps:
         t = t * (1.0 - eps) + eps / logits.shape[-1]
     loss: Tensor = -(t * logits.log_softmax(axis=-1)).sum(axis=-1)
