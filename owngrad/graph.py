@@ -270,6 +270,8 @@ class Graph:
         self._lock = threading.RLock()
         self._ledger_lock = threading.Lock()  # shared by the ledgers of this graph's storages
         self._n_params = 0
+        #: this graph's random stream (seeded 0): modules and dropout built without ``rng=`` draw from it
+        self.rng = np.random.default_rng(0)
 
     def __repr__(self) -> str:
         return f"Graph(device={self.device!r}, pending={len(self._pending)})"
@@ -431,6 +433,8 @@ class Graph:
             raise TypeError(f"g.backward: on_grad must be a callable (leaf, grad) -> None, got {type(on_grad).__name__}")
         if into is not None and not isinstance(into, Grads):
             raise TypeError(f"g.backward: into= must be a Grads, got {type(into).__name__}")
+        if into is not None and into._graph is not self:
+            raise GraphError("g.backward: into= holds the gradients of another graph")
         root = loss._grad_node()
         if root is None:
             raise GradError(f"g.backward: {loss._label()} does not depend on any param "

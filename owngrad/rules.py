@@ -111,9 +111,10 @@ def _minmax_vjp(g: Array, ans: Array, x: Array, axis: Any = None, keepdims: bool
 
 
 def _pick(x: Array, y: Array, xs_wins: bool) -> Array:
-    # gradient mask of maximum/minimum for the first operand; ties split evenly (as torch)
-    w = (x > y) if xs_wins else (x < y)
-    return w + 0.5 * (x == y)
+    # gradient mask of maximum/minimum for the first operand, as torch: everything unless the other
+    # operand wins (so a NaN passes it), ties split evenly
+    loses = (x < y) if xs_wins else (x > y)
+    return ~loses - 0.5 * (x == y)
 
 
 def _quiet(xp: Any) -> Any:
@@ -234,8 +235,9 @@ defrule("log", lambda xp, x: xp.log(x), (lambda g, ans, x: g / x, "x"))
 defrule("sqrt", lambda xp, x: xp.sqrt(x), (lambda g, ans, x: g / (2 * ans), "a"))
 defrule("tanh", lambda xp, x: xp.tanh(x), (lambda g, ans, x: g * (1 - ans * ans), "a"))
 defrule("sigmoid", _sigmoid, (lambda g, ans, x: g * ans * (1 - ans), "a"))
-defrule("relu", lambda xp, x: xp.maximum(x, 0), (lambda g, ans, x: g * (ans > 0), "a"))
-defrule("abs", lambda xp, x: xp.abs(x), (lambda g, ans, x: g * xp_of(x).sign(x), "x"))
+# at NaN inputs the gradient lands where torch puts it: relu passes it (not ans <= 0), abs gives 0
+defrule("relu", lambda xp, x: xp.maximum(x, 0), (lambda g, ans, x: g * ~(ans <= 0), "a"))
+defrule("abs", lambda xp, x: xp.abs(x), (lambda g, ans, x: g * xp_of(x).where(x != x, 0, xp_of(x).sign(x)), "x"))
 defrule("clip", lambda xp, x, lo=None, hi=None: xp.clip(x, lo, hi),
         (lambda g, ans, x, lo=None, hi=None:
          g * ((x >= (-float("inf") if lo is None else lo)) & (x <= (float("inf") if hi is None else hi))), "x"))
@@ -255,6 +257,10 @@ defrule("sub", lambda xp, x, y: x - y, (lambda g, ans, x, y: g, ""), (lambda g, 
 defrule("mul", lambda xp, x, y: x * y, (lambda g, ans, x, y: g * y, "y"), (lambda g, ans, x, y: g * x, "x"))
 defrule("div", lambda xp, x, y: x / y, (lambda g, ans, x, y: g / y, "y"),
         (lambda g, ans, x, y: -g * x / (y * y), "xy"))
+# a / y with a plain number or array a: as torch (reciprocal, then a product), only 1/y is kept, and it
+# is internal, so y itself is not borrowed and may be written after the division
+defrule("rdiv", lambda xp, x, y: (x / y, 1 / y), (None, ""), (lambda g, ans, x, y, aux=None: -g * x * aux * aux, "x"),
+        aux=True)
 defrule("pow", lambda xp, x, y: x ** y, (_pow_vjp_x, "xy"), (_pow_vjp_y, "axy"))
 defrule("matmul", lambda xp, x, y: x @ y, (_matmul_vjp_x, "y"), (_matmul_vjp_y, "x"), shapes=True)
 defrule("maximum", lambda xp, x, y: xp.maximum(x, y),

@@ -144,8 +144,10 @@ class Tensor:
         return t
 
     def _handle(self, readonly: str) -> Tensor:
-        """Another handle on the same data and history, read-only."""
-        return self._derive(self._data, self._region, self._layout, self._path, readonly, self._is_view)
+        """Another handle on the same data and history, read-only (keeping the name)."""
+        t = self._derive(self._data, self._region, self._layout, self._path, readonly, self._is_view)
+        t._name = self._name
+        return t
 
     @property
     def _root(self) -> Tensor:
@@ -334,7 +336,7 @@ class Tensor:
     def _operand(self, other: Any, op: str) -> Any:
         if isinstance(other, Tensor):
             return other
-        if isinstance(other, (bool, int, float)):
+        if type(other) in (bool, int, float):  # np.float64 subclasses float: it goes below, to .item()
             return other
         if isinstance(other, np.generic):
             if other.dtype.kind not in "biuf":
@@ -386,7 +388,9 @@ class Tensor:
         return self._binary("div", o)
 
     def __rtruediv__(self, o: Any) -> Tensor:
-        return self._binary("div", o, True)
+        if isinstance(o, Tensor):
+            return self._binary("div", o, True)
+        return self._binary("rdiv", o, True)
 
     def __pow__(self, o: Any) -> Tensor:
         return self._binary("pow", o)
@@ -617,6 +621,9 @@ class Tensor:
         return self._view(self._data.squeeze(axes), self._region, layout, ("s", axes))
 
     def unsqueeze(self, axis: int) -> Tensor:
+        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+            raise TypeError(f"unsqueeze: axis must be an int, got {type(axis).__name__}")
+        axis = int(axis)
         nd = self.ndim + 1
         if not -nd <= axis < nd:
             raise ShapeError(f"unsqueeze: axis {axis} is out of range for a tensor of shape {self.shape} (a result of {nd} dimensions)")
@@ -834,8 +841,16 @@ class Tensor:
                 raw = [o._data if isinstance(o, Tensor) else o for o in ops]
                 try:
                     new = RULES[rule].forward(xp_of(dest), dest, *raw, **(attrs or {}))
-                except (ValueError, TypeError) as e:
+                except ValueError as e:
                     raise ShapeError(f"{what}: {e}") from None
+                except TypeError as e:
+                    raise TypeError(f"{what}: {e}") from None
+                nd = getattr(new, "dtype", None)
+                if nd is not None and not np.can_cast(nd, dest.dtype, "same_kind"):
+                    # as numpy and torch: `ints += 0.5` is refused, not silently truncated (nothing written yet)
+                    raise TypeError(f"{what}: the result has dtype {nd}, which cannot be written into "
+                                    f"{self._label()} of dtype {dest.dtype} without truncating; "
+                                    "convert first (t.astype(...)) or build a new tensor")
         if adv is None:
             dest[...] = new
         else:

@@ -417,3 +417,85 @@ def test_matmul_shapes_match_torch(sa: tuple[int, ...], sb: tuple[int, ...]) -> 
     ((ta @ tb) * torch.tensor(c)).sum().backward()
     np.testing.assert_allclose(ga, ta.grad.numpy(), atol=1e-12)
     np.testing.assert_allclose(gb, tb.grad.numpy(), atol=1e-12)
+
+
+# --- R11: in-place arithmetic that cannot be cast back refuses, as numpy and torch do -------------
+
+@pytest.mark.parametrize("write", [lambda c: c.__iadd__(0.5), lambda c: c.__imul__(1.5), lambda c: c.__itruediv__(2),
+                                   lambda c: c.clamp_(0.5, 1.5), lambda c: c.add_(0.5)],
+                         ids=["+=0.5", "*=1.5", "/=2", "clamp_", "add_"])
+def test_inplace_float_result_into_int_constant_is_a_type_error(write: Callable[[og.Tensor], Any]) -> None:
+    g = og.Graph()
+    c = g.constant(np.array([1, 2, 3]))
+    with pytest.raises(TypeError):
+        write(c)
+    np.testing.assert_array_equal(c.numpy(), [1, 2, 3])
+    with g.no_grad():  # and the ledger is free again
+        c[0] = 7
+    assert c.numpy()[0] == 7
+
+
+def test_setitem_and_fill_truncate_into_int_like_numpy() -> None:
+    g = og.Graph()
+    c = g.constant(np.array([1, 2, 3]))
+    c[0] = 2.7
+    assert c.numpy().tolist() == [2, 2, 3]
+    c.fill_(2.5)
+    assert c.numpy().tolist() == [2, 2, 2] and c.dtype == np.int64
+
+
+def test_float32_nonleaf_plus_float64_history_matches_torch() -> None:
+    src_grads = _grads(lambda w, q: ((lambda y: (y.__iadd__(q * q), y)[1])(w * 2) ** 2).sum(),
+                       np.ones(3, np.float32), np.arange(3.0))
+    assert src_grads[0].dtype == np.float32 and src_grads[1].dtype == np.float64
+    np.testing.assert_allclose(src_grads[0], [8.0, 12.0, 24.0])
+    np.testing.assert_allclose(src_grads[1], [0.0, 12.0, 48.0])
+
+
+# --- R13: bad axis types are TypeErrors with owngrad's message -----------------------------------
+
+def test_unsqueeze_float_axis_is_a_clear_type_error() -> None:
+    g = og.Graph()
+    with pytest.raises(TypeError, match="unsqueeze"):
+        g.param(np.ones((2, 3))).unsqueeze(1.5)  # type: ignore[arg-type]
+
+
+# --- verified behaviours: view properties as torch -------------------------------------------------
+
+def test_view_properties_match_torch() -> None:
+    g = og.Graph()
+    w = g.param(np.ones((3, 4)))
+    y = w * 2
+    cases = {"w": (w, True, True, None), "y": (y, True, False, None), "y[0]": (y[0], True, False, y),
+             "y[0][1:]": (y[0][1:], True, False, y), "w.T": (w.T, True, False, w), "w[0]": (w[0], True, False, w),
+             "y.detach()": (y.detach(), False, True, None), "w[[0]]": (w[[0]], True, False, None),
+             "y.reshape(12)": (y.reshape(12), True, False, y), "w.T.reshape(12)": (w.T.reshape(12), True, False, None)}
+    for name, (t, req, leaf, base) in cases.items():
+        assert (t.requires_grad, t.is_leaf) == (req, leaf), name
+        assert t.base is base, name
+    with g.no_grad():
+        n = w * 2
+    assert not n.requires_grad and n.is_leaf
+
+
+# --- R14: where the gradient goes at NaN inputs (torch's rules) -----------------------------------
+
+NAN_CASES: list[tuple[str, Callable[[og.Tensor], og.Tensor], list[float]]] = [
+    ("relu", lambda x: x.relu(), [1.0, 1.0, 0.0]),
+    ("abs", lambda x: x.abs(), [1.0, 0.0, -1.0]),
+    ("maximum", lambda x: og.maximum(x, np.zeros(3)), [1.0, 1.0, 0.0]),
+    ("minimum", lambda x: og.minimum(x, np.zeros(3)), [0.0, 1.0, 1.0]),
+]
+
+
+@pytest.mark.parametrize("name,fn,expected", NAN_CASES, ids=[c[0] for c in NAN_CASES])
+def test_gradient_at_nan_input_as_torch(name: str, fn: Callable[[og.Tensor], og.Tensor], expected: list[float]) -> None:
+    (gx,) = _grads(lambda x: fn(x).sum(), np.array([1.0, np.nan, -1.0]))
+    np.testing.assert_array_equal(gx, expected)
+    torch = pytest.importorskip("torch")
+    t = torch.tensor([1.0, np.nan, -1.0], dtype=torch.float64, requires_grad=True)
+    z = torch.zeros(3, dtype=torch.float64)
+    tf = {"relu": torch.relu, "abs": torch.abs, "maximum": lambda v: torch.maximum(v, z),
+          "minimum": lambda v: torch.minimum(v, z)}[name]
+    tf(t).sum().backward()
+    np.testing.assert_array_equal(gx, t.grad.numpy())

@@ -197,13 +197,14 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by ``1/(1-p)`` (inverted
     dropout, as torch); the identity when ``training`` is False or ``p`` is 0. ``rng`` is a
-    ``numpy.random.Generator``, a seed or None. The mask is a constant: the product saves only it."""
+    ``numpy.random.Generator``, a seed, or None for the graph's own stream (``g.rng``). The mask is
+    a constant: the product saves only it."""
     x = _tensor_of(x, "dropout")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    gen = rng if isinstance(rng, np.random.Generator) else x.graph.rng if rng is None else np.random.default_rng(rng)
     if p == 1.0:
         return x * 0.0
     keep = gen.random(x.shape) >= p

@@ -27,8 +27,14 @@ __all__ = ["IncompatibleKeys", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatt
 Rng = int | np.random.Generator | None
 
 
-def _rng(rng: Rng) -> np.random.Generator:
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+def _rng(rng: Rng, g: Graph | None = None) -> np.random.Generator:
+    """A generator: the one given, one seeded with the int given, or (None) the graph's own stream
+    ``g.rng`` -- so layers built without a seed differ from each other and a program stays reproducible."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None and g is not None:
+        return g.rng
+    return np.random.default_rng(rng)
 
 
 def _uniform(gen: np.random.Generator, bound: float, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -258,10 +264,10 @@ class Linear(Module):
     weight: Tensor
     bias: Tensor | None
 
-    def __init__(self, g: Graph, in_features: int, out_features: int, bias: bool = True, rng: Rng = 0,
+    def __init__(self, g: Graph, in_features: int, out_features: int, bias: bool = True, rng: Rng = None,
                  dtype: Any = np.float32) -> None:
         super().__init__(g)
-        gen = _rng(rng)
+        gen = _rng(rng, g)
         bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
         self.in_features, self.out_features = in_features, out_features
         self.weight = g.param(_uniform(gen, bound, (out_features, in_features), dtype), name="weight")
@@ -287,9 +293,9 @@ class Conv2d(Module):
     bias: Tensor | None
 
     def __init__(self, g: Graph, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, bias: bool = True, rng: Rng = 0, dtype: Any = np.float32) -> None:
+                 padding: Any = 0, bias: bool = True, rng: Rng = None, dtype: Any = np.float32) -> None:
         super().__init__(g)
-        gen = _rng(rng)
+        gen = _rng(rng, g)
         kh, kw = F._pair(kernel_size, "kernel_size", "Conv2d", 1)
         bound = 1.0 / math.sqrt(in_channels * kh * kw)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
@@ -339,10 +345,10 @@ class Embedding(Module):
 
     weight: Tensor
 
-    def __init__(self, g: Graph, num_embeddings: int, embedding_dim: int, rng: Rng = 0,
+    def __init__(self, g: Graph, num_embeddings: int, embedding_dim: int, rng: Rng = None,
                  dtype: Any = np.float32) -> None:
         super().__init__(g)
-        gen = _rng(rng)
+        gen = _rng(rng, g)
         self.weight = g.param(gen.standard_normal((num_embeddings, embedding_dim)).astype(dtype), name="weight")
 
     def forward(self, x: Any) -> Tensor:
@@ -447,15 +453,15 @@ class LayerNorm(Module):
 class Dropout(Module):
     """Inverted dropout in training mode, the identity in eval mode; ``rng`` seeds its own generator."""
 
-    def __init__(self, p: float = 0.5, rng: Rng = 0) -> None:
+    def __init__(self, p: float = 0.5, rng: Rng = None) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
         self.p = p
-        self.rng = _rng(rng)
+        self.rng = None if rng is None else _rng(rng)
 
     def forward(self, x: Any) -> Tensor:
-        return F.dropout(x, self.p, self.training, self.rng)
+        return F.dropout(x, self.p, self.training, self.rng)  # None: the input's graph's stream
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -520,7 +526,7 @@ class MLP(Sequential):
     none after the last. ``rng`` seeds every layer's init (one generator, drawn in order)."""
 
     def __init__(self, g: Graph, sizes: list[int] | tuple[int, ...], activation: str | Callable[[], Module] = "relu",
-                 rng: Rng = 0, dtype: Any = np.float32) -> None:
+                 rng: Rng = None, dtype: Any = np.float32) -> None:
         if len(sizes) < 2:
             raise ValueError(f"MLP: sizes needs at least an input and an output size, got {list(sizes)}")
         if isinstance(activation, str):
@@ -530,7 +536,7 @@ class MLP(Sequential):
             act = _ACTIVATIONS[activation]
         else:
             act = activation
-        gen = _rng(rng)
+        gen = _rng(rng, g)
         layers: list[Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(Linear(g, a, b, rng=gen, dtype=dtype))
