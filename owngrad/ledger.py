@@ -87,10 +87,18 @@ class Region:
         return any(c == 0 for _, _, c in self.axes)
 
     def overlaps(self, other: "Region") -> bool:
+        if self is other:
+            return not self.is_empty()
         for a, b in zip(self.axes, other.axes):
-            if a != b and not progressions_intersect(a, b):
+            if a == b:
+                if a[2] == 0:
+                    return False
+            elif a[2] == 1 and b[2] == 1:  # one element each (an int index): the same one?
+                if a[0] != b[0]:
+                    return False
+            elif not progressions_intersect(a, b):  # also False when either is empty
                 return False
-        return not (self.is_empty() or other.is_empty())
+        return True
 
     def describe(self, label: str, base_shape: tuple[int, ...]) -> str:
         """``w[0:2]``, ``x[::2, 1]``, or just ``w`` for the whole storage."""
@@ -173,9 +181,16 @@ class BorrowLedger:
         if kind != EXCLUSIVE and not self._n_excl:
             return []
         out = []
+        excl = kind == EXCLUSIVE
+        memo: dict[int, bool] = {}  # many borrows share one Region object (every node that saved w)
         for b in self._live:
-            if (kind == EXCLUSIVE or b.kind == EXCLUSIVE) and b.region.overlaps(region):
-                out.append(b)
+            if excl or b.kind == EXCLUSIVE:
+                r = b.region
+                hit = memo.get(id(r))
+                if hit is None:
+                    hit = memo[id(r)] = r.overlaps(region)
+                if hit:
+                    out.append(b)
         return out
 
     def acquire(

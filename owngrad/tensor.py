@@ -772,12 +772,11 @@ class Tensor:
             shp = tuple(getattr(o._data if isinstance(o, Tensor) else o, "shape", ()))
             check_broadcast_into(what, tuple(dest.shape), shp)
         ledger = self._storage.ledger
-        ledger.check(region, EXCLUSIVE, site, access=what if what != "setitem" else "write")
-        if rule is not None and g._grad_enabled and root._kind == "result":
-            self._refuse_saved_alias(rule, ops, region, what, site)
         holder = BlockHolder(f"the in-place {what}", site, "wait for it to finish")
-        b = ledger.acquire(region, EXCLUSIVE, holder, "writing", site, access=what)
+        b = ledger.acquire(region, EXCLUSIVE, holder, "writing", site, access=what if what != "setitem" else "write")
         try:
+            if rule is not None and g._grad_enabled and root._kind == "result":
+                self._refuse_saved_alias(rule, ops, region, what, site)
             self._write_locked(root, path, adv, dest, key, what, rule, ops, attrs, site)
         finally:
             ledger.release(b)
