@@ -6,7 +6,6 @@ functions directly for device data: that is the dispatch seam the GPU backend ri
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -127,10 +126,6 @@ def to_device(a: Array, device: str) -> Array:
     xp = module_for(device)
     host = a if type(a) is np.ndarray else to_device(a, "cpu")
     return xp.asarray(host)
-
-
-def as_module(x: ModuleType) -> Any:
-    return x
 
 
 def owned(a: Any, xp: Any) -> Array:

@@ -127,26 +127,6 @@ def _node_id(n: Node) -> int:
     return n.id
 
 
-_NEEDS: dict[tuple[str, int], tuple[int, ...]] = {}
-
-
-def _needs(rule: Rule, mask: int) -> tuple[int, ...]:
-    """The operands to save (0 = ans, i = args[i-1]): the union of what the vjps of the inputs
-    that need a gradient (bit i of ``mask``) read. Cached per rule and mask."""
-    key = (rule.name, mask)
-    hit = _NEEDS.get(key)
-    if hit is None:
-        got: set[int] = set()
-        if rule.variadic:
-            got = set(rule.needs[0])
-        else:
-            for i, reads in enumerate(rule.needs):
-                if mask >> i & 1:
-                    got |= reads
-        hit = _NEEDS[key] = tuple(sorted(got))
-    return hit
-
-
 class _BackwardHolder:
     __slots__ = ("site",)
 
@@ -199,9 +179,10 @@ class Grads:
         return self._handle(node)
 
     def __contains__(self, p: object) -> bool:
-        if not isinstance(p, Tensor) or p._root._node is None:
+        try:
+            return self._leaf_node(p) in self._arrays
+        except GradError:
             return False
-        return p._root._node in self._arrays
 
     def __len__(self) -> int:
         return len(self._arrays)
@@ -365,9 +346,12 @@ class Graph:
         xp = self.xp if first is None else np if type(first) is np.ndarray else xp_of(first)
         try:
             out = rule.forward(xp, *arrays, **attrs)
-        except (ValueError, IndexError) as e:
+        except ValueError as e:  # numpy's AxisError is a ValueError too
             shapes = " and ".join(str(tuple(getattr(x, "shape", ()))) for x in arrays)
             raise ShapeError(f"{name}: operands of shapes {shapes} do not fit: {e}") from None
+        except IndexError as e:
+            shapes = " and ".join(str(tuple(getattr(x, "shape", ()))) for x in arrays)
+            raise IndexError(f"{'tensor index' if name == 'gather' else name}: {e} (tensor shape {shapes})") from None
         except TypeError as e:
             raise TypeError(f"{name}: {e}") from None
         aux = None
@@ -385,19 +369,18 @@ class Graph:
         t = Tensor._root_of(self, out, "result", node, None, (name, node.id))
         node.out = weakref.ref(t)
         saved: list[Any] = [None] * (len(args) + 1)
-        needs = _needs(rule, mask)
+        needs = rule.saves(mask)
         if needs:
-            try:
-                for j in needs:
-                    src = t if j == 0 else args[j - 1]
-                    if isinstance(src, Tensor):
-                        saved[j] = src._data
-                        self._borrow_shared(node, src)
-                    else:
-                        saved[j] = src.copy() if type(src) is np.ndarray else src
-            except BorrowError:
-                node.release_borrows()
-                raise
+            borrow: list[tuple[Any, Region]] = []
+            for j in needs:
+                src = t if j == 0 else args[j - 1]
+                if isinstance(src, Tensor):
+                    saved[j] = src._data
+                    borrow.append((src._storage.ledger, src._region))
+                else:
+                    saved[j] = src.copy() if type(src) is np.ndarray else src
+            # all or none: a refused borrow leaves no node behind holding the others
+            node.borrows = acquire_all(borrow, SHARED, node, "saved for backward", node.site, "save")
         node.saved = tuple(saved)
         self._register(node)
         return t
@@ -410,11 +393,6 @@ class Graph:
             if p is not None and p.op != "param" and p.consumed is None and p not in pending:
                 self._register(p)
         pending[node] = None
-
-    def _borrow_shared(self, node: Node, t: Tensor) -> None:
-        st = t._storage
-        node.borrows.append(st.ledger.acquire(t._region, SHARED, node, "saved for backward", node.site,
-                                              access="save"))
 
     def _new_node(self, op: str, parents: tuple[Node | None, ...],
                   meta: tuple[tuple[tuple[int, ...], Any] | None, ...], register: bool = True) -> Node:
@@ -506,8 +484,10 @@ class Graph:
 
     def _run(self, order: list[Node], root: Node, g0: Array,
              on_grad: Callable[[Tensor, Tensor], None] | None, check_finite: bool, out: Grads) -> None:
-        grads: dict[Node, Array] = {root: g0 if not isinstance(g0, np.generic) else np.asarray(g0)}
+        grads: dict[Node, Array] = {root: g0}
         by_leaf = out._arrays
+        handed: set[int] = set()  # ids of arrays already given to a leaf: vjps such as add's pass one
+        # array to two inputs, and leaf gradients are updated in place later (into=, clip_norm_)
         for node in reversed(order):
             g = grads.pop(node, None)
             if g is None:
@@ -519,8 +499,9 @@ class Graph:
                 g = leaf._graph.xp.asarray(g) if not hasattr(g, "flags") else g
                 if g.dtype != leaf._data.dtype:
                     g = g.astype(leaf._data.dtype)
-                elif g.base is not None or not getattr(g.flags, "writeable", True) or g is g0:
+                elif g.base is not None or not getattr(g.flags, "writeable", True) or g is g0 or id(g) in handed:
                     g = g.copy()
+                handed.add(id(g))
                 by_leaf[node] = g
                 if on_grad is not None:
                     on_grad(leaf._handle(readonly="a leaf handed to on_grad"), out._handle(node))

@@ -6,13 +6,14 @@ made by basic indexing (ints, slices with any step, ``None``, ``...``), and ever
 of one, selects exactly such a product set, so overlap between two of them is decided
 exactly: two products intersect iff their progressions intersect on every axis, and two
 progressions intersect iff a congruence system has a solution inside both ranges (CRT).
-Where a view's elements cannot be named per axis (indexing into a reshape of a strided
-view), the tensor layer falls back to the parent view's whole region: a superset, so the
-check is conservative there, never unsound.
+Where a view's elements cannot be named per axis (indexing into a reshape of a view, or into
+an expanded view), the tensor layer falls back to the parent view's whole region: a superset,
+so the check is conservative there, never unsound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from math import gcd
@@ -251,10 +252,13 @@ def acquire_all(requests: list[tuple[BorrowLedger, Region]], kind: str, holder: 
                 site: tuple[str, int] | None = None, access: str = "") -> list[Borrow]:
     """Borrows on several storages, all or none: a conflict on the third leaves the first two untaken.
     Ledgers that share one lock (those of one graph) are checked and filled under one hold of it."""
+    if len(requests) == 1:
+        led, region = requests[0]
+        return [led.acquire(region, kind, holder, why, site, access)]
     if not requests:
         return []
     lock = requests[0][0]._lock
-    if any(led._lock is not lock for led, _ in requests):
+    if not all([led._lock is lock for led, _ in requests]):
         taken: list[Borrow] = []
         try:
             for led, region in requests:
@@ -285,7 +289,7 @@ def release_all(borrows: list[Borrow]) -> None:
     if not borrows:
         return
     lock = borrows[0].ledger._lock
-    if any(b.ledger._lock is not lock for b in borrows):
+    if not all([b.ledger._lock is lock for b in borrows]):
         for b in borrows:
             b.ledger.release(b)
         return
@@ -332,6 +336,15 @@ class Storage:
     def ledger(self) -> BorrowLedger:
         led = self._ledger
         if led is None:
+            return self._make_ledger()
+        return led
+
+    def _make_ledger(self) -> BorrowLedger:
+        # under the graph's ledger lock, so two threads cannot each make one (never called with it held)
+        with self._lock if self._lock is not None else contextlib.nullcontext():
+            led = self._ledger
+            if led is not None:
+                return led
             lab = self._label
             if isinstance(lab, tuple):  # (op, node id) of a result, or ("gradient of", the param)
                 what, who = lab

@@ -28,6 +28,12 @@ class Rule:
     variadic: bool = False  # one vjp for all inputs, told its input's position as ``_i``
     aux: bool = False  # forward returns (ans, aux); vjps get ``aux=``; aux is internal, never borrowed
     shapes: bool = False  # vjps get ``shapes=``, the input shapes (so they need not save the inputs)
+    by_mask: tuple[tuple[int, ...], ...] = ()  # what to save, per bitmask of inputs needing a gradient
+
+    def saves(self, mask: int) -> tuple[int, ...]:
+        """The operands a node saves (0 = ans, i = args[i-1]) when the inputs in ``mask`` (bit i =
+        input i) need a gradient: the union of what their vjps read."""
+        return self.by_mask[0] if self.variadic else self.by_mask[mask]
 
 
 RULES: dict[str, Rule] = {}
@@ -39,7 +45,12 @@ def defrule(name: str, forward: Callable[..., Any], *vjps: tuple[VJP | None, str
     ``a`` for ans and ``x y z`` for the first three args (``"xy"`` reads both)."""
     letters = {"a": 0, "x": 1, "y": 2, "z": 3}
     needs = tuple(frozenset(letters[c] for c in reads) for _, reads in vjps)
-    RULES[name] = Rule(name, forward, tuple(f for f, _ in vjps), needs, variadic, aux, shapes)
+    if variadic:
+        by_mask: tuple[tuple[int, ...], ...] = (tuple(sorted(needs[0])),)
+    else:
+        by_mask = tuple(tuple(sorted(set().union(*(needs[i] for i in range(len(needs)) if m >> i & 1))))
+                        for m in range(1 << len(needs)))
+    RULES[name] = Rule(name, forward, tuple(f for f, _ in vjps), needs, variadic, aux, shapes, by_mask)
 
 
 # --- helpers shared by rules ------------------------------------------------------------
@@ -291,7 +302,7 @@ defrule("log_softmax", _log_softmax,
         (lambda g, ans, x, axis=-1: g - xp_of(ans).exp(ans) * g.sum(axis=axis, keepdims=True), "a"))
 defrule("cross_entropy", _cross_entropy_fwd, (_cross_entropy_vjp, "y"), (None, ""), aux=True)
 
-# shape (copies; views are the graph's ViewNodes, not rules)
+# shape (copies; views are "view" nodes made by Tensor._grad_node, not rules)
 defrule("reshape_copy", lambda xp, x, shape=(): x.reshape(shape),
         (lambda g, ans, x, shape=(), src=(): g.reshape(src), ""))
 defrule("concatenate", lambda xp, *xs, axis=0: xp.concatenate(xs, axis=axis), (_concat_vjp, ""), variadic=True)

@@ -1,8 +1,8 @@
 """The user's handle: a Tensor is a view (maybe the whole) of a storage, with a graph role.
 
 A *root* tensor owns its storage's whole array and its current graph node (``_node``). A
-view (basic indexing, transpose, reshape of a contiguous array, squeeze/unsqueeze) shares
-the root's storage; its node is derived on use from the root's *current* node plus the
+view (basic indexing, transpose, reshape of a contiguous array, squeeze/unsqueeze, and the
+read-only expand) shares the root's storage; its node is derived on use from the root's *current* node plus the
 view's path, so after an in-place write through any view -- which replaces the root's node by
 a ``copy_slices`` node (PyTorch's CopySlices) -- every other view reads the new history.
 """
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Tensor", "as_array"]
 
-_FLOATS = (float,)
 _LAYOUTS = [tuple(range(n)) for n in range(8)]  # a root's layout: its axis i walks base axis i
 
 
@@ -388,9 +387,7 @@ class Tensor:
         return self._binary("div", o)
 
     def __rtruediv__(self, o: Any) -> Tensor:
-        if isinstance(o, Tensor):
-            return self._binary("div", o, True)
-        return self._binary("rdiv", o, True)
+        return self._binary("rdiv", o, True)  # o is never a Tensor here: Tensor / Tensor is __truediv__
 
     def __pow__(self, o: Any) -> Tensor:
         return self._binary("pow", o)
@@ -448,7 +445,7 @@ class Tensor:
     def __invert__(self) -> Tensor:
         if self.dtype.kind != "b":
             raise TypeError(f"~: only boolean tensors can be inverted, this one is {self.dtype}")
-        return Tensor._root_of(self._graph, ~self._data, "constant", None, None, "(~)")
+        return Tensor._root_of(self._graph, owned(~self._data, self._graph.xp), "constant", None, None, "(~)")
 
     def __and__(self, o: Any) -> Tensor:
         return self._compare(lambda a, b: a & b, o, "&")
@@ -672,12 +669,7 @@ class Tensor:
             region, layout = sub_region(self._region, self._layout, nk, self.shape)
             nk += (Ellipsis,)  # so an all-int key gives a 0-d view, not a scalar copy
             return self._view(self._data[nk], region, layout, ("i", nk))
-        k = self._index_arrays(key)
-        try:
-            self._data[k]
-        except IndexError as e:
-            raise IndexError(f"tensor index: {e} (tensor shape {self.shape})") from None
-        return self._graph._apply("gather", (self,), {"key": k})
+        return self._graph._apply("gather", (self,), {"key": self._index_arrays(key)})
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._inplace(key, "setitem", None, (value,))
@@ -731,6 +723,11 @@ class Tensor:
 
     def clamp_(self, lo: Any = None, hi: Any = None) -> Tensor:
         _check_bound("clamp_", lo, hi)
+        if isinstance(lo, Tensor) or isinstance(hi, Tensor) or hasattr(lo, "shape") or hasattr(hi, "shape"):
+            # bounds with a shape are operands (shape-checked, and differentiable as in og.clip)
+            self._inplace(None, "clamp_", "clip_t", (-float("inf") if lo is None else lo,
+                                                     float("inf") if hi is None else hi))
+            return self
         self._inplace(None, "clamp_", "clip", (), {"lo": _scalar(lo), "hi": _scalar(hi)})
         return self
 
@@ -785,13 +782,11 @@ class Tensor:
                             site: tuple[str, int]) -> None:
         """``y *= y``: the op would save (for backward) a value that this very write overwrites. PyTorch
         fails at backward there ("modified by an inplace operation"); owngrad refuses at the write."""
-        r = RULES[rule]
-        needs: set[int] = set()
-        if self._grad_node() is not None:
-            needs |= r.needs[0]
+        mask = int(self._grad_node() is not None)
         for i, o in enumerate(ops, start=1):
-            if isinstance(o, Tensor) and o._grad_node() is not None and i < len(r.needs):
-                needs |= r.needs[i]
+            if isinstance(o, Tensor) and o._grad_node() is not None:
+                mask |= 1 << i
+        needs = RULES[rule].saves(mask)
         for i, o in enumerate(ops, start=2):
             if i in needs and isinstance(o, Tensor) and o._storage is self._storage and o._region.overlaps(region):
                 dest = region.describe(self._storage.ledger.label, self._storage.ledger.shape)
@@ -844,12 +839,14 @@ class Tensor:
                     raise ShapeError(f"{what}: {e}") from None
                 except TypeError as e:
                     raise TypeError(f"{what}: {e}") from None
-                nd = getattr(new, "dtype", None)
-                if nd is not None and not np.can_cast(nd, dest.dtype, "same_kind"):
-                    # as numpy and torch: `ints += 0.5` is refused, not silently truncated (nothing written yet)
-                    raise TypeError(f"{what}: the result has dtype {nd}, which cannot be written into "
-                                    f"{self._label()} of dtype {dest.dtype} without truncating; "
-                                    "convert first (t.astype(...)) or build a new tensor")
+        nd = getattr(new, "dtype", None)
+        if rule is not None and nd is not None and not np.can_cast(nd, dest.dtype, "same_kind"):
+            # as numpy and torch: `ints += 0.5` is refused, not silently truncated (nothing written yet)
+            if src_t is not None:
+                g.free(src_t)
+            raise TypeError(f"{what}: the result has dtype {nd}, which cannot be written into "
+                            f"{self._label()} of dtype {dest.dtype} without truncating; "
+                            "convert first (t.astype(...)) or build a new tensor")
         if adv is None:
             dest[...] = new
         else:

@@ -3,7 +3,7 @@
 A view is described twice. For the ledger, by its :class:`~owngrad.ledger.Region` (a product of
 per-base-axis progressions) plus a *layout*: for each axis of the view, the base axis it walks
 (or -1 for an axis inserted by ``None``/``unsqueeze``). For the gradient, by its *path*: the
-steps (index, transpose, reshape) that cut it from its root array, replayed on a zero array
+steps (index, transpose, squeeze, unsqueeze, reshape, expand) that cut it from its root array, replayed on a zero array
 of the root's shape to scatter a gradient back, or on a gradient to read the view's part.
 
 A reshape keeps the exact element set (same region) but loses the layout: views cut from it

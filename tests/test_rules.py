@@ -15,6 +15,8 @@ of its inputs that need one require.
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -531,8 +533,7 @@ def test_check_grads_catches_a_wrong_rule(monkeypatch: pytest.MonkeyPatch) -> No
     import owngrad.rules as rules
 
     bad = rules.RULES["exp"]
-    monkeypatch.setitem(rules.RULES, "exp", rules.Rule(bad.name, bad.forward, (lambda g, ans, x: g * ans * 1.01,),
-                                                        bad.needs))
+    monkeypatch.setitem(rules.RULES, "exp", dataclasses.replace(bad, vjps=(lambda g, ans, x: g * ans * 1.01,)))
     with pytest.raises(AssertionError, match="gradient mismatch"):
         check_grads(lambda x: x.exp(), np.linspace(-1, 1, 6))
 
