@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .backend import Array, module_for, owned, xp_of
+from .backend import Array, is_array, module_for, owned, xp_of
 from .errors import BorrowError, DeviceError, GradError, GraphError, ShapeError
 from .ledger import EXCLUSIVE, SHARED, BlockHolder, Borrow, Region, acquire_all, release_all
 from .rules import RULES, Rule, unbroadcast
@@ -378,7 +378,8 @@ class Graph:
                     saved[j] = src._data
                     borrow.append((src._storage.ledger, src._region))
                 else:
-                    saved[j] = src.copy() if type(src) is np.ndarray else src
+                    # a raw array operand is copied: the caller may change it before backward
+                    saved[j] = src.copy() if isinstance(src, np.ndarray) or is_array(src) else src
             # all or none: a refused borrow leaves no node behind holding the others
             node.borrows = acquire_all(borrow, SHARED, node, "saved for backward", node.site, "save")
         node.saved = tuple(saved)

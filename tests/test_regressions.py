@@ -1,0 +1,100 @@
+"""Bugs found by review, each pinned by the program that showed it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import owngrad as og
+
+
+def test_two_params_fed_by_one_add_get_separate_gradient_arrays() -> None:
+    # add's vjp hands the same array to both inputs; in-place consumers must not see it twice
+    g = og.Graph()
+    w = g.param(np.array([1.0, 2.0]), name="w")
+    v = g.param(np.array([0.5, 1.5]), name="v")
+    grads = g.backward(((w + v) * (w + v)).sum())
+    assert grads._arrays[w._node] is not grads._arrays[v._node]  # type: ignore[index]
+    before = float(np.sqrt(sum((a ** 2).sum() for a in (grads[w].numpy(), grads[v].numpy()))))
+    assert grads.clip_norm_(1.0) == pytest.approx(before)
+    after = float(np.sqrt(sum((a ** 2).sum() for a in (grads[w].numpy(), grads[v].numpy()))))
+    assert after == pytest.approx(1.0, rel=1e-5)
+
+
+def test_backward_into_adds_each_gradient_once() -> None:
+    g = og.Graph()
+    w = g.param(np.array([1.0, 2.0]))
+    v = g.param(np.array([0.5, 1.5]))
+    acc = g.backward(((w + v) * 1.0).sum())
+    g.backward(((w + v) * 1.0).sum(), into=acc)
+    np.testing.assert_array_equal(acc[w].numpy(), [2.0, 2.0])
+    np.testing.assert_array_equal(acc[v].numpy(), [2.0, 2.0])
+
+
+def test_inplace_float_into_int_result_is_refused_on_the_recorded_path_too() -> None:
+    g = og.Graph()
+    p = g.param(np.array([1.0, 2.0]))
+    r = (p * 1.0).astype(np.int32)  # an int result of a recorded op
+    before = [n.id for n in g.pending()]
+    with pytest.raises(TypeError, match="truncating"):
+        r += 0.5
+    np.testing.assert_array_equal(r.numpy(), [1, 2])
+    assert [n.id for n in g.pending()] == before
+
+
+def test_clamp_with_array_bounds_checks_shapes_first_and_records_nothing_on_failure() -> None:
+    g = og.Graph()
+    w = g.param(np.ones((2, 3)))
+    y = w * 2.0
+    before = [n.id for n in g.pending()]
+    with pytest.raises(og.ShapeError):
+        y.clamp_(lo=np.zeros((3, 2)))
+    assert [n.id for n in g.pending()] == before
+    np.testing.assert_array_equal(y.numpy(), np.full((2, 3), 2.0))
+
+
+def test_clamp_with_tensor_bounds_is_differentiable_like_og_clip() -> None:
+    g = og.Graph()
+    x = g.param(np.array([0.0, 1.0, 2.0, -1.0]))
+    lo = g.param(np.zeros(4))
+    hi = g.param(np.ones(4))
+    y = x * 1.0
+    y.clamp_(lo, hi)
+    grads = g.backward(y.sum())
+    np.testing.assert_array_equal(y.numpy(), [0.0, 1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(grads[x].numpy(), [1.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(grads[lo].numpy(), [0.0, 0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(grads[hi].numpy(), [0.0, 0.0, 1.0, 0.0])
+
+
+def test_an_interrupt_while_saving_leaks_no_borrow(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = og.Graph()
+    w = g.param(np.ones(3), name="w")
+    c = np.ones(3)
+
+    class Boom(np.ndarray):
+        def copy(self, order: str = "C") -> np.ndarray:  # called when the node saves this operand
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        w ** c.view(Boom)  # pow saves w (a borrow) and the exponent (a copy, which is interrupted)
+    assert w._storage.ledger.live() == [] and g.pending() == []
+    with g.no_grad():
+        w -= 1.0  # nothing holds w
+
+
+def test_advanced_index_out_of_range_is_an_index_error_naming_the_shape() -> None:
+    g = og.Graph()
+    w = g.param(np.ones((4, 2)))
+    with pytest.raises(IndexError, match=r"tensor index: .*\(tensor shape \(4, 2\)\)"):
+        w[np.array([0, 7])]
+    assert g.pending() == []
+
+
+def test_view_membership_in_grads_agrees_with_getitem() -> None:
+    g = og.Graph()
+    w = g.param(np.ones(3))
+    grads = g.backward((w * 2.0).sum())
+    assert w in grads and w[0:1] not in grads
+    with pytest.raises(og.GradError):
+        grads[w[0:1]]
