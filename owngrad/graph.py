@@ -36,7 +36,7 @@ class Node:
     """One recorded op: its inputs' nodes, what it saved (and the borrows that protect it)."""
 
     __slots__ = ("id", "op", "graph", "rule", "parents", "saved", "attrs", "meta", "borrows", "site",
-                 "consumed", "path", "key", "_leaf", "aux", "out", "__weakref__")
+                 "consumed", "path", "key", "_leaf", "aux", "out", "shape", "__weakref__")
 
     def __init__(self, graph: Graph, op: str, parents: tuple[Node | None, ...],
                  meta: tuple[tuple[tuple[int, ...], Any] | None, ...], site: tuple[str, int],
@@ -57,6 +57,7 @@ class Node:
         self._leaf: weakref.ref[Tensor] | None = None  # a param's leaf node refers to it weakly: no cycle
         self.aux = aux
         self.out: weakref.ref[Tensor] | None = None  # the tensor this node produced, while it lives
+        self.shape: tuple[int, ...] = ()  # of its output (for to_dot and pending())
 
     @property
     def leaf(self) -> Tensor | None:
@@ -78,7 +79,7 @@ class Node:
     def __repr__(self) -> str:
         held = ", ".join(f"{b.label} ({b.kind}): {b.why}" for b in self.borrows)
         state = f" [{self.consumed}]" if self.consumed else ""
-        return f"<node #{self.id} {self.op} at {format_site(self.site)}{state} borrows [{held}]>"
+        return f"<node #{self.id} {self.op} {tuple(self.shape)} at {format_site(self.site)}{state} borrows [{held}]>"
 
     def vjp(self, i: int, g: Array) -> Array:
         """The gradient for input ``i`` given the gradient ``g`` of this node's output."""
@@ -274,6 +275,7 @@ class Graph:
         t = Tensor._root_of(self, arr, "param", None, name or None, name or f"param#{self._n_params}")
         leaf = Node(self, "param", (), (), user_site())
         leaf.leaf = t
+        leaf.shape = t.shape
         t._node = leaf
         return t
 
@@ -368,6 +370,7 @@ class Graph:
         node = Node(self, name, tuple(parents), tuple(meta), user_site(), rule, attrs, aux)
         t = Tensor._root_of(self, out, "result", node, None, (name, node.id))
         node.out = weakref.ref(t)
+        node.shape = out.shape
         saved: list[Any] = [None] * (len(args) + 1)
         needs = rule.saves(mask)
         if needs:
@@ -588,7 +591,7 @@ class Graph:
             else:
                 held = "\\n".join(f"borrows {b.label} ({b.kind})" for b in n.borrows) or "no borrows"
                 state = f"\\n[{n.consumed}]" if n.consumed else ""
-                label = f"#{n.id} {n.op}\\n{format_site(n.site)}\\n{held}{state}"
+                label = f"#{n.id} {n.op} {tuple(n.shape)}\\n{format_site(n.site)}\\n{held}{state}"
             lines.append(f'  n{n.id} [label="{label}"];')
             for p in n.parents:
                 if p is not None:

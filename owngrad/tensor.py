@@ -168,6 +168,7 @@ class Tensor:
         node = self._graph._new_node("view", (rn,), ((root.shape, root._data.dtype),), register=False)
         node.path = self._path
         node.out = weakref.ref(self)
+        node.shape = self.shape
         self._vcache = (rn, node)
         return node
 
@@ -859,6 +860,7 @@ class Tensor:
             node.path = path
             node.key = adv
             node.out = weakref.ref(root)
+            node.shape = root.shape
             root._node = node
 
     def _snapshot(self) -> Tensor:

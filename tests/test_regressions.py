@@ -98,3 +98,12 @@ def test_view_membership_in_grads_agrees_with_getitem() -> None:
     assert w in grads and w[0:1] not in grads
     with pytest.raises(og.GradError):
         grads[w[0:1]]
+
+
+def test_to_dot_labels_every_node_with_op_shape_and_borrows() -> None:
+    g = og.Graph()
+    w = g.param(np.ones((3, 2)), name="w")
+    x = g.constant(np.ones((4, 3)), name="x")
+    dot = g.to_dot((x @ w).relu().sum())
+    assert "matmul (4, 2)" in dot and "relu (4, 2)" in dot and "sum ()" in dot
+    assert "borrows x (shared)" in dot and "w\\nparam (3, 2)" in dot

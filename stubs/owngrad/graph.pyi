@@ -28,6 +28,7 @@ class Node:
     borrows: list[Any]
     consumed: str | None
     out: Any
+    shape: tuple[int, ...]
     rule: Any
     saved: tuple[Any, ...]
     attrs: dict[str, Any]
