@@ -362,7 +362,7 @@ class Tensor:
         raise TypeError(f"{op}: unsupported operand type {type(other).__name__}")
 
     def _binary(self, name: str, other: Any, reflected: bool = False) -> Tensor:
-        o = self._operand(other, name)
+        o = other if type(other) is Tensor else self._operand(other, name)
         return self._graph._apply(name, (o, self) if reflected else (self, o))
 
     # --- arithmetic ---
