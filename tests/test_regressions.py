@@ -107,3 +107,21 @@ def test_to_dot_labels_every_node_with_op_shape_and_borrows() -> None:
     dot = g.to_dot((x @ w).relu().sum())
     assert "matmul (4, 2)" in dot and "relu (4, 2)" in dot and "sum ()" in dot
     assert "borrows x (shared)" in dot and "w\\nparam (3, 2)" in dot
+
+
+def test_layers_built_without_a_seed_differ_and_stay_reproducible() -> None:
+    def build() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        g = og.Graph()
+        a, b = og.nn.Linear(g, 8, 8), og.nn.Linear(g, 8, 8)
+        d1, d2 = og.nn.Dropout(0.5), og.nn.Dropout(0.5)
+        x = g.constant(np.ones((4, 6)))
+        return a.weight.numpy(), b.weight.numpy(), d1(x).numpy(), d2(x).numpy()
+
+    wa, wb, m1, m2 = build()
+    assert not np.array_equal(wa, wb), "two default layers got the same init"
+    assert not np.array_equal(m1, m2), "two default dropout layers drew the same mask"
+    for got, want in zip(build(), (wa, wb, m1, m2)):
+        np.testing.assert_array_equal(got, want)  # the graph's stream is seeded: same program, same numbers
+    g = og.Graph()
+    np.testing.assert_array_equal(og.nn.Linear(g, 8, 8, rng=3).weight.numpy(),
+                                  og.nn.Linear(og.Graph(), 8, 8, rng=3).weight.numpy())
