@@ -58,7 +58,7 @@ _VIEW_METHODS = frozenset({"reshape", "flatten", "transpose", "permute", "squeez
                            "astype", "to", "parameters", "named_parameters", "children", "modules",
                            "named_modules", "train", "eval", "keys", "values", "items"})
 #: methods whose result carries no gradient history (or is not a tensor at all)
-_PLAIN_METHODS = frozenset({"item", "numpy", "tolist", "any", "all", "argmax", "state_dict", "to_dot",
+_PLAIN_METHODS = frozenset({"item", "numpy", "tolist", "any", "all", "argmax", "state_dict", "to_dot", "borrow",
                             "pending", "extra_repr", "clip_norm_", "load_state_dict"})
 _PLAIN_FUNCS = frozenset({"float", "int", "bool", "str", "len", "print", "repr", "isinstance", "range",
                           "round", "format", "id", "type", "hash"})
@@ -281,7 +281,7 @@ class _Flow:
             self.extend_history(lv, val)
             return
         name = _dotted(lv)
-        if name is None:
+        if name is None or name == "_":  # `_` is a throwaway: it holds nothing anyone waits on
             return
         if isinstance(lv, RefExpr) and isinstance(lv.node, Var) and _is_plain_type(lv.node.type):
             val = _NONE

@@ -262,6 +262,14 @@ class Tensor:
             raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous; use .any() or .all()")
         return bool(self._data.item())
 
+    def __format__(self, spec: str) -> str:
+        """``f"{loss:.4f}"`` formats a one-element tensor's value (as torch does for 0-d tensors)."""
+        if spec and self.size == 1:
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"format spec {spec!r} needs a one-element tensor, this one has shape {self.shape}")
+        return repr(self)
+
     def __float__(self) -> float:
         return float(self.item())
 

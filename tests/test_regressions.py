@@ -125,3 +125,11 @@ def test_layers_built_without_a_seed_differ_and_stay_reproducible() -> None:
     g = og.Graph()
     np.testing.assert_array_equal(og.nn.Linear(g, 8, 8, rng=3).weight.numpy(),
                                   og.nn.Linear(og.Graph(), 8, 8, rng=3).weight.numpy())
+
+
+def test_a_loss_formats_like_a_number() -> None:
+    g = og.Graph()
+    loss = g.param(np.array([0.25, 0.5])).sum()
+    assert f"{loss:.3f}" == "0.750"
+    with pytest.raises(TypeError, match="one-element"):
+        f"{g.param(np.ones(2)):.3f}"

@@ -1,6 +1,7 @@
 """The typed contract (stubs/owngrad, SPEC section 4), checked the way typeshed and numpy check theirs.
 
-- tests/typing/pass/*.py must type-check under mypy --strict (assert_type pins every mode);
+- tests/typing/pass/*.py must type-check under mypy --strict (assert_type pins every mode); the realistic
+  ones (pass/check_realistic_*.py: training scripts and helpers as users write them) also run as programs;
 - tests/typing/fail/*.py put `# type: ignore[code]` on each misuse, under warn_unused_ignores:
   a misuse that stops being an error, or raises another code, fails the run;
 - stubtest keeps the stubs in step with the runtime;
@@ -43,6 +44,16 @@ def test_pass_and_fail_cases() -> None:
     assert passing and failing
     r = run_mypy("cases", "--config-file", os.path.join("tests", "typing", "mypy.ini"), *passing, *failing)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("rel", [f for f in case_files("pass") if os.path.basename(f).startswith("check_realistic_")],
+                         ids=os.path.basename)
+def test_realistic_pass_cases_run(rel: str, tmp_path: os.PathLike[str]) -> None:
+    """The realistic pass cases are real programs, not just type-checked text: each runs to the end."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, rel)], cwd=str(tmp_path), capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 
 def test_fail_cases_are_errors_without_their_ignores(tmp_path: os.PathLike[str]) -> None:

@@ -14,8 +14,9 @@ __all__ = ["Graph", "Node", "Grads"]
 
 #: data a graph copies in: Python scalars, numpy scalars and arrays, nested lists
 _Data: TypeAlias = float | np.generic | NDArray[Any] | Sequence[Any]
-#: ``on_grad(leaf, grad)``: the leaf as a frozen handle, the gradient read-only
-_OnGrad: TypeAlias = Callable[[Tensor[Frozen], Tensor[Shared]], None]
+#: ``on_grad(leaf, grad)``: the leaf as a frozen handle, the gradient read-only; what it returns is ignored
+#: (so ``lambda leaf, grad: norms.setdefault(...)`` is fine)
+_OnGrad: TypeAlias = Callable[[Tensor[Frozen], Tensor[Shared]], object]
 
 class Node:
     """One recorded op (see ``g.pending()``): id, op name, the site that recorded it, its borrows."""

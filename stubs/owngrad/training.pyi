@@ -1,4 +1,4 @@
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, SupportsFloat
 
 from typing_extensions import TypeAlias
 
@@ -9,8 +9,9 @@ from .tensor import Tensor
 
 __all__ = ["fit", "accuracy"]
 
-#: ``fn(output, y) -> float``; the output it gets is a frozen handle
-_Metric: TypeAlias = Callable[[Tensor[Frozen], Tensor[Mut]], float]
+#: ``fn(output, y) -> float``; the output it gets is a frozen handle; fit takes ``float(...)`` of what it
+#: returns, so a numpy scalar or a scalar tensor is fine too
+_Metric: TypeAlias = Callable[[Tensor[Frozen], Tensor[Mut]], SupportsFloat]
 
 def accuracy(logits: Tensor[Shared], labels: Tensor[Shared]) -> float: ...
 def fit(model: Module, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tensor[Mut], Tensor[Mut]], Tensor[Shared]],

@@ -1,10 +1,10 @@
 """Layers. Params are ``Tensor[Mut]`` leaves of the module's graph; ``module(x)`` is a new ``Tensor[Mut]``."""
 
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from typing_extensions import Self, TypeAlias
+from typing_extensions import ParamSpec, Self, TypeAlias
 
 from ..graph import Graph
 from ..modes import Mut
@@ -14,6 +14,12 @@ __all__ = ["IncompatibleKeys", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatt
            "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]
 
 _Rng: TypeAlias = int | np.random.Generator | None
+
+_P = ParamSpec("_P")
+_R_co = TypeVar("_R_co", covariant=True)
+
+class _HasForward(Protocol[_P, _R_co]):
+    def forward(self, *args: _P.args, **kwargs: _P.kwargs) -> _R_co: ...
 
 class IncompatibleKeys(NamedTuple):
     missing_keys: list[str]
@@ -27,8 +33,11 @@ class Module:
     def register_buffer(self, name: str, tensor: Tensor[Mut]) -> None: ...
     @property
     def graph(self) -> Graph: ...
-    def forward(self, *args: Any, **kwargs: Any) -> Tensor[Mut]: ...
-    def __call__(self, *args: Any, **kwargs: Any) -> Tensor[Mut]: ...
+    # a subclass's forward may take and return what it likes (``-> og.Tensor``, a tuple, ...), as in torch;
+    # ``module(...)`` takes the arguments of the class's own forward and returns what that forward returns
+    # (``Tensor[Mut]`` for every built-in layer), through the self-type ``_HasForward``
+    def forward(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __call__(self: _HasForward[_P, _R_co], *args: _P.args, **kwargs: _P.kwargs) -> _R_co: ...
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]: ...
     def children(self) -> list[Module]: ...
     def named_parameters(self) -> Iterator[tuple[str, Tensor[Mut]]]: ...

@@ -13,3 +13,23 @@ def steps(g: og.Graph, w: og.Tensor[og.Mut]) -> None:
     opt.step(grads.items())  # type: ignore[arg-type]
     og.optim.SGD([grads[w]], lr=0.1)  # type: ignore[list-item]
     og.optim.SGD([g.freeze(w)], lr=0.1)  # type: ignore[list-item]
+
+
+class Doubler(og.nn.Module):
+    def forward(self, x: og.Tensor) -> og.Tensor[og.Mut]:
+        return x * 2
+
+
+class Identity(og.nn.Module):
+    def forward(self, x: og.Tensor) -> og.Tensor:
+        return x
+
+
+def module_calls(g: og.Graph, w: og.Tensor[og.Mut]) -> None:
+    """``module(...)`` takes the arguments of the class's forward and returns what it returns."""
+    net = Doubler(g)
+    net(w)[0] = 1.0  # a new result: writable
+    net("x")  # type: ignore[arg-type]
+    net(w, w)  # type: ignore[call-arg]
+    grads = g.backward(net(w).sum())
+    Identity(g)(grads[w]).zero_()  # type: ignore[misc]
