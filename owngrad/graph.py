@@ -366,7 +366,7 @@ class Graph:
         if vattrs or rule.shapes:
             attrs = {**attrs, **(vattrs or _EMPTY)}
             if rule.shapes:
-                attrs["shapes"] = tuple(tuple(getattr(x, "shape", ())) for x in arrays)
+                attrs["shapes"] = tuple([getattr(x, "shape", ()) for x in arrays])
         node = Node(self, name, tuple(parents), tuple(meta), user_site(), rule, attrs, aux)
         t = Tensor._root_of(self, out, "result", node, None, (name, node.id))
         node.out = weakref.ref(t)
