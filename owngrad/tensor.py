@@ -283,8 +283,10 @@ class Tensor:
             vals = np.array2string(self.numpy(), separator=", ", prefix="Tensor(")
         if self._root._kind == "param" and not self._path:
             role = f"param {self._storage.ledger.label!r}"
+        elif self._is_view:
+            role = f"view {self._label()}" + (", requires grad" if self.requires_grad else "")
         elif self.requires_grad:
-            node = self._grad_node() if self._root is self else self._root._node
+            node = self._root._node
             role = f"grad_fn={node.op}#{node.id}" if node is not None else "requires grad"
         else:
             role = "constant"
