@@ -40,7 +40,8 @@ class Node:
 
     def __init__(self, graph: Graph, op: str, parents: tuple[Node | None, ...],
                  meta: tuple[tuple[tuple[int, ...], Any] | None, ...], site: tuple[str, int],
-                 rule: Rule | None = None, attrs: dict[str, Any] = _EMPTY, aux: Any = None) -> None:
+                 rule: Rule | None = None, attrs: dict[str, Any] = _EMPTY, aux: Any = None,
+                 shape: tuple[int, ...] = ()) -> None:
         self.id = next(graph._ids)
         self.op = op
         self.graph = graph
@@ -57,7 +58,7 @@ class Node:
         self._leaf: weakref.ref[Tensor] | None = None  # a param's leaf node refers to it weakly: no cycle
         self.aux = aux
         self.out: weakref.ref[Tensor] | None = None  # the tensor this node produced, while it lives
-        self.shape: tuple[int, ...] = ()  # of its output (for to_dot and pending())
+        self.shape = shape  # of its output (for to_dot and pending())
 
     @property
     def leaf(self) -> Tensor | None:
@@ -367,10 +368,9 @@ class Graph:
             attrs = {**attrs, **(vattrs or _EMPTY)}
             if rule.shapes:
                 attrs["shapes"] = tuple([getattr(x, "shape", ()) for x in arrays])
-        node = Node(self, name, tuple(parents), tuple(meta), user_site(), rule, attrs, aux)
+        node = Node(self, name, tuple(parents), tuple(meta), user_site(), rule, attrs, aux, out.shape)
         t = Tensor._root_of(self, out, "result", node, None, (name, node.id))
         node.out = weakref.ref(t)
-        node.shape = out.shape
         saved: list[Any] = [None] * (len(args) + 1)
         needs = rule.saves(mask)
         if needs:
