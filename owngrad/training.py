@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 
 from .graph import Grads
@@ -21,7 +21,8 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
 
 
 def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tensor, Tensor], Tensor], opt: Any,
-        epochs: int = 1, metrics: Mapping[str, Metric] | None = None, progress: bool = True) -> dict[str, list[float]]:
+        epochs: int = 1, metrics: Mapping[str, Metric] | Sequence[Metric] | None = None,
+        progress: bool = True) -> dict[str, list[float]]:
     """Train ``model`` for ``epochs`` passes over ``batches``; return the history.
 
     - ``model``: an ``og.nn.Module`` (anything callable with a ``.graph`` and ``.train()``);
@@ -30,7 +31,8 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
       made a constant of ``model.graph`` (``g.constant``), so labels keep their integer dtype.
     - ``loss_fn(output, y) -> scalar Tensor`` (e.g. ``og.nn.functional.cross_entropy``).
     - ``opt``: an optimizer; each batch runs ``grads = g.backward(loss); opt.step(grads)``.
-    - ``metrics``: ``{name: fn(output, y) -> float}``; ``fn`` gets a read-only (frozen) output.
+    - ``metrics``: ``{name: fn(output, y) -> float}``, or a list of such functions (named by their
+      ``__name__``, as Keras does); ``fn`` gets a read-only (frozen) output.
     - ``progress``: a tqdm bar on stderr (if tqdm is installed); ``False`` for none.
 
     Returns ``{"loss": [...], name: [...], ...}``: per epoch, the mean over samples of each
@@ -44,7 +46,17 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
                         "or a list")
     opt_params = list(getattr(opt, "params", []))
     g = model.graph
-    metrics = dict(metrics or {})
+    named: dict[str, Metric] = {}
+    if isinstance(metrics, (list, tuple)):
+        for fn in metrics:
+            name = getattr(fn, "__name__", None)
+            if not callable(fn) or not name or name == "<lambda>" or name in named or name == "loss":
+                raise TypeError(f"fit: metrics given as a list need distinct named functions (got {fn!r}); "
+                                "pass a dict {name: fn} instead")
+            named[name] = fn
+    elif metrics is not None:
+        named = dict(metrics)  # type: ignore[arg-type]  # a Mapping (not a list or tuple)
+    metrics = named
     history: dict[str, list[float]] = {"loss": [], **{k: [] for k in metrics}}
     bar: Any = None
     if progress:

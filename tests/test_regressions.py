@@ -133,3 +133,16 @@ def test_a_loss_formats_like_a_number() -> None:
     assert f"{loss:.3f}" == "0.750"
     with pytest.raises(TypeError, match="one-element"):
         f"{g.param(np.ones(2)):.3f}"
+
+
+def test_fit_takes_metrics_as_a_list_of_named_functions() -> None:
+    g = og.Graph()
+    model = og.nn.MLP(g, [4, 3], rng=0)
+    opt = og.optim.SGD(model.parameters(), lr=0.1)
+    rng = np.random.default_rng(0)
+    batches = og.data.batches(rng.standard_normal((12, 4)), rng.integers(0, 3, 12), batch_size=4, rng=0)
+    history = og.fit(model, batches, og.nn.functional.cross_entropy, opt, epochs=2,
+                     metrics=[og.training.accuracy], progress=False)
+    assert set(history) == {"loss", "accuracy"} and len(history["accuracy"]) == 2
+    with pytest.raises(TypeError, match="named functions"):
+        og.fit(model, batches, og.nn.functional.cross_entropy, opt, metrics=[lambda o, y: 0.0], progress=False)

@@ -1,4 +1,4 @@
-from typing import Any, Callable, Iterable, Mapping, SupportsFloat
+from typing import Any, Callable, Iterable, Mapping, Sequence, SupportsFloat
 
 from typing_extensions import TypeAlias
 
@@ -15,5 +15,5 @@ _Metric: TypeAlias = Callable[[Tensor[Frozen], Tensor[Mut]], SupportsFloat]
 
 def accuracy(logits: Tensor[Shared], labels: Tensor[Shared]) -> float: ...
 def fit(model: Module, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tensor[Mut], Tensor[Mut]], Tensor[Shared]],
-        opt: Optimizer, epochs: int = 1, metrics: Mapping[str, _Metric] | None = None,
+        opt: Optimizer, epochs: int = 1, metrics: Mapping[str, _Metric] | Sequence[_Metric] | None = None,
         progress: bool = True) -> dict[str, list[float]]: ...
