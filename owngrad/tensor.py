@@ -826,6 +826,21 @@ class Tensor:
                 "on a param, and a leaf write is an untracked update, so that gradient history would be "
                 "silently dropped\n  help: write under `with g.no_grad():` if dropping it is intended, or "
                 "build a new tensor out of place")
+        if rule is not None:
+            # as numpy and torch: `ints += 0.5` is refused, not silently truncated -- decided from the
+            # dtypes before anything is computed or recorded
+            try:
+                bounds = [v for v in (attrs or {}).values() if v is not None]  # clamp_'s lo/hi
+                nd = np.result_type(dest.dtype, *(o._data.dtype if isinstance(o, Tensor) else
+                                                  getattr(o, "dtype", o) for o in [*ops, *bounds]))
+                if rule == "div":  # true division: ints give floats
+                    nd = np.result_type(nd, 1.0)
+            except TypeError:
+                nd = None
+            if nd is not None and not np.can_cast(nd, dest.dtype, "same_kind"):
+                raise TypeError(f"{what}: the result has dtype {nd}, which cannot be written into "
+                                f"{self._label()} of dtype {dest.dtype} without truncating; "
+                                "convert first (t.astype(...)) or build a new tensor")
         # sources that alias the destination's storage are read first (numpy's semantics for overlap)
         ops = [o._snapshot() if isinstance(o, Tensor) and o._storage is self._storage else o for o in ops]
         src_t: Tensor | None = None
@@ -850,14 +865,6 @@ class Tensor:
                     raise ShapeError(f"{what}: {e}") from None
                 except TypeError as e:
                     raise TypeError(f"{what}: {e}") from None
-        nd = getattr(new, "dtype", None)
-        if rule is not None and nd is not None and not np.can_cast(nd, dest.dtype, "same_kind"):
-            # as numpy and torch: `ints += 0.5` is refused, not silently truncated (nothing written yet)
-            if src_t is not None:
-                g.free(src_t)
-            raise TypeError(f"{what}: the result has dtype {nd}, which cannot be written into "
-                            f"{self._label()} of dtype {dest.dtype} without truncating; "
-                            "convert first (t.astype(...)) or build a new tensor")
         if adv is None:
             dest[...] = new
         else:

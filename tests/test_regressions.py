@@ -146,3 +146,15 @@ def test_fit_takes_metrics_as_a_list_of_named_functions() -> None:
     assert set(history) == {"loss", "accuracy"} and len(history["accuracy"]) == 2
     with pytest.raises(TypeError, match="named functions"):
         og.fit(model, batches, og.nn.functional.cross_entropy, opt, metrics=[lambda o, y: 0.0], progress=False)
+
+
+@pytest.mark.parametrize("write", [lambda r: r[0].__iadd__(0.5), lambda r: r.clamp_(0.5, 1.5), lambda r: r.__itruediv__(2)],
+                         ids=["view+=0.5", "clamp_", "/=2"])
+def test_a_refused_int_write_records_nothing(write: object) -> None:
+    g = og.Graph()
+    r = (g.param(np.array([1.0, 2.0])) * 1.0).astype(np.int32)
+    before = [n.id for n in g.pending()]
+    with pytest.raises(TypeError, match="truncating"):
+        write(r)  # type: ignore[operator]
+    assert [n.id for n in g.pending()] == before
+    np.testing.assert_array_equal(r.numpy(), [1, 2])
