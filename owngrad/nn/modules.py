@@ -15,8 +15,7 @@ import numpy as np
 
 from ..backend import to_device
 from ..errors import GraphError, ShapeError
-from ..graph import Graph
-from ..ledger import EXCLUSIVE
+from ..graph import Graph, _exclusive_all
 from ..sites import user_site
 from ..tensor import Tensor
 from . import functional as F
@@ -219,11 +218,11 @@ class Module:
         site = user_site()
         for k, t in own.items():
             t._check_writable(site, "load_state_dict")
-            t._storage.ledger.check(t._region, EXCLUSIVE, site, access="load_state_dict")
         if own:
-            with self.graph.no_grad():
+            # every exclusive borrow held for the whole load: all or nothing, also against other threads
+            with _exclusive_all(list(own.values()), site, "load_state_dict"):
                 for k, t in own.items():
-                    t.copy_(arrays[k])
+                    t._data[...] = arrays[k]
         return result
 
     # --- modes ---
@@ -397,16 +396,20 @@ class BatchNorm1d(Module):
                 raise ValueError(f"BatchNorm1d: training needs more than one value per channel, got shape {t.shape}")
             mean = t.mean(axis=axes, keepdims=True)
             var = t.var(axis=axes, keepdims=True)
-            bufs = (self.running_mean, self.running_var, self.num_batches_tracked)
+            bufs = [self.running_mean, self.running_var, self.num_batches_tracked]
             site = user_site()
-            for b in bufs:  # all-or-nothing: every buffer must be writable before any is written
+            for b in bufs:
                 b._check_writable(site, "BatchNorm1d running statistics")
-                b._storage.ledger.check(b._region, EXCLUSIVE, site, access="BatchNorm1d running statistics")
-            with t.graph.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = 1.0 / float(self.num_batches_tracked.item()) if self.momentum is None else self.momentum
-                self.running_mean.mul_(1 - m).add_(mean.reshape(c) * m)
-                self.running_var.mul_(1 - m).add_(var.reshape(c) * (m * n / (n - 1)))
+            # in place under exclusive borrows held for all three at once: all or nothing
+            with _exclusive_all(bufs, site, "BatchNorm1d running statistics"):
+                count, rm, rv = self.num_batches_tracked._data, self.running_mean._data, self.running_var._data
+                new_count = count + 1  # everything computed first, then committed
+                m = 1.0 / float(new_count) if self.momentum is None else self.momentum
+                new_mean = rm * (1 - m) + mean._data.reshape(c) * m
+                new_var = rv * (1 - m) + var._data.reshape(c) * (m * n / (n - 1))
+                count[...] = new_count
+                rm[...] = new_mean
+                rv[...] = new_var
             xhat = (t - mean) / (var + self.eps).sqrt()
         else:
             rm, rv = self.running_mean.reshape(stat_shape), self.running_var.reshape(stat_shape)
