@@ -36,7 +36,7 @@ def as_array(graph: Graph, data: Any, op: str) -> Array:
     xp = graph.xp
     if isinstance(data, Tensor):
         raise TypeError(f"{op}: data is already a Tensor; use t.detach() or t.numpy() to copy its values")
-    if isinstance(data, np.ndarray) or device_of(data) != "cpu" or type(data).__module__.startswith("cupy"):
+    if isinstance(data, np.ndarray) or is_device_array(data):
         arr = data
         if device_of(arr) != graph.device:
             arr = to_device(arr, graph.device)
@@ -173,10 +173,9 @@ class Tensor:
         return node
 
     def _label(self) -> str:
-        if self._root is self or not self._is_view:
-            return self._region.describe(self._storage.ledger.label, self._storage.ledger.shape) \
-                if self._root is not self else self._storage.ledger.label
-        return self._region.describe(self._storage.ledger.label, self._storage.ledger.shape)
+        """``w`` for a root, ``w[0:2]`` for a view (or a detached/frozen handle on part of a storage)."""
+        led = self._storage.ledger
+        return self._region.describe(led.label, led.shape)  # the whole storage reads as its plain label
 
     # --- properties ---
     @property
