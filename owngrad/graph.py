@@ -35,11 +35,11 @@ _SAVED_HINT = "call g.backward(...) on the result first, or g.free(...) it, or c
 class Node:
     """One recorded op: its inputs' nodes, what it saved (and the borrows that protect it)."""
 
-    __slots__ = ("id", "op", "graph", "rule", "parents", "saved", "attrs", "meta", "borrows", "site",
+    __slots__ = ("id", "op", "graph", "rule", "parents", "saved", "attrs", "in_shapes", "borrows", "site",
                  "consumed", "path", "key", "_leaf", "aux", "out", "shape", "__weakref__")
 
     def __init__(self, graph: Graph, op: str, parents: tuple[Node | None, ...],
-                 meta: tuple[tuple[tuple[int, ...], Any] | None, ...], site: tuple[str, int],
+                 in_shapes: tuple[tuple[int, ...] | None, ...], site: tuple[str, int],
                  rule: Rule | None = None, attrs: dict[str, Any] = _EMPTY, aux: Any = None,
                  shape: tuple[int, ...] = ()) -> None:
         self.id = next(graph._ids)
@@ -49,7 +49,7 @@ class Node:
         self.parents = parents
         self.saved: tuple[Any, ...] = ()
         self.attrs = attrs
-        self.meta = meta  # (shape, dtype) of each input that gets a gradient
+        self.in_shapes = in_shapes  # the shape of each input that gets a gradient (None for the others)
         self.borrows: list[Borrow] = []
         self.site = site
         self.consumed: str | None = None  # why it can no longer be walked: "consumed" / "freed"
@@ -95,7 +95,7 @@ class Node:
                 return fn(g, s[0], *s[1:], aux=self.aux, **self.attrs)
             return fn(g, s[0], *s[1:], **self.attrs)
         if self.op == "view":
-            return scatter_path(g, self.meta[0][0], self.path)  # type: ignore[index]
+            return scatter_path(g, self.in_shapes[0], self.path)  # type: ignore[arg-type]
         # copy_slices: the root's old value everywhere but the written region, which comes from the source
         if i == 0:
             g2 = g.copy()
@@ -318,7 +318,7 @@ class Graph:
         rule = RULES[name]
         arrays: list[Any] = []
         parents: list[Node | None] = []
-        meta: list[tuple[tuple[int, ...], Any] | None] = []
+        in_shapes: list[tuple[int, ...] | None] = []
         mask = 0  # bit i: input i needs a gradient
         device = None
         first = None
@@ -338,14 +338,14 @@ class Graph:
                 n = a._grad_node() if grad_on else None
                 if n is not None:
                     mask |= 1 << i
-                    meta.append((data.shape, data.dtype))
+                    in_shapes.append(data.shape)
                 else:
-                    meta.append(None)
+                    in_shapes.append(None)
                 parents.append(n)
             else:
                 arrays.append(a)
                 parents.append(None)
-                meta.append(None)
+                in_shapes.append(None)
         xp = self.xp if first is None else np if type(first) is np.ndarray else xp_of(first)
         try:
             out = rule.forward(xp, *arrays, **attrs)
@@ -368,7 +368,7 @@ class Graph:
             attrs = {**attrs, **(vattrs or _EMPTY)}
             if rule.shapes:
                 attrs["shapes"] = tuple([getattr(x, "shape", ()) for x in arrays])
-        node = Node(self, name, tuple(parents), tuple(meta), user_site(), rule, attrs, aux, out.shape)
+        node = Node(self, name, tuple(parents), tuple(in_shapes), user_site(), rule, attrs, aux, out.shape)
         t = Tensor._root_of(self, out, "result", node, None, (name, node.id))
         node.out = weakref.ref(t)
         saved: list[Any] = [None] * (len(args) + 1)
@@ -399,8 +399,8 @@ class Graph:
         pending[node] = None
 
     def _new_node(self, op: str, parents: tuple[Node | None, ...],
-                  meta: tuple[tuple[tuple[int, ...], Any] | None, ...], register: bool = True) -> Node:
-        node = Node(self, op, parents, meta, user_site())
+                  in_shapes: tuple[tuple[int, ...] | None, ...], register: bool = True) -> Node:
+        node = Node(self, op, parents, in_shapes, user_site())
         if register:
             self._register(node)
         return node
@@ -514,7 +514,8 @@ class Graph:
                 if p is None:
                     continue
                 gi = node.vjp(i, g)
-                shape, dtype = node.meta[i]  # type: ignore[misc]
+                shape = node.in_shapes[i]
+                assert shape is not None  # a parent that gets a gradient has its shape recorded
                 if gi.shape != shape:
                     gi = unbroadcast(gi, shape)
                 if check_finite and not bool(xp_of(gi).isfinite(gi).all()):

@@ -165,7 +165,7 @@ class Tensor:
         c = self._vcache
         if c is not None and c[0] is rn and c[1].consumed is None:
             return c[1]
-        node = self._graph._new_node("view", (rn,), ((root.shape, root._data.dtype),), register=False)
+        node = self._graph._new_node("view", (rn,), (root.shape,), register=False)
         node.path = self._path
         node.out = weakref.ref(self)
         node.shape = self.shape
@@ -870,9 +870,8 @@ class Tensor:
             self._data[adv] = new
         if recorded:
             src_node = src_t._grad_node() if src_t is not None else None
-            meta = ((root.shape, root._data.dtype),
-                    (src_t.shape, src_t._data.dtype) if src_node is not None and src_t is not None else None)
-            node = g._new_node("copy_slices", (root._node, src_node), meta)
+            in_shapes = (root.shape, src_t.shape if src_node is not None and src_t is not None else None)
+            node = g._new_node("copy_slices", (root._node, src_node), in_shapes)
             node.path = path
             node.key = adv
             node.out = weakref.ref(root)

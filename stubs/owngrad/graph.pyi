@@ -33,13 +33,13 @@ class Node:
     rule: Any
     saved: tuple[Any, ...]
     attrs: dict[str, Any]
-    meta: tuple[tuple[tuple[int, ...], Any] | None, ...]
+    in_shapes: tuple[tuple[int, ...] | None, ...]
     path: tuple[Any, ...]
     key: Any
     leaf: Tensor[Mut] | None
     aux: Any
     def __init__(self, graph: Graph, op: str, parents: tuple[Node | None, ...],
-                 meta: tuple[tuple[tuple[int, ...], Any] | None, ...], site: tuple[str, int],
+                 in_shapes: tuple[tuple[int, ...] | None, ...], site: tuple[str, int],
                  rule: Any = None, attrs: dict[str, Any] = ..., aux: Any = None,
                  shape: tuple[int, ...] = ()) -> None: ...
     def holder_text(self) -> str: ...
