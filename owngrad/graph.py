@@ -492,25 +492,50 @@ class Graph:
         by_leaf = out._arrays
         handed: set[int] = set()  # ids of arrays already given to a leaf: vjps such as add's pass one
         # array to two inputs, and leaf gradients are updated in place later (into=, clip_norm_)
+
+        def finish(leaf_node: Node) -> None:
+            """A param's gradient is final: keep it (owned, in the param's dtype) and tell on_grad."""
+            g = grads.pop(leaf_node, None)
+            leaf = leaf_node.leaf
+            if g is None or leaf is None:
+                return
+            g = leaf._graph.xp.asarray(g) if not hasattr(g, "flags") else g
+            if g.dtype != leaf._data.dtype:
+                g = g.astype(leaf._data.dtype)
+            elif g.base is not None or not getattr(g.flags, "writeable", True) or g is g0 or id(g) in handed:
+                g = g.copy()
+            handed.add(id(g))
+            by_leaf[leaf_node] = g
+            if on_grad is not None:
+                on_grad(leaf._handle(readonly="a leaf handed to on_grad"), out._handle(leaf_node))
+
+        # a param's gradient is final as soon as every node that reads it has run (on_grad streams it
+        # then, e.g. the last layer's first), not when the whole walk ends
+        waiting: dict[Node, int] = {}
+        for node in order:
+            for p in node.parents:
+                if p is not None and p.op == "param":
+                    waiting[p] = waiting.get(p, 0) + 1
+        if root.op == "param":
+            finish(root)
         for node in reversed(order):
+            if node.op == "param":
+                continue
             g = grads.pop(node, None)
-            if g is None:
-                continue
-            if isinstance(g, np.generic):  # numpy gives scalars, not 0-d arrays, for 0-d arithmetic
-                g = np.asarray(g)
-            leaf = node.leaf
-            if leaf is not None:
-                g = leaf._graph.xp.asarray(g) if not hasattr(g, "flags") else g
-                if g.dtype != leaf._data.dtype:
-                    g = g.astype(leaf._data.dtype)
-                elif g.base is not None or not getattr(g.flags, "writeable", True) or g is g0 or id(g) in handed:
-                    g = g.copy()
-                handed.add(id(g))
-                by_leaf[node] = g
-                if on_grad is not None:
-                    on_grad(leaf._handle(readonly="a leaf handed to on_grad"), out._handle(node))
-                continue
-            for i, p in enumerate(node.parents):
+            if g is not None:
+                self._backprop(node, g, grads, check_finite)
+            for p in node.parents:
+                if p is not None and p.op == "param":
+                    left = waiting[p] - 1
+                    waiting[p] = left
+                    if left == 0:
+                        finish(p)
+
+    def _backprop(self, node: Node, g: Array, grads: dict[Node, Array], check_finite: bool) -> None:
+        """Add ``node``'s input gradients (for output gradient ``g``) into ``grads``."""
+        if isinstance(g, np.generic):  # numpy gives scalars, not 0-d arrays, for 0-d arithmetic
+            g = np.asarray(g)
+        for i, p in enumerate(node.parents):
                 if p is None:
                     continue
                 gi = node.vjp(i, g)

@@ -158,3 +158,19 @@ def test_a_refused_int_write_records_nothing(write: object) -> None:
         write(r)  # type: ignore[operator]
     assert [n.id for n in g.pending()] == before
     np.testing.assert_array_equal(r.numpy(), [1, 2])
+
+
+def test_on_grad_streams_each_gradient_as_soon_as_it_is_final() -> None:
+    # W2's gradient is final after the second layer's node; the first layer's gradient is not finite.
+    # on_grad must have seen W2 before backward reaches (and refuses) the first layer.
+    g = og.Graph()
+    x = g.constant(np.ones((2, 3)))
+    w1 = g.param(np.zeros((3, 4)), name="w1")  # x @ w1 == 0: sqrt's gradient there is inf
+    w2 = g.param(np.ones((4, 1)), name="w2")
+    loss = ((x @ w1).sqrt() @ w2).sum()
+    seen: list[str | None] = []
+    with pytest.raises(og.GradError, match="not finite"):
+        g.backward(loss, check_finite=True, on_grad=lambda leaf, grad: seen.append(leaf.name))
+    assert seen == ["w2"]
+    grads = g.backward(loss, on_grad=lambda leaf, grad: seen.append(leaf.name))  # nothing was consumed
+    assert seen == ["w2", "w2", "w1"] and len(grads) == 2
