@@ -509,8 +509,20 @@ class Graph:
             if on_grad is not None:
                 on_grad(leaf._handle(readonly="a leaf handed to on_grad"), out._handle(leaf_node))
 
-        # a param's gradient is final as soon as every node that reads it has run (on_grad streams it
-        # then, e.g. the last layer's first), not when the whole walk ends
+        if on_grad is None:  # nobody is waiting: hand the params' gradients out at the end
+            params = []
+            for node in reversed(order):
+                if node.op == "param":
+                    params.append(node)
+                    continue
+                g = grads.pop(node, None)
+                if g is not None:
+                    self._backprop(node, g, grads, check_finite)
+            for node in params:
+                finish(node)
+            return
+        # a param's gradient is final as soon as every node that reads it has run: on_grad streams it
+        # then (the last layer's first, as an all-reduce wants), not when the whole walk ends
         waiting: dict[Node, int] = {}
         for node in order:
             for p in node.parents:
