@@ -509,39 +509,36 @@ class Graph:
             if on_grad is not None:
                 on_grad(leaf._handle(readonly="a leaf handed to on_grad"), out._handle(leaf_node))
 
-        if on_grad is None:  # nobody is waiting: hand the params' gradients out at the end
-            params = []
-            for node in reversed(order):
-                if node.op == "param":
-                    params.append(node)
-                    continue
-                g = grads.pop(node, None)
-                if g is not None:
-                    self._backprop(node, g, grads, check_finite)
-            for node in params:
-                finish(node)
-            return
-        # a param's gradient is final as soon as every node that reads it has run: on_grad streams it
-        # then (the last layer's first, as an all-reduce wants), not when the whole walk ends
-        waiting: dict[Node, int] = {}
-        for node in order:
-            for p in node.parents:
-                if p is not None and p.op == "param":
-                    waiting[p] = waiting.get(p, 0) + 1
-        if root.op == "param":
-            finish(root)
+        # With on_grad, a param's gradient is handed out as soon as every node that reads it has run
+        # (the last layer's first, as an all-reduce wants); without, counting is skipped and all are
+        # handed out at the end of the walk.
+        waiting: dict[Node, int] | None = None
+        if on_grad is not None:
+            waiting = {}
+            for node in order:
+                for p in node.parents:
+                    if p is not None and p.op == "param":
+                        waiting[p] = waiting.get(p, 0) + 1
+            if root.op == "param":
+                finish(root)
+        at_end: list[Node] = []
         for node in reversed(order):
             if node.op == "param":
+                if waiting is None:
+                    at_end.append(node)
                 continue
             g = grads.pop(node, None)
             if g is not None:
                 self._backprop(node, g, grads, check_finite)
-            for p in node.parents:
-                if p is not None and p.op == "param":
-                    left = waiting[p] - 1
-                    waiting[p] = left
-                    if left == 0:
-                        finish(p)
+            if waiting is not None:
+                for p in node.parents:
+                    if p is not None and p.op == "param":
+                        left = waiting[p] - 1
+                        waiting[p] = left
+                        if left == 0:
+                            finish(p)
+        for node in at_end:
+            finish(node)
 
     def _backprop(self, node: Node, g: Array, grads: dict[Node, Array], check_finite: bool) -> None:
         """Add ``node``'s input gradients (for output gradient ``g``) into ``grads``."""
