@@ -304,6 +304,16 @@ def final_loss(interp: Any, read: Any, n: int, term: Any) -> Any:
     return total
 
 
+def tensor_op(s: tuple[Any, ...], read: Any) -> Any:
+    """A unary or binary step on owngrad or torch tensors (both spell these ops alike)."""
+    if s[0] == "unary":
+        x = read(s[2])
+        return {"tanh": lambda: x.tanh(), "sigmoid": lambda: x.sigmoid(), "sq": lambda: x * x,
+                "scale": lambda: x * 1.5, "sum0": lambda: x.sum(0)}[s[1]]()
+    a, b = read(s[2]), read(s[3])
+    return {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b}[s[1]]()
+
+
 class OG:
     def __init__(self, prog: dict[str, Any]) -> None:
         self.prog = prog
@@ -330,15 +340,8 @@ class OG:
         if kind == "view":
             r, t = self.vars[s[1]]
             self.vars.append((r, t.T if s[2] == "T" else t[s[2]]))
-        elif kind == "unary":
-            x = self.read(s[2])
-            out = {"tanh": lambda: x.tanh(), "sigmoid": lambda: x.sigmoid(), "sq": lambda: x * x,
-                   "scale": lambda: x * 1.5, "sum0": lambda: x.sum(0)}[s[1]]()
-            self.roots.append(out)
-            self.vars.append((len(self.roots) - 1, out))
-        elif kind == "binary":
-            a, b = self.read(s[2]), self.read(s[3])
-            out = {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b}[s[1]]()
+        elif kind in ("unary", "binary"):
+            out = tensor_op(s, self.read)
             self.roots.append(out)
             self.vars.append((len(self.roots) - 1, out))
         elif kind == "write":
@@ -440,15 +443,8 @@ class TH:
         if kind == "view":
             r, t = self.vars[s[1]]
             self.vars.append((r, t.permute(*reversed(range(t.ndim))) if s[2] == "T" else t[s[2]]))
-        elif kind == "unary":
-            x = self.read(s[2])
-            out = {"tanh": lambda: x.tanh(), "sigmoid": lambda: x.sigmoid(), "sq": lambda: x * x,
-                   "scale": lambda: x * 1.5, "sum0": lambda: x.sum(0)}[s[1]]()
-            self.roots.append(out)
-            self.vars.append((len(self.roots) - 1, out))
-        elif kind == "binary":
-            a, b = self.read(s[2]), self.read(s[3])
-            out = {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b}[s[1]]()
+        elif kind in ("unary", "binary"):
+            out = tensor_op(s, self.read)
             self.roots.append(out)
             self.vars.append((len(self.roots) - 1, out))
         elif kind == "write":
