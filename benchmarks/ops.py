@@ -175,7 +175,7 @@ def part_site() -> None:
     c = g.constant(np.ones((4, 4)))
     t_op = bench(lambda: (p * c, g.clear()))
     real = graph_mod.user_site
-    graph_mod.user_site = lambda: ("<bench>", 0)  # type: ignore[assignment]
+    graph_mod.user_site = lambda: (("<bench>", 0, ""),)  # type: ignore[assignment]
     try:
         t_op_nosite = bench(lambda: (p * c, g.clear()))
     finally:

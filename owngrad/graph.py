@@ -21,9 +21,10 @@ from .backend import Array, is_array, module_for, owned, xp_of
 from .errors import BorrowError, DeviceError, GradError, GraphError, ShapeError
 from .ledger import EXCLUSIVE, SHARED, BlockHolder, Borrow, Region, acquire_all, release_all
 from .rules import RULES, Rule, unbroadcast
-from .sites import format_site, user_site
+from .sites import Site, format_site, user_site
 from .views import Step, apply_path, scatter_path
 
+from .factory import TensorFactory
 from .tensor import Tensor, as_array  # tensor.py imports graph.py only for type checking
 
 __all__ = ["Graph", "Node", "Grads"]
@@ -39,7 +40,7 @@ class Node:
                  "consumed", "path", "key", "_leaf", "aux", "out", "shape", "__weakref__")
 
     def __init__(self, graph: Graph, op: str, parents: tuple[Node | None, ...],
-                 in_shapes: tuple[tuple[int, ...] | None, ...], site: tuple[str, int],
+                 in_shapes: tuple[tuple[int, ...] | None, ...], site: Site,
                  rule: Rule | None = None, attrs: dict[str, Any] = _EMPTY, aux: Any = None,
                  shape: tuple[int, ...] = ()) -> None:
         self.id = next(graph._ids)
@@ -106,7 +107,10 @@ class Node:
                 v[self.key] = 0
             return g2
         v = apply_path(g, self.path)
-        return v if self.key is None else v[self.key]
+        if self.key is None:
+            return v
+        picked = v[self.key]
+        return picked if self.aux is None else picked * self.aux  # only the writes that landed
 
     def release_borrows(self) -> None:
         if self.borrows:
@@ -115,7 +119,7 @@ class Node:
 
 
 @contextmanager
-def _exclusive_all(ts: list[Tensor], site: tuple[str, int], what: str) -> Iterator[None]:
+def _exclusive_all(ts: list[Tensor], site: Site, what: str) -> Iterator[None]:
     """Exclusive borrows on every tensor, all or none, for owngrad's own multi-tensor updates."""
     holder = BlockHolder(what, site, "wait for it to finish")
     taken = acquire_all([(t._storage.ledger, t._region) for t in ts], EXCLUSIVE, holder, "writing", site, what)
@@ -132,7 +136,7 @@ def _node_id(n: Node) -> int:
 class _BackwardHolder:
     __slots__ = ("site",)
 
-    def __init__(self, site: tuple[str, int]) -> None:
+    def __init__(self, site: Site) -> None:
         self.site = site
 
     def holder_text(self) -> str:
@@ -204,7 +208,7 @@ class Grads:
     def values(self) -> list[Tensor]:
         return [self._handle(n) for n in self._arrays]
 
-    def _add_(self, other: Grads, site: tuple[str, int]) -> None:
+    def _add_(self, other: Grads, site: Site) -> None:
         """Add ``other``'s gradients into these, all or nothing (``g.backward(into=...)``)."""
         mine = [(n, a) for n, a in other._arrays.items() if n in self._arrays]
         with _exclusive_all([t for n, _ in mine if (t := self._handles.get(n)) is not None], site,
@@ -241,7 +245,7 @@ class _GradMode(threading.local):
     enabled = True
 
 
-class Graph:
+class Graph(TensorFactory):
     """Owns every recorded node, the params and constants made in it, and its no-grad state."""
 
     def __init__(self, device: str = "cpu") -> None:

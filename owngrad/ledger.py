@@ -20,7 +20,7 @@ from math import gcd
 from typing import Any, Iterable, Protocol
 
 from .errors import BorrowError
-from .sites import format_site
+from .sites import Site, format_site
 
 __all__ = ["Progression", "Region", "Borrow", "BorrowLedger", "BlockHolder", "Holder", "Storage", "SHARED", "EXCLUSIVE",
            "acquire_all", "release_all"]
@@ -195,7 +195,7 @@ class BorrowLedger:
         return out
 
     def acquire(
-        self, region: Region, kind: str, holder: Holder, why: str, site: tuple[str, int] | None = None,
+        self, region: Region, kind: str, holder: Holder, why: str, site: Site | None = None,
         access: str = "",
     ) -> Borrow:
         """Take a borrow or raise :class:`BorrowError` naming every conflicting holder."""
@@ -210,7 +210,7 @@ class BorrowLedger:
                 self._n_excl += 1
             return b
 
-    def check(self, region: Region, kind: str, site: tuple[str, int] | None = None, access: str = "") -> None:
+    def check(self, region: Region, kind: str, site: Site | None = None, access: str = "") -> None:
         """Raise as :meth:`acquire` would, without taking anything."""
         if self._live:
             with self._lock:
@@ -228,7 +228,7 @@ class BorrowLedger:
             self.release(b)
 
     def conflict_message(
-        self, region: Region, kind: str, clash: list[Borrow], site: tuple[str, int] | None, access: str
+        self, region: Region, kind: str, clash: list[Borrow], site: Site | None, access: str
     ) -> str:
         label = region.describe(self.label, self.shape)
         verb = "write" if kind == EXCLUSIVE else "read"
@@ -249,7 +249,7 @@ class BorrowLedger:
 
 
 def acquire_all(requests: list[tuple[BorrowLedger, Region]], kind: str, holder: Holder, why: str,
-                site: tuple[str, int] | None = None, access: str = "") -> list[Borrow]:
+                site: Site | None = None, access: str = "") -> list[Borrow]:
     """Borrows on several storages, all or none: a conflict on the third leaves the first two untaken.
     Ledgers that share one lock (those of one graph) are checked and filled under one hold of it."""
     if len(requests) == 1:
@@ -305,7 +305,7 @@ class BlockHolder:
 
     __slots__ = ("what", "site", "_hint")
 
-    def __init__(self, what: str, site: tuple[str, int], hint: str) -> None:
+    def __init__(self, what: str, site: Site, hint: str) -> None:
         self.what = what
         self.site = site
         self._hint = hint

@@ -60,6 +60,9 @@ def unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
     if g.shape == shape:
         return g
     extra = g.ndim - len(shape)
+    if extra < 0:  # a value with extra leading unit axes written into a view (numpy drops them)
+        g = g.reshape((1,) * -extra + tuple(g.shape))
+        extra = 0
     if extra == 1 and g.shape[1:] == shape:  # the common case: a bias added to a batch
         return g.sum(axis=0)
     if extra:

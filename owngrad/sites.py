@@ -1,7 +1,14 @@
-"""Where in the user's code an op or a write happened: file:line of the first frame outside owngrad.
+"""Where in the user's code an op or a write happened: the user's call chain, innermost first.
 
-Capturing a site costs one short walk up the stack (a few frames, ~0.3 us); only the
-filename and line number are kept, never the frame, so nothing is held alive.
+A site is a short tuple of ``(filename, lineno, function)`` frames: the first frame outside
+owngrad, then up to two of its callers that are also the user's code (owngrad frames in between,
+such as ``Module.__call__``, are skipped; the walk stops at the standard library and installed
+packages, so a test runner or ``runpy`` never shows up). A line inside ``forward()`` is then
+named together with the training or validation line that called it.
+
+Capturing a site costs one short walk up the stack (a few frames, well under a microsecond);
+only file names, line numbers and function names are kept, never the frames, so nothing is
+held alive.
 """
 
 from __future__ import annotations
@@ -9,30 +16,84 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import sysconfig
+
+__all__ = ["Site", "user_site", "format_site", "site_line"]
+
+#: ``((filename, lineno, function), ...)``, the innermost user frame first; never empty.
+Site = tuple[tuple[str, int, str], ...]
 
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _CONTEXTLIB = contextlib.__file__  # `with t.borrow():` enters through contextlib's __enter__
+_LIBRARY_DIRS = tuple(sorted({os.path.abspath(p) + os.sep for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                              if (p := sysconfig.get_paths().get(key))}))
+_DEPTH = 3  # frames kept: the innermost user frame and up to two user callers
+
+_SKIP, _USER, _LIBRARY = 0, 1, 2
+_KIND: dict[str, int] = {}  # filename -> which of the three it is; one entry per source file
 
 
-_INSIDE: dict[str, bool] = {}  # filename -> is it owngrad's (or contextlib's)? one entry per source file
+def _kind_of(fn: str) -> int:
+    if fn.startswith(_PKG_DIR) or fn == _CONTEXTLIB:
+        kind = _SKIP
+    elif fn.startswith(_LIBRARY_DIRS) or fn.startswith("<frozen"):
+        kind = _LIBRARY
+    else:
+        kind = _USER
+    _KIND[fn] = kind
+    return kind
 
 
-def user_site() -> tuple[str, int]:
-    """(filename, lineno) of the innermost caller frame that is not owngrad's own code."""
+def user_site() -> Site:
+    """The user's call chain at this point: the innermost frame that is not owngrad's own code,
+    then up to two user callers (innermost first)."""
     f = sys._getframe(2)  # user_site is only called by owngrad code: start at its caller's caller
-    inside = _INSIDE.get
+    kinds = _KIND
     while f is not None:
-        fn = f.f_code.co_filename
-        known = inside(fn)
-        if known is None:
-            known = _INSIDE[fn] = fn.startswith(_PKG_DIR) or fn == _CONTEXTLIB
-        if not known:
-            return fn, f.f_lineno
+        code = f.f_code
+        fn = code.co_filename
+        kind = kinds.get(fn)
+        if kind is None:
+            kind = _kind_of(fn)
+        if kind != _SKIP:
+            break
         f = f.f_back  # type: ignore[assignment]
-    return "<unknown>", 0
+    else:
+        return (("<unknown>", 0, ""),)
+    first = (fn, f.f_lineno, code.co_name)
+    if kind == _LIBRARY:
+        return (first,)
+    out = [first]
+    f = f.f_back  # type: ignore[assignment]
+    while f is not None and len(out) < _DEPTH:
+        code = f.f_code
+        fn = code.co_filename
+        kind = kinds.get(fn)
+        if kind is None:
+            kind = _kind_of(fn)
+        if kind == _LIBRARY:
+            break
+        if kind == _USER:
+            out.append((fn, f.f_lineno, code.co_name))
+        f = f.f_back  # type: ignore[assignment]
+    return tuple(out)
 
 
-def format_site(site: tuple[str, int]) -> str:
-    """A short 'file.py:LINE' for messages; the path is shortened to its last component."""
-    fn, line = site
-    return f"{os.path.basename(fn)}:{line}"
+def site_line(site: Site) -> tuple[str, int]:
+    """The innermost ``(filename, lineno)`` of a site."""
+    fn, line, _ = site[0]
+    return fn, line
+
+
+def _frame(fn: str, line: int, func: str) -> str:
+    where = f"{os.path.basename(fn)}:{line}"
+    return where if not func or func.startswith("<") else f"{where} in {func}"
+
+
+def format_site(site: Site) -> str:
+    """``'file.py:LINE'`` for a site of one frame; with callers,
+    ``'model.py:24 in forward, called from train.py:80 in step, called from train.py:95'``."""
+    fn, line, func = site[0]
+    if len(site) == 1:
+        return f"{os.path.basename(fn)}:{line}"
+    return ", called from ".join(_frame(*fr) for fr in site)

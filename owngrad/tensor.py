@@ -20,7 +20,7 @@ from .backend import Array, device_of, is_device_array, module_for, owned, to_de
 from .errors import BorrowError, DeviceError, GraphError, ShapeError
 from .ledger import EXCLUSIVE, SHARED, BlockHolder, Region, Storage
 from .rules import RULES
-from .sites import format_site, user_site
+from .sites import Site, format_site, user_site
 from .views import Layout, Step, check_broadcast_into, is_basic_key, normalize_key, sub_region
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["Tensor", "as_array"]
 
 _LAYOUTS = [tuple(range(n)) for n in range(8)]  # a root's layout: its axis i walks base axis i
+_WEAK = {"b": False, "i": 0, "u": 0, "f": 0.0}  # a Python number of each kind: numpy treats those as weak
+_WHOLE: Any = object()  # the key of an in-place op on the whole tensor (``None`` is a key: ``t[None] = v``)
 
 
 def as_array(graph: Graph, data: Any, op: str) -> Array:
@@ -40,11 +42,11 @@ def as_array(graph: Graph, data: Any, op: str) -> Array:
         arr = data
         if device_of(arr) != graph.device:
             arr = to_device(arr, graph.device)
-        _check_dtype(arr.dtype, op)
+        check_dtype(arr.dtype, op)
         out = xp.array(arr, copy=True, order="C")
         return out
     if isinstance(data, np.generic):
-        _check_dtype(data.dtype, op)
+        check_dtype(data.dtype, op)
         return xp.array(data, copy=True)
     if isinstance(data, (str, bytes)) or data is None:
         raise TypeError(f"{op}: cannot make a tensor from {type(data).__name__} data")
@@ -52,13 +54,13 @@ def as_array(graph: Graph, data: Any, op: str) -> Array:
         host = np.asarray(data)
     except (ValueError, TypeError) as e:
         raise TypeError(f"{op}: cannot make a tensor from this data ({e})") from None
-    _check_dtype(host.dtype, op)
+    check_dtype(host.dtype, op)
     if host.dtype.kind != "b":
         host = host.astype(np.float32)
     return xp.array(host, copy=True, order="C")
 
 
-def _check_dtype(dtype: Any, op: str) -> None:
+def check_dtype(dtype: Any, op: str) -> None:
     if dtype.kind not in "biuf":
         raise TypeError(f"{op}: unsupported dtype {dtype} (object, string and complex data are not tensors)")
 
@@ -73,11 +75,24 @@ def _scalar(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
+def _landed(view: Array, key: Any) -> Array | None:
+    """For ``view[key] = v`` with an advanced key: which positions of ``view[key]`` are the write that
+    landed (numpy keeps the last of repeated indices), or None when every position lands. Only the
+    values that landed get a gradient -- the derivative of the forward that ran."""
+    xp = xp_of(view)
+    picked_shape = view[key].shape
+    ids = xp.arange(int(np.prod(picked_shape)), dtype=np.int64).reshape(picked_shape)
+    tmp = xp.full(view.shape, -1, dtype=np.int64)
+    tmp[key] = ids
+    landed = tmp[key] == ids
+    return None if bool(landed.all()) else landed
+
+
 class Tensor:
     """An n-d array in a :class:`Graph`, with a gradient role and borrow-checked writes."""
 
     __slots__ = ("_graph", "_storage", "_data", "_region", "_layout", "_rootref", "_path", "_node",
-                 "_vcache", "_kind", "_readonly", "_is_view", "_name", "__weakref__")
+                 "_vcache", "_kind", "_readonly", "_is_view", "_name", "_base", "__weakref__")
 
     __array_ufunc__ = None  # numpy defers to our reflected operators (ndarray * tensor -> Tensor)
 
@@ -94,6 +109,7 @@ class Tensor:
     _readonly: str | None
     _is_view: bool
     _name: str | None
+    _base: Tensor | None  # what ``.base`` reports for a view: the handle the view chain was cut from
 
     def __class_getitem__(cls, mode: object) -> type[Tensor]:
         """``Tensor[Mut]`` is ``Tensor`` at run time: access modes exist for the type checker (stubs/)."""
@@ -122,6 +138,7 @@ class Tensor:
         t._readonly = readonly
         t._is_view = False
         t._name = name
+        t._base = None
         return t
 
     def _derive(self, data: Array, region: Region, layout: Layout, path: tuple[Step, ...],
@@ -140,6 +157,7 @@ class Tensor:
         t._readonly = readonly
         t._is_view = is_view
         t._name = None
+        t._base = self._base if self._is_view else self
         return t
 
     def _handle(self, readonly: str) -> Tensor:
@@ -227,8 +245,11 @@ class Tensor:
         base is read-only too: a frozen handle never leads back to a writable one."""
         if not self._is_view:
             return None
-        root = self._root
-        return root._handle(readonly=self._readonly) if self._readonly else root
+        base = self._base
+        assert base is not None
+        if self._readonly and not base._readonly:
+            return base._handle(readonly=self._readonly)
+        return base
 
     def numpy(self) -> np.ndarray:
         """A copy of the values, on the host."""
@@ -332,7 +353,7 @@ class Tensor:
                 arr.flags.writeable = False
             b.ledger.release(b)
 
-    def _check_writable(self, site: tuple[str, int], what: str) -> None:
+    def _check_writable(self, site: Site, what: str) -> None:
         if self._readonly:
             help_ = ("write into a copy instead (t.copy())" if self._readonly.startswith("an expanded view") else
                      "write through the tensor the graph gave you (g.param/g.constant or an op's result), "
@@ -366,7 +387,9 @@ class Tensor:
                 raise TypeError(f"{op}: cannot use this list as an operand ({e})") from None
             if arr.dtype.kind not in "biuf":
                 raise TypeError(f"{op}: unsupported operand of dtype {arr.dtype}")
-            arr = arr.astype(np.float32) if arr.dtype.kind != "b" else arr
+            # weak, like the Python numbers it holds: a float64 tensor times [0.1, 0.3] stays exactly
+            # float64, a float32 one stays float32, an int tensor times [0.5] becomes float64 (as numpy)
+            arr = arr.astype(np.result_type(self._data.dtype, _WEAK[arr.dtype.kind]))
             return arr if self._storage.device == "cpu" else to_device(arr, self._storage.device)
         raise TypeError(f"{op}: unsupported operand type {type(other).__name__}")
 
@@ -509,7 +532,7 @@ class Tensor:
             dt = np.dtype(dtype)
         except TypeError:
             raise TypeError(f"astype: {dtype!r} is not a dtype") from None
-        _check_dtype(dt, "astype")
+        check_dtype(dt, "astype")
         if dt == self.dtype:
             return self
         return self._graph._apply("cast", (self,), {"dtype": dt})
@@ -686,59 +709,67 @@ class Tensor:
 
     # --- in-place ---
     def __iadd__(self, o: Any) -> Tensor:
-        self._inplace(None, "+=", "add", (o,))
+        self._inplace(_WHOLE, "+=", "add", (o,))
         return self
 
     def __isub__(self, o: Any) -> Tensor:
-        self._inplace(None, "-=", "sub", (o,))
+        self._inplace(_WHOLE, "-=", "sub", (o,))
         return self
 
     def __imul__(self, o: Any) -> Tensor:
-        self._inplace(None, "*=", "mul", (o,))
+        self._inplace(_WHOLE, "*=", "mul", (o,))
         return self
 
     def __itruediv__(self, o: Any) -> Tensor:
-        self._inplace(None, "/=", "div", (o,))
+        self._inplace(_WHOLE, "/=", "div", (o,))
+        return self
+
+    def __ipow__(self, o: Any) -> Tensor:
+        self._inplace(_WHOLE, "**=", "pow", (o,))
+        return self
+
+    def pow_(self, o: Any) -> Tensor:
+        self._inplace(_WHOLE, "pow_", "pow", (o,))
         return self
 
     def add_(self, o: Any) -> Tensor:
-        self._inplace(None, "add_", "add", (o,))
+        self._inplace(_WHOLE, "add_", "add", (o,))
         return self
 
     def sub_(self, o: Any) -> Tensor:
-        self._inplace(None, "sub_", "sub", (o,))
+        self._inplace(_WHOLE, "sub_", "sub", (o,))
         return self
 
     def mul_(self, o: Any) -> Tensor:
-        self._inplace(None, "mul_", "mul", (o,))
+        self._inplace(_WHOLE, "mul_", "mul", (o,))
         return self
 
     def div_(self, o: Any) -> Tensor:
-        self._inplace(None, "div_", "div", (o,))
+        self._inplace(_WHOLE, "div_", "div", (o,))
         return self
 
     def zero_(self) -> Tensor:
-        self._inplace(None, "zero_", None, (0,))
+        self._inplace(_WHOLE, "zero_", None, (0,))
         return self
 
     def fill_(self, value: Any) -> Tensor:
         if isinstance(value, Tensor) and value.size != 1:
             raise ShapeError(f"fill_: the value must be a scalar, got a tensor of shape {value.shape}")
-        self._inplace(None, "fill_", None, (value,))
+        self._inplace(_WHOLE, "fill_", None, (value,))
         return self
 
     def copy_(self, src: Any) -> Tensor:
-        self._inplace(None, "copy_", None, (src,))
+        self._inplace(_WHOLE, "copy_", None, (src,))
         return self
 
     def clamp_(self, lo: Any = None, hi: Any = None) -> Tensor:
         _check_bound("clamp_", lo, hi)
         if isinstance(lo, Tensor) or isinstance(hi, Tensor) or hasattr(lo, "shape") or hasattr(hi, "shape"):
             # bounds with a shape are operands (shape-checked, and differentiable as in og.clip)
-            self._inplace(None, "clamp_", "clip_t", (-float("inf") if lo is None else lo,
+            self._inplace(_WHOLE, "clamp_", "clip_t", (-float("inf") if lo is None else lo,
                                                      float("inf") if hi is None else hi))
             return self
-        self._inplace(None, "clamp_", "clip", (), {"lo": _scalar(lo), "hi": _scalar(hi)})
+        self._inplace(_WHOLE, "clamp_", "clip", (), {"lo": _scalar(lo), "hi": _scalar(hi)})
         return self
 
     def _inplace(self, key: Any, what: str, rule: str | None, operands: Sequence[Any],
@@ -751,7 +782,7 @@ class Tensor:
         path = self._path
         region = self._region
         adv = None
-        if key is None:
+        if key is _WHOLE:
             dest = self._data
         elif is_basic_key(key):
             nk = normalize_key(key, self.shape)
@@ -782,14 +813,14 @@ class Tensor:
         holder = BlockHolder(f"the in-place {what}", site, "wait for it to finish")
         b = ledger.acquire(region, EXCLUSIVE, holder, "writing", site, access=what if what != "setitem" else "write")
         try:
-            if rule is not None and g._grad_enabled and root._kind == "result":
+            if rule is not None and g._grad_enabled and root._kind != "param":
                 self._refuse_saved_alias(rule, ops, region, what, site)
             self._write_locked(root, path, adv, dest, key, what, rule, ops, attrs, site)
         finally:
             ledger.release(b)
 
     def _refuse_saved_alias(self, rule: str, ops: list[Any], region: Region, what: str,
-                            site: tuple[str, int]) -> None:
+                            site: Site) -> None:
         """``y *= y``: the op would save (for backward) a value that this very write overwrites. PyTorch
         fails at backward there ("modified by an inplace operation"); owngrad refuses at the write."""
         mask = int(self._grad_node() is not None)
@@ -812,19 +843,21 @@ class Tensor:
 
     def _write_locked(self, root: Tensor, path: tuple[Step, ...], adv: Any, dest: Array, key: Any, what: str,
                       rule: str | None, ops: list[Any], attrs: dict[str, Any] | None,
-                      site: tuple[str, int]) -> None:
+                      site: Site) -> None:
         """The read-compute-write of an in-place op, run while its exclusive borrow is held (so two
         threads cannot interleave a read and a write), after every check has passed."""
         g = self._graph
-        recorded = g._grad_enabled and root._kind == "result" and root._node is not None
         rhs_grad = g._grad_enabled and any(isinstance(o, Tensor) and o._grad_node() is not None for o in ops)
-        if root._kind != "result" and rhs_grad:
-            kind = "a param" if root._kind == "param" else "a constant"
+        if root._kind == "param" and rhs_grad:
             raise GraphError(
-                f"{what} at {format_site(site)}: the value written into {self._label()} ({kind}, a leaf) depends "
-                "on a param, and a leaf write is an untracked update, so that gradient history would be "
+                f"{what} at {format_site(site)}: the value written into {self._label()} (a param, a leaf) depends "
+                "on a param, and a param write is an untracked update, so that gradient history would be "
                 "silently dropped\n  help: write under `with g.no_grad():` if dropping it is intended, or "
                 "build a new tensor out of place")
+        # a non-leaf's write is recorded; so is a write with history into a constant (a buffer filled
+        # step by step: the constant becomes a non-leaf whose old values need no gradient, as in torch)
+        recorded = g._grad_enabled and ((root._kind == "result" and root._node is not None) or
+                                        (root._kind == "constant" and rhs_grad))
         if rule is not None:
             # as numpy and torch: `ints += 0.5` is refused, not silently truncated -- decided from the
             # dtypes before anything is computed or recorded
@@ -849,7 +882,7 @@ class Tensor:
                 src_t = src if isinstance(src, Tensor) else None
                 new = src._data if isinstance(src, Tensor) else src
             else:
-                cur = self[adv] if adv is not None else (self if key is None else self[key])
+                cur = self[adv] if adv is not None else (self if key is _WHOLE else self[key])
                 old = cur._snapshot() if adv is None else cur
                 src_t = g._apply(rule, (old, *ops), attrs or {})
                 new = src_t._data
@@ -870,13 +903,16 @@ class Tensor:
             self._data[adv] = new
         if recorded:
             src_node = src_t._grad_node() if src_t is not None else None
-            in_shapes = (root.shape, src_t.shape if src_node is not None and src_t is not None else None)
+            in_shapes = (root.shape if root._node is not None else None,
+                         src_t.shape if src_node is not None and src_t is not None else None)
             node = g._new_node("copy_slices", (root._node, src_node), in_shapes)
             node.path = path
             node.key = adv
+            node.aux = _landed(self._data, adv) if adv is not None and src_node is not None else None
             node.out = weakref.ref(root)
             node.shape = root.shape
             root._node = node
+            root._kind = "result"
 
     def _snapshot(self) -> Tensor:
         """A copy of the current values that keeps this tensor's graph history."""

@@ -293,7 +293,7 @@ row("setitem-frozen-view", lambda e: _setitem(e.frozen[1], 0, 0.0), og.BorrowErr
 row("setitem-grad-handle", lambda e: _setitem(e.grads[e.w], 0, 0.0), og.BorrowError, "read-only", "gradient")
 row("setitem-saved-region", lambda e: _setitem(e.x, 1, 0.0), og.BorrowError,
     "x[1]", "node #", "matmul", "saved for backward", THIS, "help:")
-row("setitem-leaf-with-history", lambda e: _setitem(e.c, slice(0, 1), e.hw[0:1]), og.GraphError,
+row("setitem-leaf-with-history", lambda e: _setitem(e.w, slice(0, 1), e.hw[0:1]), og.GraphError,
     "param", "no_grad")
 for sym in ("+=", "-=", "*=", "/="):
     row(f"{sym}-shape", lambda e, s=sym: _iop(e.w, s, np.ones(5)), og.ShapeError, sym, "(5,)", "(3, 2)")
@@ -303,7 +303,7 @@ for sym in ("+=", "-=", "*=", "/="):
     row(f"{sym}-other-graph", lambda e, s=sym: _iop(e.w, s, e.o), og.GraphError, sym, "graph")
     row(f"{sym}-frozen", lambda e, s=sym: _iop(e.frozen, s, 1.0), og.BorrowError, sym, "read-only")
     row(f"{sym}-saved", lambda e, s=sym: _iop(e.q, s, 1.0), og.BorrowError, sym, "q", "saved for backward", "help:")
-    row(f"{sym}-leaf-with-history", lambda e, s=sym: _iop(e.c, s, e.hw), og.GraphError, sym, "no_grad")
+    row(f"{sym}-leaf-with-history", lambda e, s=sym: _iop(e.w, s, e.hw), og.GraphError, sym, "no_grad")
 for meth in ("add_", "sub_", "mul_", "div_", "copy_"):
     row(f"{meth}-shape", lambda e, m=meth: getattr(e.w, m)(np.ones(4)), og.ShapeError, meth, "(4,)", "(3, 2)")
     row(f"{meth}-str", lambda e, m=meth: getattr(e.w, m)("a"), TypeError, meth)

@@ -279,7 +279,6 @@ TORCH_RUNS = [
     "w=P(A(4,3)); y=w*2; v=y[1:3]; y[2]=0.; loss=(v*v).sum()",
     "w=P(A(4,3)); q=P(A(3)); y=w*2; y[1]=q*3; loss=(y*y).sum()",
     "w=P(A(4,3)); q=P(A(1)); y=w*2; y[1:3]=q; loss=(y*C(A(4,3))).sum()",
-    "w=P(A(5)); q=P(A(3)); y=w*2; y[np.array([0,0,2])]=q; loss=(y*C(A(5))).sum()",
     "w=P(A(5)); y=w*2; y[y>0.5]=0.; loss=(y*y).sum()",
     "w=P(A(3)); q=P(A(3)); y=w*2; y*=q; loss=(y*C(A(3))).sum()",
     "w=P(A(3)); q=P(A(3)); y=w*2; y/=q; loss=(y*C(A(3))).sum()",

@@ -208,12 +208,12 @@ def test_leaf_write_with_gradient_history(here: Callable[[], str]) -> None:
     v2, v_1, v_tail = v * 2.0, v[1], v[1:]  # right-hand sides with gradient history
     before = state(g, w, v, c)
     writes: list[Callable[[], Any]] = [lambda: w.__iadd__(v2), lambda: w.__setitem__(0, v_1),
-                                       lambda: w.copy_(v), lambda: c.__iadd__(v), lambda: w[1:].add_(v_tail)]
+                                       lambda: w.copy_(v), lambda: w[1:].add_(v_tail)]
     for write in writes:
         with pytest.raises(og.GraphError) as ei:
             write()
         msg = str(ei.value)
-        assert "no_grad" in msg and ("w" in msg or "c" in msg), msg
+        assert "no_grad" in msg and "w" in msg, msg
         assert f"test_errors.py:{write.__code__.co_firstlineno}" in msg, msg
     assert state(g, w, v, c) == before
     with g.no_grad():

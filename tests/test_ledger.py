@@ -193,7 +193,7 @@ def test_conflict_message_names_every_holder_and_help() -> None:
     led.acquire(base.index(1).region, SHARED, Holder("node #9 exp recorded at train.py:25"), "saved for backward")
     led.acquire(base.index(3).region, SHARED, Holder("node #11 log recorded at train.py:26"), "saved for backward")
     with pytest.raises(og.BorrowError) as ei:
-        led.acquire(base.index(slice(0, 2)).region, EXCLUSIVE, Holder("me"), "writing", ("/src/train.py", 31),
+        led.acquire(base.index(slice(0, 2)).region, EXCLUSIVE, Holder("me"), "writing", (("/src/train.py", 31, "step"),),
                     access="+=")
     msg = str(ei.value)
     lines = msg.splitlines()
@@ -250,13 +250,13 @@ class LedgerMachine(RuleBasedStateMachine):
         before = self._snapshot()
         if clash:
             with pytest.raises(og.BorrowError) as ei:
-                self.ledger.acquire(v.region, kind, holder, "testing", ("t.py", self.n))
+                self.ledger.acquire(v.region, kind, holder, "testing", (("t.py", self.n, "f"),))
             assert self._snapshot() == before, "a refused acquire must change nothing"
             msg = str(ei.value)
             for b in clash:
                 assert b.holder.holder_text() in msg, f"conflicting holder not named:\n{msg}"
         else:
-            b = self.ledger.acquire(v.region, kind, holder, "testing", ("t.py", self.n))
+            b = self.ledger.acquire(v.region, kind, holder, "testing", (("t.py", self.n, "f"),))
             assert b.kind == kind and b.region == v.region
             self.model.append((b, v, kind))
 

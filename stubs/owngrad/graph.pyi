@@ -1,14 +1,17 @@
 """The typed contract of ``Graph``, ``Grads`` and ``Node``."""
 
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, overload
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 from typing_extensions import Self, TypeAlias
 
 from .modes import Frozen, Mut, Shared
 from .tensor import Tensor
+
+Site: TypeAlias = tuple[tuple[str, int, str], ...]
+_Shape: TypeAlias = int | tuple[int, ...] | list[int]
 
 __all__ = ["Graph", "Node", "Grads"]
 
@@ -25,7 +28,7 @@ class Node:
     op: str
     graph: Graph
     parents: tuple[Node | None, ...]
-    site: tuple[str, int]
+    site: Site
     borrows: list[Any]
     consumed: str | None
     out: Any
@@ -39,7 +42,7 @@ class Node:
     leaf: Tensor[Mut] | None
     aux: Any
     def __init__(self, graph: Graph, op: str, parents: tuple[Node | None, ...],
-                 in_shapes: tuple[tuple[int, ...] | None, ...], site: tuple[str, int],
+                 in_shapes: tuple[tuple[int, ...] | None, ...], site: Site,
                  rule: Any = None, attrs: dict[str, Any] = ..., aux: Any = None,
                  shape: tuple[int, ...] = ()) -> None: ...
     def holder_text(self) -> str: ...
@@ -72,6 +75,26 @@ class Graph:
     def param(self, data: _Data, name: str | None = None) -> Tensor[Mut]: ...
     def constant(self, data: _Data, name: str | None = None) -> Tensor[Mut]: ...
     def freeze(self, t: Tensor[Shared]) -> Tensor[Frozen]: ...
+    def zeros(self, shape: _Shape, dtype: DTypeLike | None = None, name: str | None = None) -> Tensor[Mut]: ...
+    def ones(self, shape: _Shape, dtype: DTypeLike | None = None, name: str | None = None) -> Tensor[Mut]: ...
+    def full(self, shape: _Shape, fill_value: float | np.generic | Tensor[Shared], dtype: DTypeLike | None = None,
+             name: str | None = None) -> Tensor[Mut]: ...
+    def arange(self, start: float | np.generic, stop: float | np.generic | None = None, step: float | np.generic = 1,
+               dtype: DTypeLike | None = None, name: str | None = None) -> Tensor[Mut]: ...
+    def eye(self, N: int, M: int | None = None, k: int = 0, dtype: DTypeLike | None = None,
+            name: str | None = None) -> Tensor[Mut]: ...
+    def zeros_like(self, t: Tensor[Any] | NDArray[Any], dtype: DTypeLike | None = None, shape: _Shape | None = None,
+                   name: str | None = None) -> Tensor[Mut]: ...
+    def ones_like(self, t: Tensor[Any] | NDArray[Any], dtype: DTypeLike | None = None, shape: _Shape | None = None,
+                  name: str | None = None) -> Tensor[Mut]: ...
+    @overload
+    def randn(self, shape: _Shape, /, *, dtype: DTypeLike | None = None, name: str | None = None) -> Tensor[Mut]: ...
+    @overload
+    def randn(self, *shape: int, dtype: DTypeLike | None = None, name: str | None = None) -> Tensor[Mut]: ...
+    @overload
+    def rand(self, shape: _Shape, /, *, dtype: DTypeLike | None = None, name: str | None = None) -> Tensor[Mut]: ...
+    @overload
+    def rand(self, *shape: int, dtype: DTypeLike | None = None, name: str | None = None) -> Tensor[Mut]: ...
     def no_grad(self) -> AbstractContextManager[None]: ...
     def backward(self, loss: Tensor[Shared], seed: Tensor[Shared] | _Data | None = None, retain: bool = False,
                  into: Grads | None = None, on_grad: _OnGrad | None = None,
