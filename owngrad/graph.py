@@ -565,6 +565,12 @@ class Graph(TensorFactory):
 
     # --- freeing ---
     def _drop(self, node: Node, why: str) -> None:
+        if why == "consumed" and node.aux is None and not any(is_array(a) for a in node.saved):
+            # as torch: a node that saved no array (numbers at most) lost nothing, so a later backward may
+            # walk it again
+            # (only a node whose saved values were released refuses a second walk without retain)
+            self._pending.pop(node, None)
+            return
         node.release_borrows()
         node.saved = ()
         node.aux = None

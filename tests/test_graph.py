@@ -224,3 +224,17 @@ def test_unary_and_reduction_methods_exist() -> None:
     np.testing.assert_allclose(x.softmax(axis=-1).numpy().sum(axis=-1), 1.0)
     for name in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs"):
         assert getattr(og, name)(x).shape == (2, 3)
+
+
+def test_a_second_backward_walks_nodes_that_saved_nothing_as_torch_does() -> None:
+    g = og.Graph()
+    w = g.param(np.array([1.0, 2.0]))
+    y = w * 2.0 + 1.0  # mul by a number and add save nothing
+    first = g.backward(y.sum())
+    second = g.backward((y[1:] + 0.0).sum())  # walks the same nodes again: nothing was released
+    np.testing.assert_array_equal(first[w].numpy(), [2.0, 2.0])
+    np.testing.assert_array_equal(second[w].numpy(), [0.0, 2.0])
+    z = w.exp()  # exp saves its output: the first backward releases it
+    g.backward(z.sum())
+    with pytest.raises(og.GraphError, match="retain=True"):
+        g.backward(z.sum())
