@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backend import Array, to_device
-from .tensor import Tensor, check_dtype
+from .operands import check_dtype
+from .roles import Role
+from .tensor import Tensor
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -62,7 +64,7 @@ class TensorFactory:
 
     def _made(self, arr: Array, name: str | None, op: str) -> Tensor:
         g: Graph = self  # type: ignore[assignment]
-        return Tensor._root_of(g, arr, "constant", None, name or None, name or op)
+        return Tensor._root_of(g, arr, Role.CONSTANT, None, name or None, name or op)
 
     def zeros(self, shape: Any, dtype: Any = None, name: str | None = None) -> Tensor:
         """A constant of zeros (float32 unless ``dtype`` says otherwise)."""

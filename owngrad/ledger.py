@@ -17,13 +17,13 @@ import contextlib
 import threading
 from dataclasses import dataclass
 from math import gcd
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 from .errors import BorrowError
 from .sites import Site, format_site
 
 __all__ = ["Progression", "Region", "Borrow", "BorrowLedger", "BlockHolder", "Holder", "Storage", "SHARED", "EXCLUSIVE",
-           "acquire_all", "release_all"]
+           "acquire_all", "release_all", "borrowing"]
 
 SHARED = "shared"
 EXCLUSIVE = "exclusive"
@@ -284,6 +284,18 @@ def acquire_all(requests: list[tuple[BorrowLedger, Region]], kind: str, holder: 
         return out
 
 
+@contextlib.contextmanager
+def borrowing(requests: list[tuple[BorrowLedger, Region]], kind: str, holder: Holder, why: str,
+              site: Site | None = None, access: str = "") -> Iterator[list[Borrow]]:
+    """The one way owngrad holds borrows for a block of work: every borrow is taken first, all or
+    none (:func:`acquire_all`), and all are released when the block ends, however it ends."""
+    taken = acquire_all(requests, kind, holder, why, site, access)
+    try:
+        yield taken
+    finally:
+        release_all(taken)
+
+
 def release_all(borrows: list[Borrow]) -> None:
     """Release several borrows (under one hold of the lock when their ledgers share it)."""
     if not borrows:
@@ -325,7 +337,7 @@ class Storage:
 
     __slots__ = ("array", "device", "_ledger", "_label", "_lock")
 
-    def __init__(self, array: Any, label: str | tuple[str, Any], device: str, lock: Any = None) -> None:
+    def __init__(self, array: Any, label: str | tuple[str, int], device: str, lock: Any = None) -> None:
         self.array = array
         self.device = device
         self._ledger: BorrowLedger | None = None
@@ -346,9 +358,8 @@ class Storage:
             if led is not None:
                 return led
             lab = self._label
-            if isinstance(lab, tuple):  # (op, node id) of a result, or ("gradient of", the param)
-                what, who = lab
-                lab = f"{what} {who._label()}" if not isinstance(who, int) else \
-                    f"({what} #{who})" if who else f"({what})"
+            if isinstance(lab, tuple):  # (op, node id) of a result, formatted only when a message needs it
+                what, node_id = lab
+                lab = f"({what} #{node_id})" if node_id else f"({what})"
             led = self._ledger = BorrowLedger(tuple(self.array.shape), lab, self._lock)
         return led

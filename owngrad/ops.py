@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .errors import GraphError, ShapeError
-from .tensor import Tensor, _check_bound, _scalar
+from .operands import check_bound, operand, scalar
+from .tensor import Tensor
 
 __all__ = ["maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul", "exp", "log", "tanh",
            "sqrt", "sigmoid", "relu", "abs"]
@@ -21,23 +22,23 @@ def _first_tensor(op: str, *xs: Any) -> Tensor:
 
 def maximum(x: Any, y: Any) -> Tensor:
     t = _first_tensor("maximum", x, y)
-    return t._graph._apply("maximum", (t._operand(x, "maximum"), t._operand(y, "maximum")))
+    return t.graph.apply("maximum", (operand(t, x, "maximum"), operand(t, y, "maximum")))
 
 
 def minimum(x: Any, y: Any) -> Tensor:
     t = _first_tensor("minimum", x, y)
-    return t._graph._apply("minimum", (t._operand(x, "minimum"), t._operand(y, "minimum")))
+    return t.graph.apply("minimum", (operand(t, x, "minimum"), operand(t, y, "minimum")))
 
 
 def where(cond: Any, x: Any, y: Any) -> Tensor:
     t = _first_tensor("where", cond, x, y)
-    c = t._operand(cond, "where")
+    c = operand(t, cond, "where")
     if getattr(c._data if isinstance(c, Tensor) else c, "dtype", None) is None or \
             (c._data if isinstance(c, Tensor) else c).dtype.kind != "b":
         raise TypeError("og.where: the condition must be a boolean tensor or array (e.g. x > 0)")
     if isinstance(c, Tensor) and c.requires_grad:
         raise GraphError("og.where: the condition cannot need a gradient")
-    return t._graph._apply("where", (c, t._operand(x, "where"), t._operand(y, "where")))
+    return t.graph.apply("where", (c, operand(t, x, "where"), operand(t, y, "where")))
 
 
 def clip(x: Tensor, lo: Any = None, hi: Any = None) -> Tensor:
@@ -45,19 +46,19 @@ def clip(x: Tensor, lo: Any = None, hi: Any = None) -> Tensor:
     bounds get the gradient where they are the result (as torch.clamp with tensor min/max)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"og.clip: x must be a Tensor, got {type(x).__name__}")
-    _check_bound("og.clip", lo, hi)
+    check_bound("og.clip", lo, hi)
     if isinstance(lo, Tensor) or isinstance(hi, Tensor):
-        lo_ = x._operand(-float("inf") if lo is None else lo, "og.clip")
-        hi_ = x._operand(float("inf") if hi is None else hi, "og.clip")
-        return x._graph._apply("clip_t", (x, lo_, hi_))
-    return x._graph._apply("clip", (x,), {"lo": _scalar(lo), "hi": _scalar(hi)})
+        lo_ = operand(x, -float("inf") if lo is None else lo, "og.clip")
+        hi_ = operand(x, float("inf") if hi is None else hi, "og.clip")
+        return x.graph.apply("clip_t", (x, lo_, hi_))
+    return x.graph.apply("clip", (x,), {"lo": scalar(lo), "hi": scalar(hi)})
 
 
 def _seq(op: str, xs: Sequence[Any]) -> tuple[Tensor, list[Any]]:
     if not isinstance(xs, (list, tuple)) or not xs:
         raise TypeError(f"og.{op}: expected a non-empty list of tensors")
     t = _first_tensor(op, *xs)
-    return t, [t._operand(x, op) for x in xs]
+    return t, [operand(t, x, op) for x in xs]
 
 
 def concatenate(xs: Sequence[Any], axis: int = 0) -> Tensor:
@@ -67,7 +68,7 @@ def concatenate(xs: Sequence[Any], axis: int = 0) -> Tensor:
     if not all(len(s) == nd for s in shapes) or not -nd <= axis < max(nd, 1) or nd == 0:
         raise ShapeError(f"og.concatenate: shapes {shapes} cannot be joined along axis {axis}")
     ax = axis % nd
-    return t._graph._apply("concatenate", tuple(ops), {"axis": ax}, {"sizes": tuple(s[ax] for s in shapes)})
+    return t.graph.apply("concatenate", tuple(ops), {"axis": ax}, {"sizes": tuple(s[ax] for s in shapes)})
 
 
 def stack(xs: Sequence[Any], axis: int = 0) -> Tensor:
@@ -76,12 +77,12 @@ def stack(xs: Sequence[Any], axis: int = 0) -> Tensor:
     nd = len(shapes[0]) + 1
     if len(set(shapes)) != 1 or not -nd <= axis < nd:
         raise ShapeError(f"og.stack: shapes {shapes} cannot be stacked along axis {axis}")
-    return t._graph._apply("stack", tuple(ops), {"axis": axis % nd})
+    return t.graph.apply("stack", tuple(ops), {"axis": axis % nd})
 
 
 def matmul(x: Any, y: Any) -> Tensor:
     t = _first_tensor("matmul", x, y)
-    return t._graph._apply("matmul", (t._operand(x, "matmul"), t._operand(y, "matmul")))
+    return t.graph.apply("matmul", (operand(t, x, "matmul"), operand(t, y, "matmul")))
 
 
 def exp(x: Tensor) -> Tensor:

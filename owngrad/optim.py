@@ -23,6 +23,7 @@ from .errors import ShapeError
 from .graph import Grads
 from .ledger import EXCLUSIVE, BlockHolder, acquire_all, release_all
 from .sites import user_site
+from .handle import is_param
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
@@ -40,7 +41,7 @@ class Optimizer:
         for p in params:
             if not isinstance(p, Tensor):
                 raise TypeError(f"{type(self).__name__}: params must be Tensors, got {type(p).__name__}")
-            if p._root is not p or p._kind != "param":
+            if not is_param(p):
                 raise TypeError(f"{type(self).__name__}: {p._label()} is not a param (made by g.param); "
                                 "only params can be optimized")
             if id(p) not in seen:

@@ -1,18 +1,29 @@
 """Derivative rules: one table, one line of calculus per input.
 
 Each :class:`Rule` has a forward ``f(xp, *args, **attrs) -> ans`` and, per input, a
-vector-Jacobian product ``vjp(g, ans, *args, **attrs) -> grad`` together with the operands
-that vjp reads (``needs``: 0 is ``ans``, i is ``args[i-1]``). The graph saves exactly the
-union of ``needs`` over the inputs that require a gradient -- and so borrows only that.
-Broadcasting is undone once, by the graph (:func:`unbroadcast`), never inside a rule.
+vector-Jacobian product called as ``vjp(g, ans, *args, **attrs) -> grad`` -- the one calling
+convention, for every rule -- together with the operands that vjp reads (``needs``: 0 is
+``ans``, i is ``args[i-1]``). The graph saves exactly the union of ``needs`` over the inputs
+that require a gradient -- and so borrows only that. What a vjp needs besides its operands
+comes in ``attrs``, filled in by the graph when it records the node: ``shapes`` (the input
+shapes, for rules registered with ``shapes=True``) and ``aux`` (the second result of a forward
+registered with ``aux=True``). Broadcasting is undone once, by the graph (:func:`unbroadcast`),
+never inside a rule.
+
+Views and in-place writes are rules too: ``view`` (its vjp scatters the gradient back through
+the view's steps) and ``copy_slices`` (a write into a region of a tensor: the old value keeps
+the gradient outside the region, the written value gets the region's).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 from .backend import Array, scatter_add, to_device, xp_of
+from .shapes import axes_of, expand_reduced, unbroadcast
+from .views import apply_path, scatter_path
 
 __all__ = ["Rule", "RULES", "unbroadcast", "expand_reduced"]
 
@@ -35,6 +46,14 @@ class Rule:
         input i) need a gradient: the union of what their vjps read."""
         return self.by_mask[0] if self.variadic else self.by_mask[mask]
 
+    def vjp(self, i: int) -> VJP:
+        """The vjp for input ``i``, called as ``vjp(g, ans, *args, **attrs)``."""
+        if self.variadic:
+            return partial(self.vjps[0], _i=i)  # type: ignore[arg-type,misc]
+        fn = self.vjps[i]
+        assert fn is not None, f"{self.name} has no gradient for input {i}"
+        return fn
+
 
 RULES: dict[str, Rule] = {}
 
@@ -55,43 +74,9 @@ def defrule(name: str, forward: Callable[..., Any], *vjps: tuple[VJP | None, str
 
 # --- helpers shared by rules ------------------------------------------------------------
 
-def unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
-    """Sum ``g`` down to ``shape``, undoing numpy broadcasting (the one place it is undone)."""
-    if g.shape == shape:
-        return g
-    extra = g.ndim - len(shape)
-    if extra < 0:  # a value with extra leading unit axes written into a view (numpy drops them)
-        g = g.reshape((1,) * -extra + tuple(g.shape))
-        extra = 0
-    if extra == 1 and g.shape[1:] == shape:  # the common case: a bias added to a batch
-        return g.sum(axis=0)
-    if extra:
-        g = g.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    return g.reshape(shape)
-
-
-def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
-    if axis is None:
-        return tuple(range(ndim))
-    if isinstance(axis, int):
-        axis = (axis,)
-    return tuple(a % ndim for a in axis)
-
-
-def expand_reduced(g: Array, shape: tuple[int, ...], axis: Any, keepdims: bool) -> Array:
-    """Broadcast a reduction's gradient back over the reduced axes."""
-    xp = xp_of(g)
-    if not keepdims and len(shape):
-        g = xp.expand_dims(g, _axes(axis, len(shape)))
-    return xp.broadcast_to(g, shape)
-
-
 def _count(shape: tuple[int, ...], axis: Any) -> int:
     n = 1
-    for a in _axes(axis, len(shape)):
+    for a in axes_of(axis, len(shape)):
         n *= shape[a]
     return n
 
@@ -120,7 +105,7 @@ def _minmax_vjp(g: Array, ans: Array, x: Array, axis: Any = None, keepdims: bool
     # ties share the gradient evenly, as torch.amax/amin do
     a = expand_reduced(ans, x.shape, axis, keepdims)
     mask = (x == a).astype(g.dtype)
-    count = mask.sum(axis=_axes(axis, x.ndim), keepdims=True)
+    count = mask.sum(axis=axes_of(axis, x.ndim), keepdims=True)
     return mask * expand_reduced(g, x.shape, axis, keepdims) / count
 
 
@@ -171,7 +156,7 @@ def _logsumexp(xp: Any, x: Array, axis: Any = None, keepdims: bool = False) -> A
     m = xp.max(x, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)
     out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
-    return out if keepdims else out.squeeze(axis=_axes(axis, x.ndim)) if x.ndim else out
+    return out if keepdims else out.squeeze(axis=axes_of(axis, x.ndim)) if x.ndim else out
 
 
 def _log_softmax(xp: Any, x: Array, axis: int = -1) -> Array:
@@ -230,6 +215,28 @@ def _gather_vjp(g: Array, ans: Array, x: Array, key: Any = None, shapes: Any = (
     z = xp_of(g).zeros(shapes[0], dtype=g.dtype)
     scatter_add(z, key, g)
     return z
+
+
+def _copy_slices_vjp_old(g: Array, ans: Array, old: Array, src: Array, path: Any = (), key: Any = None,
+                         landed: Array | None = None) -> Array:
+    """The old value keeps the gradient everywhere but in the written region."""
+    g2 = g.copy()
+    region = apply_path(g2, path)
+    if key is None:
+        region[...] = 0
+    else:
+        region[key] = 0
+    return g2
+
+
+def _copy_slices_vjp_src(g: Array, ans: Array, old: Array, src: Array, path: Any = (), key: Any = None,
+                         landed: Array | None = None) -> Array:
+    """The written value gets the region's gradient; with repeated indices only the writes that landed."""
+    region = apply_path(g, path)
+    if key is None:
+        return region
+    picked = region[key]
+    return picked if landed is None else picked * landed
 
 
 def _var_vjp(g: Array, ans: Array, x: Array, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Array:
@@ -305,7 +312,15 @@ defrule("log_softmax", _log_softmax,
         (lambda g, ans, x, axis=-1: g - xp_of(ans).exp(ans) * g.sum(axis=axis, keepdims=True), "a"))
 defrule("cross_entropy", _cross_entropy_fwd, (_cross_entropy_vjp, "y"), (None, ""), aux=True)
 
-# shape (copies; views are "view" nodes made by Tensor._grad_node, not rules)
+# views and writes: the graph records these for basic indexing, transposes, reshapes of contiguous
+# data, expand, and every in-place op of a tensor with history (the forwards are run by the tensor
+# layer on the storage itself; the table holds their calculus)
+defrule("view", lambda xp, x, path=(): apply_path(x, path),
+        (lambda g, ans, x, path=(), shapes=(): scatter_path(g, shapes[0], path), ""), shapes=True)
+defrule("copy_slices", lambda xp, old, src, path=(), key=None, landed=None: old,
+        (_copy_slices_vjp_old, ""), (_copy_slices_vjp_src, ""))
+
+# shape (copies)
 defrule("reshape_copy", lambda xp, x, shape=(): x.reshape(shape),
         (lambda g, ans, x, shape=(), src=(): g.reshape(src), ""))
 defrule("concatenate", lambda xp, *xs, axis=0: xp.concatenate(xs, axis=axis), (_concat_vjp, ""), variadic=True)

@@ -3,7 +3,7 @@
 A view is described twice. For the ledger, by its :class:`~owngrad.ledger.Region` (a product of
 per-base-axis progressions) plus a *layout*: for each axis of the view, the base axis it walks
 (or -1 for an axis inserted by ``None``/``unsqueeze``). For the gradient, by its *path*: the
-steps (index, transpose, squeeze, unsqueeze, reshape, expand) that cut it from its root array, replayed on a zero array
+steps (:class:`StepKind`: index, transpose, squeeze, unsqueeze, reshape, expand) that cut it from its root array, replayed on a zero array
 of the root's shape to scatter a gradient back, or on a gradient to read the view's part.
 
 A reshape keeps the exact element set (same region) but loses the layout: views cut from it
@@ -15,14 +15,29 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+from enum import Enum
+
 from .backend import Array, xp_of
 from .errors import ShapeError
 from .ledger import Progression, Region
+from .shapes import unbroadcast
 
-__all__ = ["is_basic_key", "normalize_key", "sub_region", "apply_path", "Step", "Layout"]
+__all__ = ["is_basic_key", "normalize_key", "sub_region", "apply_path", "scatter_path", "StepKind", "Step",
+           "Layout", "check_broadcast_into"]
 
-Step = tuple[str, Any]  # ("i", key) | ("t", axes) | ("s", squeezed axes) | ("u", key adding axes) | ("r", shape)
-#                        | ("e", shape): a broadcast (expand), read-only
+
+class StepKind(Enum):
+    """One step of a view's path, with the argument it carries."""
+
+    INDEX = "index"  # a normalized basic key (ints, slices, None, and a trailing ...)
+    TRANSPOSE = "transpose"  # a permutation of the axes
+    SQUEEZE = "squeeze"  # the squeezed axes
+    UNSQUEEZE = "unsqueeze"  # a key of ``:`` and one ``None``
+    RESHAPE = "reshape"  # the new shape (of contiguous data)
+    EXPAND = "expand"  # the broadcast shape: a read-only view
+
+
+Step = tuple[StepKind, Any]
 Layout = tuple[int, ...] | None
 
 
@@ -109,15 +124,13 @@ def sub_region(region: Region, layout: Layout, key: tuple[Any, ...],
 def apply_path(a: Array, path: tuple[Step, ...]) -> Array:
     """Replay the view steps on ``a`` (an array of the root's shape); every step returns a view."""
     for kind, arg in path:
-        if kind == "i":
+        if kind is StepKind.INDEX or kind is StepKind.UNSQUEEZE:
             a = a[arg]
-        elif kind == "t":
+        elif kind is StepKind.TRANSPOSE:
             a = a.transpose(arg)
-        elif kind == "s":
+        elif kind is StepKind.SQUEEZE:
             a = a.squeeze(arg)
-        elif kind == "u":
-            a = a[arg]
-        elif kind == "e":
+        elif kind is StepKind.EXPAND:
             a = xp_of(a).broadcast_to(a, arg)
         else:
             a = a.reshape(arg)
@@ -129,7 +142,7 @@ def scatter_path(g: Array, root_shape: tuple[int, ...], path: tuple[Step, ...]) 
     shape with ``g`` in the view's place. A broadcast step sums the gradient back to the shape
     before it (several view elements read one root element)."""
     xp = xp_of(g)
-    if not any(kind == "e" for kind, _ in path):
+    if not any(kind is StepKind.EXPAND for kind, _ in path):
         z = xp.zeros(root_shape, dtype=g.dtype)
         apply_path(z, path)[...] = g
         return z
@@ -140,9 +153,7 @@ def scatter_path(g: Array, root_shape: tuple[int, ...], path: tuple[Step, ...]) 
         probe = apply_path(probe, (step,))
         shapes.append(tuple(probe.shape))
     for step, before in zip(reversed(path), reversed(shapes[:-1])):
-        if step[0] == "e":
-            from .rules import unbroadcast
-
+        if step[0] is StepKind.EXPAND:
             g = unbroadcast(g, before)
         else:
             z = xp.zeros(before, dtype=g.dtype)

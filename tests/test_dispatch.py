@@ -77,7 +77,7 @@ def check_resident(g: og.Graph, out: og.Tensor, device: str) -> None:
     assert out.device == device, f"result is on {out.device}, expected {device}"
     assert device_of(out._data) == device, f"result data is a {type(out._data).__name__}, not a {device} array"
     for node in g.pending():
-        for a in _arrays_on(device, list(node.saved) + [node.aux]):
+        for a in _arrays_on(device, list(node.saved) + [node.attrs.get("aux")]):
             assert device_of(a) == device, (
                 f"node #{node.id} {node.op} saved a {type(a).__name__} (host data) on device {device}")
 
@@ -146,7 +146,7 @@ def compare(device: str, name: str, fn: Callable[..., og.Tensor], arrays: list[n
 
 def _cross_entropy(logits: og.Tensor, labels: og.Tensor, reduction: str = "mean") -> og.Tensor:
     """The ``cross_entropy`` rule itself (og.nn.functional has its own copy, covered below)."""
-    return logits.graph._apply("cross_entropy", (logits, labels), {"reduction": reduction})
+    return logits.graph.apply("cross_entropy", (logits, labels), {"reduction": reduction})
 
 
 def F(name: str) -> Callable[..., og.Tensor]:

@@ -330,6 +330,13 @@ def _tbasic(x: Any, index: Callable[[np.ndarray], np.ndarray]) -> Any:
 U2 = ((2, 3),)
 B2 = ((2, 3), (3,))
 
+def _write_row(x: Any) -> Any:
+    """An in-place write through a view of a non-leaf (owngrad and torch alike)."""
+    y = x * 2.0
+    y[0] = x[1] * 3.0
+    return y
+
+
 CASES: list[Case] = [
     # arithmetic, with numpy broadcasting
     Case("add", R("add"), lambda x, y: x + y, broadcast(), (B2, {}), tfn=lambda x, y: x + y),
@@ -463,6 +470,8 @@ CASES: list[Case] = [
          (((4, 3),), {"key": (slice(None, None, -2), None, 1)}), tfn=lambda x, key: _tbasic(x, lambda a: a[key])),
     Case("view_of_view", R("view"), lambda x: x[1:][::-1, 0:2][0], unary(min_dims=2, max_dims=2).filter(
         lambda s: s[0][0][0] >= 2 and s[0][0][1] >= 2), (((3, 3),), {}), tfn=lambda x: _tbasic(x, lambda a: a[1:][::-1, 0:2][0])),
+    Case("write_through_view", R("copy_slices", "view", "mul"), _write_row, unary(min_dims=2).filter(
+        lambda s: s[0][0][0] >= 2), (U2, {}), tfn=_write_row),
     Case("int_index", R("gather"), lambda x, key: x[key], int_index(),
          (((4, 3),), {"key": (np.array([0, 2, 0, -1]),)}), tfn=_tindex),
     Case("repeated_index", R("gather"), lambda x: x[[0, 0, 1, 0]], unary(min_dims=1).filter(

@@ -111,7 +111,7 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
     if y.size and (int(y.min()) < 0 or int(y.max()) >= c):
         bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
         raise ValueError(f"{op}: label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
-    nll = logits.graph._apply("cross_entropy", (logits, y), {"reduction": reduction})
+    nll = logits.graph.apply("cross_entropy", (logits, y), {"reduction": reduction})
     if not label_smoothing:
         return nll
     # torch: (1 - eps) * nll + eps * mean over classes of -log_softmax
@@ -275,7 +275,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
         bias = _tensor_of(bias, op, "bias")
         if bias.shape != (weight.shape[0],):
             raise ShapeError(f"{op}: bias must have shape ({weight.shape[0]},), got {bias.shape}")
-    out = x.graph._apply(op, (x, weight), {"stride": st, "padding": pd})
+    out = x.graph.apply(op, (x, weight), {"stride": st, "padding": pd})
     return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
 
@@ -315,7 +315,7 @@ def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
     s = k if stride is None else _pair(stride, "stride", op, 1)
     if x.ndim != 4 or x.shape[2] < k[0] or x.shape[3] < k[1]:
         raise ShapeError(f"{op}: expected an (N, C, H, W) input at least as large as the kernel {k}, got {x.shape}")
-    return x.graph._apply(op, (x,), {"kernel": k, "stride": s})
+    return x.graph.apply(op, (x,), {"kernel": k, "stride": s})
 
 
 # --- embedding -----------------------------------------------------------------------------

@@ -15,8 +15,9 @@ import numpy as np
 
 from ..backend import to_device
 from ..errors import GraphError, ShapeError
-from ..graph import Graph, _exclusive_all
+from ..graph import Graph
 from ..sites import user_site
+from ..handle import exclusive, is_param
 from ..tensor import Tensor
 from . import functional as F
 
@@ -41,7 +42,7 @@ def _uniform(gen: np.random.Generator, bound: float, shape: tuple[int, ...], dty
 
 
 def _is_param(t: object) -> bool:
-    return isinstance(t, Tensor) and t._root is t and t._kind == "param"
+    return is_param(t)
 
 
 class IncompatibleKeys(NamedTuple):
@@ -220,7 +221,7 @@ class Module:
             t._check_writable(site, "load_state_dict")
         if own:
             # every exclusive borrow held for the whole load: all or nothing, also against other threads
-            with _exclusive_all(list(own.values()), site, "load_state_dict"):
+            with exclusive(list(own.values()), site, "load_state_dict"):
                 for k, t in own.items():
                     t._data[...] = arrays[k]
         return result
@@ -401,7 +402,7 @@ class BatchNorm1d(Module):
             for b in bufs:
                 b._check_writable(site, "BatchNorm1d running statistics")
             # in place under exclusive borrows held for all three at once: all or nothing
-            with _exclusive_all(bufs, site, "BatchNorm1d running statistics"):
+            with exclusive(bufs, site, "BatchNorm1d running statistics"):
                 count, rm, rv = self.num_batches_tracked._data, self.running_mean._data, self.running_var._data
                 new_count = count + 1  # everything computed first, then committed
                 m = 1.0 / float(new_count) if self.momentum is None else self.momentum

@@ -1,6 +1,7 @@
 """The typed contract of ``Graph``, ``Grads`` and ``Node``."""
 
 from contextlib import AbstractContextManager
+from enum import Enum
 from typing import Any, Callable, Iterator, Sequence, overload
 
 import numpy as np
@@ -21,6 +22,11 @@ _Data: TypeAlias = float | np.generic | NDArray[Any] | Sequence[Any]
 #: (so ``lambda leaf, grad: norms.setdefault(...)`` is fine)
 _OnGrad: TypeAlias = Callable[[Tensor[Frozen], Tensor[Shared]], object]
 
+class NodeState(Enum):
+    PENDING = None
+    CONSUMED = "consumed"
+    FREED = "freed"
+
 class Node:
     """One recorded op (see ``g.pending()``): id, op name, the site that recorded it, its borrows."""
 
@@ -30,30 +36,35 @@ class Node:
     parents: tuple[Node | None, ...]
     site: Site
     borrows: list[Any]
-    consumed: str | None
+    state: NodeState
+    is_param: bool
     out: Any
     shape: tuple[int, ...]
     rule: Any
     saved: tuple[Any, ...]
     attrs: dict[str, Any]
     in_shapes: tuple[tuple[int, ...] | None, ...]
-    path: tuple[Any, ...]
-    key: Any
-    leaf: Tensor[Mut] | None
-    aux: Any
-    def __init__(self, graph: Graph, op: str, parents: tuple[Node | None, ...],
-                 in_shapes: tuple[tuple[int, ...] | None, ...], site: Site,
-                 rule: Any = None, attrs: dict[str, Any] = ..., aux: Any = None,
-                 shape: tuple[int, ...] = ()) -> None: ...
+    @property
+    def leaf(self) -> Tensor[Mut] | None: ...
+    @property
+    def consumed(self) -> str | None: ...
+    @property
+    def walkable(self) -> bool: ...
+    def __init__(self, node_id: int, graph: Graph, op: str, parents: tuple[Node | None, ...],
+                 in_shapes: tuple[tuple[int, ...] | None, ...], site: Site, rule: Any = None,
+                 attrs: dict[str, Any] = ..., shape: tuple[int, ...] = ()) -> None: ...
     def holder_text(self) -> str: ...
     def hint(self) -> str: ...
     def vjp(self, i: int, g: Any) -> Any: ...
-    def release_borrows(self) -> None: ...
+    def holds_arrays(self) -> bool: ...
+    def release(self, state: NodeState) -> None: ...
 
 class Grads:
     """Gradients of one backward, keyed by param. ``grads[p]`` is read-only: ``Tensor[Shared]``."""
 
     def __init__(self, graph: Graph, arrays: dict[Node, Any]) -> None: ...
+    @property
+    def graph(self) -> Graph: ...
     def __getitem__(self, p: Tensor[Shared]) -> Tensor[Shared]: ...
     def __contains__(self, p: object) -> bool: ...
     def __len__(self) -> int: ...
@@ -96,6 +107,14 @@ class Graph:
     @overload
     def rand(self, *shape: int, dtype: DTypeLike | None = None, name: str | None = None) -> Tensor[Mut]: ...
     def no_grad(self) -> AbstractContextManager[None]: ...
+    @property
+    def grad_enabled(self) -> bool: ...
+    def apply(self, name: str, args: Sequence[Any], attrs: dict[str, Any] = ...,
+              vattrs: dict[str, Any] | None = None) -> Tensor[Mut]: ...
+    def record_view(self, root_node: Node, root_shape: tuple[int, ...], path: tuple[Any, ...],
+                    view: Tensor[Any]) -> Node: ...
+    def record_write(self, root: Tensor[Any], src: Tensor[Any] | None, path: tuple[Any, ...], key: Any,
+                     landed: Any) -> None: ...
     def backward(self, loss: Tensor[Shared], seed: Tensor[Shared] | _Data | None = None, retain: bool = False,
                  into: Grads | None = None, on_grad: _OnGrad | None = None,
                  check_finite: bool = False) -> Grads: ...

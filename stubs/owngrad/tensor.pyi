@@ -25,7 +25,7 @@ from typing_extensions import TypeAlias, TypeVar
 from .graph import Graph
 from .modes import Mut, Shared
 
-__all__ = ["Tensor", "as_array"]
+__all__ = ["Tensor"]
 
 _M = TypeVar("_M", bound=Shared, covariant=True, default=Shared)
 
@@ -39,7 +39,6 @@ _Key: TypeAlias = (SupportsIndex | slice | EllipsisType | None | Tensor[Shared] 
 class _CannotWriteReadOnlyTensor:
     """Never a value: the result type of ``+=``/``-=``/``*=``/``/=`` on a read-only handle."""
 
-def as_array(graph: Graph, data: Any, op: str) -> Any: ...
 
 class Tensor(Generic[_M]):
     """An n-d array in a Graph, generic in its access mode (``Tensor[Mut]`` etc.)."""

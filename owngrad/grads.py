@@ -1,0 +1,120 @@
+"""Gradients of one backward: :class:`Grads`, keyed by param, with read-only handles."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from .backend import Array
+from .errors import GradError
+from .node import Node
+from .roles import ReadOnly, Role
+from .sites import Site, user_site
+from .handle import exclusive
+from .tensor import Tensor
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+__all__ = ["Grads"]
+
+
+class Grads:
+    """Gradients of one backward, keyed by param. Handles are read-only; ``clip_norm_`` works in place.
+
+    The arrays are kept as they come out of backward; the read-only handle on each is made on
+    first request (most training steps hand the arrays straight to an optimizer)."""
+
+    __slots__ = ("_graph", "_arrays", "_handles")
+
+    def __init__(self, graph: Graph, arrays: dict[Node, Array]) -> None:
+        self._graph = graph
+        self._arrays = arrays
+        self._handles: dict[Node, Tensor] = {}
+
+    @property
+    def graph(self) -> Graph:
+        """The graph whose backward made these gradients."""
+        return self._graph
+
+    def _handle(self, node: Node) -> Tensor:
+        t = self._handles.get(node)
+        if t is None:
+            leaf = node.leaf
+            label = f"gradient of {leaf._label()}" if leaf is not None else "gradient"
+            t = self._handles[node] = Tensor._root_of(self._graph, self._arrays[node], Role.CONSTANT, None, None,
+                                                      label, readonly=ReadOnly.GRADIENT)
+        return t
+
+    def _leaf_node(self, p: object, what: str = "grads[...]") -> Node:
+        if not isinstance(p, Tensor):
+            raise GradError(f"{what}: expected a param tensor, got {type(p).__name__}")
+        node = p._root._node
+        if p._root._kind is not Role.PARAM or node is None or node.leaf is None:
+            raise GradError(f"{what}: {p._label()} is not a param: only params made by g.param(...) get gradients")
+        if p._root is not p and p._path:
+            raise GradError(f"{what}: {p._label()} is a view; ask for the param it was cut from")
+        return node
+
+    def __getitem__(self, p: Tensor) -> Tensor:
+        node = self._leaf_node(p)
+        if node not in self._arrays:
+            raise GradError(f"grads[...]: the loss does not depend on {p._label()}, so it has no gradient")
+        return self._handle(node)
+
+    def __contains__(self, p: object) -> bool:
+        try:
+            return self._leaf_node(p) in self._arrays
+        except GradError:
+            return False
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for node in self._arrays:
+            leaf = node.leaf
+            if leaf is not None:
+                yield leaf
+
+    def keys(self) -> list[Tensor]:
+        return list(self)
+
+    def items(self) -> list[tuple[Tensor, Tensor]]:
+        return [(p, self._handle(n)) for n in self._arrays if (p := n.leaf) is not None]
+
+    def values(self) -> list[Tensor]:
+        return [self._handle(n) for n in self._arrays]
+
+    def _add_(self, other: Grads, site: Site) -> None:
+        """Add ``other``'s gradients into these, all or nothing (``g.backward(into=...)``)."""
+        mine = [(n, a) for n, a in other._arrays.items() if n in self._arrays]
+        with exclusive([t for n, _ in mine if (t := self._handles.get(n)) is not None], site,
+                            "g.backward(into=...)"):
+            for n, a in mine:
+                self._arrays[n] += a
+        for n, a in other._arrays.items():
+            if n not in self._arrays:
+                self._arrays[n] = a
+                if n in other._handles:
+                    self._handles[n] = other._handles[n]
+
+    def clip_norm_(self, max_norm: float) -> float:
+        """Scale every gradient in place so their joint L2 norm is at most ``max_norm``; return the norm before."""
+        if not max_norm > 0:
+            raise ValueError(f"clip_norm_: max_norm must be positive, got {max_norm}")
+        total = 0.0
+        for a in self._arrays.values():
+            total += float((a.astype(np.float64) ** 2).sum())
+        norm: float = total ** 0.5
+        scale = max_norm / (norm + 1e-6)
+        if scale < 1:
+            with exclusive(list(self._handles.values()), user_site(), "grads.clip_norm_"):
+                for a in self._arrays.values():
+                    a *= scale
+        return norm
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{p._label()}: {tuple(g.shape)}" for p, g in self.items())
+        return f"Grads({inner})"

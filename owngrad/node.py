@@ -1,0 +1,112 @@
+"""A recorded op: one shape for every kind of node.
+
+Every node -- an op of the rule table, a view, an in-place write (``copy_slices``) -- is a
+:class:`Node` with a rule, its parents' nodes, what it saved and the borrows that protect what
+it saved. A param's leaf node is the same record with ``is_param`` set and no rule. Only the
+graph makes nodes (:meth:`owngrad.graph.Graph.record`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from .backend import Array, is_array
+from .ledger import Borrow, release_all
+from .rules import Rule
+from .sites import Site, format_site
+
+if TYPE_CHECKING:
+    from .graph import Graph
+    from .tensor import Tensor
+
+__all__ = ["Node", "NodeState", "SAVED_HINT"]
+
+SAVED_HINT = "call g.backward(...) on the result first, or g.free(...) it, or compute under g.no_grad()"
+_EMPTY: dict[str, Any] = {}
+
+
+class NodeState(Enum):
+    """Whether a backward may still walk a node."""
+
+    PENDING = None  # recorded, not yet walked (or walked, but it saved nothing a walk releases)
+    CONSUMED = "consumed"  # a backward walked it and released what it saved
+    FREED = "freed"  # g.free / g.clear dropped it
+
+
+class Node:
+    """One recorded op: its inputs' nodes, what it saved (and the borrows that protect it)."""
+
+    __slots__ = ("id", "op", "graph", "rule", "parents", "saved", "attrs", "in_shapes", "borrows", "site",
+                 "state", "is_param", "_leaf", "out", "shape", "__weakref__")
+
+    def __init__(self, node_id: int, graph: Graph, op: str, parents: tuple[Node | None, ...],
+                 in_shapes: tuple[tuple[int, ...] | None, ...], site: Site, rule: Rule | None = None,
+                 attrs: dict[str, Any] = _EMPTY, shape: tuple[int, ...] = ()) -> None:
+        self.id = node_id
+        self.op = op
+        self.graph = graph
+        self.rule = rule
+        self.parents = parents
+        self.saved: tuple[Any, ...] = ()
+        self.attrs = attrs
+        self.in_shapes = in_shapes  # the shape of each input that gets a gradient (None for the others)
+        self.borrows: list[Borrow] = []
+        self.site = site
+        self.state = NodeState.PENDING
+        self.is_param = False
+        self._leaf: weakref.ref[Tensor] | None = None  # a param's leaf node refers to it weakly: no cycle
+        self.out: weakref.ref[Tensor] | None = None  # the tensor this node produced, while it lives
+        self.shape = shape  # of its output (for to_dot and pending())
+
+    @property
+    def leaf(self) -> Tensor | None:
+        """The param of a leaf node (None for other nodes, and once the param is gone)."""
+        r = self._leaf
+        return None if r is None else r()
+
+    @leaf.setter
+    def leaf(self, t: Tensor) -> None:
+        self._leaf = weakref.ref(t)
+
+    @property
+    def consumed(self) -> str | None:
+        """Why a backward can no longer walk this node ("consumed", "freed"), or None."""
+        why: str | None = self.state.value
+        return why
+
+    @property
+    def walkable(self) -> bool:
+        return self.state is NodeState.PENDING
+
+    # --- the Holder protocol of the ledger ---
+    def holder_text(self) -> str:
+        return f"node #{self.id} {self.op} recorded at {format_site(self.site)}"
+
+    def hint(self) -> str:
+        return SAVED_HINT
+
+    def __repr__(self) -> str:
+        held = ", ".join(f"{b.label} ({b.kind}): {b.why}" for b in self.borrows)
+        state = f" [{self.state.value}]" if self.state.value else ""
+        return f"<node #{self.id} {self.op} {tuple(self.shape)} at {format_site(self.site)}{state} borrows [{held}]>"
+
+    def vjp(self, i: int, g: Array) -> Array:
+        """The gradient for input ``i`` given the gradient ``g`` of this node's output."""
+        assert self.rule is not None, "a param's leaf node has no inputs"
+        return self.rule.vjp(i)(g, *self.saved, **self.attrs)
+
+    def holds_arrays(self) -> bool:
+        """Whether a walk must release something: a saved array, or an internal one (``aux``)."""
+        return "aux" in self.attrs or any(is_array(a) for a in self.saved)
+
+    def release(self, state: NodeState) -> None:
+        """Drop what it saved and its borrows; no backward walks it again."""
+        if self.borrows:
+            release_all(self.borrows)
+            self.borrows = []
+        self.saved = ()
+        if "aux" in self.attrs:
+            self.attrs = {k: v for k, v in self.attrs.items() if k != "aux"}
+        self.state = state

@@ -1,0 +1,220 @@
+"""What a tensor computes: arithmetic, comparisons, unary functions and reductions.
+
+Every differentiable method is one call into the graph (``self._graph.apply(rule, operands)``),
+which runs the rule's forward and records a node when an input needs a gradient; comparisons,
+``argmax`` and ``~`` return constant tensors.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from .backend import module_for, owned
+from .errors import ShapeError
+from .handle import TensorHandle
+from .operands import check_dtype, operand, same_graph
+from .roles import Role
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+__all__ = ["MathOps"]
+
+
+class MathOps(TensorHandle):
+    """Arithmetic, comparisons, unary functions and reductions (a mixin of :class:`~owngrad.tensor.Tensor`)."""
+
+    __slots__ = ()
+
+    def _binary(self, name: str, other: Any, reflected: bool = False) -> Tensor:
+        o = other if isinstance(other, TensorHandle) else operand(self, other, name)
+        return self._graph.apply(name, (o, self) if reflected else (self, o))
+
+    # --- arithmetic ---
+    def __add__(self, o: Any) -> Tensor:
+        return self._binary("add", o)
+
+    def __radd__(self, o: Any) -> Tensor:
+        return self._binary("add", o, True)
+
+    def __sub__(self, o: Any) -> Tensor:
+        return self._binary("sub", o)
+
+    def __rsub__(self, o: Any) -> Tensor:
+        return self._binary("sub", o, True)
+
+    def __mul__(self, o: Any) -> Tensor:
+        return self._binary("mul", o)
+
+    def __rmul__(self, o: Any) -> Tensor:
+        return self._binary("mul", o, True)
+
+    def __truediv__(self, o: Any) -> Tensor:
+        return self._binary("div", o)
+
+    def __rtruediv__(self, o: Any) -> Tensor:
+        return self._binary("rdiv", o, True)  # o is never a Tensor here: Tensor / Tensor is __truediv__
+
+    def __pow__(self, o: Any) -> Tensor:
+        return self._binary("pow", o)
+
+    def __rpow__(self, o: Any) -> Tensor:
+        return self._binary("pow", o, True)
+
+    def __matmul__(self, o: Any) -> Tensor:
+        return self._binary("matmul", o)
+
+    def __rmatmul__(self, o: Any) -> Tensor:
+        return self._binary("matmul", o, True)
+
+    def __neg__(self) -> Tensor:
+        return self._graph.apply("neg", (self,))
+
+    def __pos__(self) -> Tensor:
+        return self._tensor()
+
+    def __abs__(self) -> Tensor:
+        return self.abs()
+
+    # --- comparisons: constant boolean tensors ---
+    def _compare(self, fn: Callable[[Any, Any], Any], other: Any, op: str) -> Tensor:
+        o = operand(self, other, op)
+        od = o._data if isinstance(o, TensorHandle) else o
+        if isinstance(o, TensorHandle):
+            same_graph(op, self._graph, o)
+        try:
+            out = fn(self._data, od)
+        except ValueError as e:
+            raise ShapeError(f"{op}: operands of shapes {self.shape} and {tuple(getattr(od, 'shape', ()))} "
+                             f"do not fit: {e}") from None
+        return self._root_of(self._graph, owned(out, self._graph.xp), Role.CONSTANT, None, None,
+                               f"({op})")
+
+    def __lt__(self, o: Any) -> Tensor:
+        return self._compare(lambda a, b: a < b, o, "<")
+
+    def __le__(self, o: Any) -> Tensor:
+        return self._compare(lambda a, b: a <= b, o, "<=")
+
+    def __gt__(self, o: Any) -> Tensor:
+        return self._compare(lambda a, b: a > b, o, ">")
+
+    def __ge__(self, o: Any) -> Tensor:
+        return self._compare(lambda a, b: a >= b, o, ">=")
+
+    def __eq__(self, o: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(lambda a, b: a == b, o, "==")
+
+    def __ne__(self, o: Any) -> Tensor:  # type: ignore[override]
+        return self._compare(lambda a, b: a != b, o, "!=")
+
+    __hash__ = TensorHandle.__hash__  # defining __eq__ would otherwise make tensors unhashable
+
+    def __invert__(self) -> Tensor:
+        if self.dtype.kind != "b":
+            raise TypeError(f"~: only boolean tensors can be inverted, this one is {self.dtype}")
+        return self._root_of(self._graph, owned(~self._data, self._graph.xp), Role.CONSTANT, None, None, "(~)")
+
+    def __and__(self, o: Any) -> Tensor:
+        return self._compare(lambda a, b: a & b, o, "&")
+
+    def __or__(self, o: Any) -> Tensor:
+        return self._compare(lambda a, b: a | b, o, "|")
+
+    def any(self) -> bool:
+        return bool(self._data.any())
+
+    def all(self) -> bool:
+        return bool(self._data.all())
+
+    def argmax(self, axis: int | None = None) -> Tensor:
+        """Indices of the maxima (a constant int64 tensor)."""
+        if axis is not None:
+            self._check_axis("argmax", axis)
+        out = self._graph.xp.asarray(self._data.argmax(axis=axis))
+        return self._root_of(self._graph, owned(out, self._graph.xp), Role.CONSTANT, None, None,
+                               "(argmax)")
+
+    # --- unary ---
+    def exp(self) -> Tensor:
+        return self._graph.apply("exp", (self,))
+
+    def log(self) -> Tensor:
+        return self._graph.apply("log", (self,))
+
+    def sqrt(self) -> Tensor:
+        return self._graph.apply("sqrt", (self,))
+
+    def tanh(self) -> Tensor:
+        return self._graph.apply("tanh", (self,))
+
+    def sigmoid(self) -> Tensor:
+        return self._graph.apply("sigmoid", (self,))
+
+    def relu(self) -> Tensor:
+        return self._graph.apply("relu", (self,))
+
+    def abs(self) -> Tensor:
+        return self._graph.apply("abs", (self,))
+
+    def clip(self, lo: Any = None, hi: Any = None) -> Tensor:
+        from .ops import clip
+
+        return clip(self._tensor(), lo, hi)
+
+    def astype(self, dtype: Any) -> Tensor:
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"astype: {dtype!r} is not a dtype") from None
+        check_dtype(dt, "astype")
+        if dt == self.dtype:
+            return self._tensor()
+        return self._graph.apply("cast", (self,), {"dtype": dt})
+
+    def to(self, device: str) -> Tensor:
+        """This tensor on ``device`` (a recorded copy; the gradient flows back to this device)."""
+        if device == self.device:
+            return self._tensor()
+        module_for(device)  # DeviceError for an unknown device or a missing cupy/GPU
+        return self._graph.apply("to", (self,), {"device": device}, {"src": self.device})
+
+    # --- reductions ---
+    def _reduce(self, name: str, axis: Any, keepdims: bool, **extra: Any) -> Tensor:
+        if isinstance(axis, list):
+            axis = tuple(axis)
+        self._check_axis(name, axis)
+        if self.ndim == 0:
+            axis = None  # axis 0 / -1 of a 0-d tensor is the tensor itself (as torch)
+        return self._graph.apply(name, (self,), {"axis": axis, "keepdims": keepdims, **extra})
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return self._reduce("sum", axis, keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return self._reduce("mean", axis, keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return self._reduce("max", axis, keepdims)
+
+    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return self._reduce("min", axis, keepdims)
+
+    def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+        if not isinstance(ddof, numbers.Integral) or isinstance(ddof, bool) or ddof < 0:
+            raise TypeError(f"var: ddof must be a non-negative int, got {ddof!r}")
+        return self._reduce("var", axis, keepdims, ddof=ddof)
+
+    def logsumexp(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return self._reduce("logsumexp", axis, keepdims)
+
+    def softmax(self, axis: int = -1) -> Tensor:
+        self._check_axis("softmax", axis)
+        return self._graph.apply("softmax", (self,), {"axis": axis if self.ndim else None})
+
+    def log_softmax(self, axis: int = -1) -> Tensor:
+        self._check_axis("log_softmax", axis)
+        return self._graph.apply("log_softmax", (self,), {"axis": axis if self.ndim else None})

@@ -1,0 +1,148 @@
+"""Views: reshape, transpose, squeeze/unsqueeze, expand and indexing.
+
+Where numpy returns a view, so does owngrad: the result shares the storage, its ledger region
+is the exact set of base elements it selects (see views.py), and its graph node is derived
+from the root's current node on use. Integer-array and boolean indexing copy (a ``gather``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from .backend import Array
+from .errors import ShapeError
+from .handle import TensorHandle
+from .ledger import Region
+from .roles import ReadOnly
+from .views import Layout, Step, StepKind, is_basic_key, normalize_key, sub_region
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+__all__ = ["ViewOps"]
+
+
+class ViewOps(TensorHandle):
+    """Views and indexing (a mixin of :class:`~owngrad.tensor.Tensor`)."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def copy(self) -> Tensor:
+        """A differentiable copy with its own storage (numpy's ``copy``, PyTorch's ``clone``)."""
+        return self._graph.apply("copy", (self,))
+
+    # --- shape: views where numpy gives a view ---
+    def _view(self, data: Array, region: Region, layout: Layout, step: Step) -> Tensor:
+        return self._derive(data, region, layout, self._path + (step,), self._readonly)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        try:
+            new = self._data.reshape(shape)
+        except (ValueError, TypeError) as e:
+            raise ShapeError(f"reshape: cannot reshape a tensor of shape {self.shape} into {shape}: {e}") from None
+        new_shape = tuple(new.shape)
+        if new_shape == self.shape:
+            return self._view(new, self._region, self._layout, (StepKind.RESHAPE, new_shape))
+        if self._data.flags.c_contiguous:
+            return self._view(new, self._region, None, (StepKind.RESHAPE, new_shape))
+        return self._graph.apply("reshape_copy", (self,), {"shape": new_shape}, {"src": self.shape})
+
+    def flatten(self) -> Tensor:
+        return self.reshape(-1)
+
+    def transpose(self, *axes: Any) -> Tensor:
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        if not axes:
+            axes = tuple(range(self.ndim))[::-1]
+        try:
+            perm = tuple(int(a) % self.ndim for a in axes) if self.ndim else ()
+            if sorted(perm) != list(range(self.ndim)) or len(axes) != self.ndim:
+                raise ValueError
+        except (ValueError, TypeError, ZeroDivisionError):
+            raise ShapeError(f"transpose: {axes} is not a permutation of the axes of shape {self.shape}") from None
+        layout = None if self._layout is None else tuple(self._layout[p] for p in perm)
+        return self._view(self._data.transpose(perm), self._region, layout, (StepKind.TRANSPOSE, perm))
+
+    def permute(self, *axes: Any) -> Tensor:
+        return self.transpose(*axes)
+
+    @property
+    def T(self) -> Tensor:
+        return self.transpose()
+
+    def squeeze(self, axis: Any = None) -> Tensor:
+        if axis is None:
+            axes = tuple(i for i, n in enumerate(self.shape) if n == 1)
+        else:
+            axes = axis if isinstance(axis, tuple) else (axis,)
+            self._check_axis("squeeze", axes)
+            axes = tuple(int(a) % max(self.ndim, 1) for a in axes)
+            bad = [a for a in axes if a >= self.ndim or self.shape[a] != 1]
+            if bad:
+                raise ShapeError(f"squeeze: axis {bad[0]} of shape {self.shape} does not have size 1")
+        layout = None if self._layout is None else tuple(b for i, b in enumerate(self._layout) if i not in axes)
+        return self._view(self._data.squeeze(axes), self._region, layout, (StepKind.SQUEEZE, axes))
+
+    def unsqueeze(self, axis: int) -> Tensor:
+        if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+            raise TypeError(f"unsqueeze: axis must be an int, got {type(axis).__name__}")
+        axis = int(axis)
+        nd = self.ndim + 1
+        if not -nd <= axis < nd:
+            raise ShapeError(f"unsqueeze: axis {axis} is out of range for a tensor of shape {self.shape} (a result of {nd} dimensions)")
+        a = axis % nd
+        key = (slice(None),) * a + (None,)
+        layout = None if self._layout is None else self._layout[:a] + (-1,) + self._layout[a:]
+        return self._view(self._data[key], self._region, layout, (StepKind.UNSQUEEZE, key))
+
+    def expand(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        lead = len(shape) - self.ndim
+        full = tuple(self.shape[i - lead] if (n == -1 and i >= lead) else n for i, n in enumerate(shape))
+        if lead < 0 or any(s != 1 and s != f for s, f in zip(self.shape, full[lead:])):
+            raise ShapeError(f"expand: cannot expand a tensor of shape {self.shape} to {shape}")
+        if full == self.shape:
+            return self._tensor()
+        # a read-only view (as torch's expand and numpy's broadcast_to): it sees later writes to its
+        # source, and writing into it would write one element many times, so it is refused
+        data = self._graph.xp.broadcast_to(self._data, full) if type(self._data) is not np.ndarray \
+            else np.broadcast_to(self._data, full)
+        ro = self._readonly or ReadOnly.EXPANDED
+        return self._derive(data, self._region, None, self._path + ((StepKind.EXPAND, full),), ro)
+
+    # --- indexing ---
+    def _index_arrays(self, key: Any) -> Any:
+        """Tensors, lists and arrays inside a key become plain int/bool arrays (copies)."""
+        items = key if isinstance(key, tuple) else (key,)
+        out = []
+        xp = self._graph.xp
+        for k in items:
+            if isinstance(k, TensorHandle):
+                k = k._data.copy()
+            elif isinstance(k, (list, np.ndarray)) or (hasattr(k, "dtype") and hasattr(k, "shape")):
+                k = xp.asarray(k).copy()
+                if k.dtype.kind == "f" and k.size == 0:
+                    k = k.astype(np.int64)
+            if hasattr(k, "dtype") and k.dtype.kind not in "biu":
+                raise IndexError(f"tensor index: arrays used as indices must be integer or boolean, got {k.dtype}")
+            out.append(k)
+        return tuple(out) if isinstance(key, tuple) else out[0]
+
+    def __getitem__(self, key: Any) -> Tensor:
+        if is_basic_key(key):
+            nk = normalize_key(key, self.shape)
+            region, layout = sub_region(self._region, self._layout, nk, self.shape)
+            nk += (Ellipsis,)  # so an all-int key gives a 0-d view, not a scalar copy
+            return self._view(self._data[nk], region, layout, (StepKind.INDEX, nk))
+        return self._graph.apply("gather", (self,), {"key": self._index_arrays(key)})
