@@ -32,7 +32,7 @@ from .ledger import SHARED, Region, acquire_all, borrowing
 from .node import Node, NodeState
 from .operands import as_array
 from .roles import ReadOnly, Role
-from .rules import RULES
+from .rules import RULES, Rule
 from .sites import Site, format_site, user_site
 from .tensor import Tensor
 from .views import Step
@@ -40,6 +40,7 @@ from .views import Step
 __all__ = ["Graph", "Node", "Grads"]
 
 _EMPTY: dict[str, Any] = {}
+_CONSTANT, _RESULT = Role.CONSTANT, Role.RESULT
 
 
 class _BackwardHolder:
@@ -139,41 +140,10 @@ class Graph(TensorFactory):
               vattrs: dict[str, Any] | None = None) -> Tensor:
         """Run rule ``name`` forward on tensors/raw operands, and record a node if any input needs a
         gradient: operands -> forward -> record. ``vattrs`` go to the vjps only."""
-        arrays, parents, in_shapes, mask, first = self._operands(name, args)
-        rule = RULES[name]
-        xp = self.xp if first is None else np if type(first) is np.ndarray else xp_of(first)
-        out = _forward(rule, name, xp, arrays, attrs)
-        if rule.aux:
-            out, aux = out
-        if type(out) is not np.ndarray or not out.flags.c_contiguous:
-            out = owned(out, xp)
-        if not mask:
-            return Tensor._root_of(self, out, Role.CONSTANT, None, None, (name, 0))
-        if vattrs or rule.shapes or rule.aux:
-            attrs = {**attrs, **(vattrs or _EMPTY)}
-            if rule.shapes:
-                attrs["shapes"] = tuple([getattr(x, "shape", ()) for x in arrays])
-            if rule.aux:
-                attrs["aux"] = aux
-        node = Node(next(self._ids), self, name, parents, in_shapes, user_site(), rule, attrs, out.shape)
-        t = Tensor._root_of(self, out, Role.RESULT, node, None, (name, node.id))
-        node.out = weakref.ref(t)
-        needs = rule.saves(mask)
-        if needs:
-            self._save(node, needs, t, args)
-        else:
-            node.saved = (None,) * (len(args) + 1)
-        self._register(node)
-        return t
-
-    def _operands(self, name: str, args: Sequence[Any]) -> tuple[list[Any], tuple[Node | None, ...],
-                                                                  tuple[tuple[int, ...] | None, ...], int, Any]:
-        """The arrays of the operands, their nodes and shapes where a gradient is needed, and the
-        bitmask of inputs needing one; refuses operands of another graph or device."""
+        # operands: the arrays, and for inputs that need a gradient their nodes (bit i of mask: input i)
         arrays: list[Any] = []
         parents: list[Node | None] = []
-        in_shapes: list[tuple[int, ...] | None] = []
-        mask = 0  # bit i: input i needs a gradient
+        mask = 0
         device = first = None
         grad_on = self._mode.enabled
         for i, a in enumerate(args):
@@ -191,28 +161,57 @@ class Graph(TensorFactory):
                 if n is not None:
                     mask |= 1 << i
                 parents.append(n)
-                in_shapes.append(data.shape if n is not None else None)
             else:
                 arrays.append(a)
                 parents.append(None)
-                in_shapes.append(None)
-        return arrays, tuple(parents), tuple(in_shapes), mask, first
+        # forward
+        rule = RULES[name]
+        xp = self.xp if first is None else np if type(first) is np.ndarray else xp_of(first)
+        try:
+            out = rule.forward(xp, *arrays, **attrs)
+        except (ValueError, IndexError, TypeError) as e:  # numpy's AxisError is a ValueError too
+            raise _forward_error(name, arrays, e) from None
+        aux = None
+        if rule.aux:
+            out, aux = out
+        if type(out) is not np.ndarray or not out.flags.c_contiguous:
+            out = owned(out, xp)
+        if not mask:
+            return Tensor._root_of(self, out, _CONSTANT, None, None, (name, 0))
+        return self._record(rule, name, args, arrays, parents, mask, out, attrs, vattrs, aux, user_site())
 
-    def _save(self, node: Node, needs: tuple[int, ...], out: Tensor, args: Sequence[Any]) -> None:
-        """Keep what the node's vjps read, under shared borrows of exactly those regions (all or none:
-        a refused borrow leaves no node behind holding the others)."""
+    def _record(self, rule: Rule, name: str, args: Sequence[Any], arrays: list[Any], parents: list[Node | None],
+                mask: int, out: Array, attrs: dict[str, Any], vattrs: dict[str, Any] | None, aux: Any,
+                site: Site) -> Tensor:
+        """The node of an op whose inputs in ``mask`` need a gradient. It saves what their vjps read,
+        under shared borrows of exactly those regions (all or none: a refused borrow leaves no node
+        behind holding the others)."""
+        if vattrs or rule.shapes or rule.aux:
+            attrs = {**attrs, **(vattrs or _EMPTY)}
+            if rule.shapes:
+                attrs["shapes"] = tuple([getattr(x, "shape", ()) for x in arrays])
+            if rule.aux:
+                attrs["aux"] = aux
+        in_shapes = tuple([x.shape if p is not None else None for x, p in zip(arrays, parents)])
+        node = Node(next(self._ids), self, name, tuple(parents), in_shapes, site, rule, attrs, out.shape)
+        t = Tensor._root_of(self, out, _RESULT, node, None, (name, node.id))
+        node.out = weakref.ref(t)
         saved: list[Any] = [None] * (len(args) + 1)
-        borrow: list[tuple[Any, Region]] = []
-        for j in needs:
-            src = out if j == 0 else args[j - 1]
-            if isinstance(src, Tensor):
-                saved[j] = src._data
-                borrow.append((src._storage.ledger, src._region))
-            else:
-                # a raw array operand is copied: the caller may change it before backward
-                saved[j] = src.copy() if isinstance(src, np.ndarray) or is_array(src) else src
-        node.borrows = acquire_all(borrow, SHARED, node, "saved for backward", node.site, "save")
+        needs = rule.saves(mask)
+        if needs:
+            borrow: list[tuple[Any, Region]] = []
+            for j in needs:
+                src = t if j == 0 else args[j - 1]
+                if isinstance(src, Tensor):
+                    saved[j] = src._data
+                    borrow.append((src._storage.ledger, src._region))
+                else:
+                    # a raw array operand is copied: the caller may change it before backward
+                    saved[j] = src.copy() if isinstance(src, np.ndarray) or is_array(src) else src
+            node.borrows = acquire_all(borrow, SHARED, node, "saved for backward", node.site, "save")
         node.saved = tuple(saved)
+        self._register(node)
+        return t
 
     def _register(self, node: Node) -> None:
         """Make ``node`` pending, with any view nodes it reads (views create theirs unregistered on
@@ -361,15 +360,11 @@ def _dot_label(n: Node) -> str:
     return f"#{n.id} {n.op} {tuple(n.shape)}\\n{format_site(n.site)}\\n{held}{state}"
 
 
-def _forward(rule: Any, name: str, xp: Any, arrays: list[Any], attrs: dict[str, Any]) -> Any:
-    """The rule's forward, with numpy's errors turned into owngrad's (naming the op and the shapes)."""
-    try:
-        return rule.forward(xp, *arrays, **attrs)
-    except ValueError as e:  # numpy's AxisError is a ValueError too
-        shapes = " and ".join(str(tuple(getattr(x, "shape", ()))) for x in arrays)
-        raise ShapeError(f"{name}: operands of shapes {shapes} do not fit: {e}") from None
-    except IndexError as e:
-        shapes = " and ".join(str(tuple(getattr(x, "shape", ()))) for x in arrays)
-        raise IndexError(f"{'tensor index' if name == 'gather' else name}: {e} (tensor shape {shapes})") from None
-    except TypeError as e:
-        raise TypeError(f"{name}: {e}") from None
+def _forward_error(name: str, arrays: list[Any], e: Exception) -> Exception:
+    """numpy's error in a rule's forward as owngrad's (naming the op and the shapes)."""
+    shapes = " and ".join(str(tuple(getattr(x, "shape", ()))) for x in arrays)
+    if isinstance(e, ValueError):
+        return ShapeError(f"{name}: operands of shapes {shapes} do not fit: {e}")
+    if isinstance(e, IndexError):
+        return IndexError(f"{'tensor index' if name == 'gather' else name}: {e} (tensor shape {shapes})")
+    return TypeError(f"{name}: {e}")

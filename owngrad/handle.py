@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numbers
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, cast
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -89,7 +89,7 @@ class TensorHandle:
     @classmethod
     def _root_of(cls, graph: Graph, array: Array, kind: Role, node: Node | None, name: str | None,
                  label: str | tuple[str, int], readonly: ReadOnly | None = None) -> Tensor:
-        t = cast("Tensor", object.__new__(cls))
+        t: Tensor = object.__new__(cls)  # type: ignore[assignment]
         t._graph = graph
         shape = array.shape if type(array) is np.ndarray else tuple(array.shape)
         t._storage = Storage(array, label, "cpu" if type(array) is np.ndarray else device_of(array),
@@ -110,7 +110,7 @@ class TensorHandle:
 
     def _derive(self, data: Array, region: Region, layout: Layout, path: tuple[Step, ...],
                 readonly: ReadOnly | None, is_view: bool = True) -> Tensor:
-        t = cast("Tensor", object.__new__(type(self)))
+        t: Tensor = object.__new__(type(self))  # type: ignore[assignment]
         t._graph = self._graph
         t._storage = self._storage
         t._data = data

@@ -35,6 +35,9 @@ class NodeState(Enum):
     FREED = "freed"  # g.free / g.clear dropped it
 
 
+_PENDING = NodeState.PENDING
+
+
 class Node:
     """One recorded op: its inputs' nodes, what it saved (and the borrows that protect it)."""
 
@@ -54,7 +57,7 @@ class Node:
         self.in_shapes = in_shapes  # the shape of each input that gets a gradient (None for the others)
         self.borrows: list[Borrow] = []
         self.site = site
-        self.state = NodeState.PENDING
+        self.state = _PENDING
         self.is_param = False
         self._leaf: weakref.ref[Tensor] | None = None  # a param's leaf node refers to it weakly: no cycle
         self.out: weakref.ref[Tensor] | None = None  # the tensor this node produced, while it lives
@@ -94,8 +97,10 @@ class Node:
 
     def vjp(self, i: int, g: Array) -> Array:
         """The gradient for input ``i`` given the gradient ``g`` of this node's output."""
-        assert self.rule is not None, "a param's leaf node has no inputs"
-        return self.rule.vjp(i)(g, *self.saved, **self.attrs)
+        rule = self.rule
+        assert rule is not None, "a param's leaf node has no inputs"
+        fn = rule.vjp(i) if rule.variadic else rule.vjps[i]
+        return fn(g, *self.saved, **self.attrs)  # type: ignore[misc]
 
     def holds_arrays(self) -> bool:
         """Whether a walk must release something: a saved array, or an internal one (``aux``)."""
