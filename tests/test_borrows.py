@@ -9,7 +9,8 @@ on the same line as the statement.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -440,7 +441,7 @@ def test_graph_context_manager_clears_on_exception() -> None:
         with og.Graph() as g:
             w = g.param(np.full(3, 0.5), name="w")
             w.log()
-            1 / 0
+            raise ZeroDivisionError("the block fails after recording")
     assert g.pending() == []
 
 

@@ -8,13 +8,13 @@ installed, the same program in torch. Behaviours verified against torch that no 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
 import owngrad as og
-
 
 # --- helpers --------------------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ dispatch seam is test_dispatch.py, which always runs. On a GPU machine:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,9 +29,7 @@ if _N_GPUS < 1:
 
 import owngrad as og
 from owngrad.backend import device_of
-
-from test_dispatch import (A, EXTRA, EXTRA_IDS, POS, SPEC_CASES, SPEC_IDS, SPEC_MISSING, compare, spec_run,
-                           train_steps)
+from test_dispatch import EXTRA, EXTRA_IDS, POS, SPEC_CASES, SPEC_IDS, SPEC_MISSING, A, compare, spec_run, train_steps
 
 CUDA = "cuda"
 # cuBLAS / CUDA math differ from numpy in the last bits; float32 cases get 1e-5 in assert_same

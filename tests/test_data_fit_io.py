@@ -11,7 +11,6 @@ import pytest
 import owngrad as og
 import owngrad.nn.functional as F
 
-
 # --- batches ---------------------------------------------------------------------------------
 
 def test_batches_reiterable_and_reshuffled() -> None:

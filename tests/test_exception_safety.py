@@ -5,7 +5,7 @@ borrow, no half-applied update, no consumed nodes (a second backward works), and
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,7 +74,7 @@ def test_on_grad_raises(exc: BaseException, at_call: int) -> None:
 
 def test_on_grad_raises_with_into_leaves_into_untouched() -> None:
     g, w1, w2, b, x, loss = setup()
-    acc = g.backward(((x @ w1).sum() + w2.sum() + b.sum()))
+    acc = g.backward((x @ w1).sum() + w2.sum() + b.sum())
     before = {p.name: gt.numpy() for p, gt in acc.items()}
 
     def hook(leaf: og.Tensor, grad: og.Tensor) -> None:
@@ -246,7 +246,7 @@ def test_failed_recorded_inplace_changes_nothing() -> None:
 @pytest.mark.parametrize("blocked", ["w1", "w2", "b"])
 def test_backward_into_with_a_borrowed_gradient_is_all_or_nothing(blocked: str) -> None:
     g, w1, w2, b, x, loss = setup()
-    acc = g.backward(((x @ w1).sum() + (w2 * 1.0).sum() + (b * 1.0).sum()))
+    acc = g.backward((x @ w1).sum() + (w2 * 1.0).sum() + (b * 1.0).sum())
     before = {p.name: gt.numpy() for p, gt in acc.items()}
     target = {p.name: p for p in (w1, w2, b)}[blocked]
     pending = [n.id for n in g.pending()]
@@ -276,7 +276,8 @@ def test_clip_norm_with_a_borrowed_gradient_is_all_or_nothing(blocked: str) -> N
             gr.clip_norm_(1e-3)
     for p, gt in gr.items():
         np.testing.assert_array_equal(gt.numpy(), before[p.name],
-                                      err_msg=f"clip_norm_ was half-applied: {p.name} scaled while {blocked} was borrowed")
+                                      err_msg=f"clip_norm_ was half-applied: {p.name} scaled while {blocked} "
+                                              "was borrowed")
     norm = gr.clip_norm_(1e-3)
     assert norm == pytest.approx(np.sqrt(sum((a ** 2).sum() for a in before.values())))
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import Counter
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
-from gradcheck import check_grads
 
 import owngrad as og
 import owngrad.nn.functional as F
+from gradcheck import check_grads
 
 R = np.random.default_rng(0)
 

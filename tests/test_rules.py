@@ -16,10 +16,10 @@ of its inputs that need one require.
 from __future__ import annotations
 
 import dataclasses
-
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import owngrad as og
-from owngrad.rules import RULES
 from gradcheck import check_grads, gradients, recorded_ops
+from owngrad.rules import RULES
 
 Shapes = tuple[tuple[int, ...], ...]
 Sampler = Callable[[tuple[int, ...], np.random.Generator, dict[str, Any]], np.ndarray]

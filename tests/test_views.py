@@ -4,7 +4,8 @@ ledger decides overlap between views exactly, on the base storage's index space.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -247,7 +248,8 @@ def _check_pair(shape: tuple[int, ...], saved: Sequence[Any], written: Sequence[
         expect = np.zeros(shape)
         ids = np.arange(expect.size).reshape(shape)
         sel = _apply_chain_np(ids, saved)
-        np.add.at(expect.reshape(-1), np.asarray(sel).ravel(), 1.0 / np.asarray(_apply_chain_np(before_data, saved)).ravel())
+        np.add.at(expect.reshape(-1), np.asarray(sel).ravel(),
+                  1.0 / np.asarray(_apply_chain_np(before_data, saved)).ravel())
         np.testing.assert_allclose(grads[w].numpy(), expect, rtol=1e-12)
 
 
