@@ -44,7 +44,7 @@ SIZES: dict[str, tuple[int, tuple[int, ...]]] = {
 }
 LR = 1e-3
 
-# goals from issue 6: (size, reference, max ratio)
+# performance goals: (size, reference, max ratio)
 GOALS = [("tiny", "torch", 1.0), ("small", "numpy", 1.15), ("medium", "numpy", 1.05)]
 
 

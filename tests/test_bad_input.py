@@ -1,4 +1,4 @@
-"""The bad-input catalogue (issue 8, SPEC section 5): every public entry point called with wrong
+"""The bad-input catalogue: every public entry point called with wrong
 types, dtypes, shapes, axes, indices, devices, graphs, seeds and labels.
 
 Each row of ``ROWS`` is ``(id, call, expected exception type, substrings the message must hold)``.

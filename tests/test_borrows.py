@@ -1,4 +1,4 @@
-"""SPEC 2 at the Tensor level: who borrows what, when it is released, and what the errors say.
+"""Borrows at the Tensor level: who borrows what, when it is released, and what the errors say.
 
 Messages are read as a newcomer would: the first line names the tensor and region, the access and
 the file:line of the statement in *this* file; one line per conflicting holder with op, node id

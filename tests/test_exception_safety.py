@@ -1,4 +1,4 @@
-"""Exception safety (issue 8): an exception in ``on_grad``, a KeyboardInterrupt inside backward, an
+"""Exception safety: an exception in ``on_grad``, a KeyboardInterrupt inside backward, an
 error inside a borrow block, an error in the middle of an optimizer step. Afterwards: no leaked
 borrow, no half-applied update, no consumed nodes (a second backward works), and the graph works.
 """
@@ -408,3 +408,19 @@ def test_fit_interrupted_leaves_no_pending_nodes() -> None:
     assert all(len(p._storage.ledger) == 0 for p in model.parameters())
     hist = og.fit(model, og.data.batches(xs, ys, 2), og.nn.functional.cross_entropy, opt, epochs=1, progress=False)
     assert np.isfinite(hist["loss"][0])
+
+
+def test_an_interrupt_while_saving_leaks_no_borrow(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = og.Graph()
+    w = g.param(np.ones(3), name="w")
+    c = np.ones(3)
+
+    class Boom(np.ndarray):
+        def copy(self, order: str = "C") -> np.ndarray:  # called when the node saves this operand
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        w ** c.view(Boom)  # pow saves w (a borrow) and the exponent (a copy, which is interrupted)
+    assert w._storage.ledger.live() == [] and g.pending() == []
+    with g.no_grad():
+        w -= 1.0  # nothing holds w

@@ -1,4 +1,4 @@
-"""Differential fuzzer (issues 3 and 8): random programs of ops, views, in-place writes, backward
+"""Differential fuzzer: random programs of ops, views, in-place writes, backward
 (with and without retain) and free, run on owngrad, on a functional numpy reference and on torch.
 
 Invariant, per program:

@@ -1,4 +1,4 @@
-"""The borrow ledger on its own (SPEC 2.5, 2.6): exact regions and all-or-nothing borrows.
+"""The borrow ledger on its own: exact regions and all-or-nothing borrows.
 
 Regions are made the way tensors make them -- ``views.normalize_key`` + ``views.sub_region`` over a
 base shape, transposes permuting the layout -- and checked against a brute-force truth: the same

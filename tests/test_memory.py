@@ -1,4 +1,4 @@
-"""Memory (issue 8): no growth over long runs. Nodes are released after backward, no reference
+"""Memory: no growth over long runs. Nodes are released after backward, no reference
 cycle holds arrays (everything is freed by reference counting alone, with the cycle collector
 off), and tracemalloc sees flat memory over hundreds of training steps.
 

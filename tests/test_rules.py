@@ -26,7 +26,6 @@ from gradcheck import check_grads, gradients, recorded_ops
 from op_cases import CASES, IDS, NOT_HERE, Case, functional
 from owngrad.rules import RULES
 
-
 # --- 1. gradient checks -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

@@ -1,4 +1,4 @@
-"""One Graph used from two threads at once (issue 8): its ledgers are never corrupted -- no two
+"""One Graph used from two threads at once: its ledgers are never corrupted -- no two
 conflicting borrows coexist, everything is released afterwards, no update is lost -- and results
 equal a single-threaded run. Grad mode is per thread (as torch's): ``no_grad`` in one thread does
 not turn recording off in another.

@@ -1,4 +1,4 @@
-"""Library-style helpers a user writes around owngrad, annotated with the access modes (SPEC 4).
+"""Library-style helpers a user writes around owngrad, annotated with the access modes (Mut, Shared, Frozen).
 
 Must pass mypy --strict (and pyright) with no error; tests/test_typing.py also runs it as a program.
 """
