@@ -1,4 +1,5 @@
-"""Realistic, correct, strictly-typed user code over the core API (graph, borrows, views, in-place): a false error here is a bug.
+"""Realistic, correct, strictly-typed user code over the core API (graph, borrows, views, in-place):
+a false error here is a bug.
 
 Also a real program: tests/test_typing.py runs it (``python tests/typing/pass/check_realistic_core.py``).
 """

@@ -1,4 +1,5 @@
-"""A realistic training script with owngrad's training layer (nn, optim, data, fit, save/load), as a PyTorch user would write it.
+"""A realistic training script with owngrad's training layer (nn, optim, data, fit, save/load), as a
+PyTorch user would write it.
 
 Must pass mypy --strict (and pyright) with no error; tests/test_typing.py also runs it as a program.
 """
