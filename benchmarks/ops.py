@@ -30,7 +30,8 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -42,7 +43,8 @@ import step as stepbench  # noqa: E402
 
 
 def bench(fn: Callable[[], Any], target_s: float = 0.005, rounds: int = 21) -> float:
-    """Median CPU seconds (process time: robust on a shared machine) per call over ``rounds`` blocks of calls, each about ``target_s`` long."""
+    """Median CPU seconds (process time: robust on a shared machine) per call over ``rounds`` blocks of
+    calls, each about ``target_s`` long."""
     for _ in range(20):
         fn()
     n = 1
@@ -140,28 +142,34 @@ def part_ledger() -> None:
     print("2. ledger: cost against N live shared borrows on disjoint rows of one (N+2, 4) param")
     print(f"  {'N live':>7}{'check excl us':>15}{'write row us':>14}{'acquire shared us':>19}{'live':>7}")
     for n in (0, 10, 100, 1000):
-        g = og.Graph()
-        p = g.param(np.ones((n + 2, 4)))
-        held = [p[i].log() for i in range(n)]  # log saves its input: a shared borrow on row i each
-        ledger = p._storage.ledger
-        live = len(ledger)
-        region = p[n + 1]._region
-        t_check = bench(lambda: ledger.check(region, EXCLUSIVE))
-        row = p[n + 1]
-
-        def write() -> None:
-            with g.no_grad():
-                row.add_(1.0)
-        t_write = bench(write)
-        other = p[n]._region
-        holder = BlockHolder("bench", ("<bench>", 0), "")
-
-        def shared() -> None:
-            ledger.release(ledger.acquire(other, SHARED, holder, "bench"))
-        t_rec = bench(shared)
+        t_check, t_write, t_rec, live = _ledger_costs(n)
         print(f"  {n:>7}{t_check * 1e6:>15.2f}{t_write * 1e6:>14.1f}{t_rec * 1e6:>19.2f}{live:>7}")
-        del held
-        g.clear()
+
+
+def _ledger_costs(n: int) -> tuple[float, float, float, int]:
+    """(exclusive check, row write, shared acquire+release) seconds and the live count, with n live borrows."""
+    g = og.Graph()
+    p = g.param(np.ones((n + 2, 4)))
+    held = [p[i].log() for i in range(n)]  # log saves its input: a shared borrow on row i each
+    ledger = p._storage.ledger
+    live = len(ledger)
+    region = p[n + 1]._region
+    t_check = bench(lambda: ledger.check(region, EXCLUSIVE))
+    row = p[n + 1]
+
+    def write() -> None:
+        with g.no_grad():
+            row.add_(1.0)
+    t_write = bench(write)
+    other = p[n]._region
+    holder = BlockHolder("bench", ("<bench>", 0), "")
+
+    def shared() -> None:
+        ledger.release(ledger.acquire(other, SHARED, holder, "bench"))
+    t_rec = bench(shared)
+    del held
+    g.clear()
+    return t_check, t_write, t_rec, live
 
 
 def part_site() -> None:

@@ -10,7 +10,8 @@ autograd (each skipped when absent). Every library starts from the same weights,
 step's losses are checked to agree before anything is timed.
 
 Timing (``--clock cpu``, the default, counts this process's CPU time, which other jobs on a
-shared machine disturb far less than wall time; ``--clock wall`` for an idle machine): each library is warmed up, a block size is calibrated so one block takes ~10 ms, then
+shared machine disturb far less than wall time; ``--clock wall`` for an idle machine): each library
+is warmed up, a block size is calibrated so one block takes ~10 ms, then
 ``--rounds`` rounds each time one block per library; the per-step median over rounds is
 reported with ratios against the numpy floor and against torch.
 
@@ -31,7 +32,8 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -42,7 +44,7 @@ SIZES: dict[str, tuple[int, tuple[int, ...]]] = {
 }
 LR = 1e-3
 
-# goals from issue 6: (size, reference, max ratio)
+# performance goals: (size, reference, max ratio)
 GOALS = [("tiny", "torch", 1.0), ("small", "numpy", 1.15), ("medium", "numpy", 1.05)]
 
 

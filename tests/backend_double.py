@@ -25,7 +25,8 @@ transfers are ``d.get()`` (device->host, cupy's spelling) and ``dnp.asarray(host
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

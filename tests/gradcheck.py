@@ -21,7 +21,8 @@ labels, boolean masks -- constants) and returns a tensor of any shape. Each call
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""SPEC 2 at the Tensor level: who borrows what, when it is released, and what the errors say.
+"""Borrows at the Tensor level: who borrows what, when it is released, and what the errors say.
 
 Messages are read as a newcomer would: the first line names the tensor and region, the access and
 the file:line of the statement in *this* file; one line per conflicting holder with op, node id
@@ -9,7 +9,8 @@ on the same line as the statement.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -440,7 +441,7 @@ def test_graph_context_manager_clears_on_exception() -> None:
         with og.Graph() as g:
             w = g.param(np.full(3, 0.5), name="w")
             w.log()
-            1 / 0
+            raise ZeroDivisionError("the block fails after recording")
     assert g.pending() == []
 
 

@@ -143,7 +143,7 @@ def test_random_constructors_draw_from_the_graphs_stream() -> None:
     np.testing.assert_array_equal(a.numpy(), b.numpy())  # both graphs start from seed 0
     assert not np.array_equal(g1.randn(2, 3).numpy(), a.numpy())  # the stream moves on
     r = g1.rand(1000, dtype=np.float64)
-    assert r.dtype == np.float64 and 0.0 <= float(r.min()) and float(r.max()) < 1.0
+    assert r.dtype == np.float64 and float(r.min()) >= 0.0 and float(r.max()) < 1.0
 
 
 @pytest.mark.parametrize("make, exc, text", [

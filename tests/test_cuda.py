@@ -1,4 +1,5 @@
-"""SPEC 7 on a real GPU: the op-and-gradient table of test_dispatch.py on cupy, compared with the CPU.
+"""The device-dispatch seam on a real GPU: the op-and-gradient tables of tests/op_cases.py on cupy,
+compared with the CPU.
 
 Skips (with the reason) when cupy is not installed or no GPU is usable; the CPU proof of the
 dispatch seam is test_dispatch.py, which always runs. On a GPU machine:
@@ -7,7 +8,8 @@ dispatch seam is test_dispatch.py, which always runs. On a GPU machine:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,10 +29,9 @@ if _N_GPUS < 1:
     pytest.skip("no GPU: cupy sees no CUDA device", allow_module_level=True)
 
 import owngrad as og
+from device_runs import case_run, compare, train_steps
+from op_cases import CASES, EXTRA, EXTRA_IDS, IDS, POS, A
 from owngrad.backend import device_of
-
-from test_dispatch import (A, EXTRA, EXTRA_IDS, POS, SPEC_CASES, SPEC_IDS, SPEC_MISSING, compare, spec_run,
-                           train_steps)
 
 CUDA = "cuda"
 # cuBLAS / CUDA math differ from numpy in the last bits; float32 cases get 1e-5 in assert_same
@@ -43,11 +44,10 @@ def test_extra_table_on_cuda(case: tuple[str, Callable[..., og.Tensor], list[np.
     compare(CUDA, name, fn, arrays, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.skipif(not SPEC_CASES, reason=SPEC_MISSING or "no spec cases")
-@pytest.mark.parametrize("case", SPEC_CASES, ids=SPEC_IDS)
-def test_spec_example_on_cuda(case: Any) -> None:
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_case_example_on_cuda(case: Any) -> None:
     shapes, kw = case.example
-    spec_run(case, shapes, kw, 1, device=CUDA, rtol=RTOL, atol=ATOL)
+    case_run(case, shapes, kw, 1, CUDA, rtol=RTOL, atol=ATOL)
 
 
 def test_arrays_are_cupy_arrays() -> None:

@@ -11,7 +11,6 @@ import pytest
 import owngrad as og
 import owngrad.nn.functional as F
 
-
 # --- batches ---------------------------------------------------------------------------------
 
 def test_batches_reiterable_and_reshuffled() -> None:
@@ -169,7 +168,7 @@ def test_interrupted_save_leaves_old_file(tmp_path: Any, monkeypatch: pytest.Mon
     assert np.array_equal(og.load(path)["weight"], og.nn.Linear(g, 3, 2, rng=0).weight.numpy())
 
 
-# --- review fixes ------------------------------------------------------------------------------
+# --- fit refuses what would train silently wrong; checkpoints: permissions, corruption --------
 
 def test_fit_refuses_one_shot_iterators_and_empty_epochs() -> None:
     x, y = _blobs()
@@ -247,3 +246,16 @@ def test_load_random_corruption_never_loads_wrong_values(tmp_path: Any) -> None:
         if set(state) == set(ref):         # a renamed member is caught by load_state_dict's key check
             for k in ref:
                 assert np.array_equal(state[k], ref[k]), (i, k)
+
+
+def test_fit_takes_metrics_as_a_list_of_named_functions() -> None:
+    g = og.Graph()
+    model = og.nn.MLP(g, [4, 3], rng=0)
+    opt = og.optim.SGD(model.parameters(), lr=0.1)
+    rng = np.random.default_rng(0)
+    batches = og.data.batches(rng.standard_normal((12, 4)), rng.integers(0, 3, 12), batch_size=4, rng=0)
+    history = og.fit(model, batches, og.nn.functional.cross_entropy, opt, epochs=2,
+                     metrics=[og.training.accuracy], progress=False)
+    assert set(history) == {"loss", "accuracy"} and len(history["accuracy"]) == 2
+    with pytest.raises(TypeError, match="named functions"):
+        og.fit(model, batches, og.nn.functional.cross_entropy, opt, metrics=[lambda o, y: 0.0], progress=False)

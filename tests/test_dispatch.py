@@ -1,4 +1,4 @@
-"""SPEC 7 without a GPU: the whole op-and-gradient table on a second array backend.
+"""The device-dispatch seam without a GPU: the whole op-and-gradient table on a second array backend.
 
 Device ``"fake"`` (tests/backend_double.py) stores ``DArray``s -- not numpy arrays -- and makes
 every hard-coded numpy call on device data raise. Each case runs on ``"cpu"`` and on ``"fake"``;
@@ -6,239 +6,34 @@ values and gradients must agree, every array the graph keeps (outputs, saved ope
 gradients) must live on the case's device, and no transfer may happen but ``.numpy()``,
 ``.to(device)`` and the host data a user hands in (``g.param``, ``seed=``, index arrays).
 
-The table is test_rules.py's ``CASES`` (the spec table, drawn with hypothesis) plus this file's
-``EXTRA`` cases, which on their own cover every rule in ``owngrad.rules.RULES`` (so the proof
-stands even if the spec table moves). The same machinery runs on cupy in test_cuda.py.
+The tables are tests/op_cases.py's: ``CASES`` (drawn with hypothesis) and ``EXTRA`` (fixed
+inputs that on their own record every rule in ``owngrad.rules.RULES``). The same runs
+(tests/device_runs.py) happen on cupy in test_cuda.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import backend_double
 import owngrad as og
 import owngrad.rules as rules_mod
+from backend_double import TRANSFERS, DArray, HostRoundTrip, dnp
+from device_runs import case_run, compare, run_on, train_steps
+from op_cases import CASES, EXTRA, EXTRA_IDS, IDS, POS, A, B, M
 from owngrad.backend import device_of
 from owngrad.rules import RULES
 
-import backend_double
-from backend_double import DArray, HostRoundTrip, TRANSFERS, dnp
-
 FAKE = backend_double.DEVICE
-
-try:  # the spec table (another helper's file): read, never edited
-    import test_rules as _spec
-
-    SPEC_CASES: list[Any] = list(_spec.CASES)
-    SPEC_MISSING = ""
-except Exception as e:  # pragma: no cover - depends on the other file
-    SPEC_CASES = []
-    SPEC_MISSING = f"tests/test_rules.py's CASES is not importable ({type(e).__name__}: {e})"
-
-#: kw entries of spec cases that are *operands* (host arrays): made constants of the case's graph
-OPERAND_KW: dict[str, tuple[str, ...]] = {"where": ("cond",)}
-#: spec cases that pass a raw numpy array as an operand: a host array meeting device data must raise
-HOST_OPERAND_CASES = {"concatenate_constant"}
-
-
-# --- running one case on one device ---------------------------------------------------------
-
-@dataclass
-class Run:
-    value: np.ndarray
-    grads: list[np.ndarray | None]
-    ops: set[str]
-
-
-def _arrays_on(device: str, x: Any) -> list[Any]:
-    """Every array-like value in ``x`` (tuples/lists/dicts walked), for the where-does-it-live checks."""
-    out: list[Any] = []
-    if isinstance(x, (tuple, list)):
-        for v in x:
-            out += _arrays_on(device, v)
-    elif isinstance(x, dict):
-        for v in x.values():
-            out += _arrays_on(device, v)
-    elif hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, np.generic):
-        out.append(x)
-    return out
-
-
-def check_resident(g: og.Graph, out: og.Tensor, device: str) -> None:
-    """The output and everything the pending nodes saved live on ``device``."""
-    assert out.device == device, f"result is on {out.device}, expected {device}"
-    assert device_of(out._data) == device, f"result data is a {type(out._data).__name__}, not a {device} array"
-    for node in g.pending():
-        for a in _arrays_on(device, list(node.saved) + [node.attrs.get("aux")]):
-            assert device_of(a) == device, (
-                f"node #{node.id} {node.op} saved a {type(a).__name__} (host data) on device {device}")
-
-
-def run_on(device: str, fn: Callable[..., og.Tensor], arrays: list[np.ndarray], seed: int = 0,
-           kw: dict[str, Any] | None = None, operand_kw: tuple[str, ...] = ()) -> Run:
-    """``fn``'s value and the gradient of ``<fn(x), v>`` (random ``v``) for each float input, on ``device``."""
-    g = og.Graph(device=device)
-    leaves = [g.param(a) if a.dtype.kind == "f" else g.constant(a) for a in arrays]
-    kw = dict(kw or {})
-    for k in operand_kw:
-        kw[k] = g.constant(kw[k])
-    out = fn(*leaves, **kw)
-    assert isinstance(out, og.Tensor)
-    check_resident(g, out, device)
-    ops = {n.op for n in g.pending()}
-    value = out.numpy()
-    assert isinstance(value, np.ndarray)
-    grads: list[np.ndarray | None] = [None] * len(leaves)
-    if out.requires_grad:
-        v = np.random.default_rng(seed).standard_normal(value.shape).astype(value.dtype)
-        gr = g.backward(out, seed=v)
-        for i, (leaf, a) in enumerate(zip(leaves, arrays)):
-            if a.dtype.kind != "f":
-                continue
-            if leaf in gr:
-                gt = gr[leaf]
-                assert device_of(gt._data) == device, (
-                    f"gradient of input {i} is a {type(gt._data).__name__}, not a {device} array")
-                assert gt.shape == a.shape and gt.dtype == a.dtype
-                grads[i] = gt.numpy()
-            else:
-                grads[i] = np.zeros_like(a)
-        assert g.pending() == [], f"backward left nodes pending: {g.pending()}"
-    return Run(value, grads, ops)
-
-
-def assert_same(ref: Run, got: Run, name: str, device: str, rtol: float = 1e-10, atol: float = 1e-12) -> None:
-    """Same values, gradients and recorded ops. The fake device runs numpy underneath, so its
-    tolerance is tight; a GPU's kernels round differently (test_cuda.py loosens it)."""
-    if ref.value.dtype == np.float32:
-        rtol, atol = max(rtol, 1e-5), max(atol, 1e-6)
-    assert got.value.dtype == ref.value.dtype, f"{name}: dtype {got.value.dtype} on {device}, {ref.value.dtype} on cpu"
-    np.testing.assert_allclose(got.value, ref.value, rtol=rtol, atol=atol,
-                               err_msg=f"{name}: value on {device} differs from cpu")
-    for i, (a, b) in enumerate(zip(ref.grads, got.grads)):
-        if a is None:
-            assert b is None
-            continue
-        assert b is not None
-        np.testing.assert_allclose(b, a, rtol=rtol, atol=atol,
-                                   err_msg=f"{name}: gradient of input {i} on {device} differs from cpu")
-    assert got.ops == ref.ops, f"{name}: recorded {got.ops} on {device} but {ref.ops} on cpu"
-
-
-def compare(device: str, name: str, fn: Callable[..., og.Tensor], arrays: list[np.ndarray], seed: int = 0,
-            kw: dict[str, Any] | None = None, operand_kw: tuple[str, ...] = (), rtol: float = 1e-10,
-            atol: float = 1e-12) -> Run:
-    ref = run_on("cpu", fn, arrays, seed, kw, operand_kw)
-    got = run_on(device, fn, arrays, seed, kw, operand_kw)
-    assert_same(ref, got, name, device, rtol, atol)
-    return got
-
-
-# --- this file's own table: covers every rule by itself ---------------------------------------
-
-def _cross_entropy(logits: og.Tensor, labels: og.Tensor, reduction: str = "mean") -> og.Tensor:
-    """The ``cross_entropy`` rule itself (og.nn.functional has its own copy, covered below)."""
-    return logits.graph.apply("cross_entropy", (logits, labels), {"reduction": reduction})
-
-
-def F(name: str) -> Callable[..., og.Tensor]:
-    """``og.nn.functional.<name>``; the case skips while it does not exist."""
-    try:
-        import owngrad.nn.functional as fmod
-    except ImportError:
-        pytest.skip("owngrad.nn.functional does not exist yet")
-    fn = getattr(fmod, name, None)
-    if fn is None:
-        pytest.skip(f"og.nn.functional.{name} does not exist yet")
-    return fn  # type: ignore[no-any-return]
-
-
-def _recorded_inplace(x: og.Tensor, y: og.Tensor) -> og.Tensor:
-    z = x * y
-    z[0:1] = 0.0  # through a basic view
-    z[:, 1] += x[:, 0]  # in-place add through a view, rhs with history
-    z[[1, 1]] = y[1:2, :] * 3  # integer-array setitem
-    z *= 2.0
-    z.clamp_(-3.0, 3.0)
-    return (z * x).sum(axis=0)
-
-
-def _view_zoo(x: og.Tensor) -> og.Tensor:
-    return (x[1, 2] * x[::-1, None, 1:] + x[..., 0:1].T.squeeze(0).unsqueeze(-1)[0]).sum(axis=1)
-
-
-def _rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
-
-
-R = _rng(7)
-A = R.uniform(-2, 2, (3, 4))
-B = R.uniform(-2, 2, (3, 4))
-ROW = R.uniform(-2, 2, (4,))
-POS = R.uniform(0.5, 2, (3, 4))
-M = R.uniform(-2, 2, (4, 2))
-BAT = R.uniform(-2, 2, (2, 3, 4))
-LAB = np.array([0, 3, 1])
-
-EXTRA: list[tuple[str, Callable[..., og.Tensor], list[np.ndarray]]] = [
-    ("neg", lambda x: -x, [A]),
-    ("exp_log_sqrt", lambda x: x.exp() + x.log() * x.sqrt(), [POS]),
-    ("tanh_sigmoid_relu_abs", lambda x: x.tanh() * og.sigmoid(x) + x.relu() - og.abs(x), [A]),
-    ("clip", lambda x: og.clip(x, -0.5, 0.7) + x.clip(lo=0.1), [A]),
-    ("clip_tensor_bounds", lambda x, y: og.clip(x, y, 1.0), [A, B]),
-    ("copy", lambda x: x.copy() * 3, [A]),
-    ("cast", lambda x: x.astype(np.float32) * 2, [A]),
-    ("arith_broadcast", lambda x, r: (x + r) * (x - r) / (r * r + 1) - 2 / (x * x + 1), [A, ROW]),
-    ("pow", lambda x, y: x ** y + x ** 2 + 2.0 ** y, [POS, B]),
-    ("matmul_2d", lambda x, m: x @ m, [A, M]),
-    ("matmul_1d_2d", lambda r, m: r @ m, [ROW, M]),
-    ("matmul_2d_1d", lambda x, r: og.matmul(x, r), [A, ROW]),
-    ("matmul_batched", lambda b, m: b @ m, [BAT, M]),
-    ("matmul_1d_1d", lambda r, s: r @ s, [ROW, ROW * 0.5]),
-    ("maximum_minimum", lambda x, y: og.maximum(x, y) * og.minimum(x, 0.3), [A, B]),
-    ("where", lambda x, y: og.where(x > y, x * 3, y), [A, B]),
-    ("where_bcast", lambda x, r: og.where(x > 0, x, r), [A, ROW]),
-    ("sum_mean", lambda x: x.sum(axis=0) * x.mean(axis=1, keepdims=True) + x.sum() + x.mean(axis=(0, 1)), [A]),
-    ("max_min", lambda x: x.max(axis=1) + x.min(axis=0, keepdims=True).sum() + x.max(), [A]),
-    ("var", lambda x: x.var(axis=0, ddof=1) + x.var(), [A]),
-    ("logsumexp", lambda x: x.logsumexp(axis=1) + x.logsumexp(), [A]),
-    ("softmax", lambda x: x.softmax(axis=-1) * x + x.log_softmax(axis=0), [A]),
-    ("cross_entropy_mean", lambda x, y: _cross_entropy(x, y), [A, LAB]),
-    ("cross_entropy_sum", lambda x, y: _cross_entropy(x, y, "sum"), [A, LAB]),
-    ("cross_entropy_none", lambda x, y: _cross_entropy(x, y, "none"), [A, LAB]),
-    ("cross_entropy_1d", lambda x, y: _cross_entropy(x, y), [ROW, np.array(2)]),
-    ("expand", lambda x: x[0:1].expand(2, 3, 4) * x, [A]),
-    ("reshape_view_and_copy", lambda x: x.reshape(2, 6).T.reshape(-1) * x.reshape(12), [A]),
-    ("concatenate", lambda x, y: og.concatenate([x, y[0:1], x.graph.constant(np.ones((1, 4)))], axis=0), [A, B]),
-    ("stack", lambda x, y: og.stack([x, y], axis=1) * og.stack([y, x], axis=1)[:, ::-1], [A, B]),
-    ("gather_int", lambda x: x[[0, 0, 2]] * x[np.array([1, -1])].sum(), [A]),
-    ("gather_bool", lambda x: x[x > 0] * 2, [A]),
-    ("gather_tensor_index", lambda x, i: x[i, 1:] + x[:, 0][i].unsqueeze(1), [A, np.array([2, 0, 0])]),
-    ("views", _view_zoo, [A]),
-    ("transpose_permute", lambda b: b.transpose(2, 0, 1) * b.permute(2, 0, 1), [BAT]),
-    ("recorded_inplace", _recorded_inplace, [A, B]),
-    ("to_cpu_and_back_is_noop_on_same_device", lambda x: x.to(x.device) * 2, [A]),
-    ("composite", lambda x, y: ((x * y).tanh()[..., ::-1] @ x.graph.constant(M)).relu().sum(axis=-1), [A, B]),
-    # og.nn.functional (its rules register on import)
-    ("F.cross_entropy", lambda x, y: F("cross_entropy")(x, y) + F("cross_entropy")(x, y, reduction="sum"),
-     [A, LAB]),
-    ("F.conv2d", lambda x, w, b: F("conv2d")(x, w, b, stride=(2, 1), padding=1),
-     [R.uniform(-1, 1, (2, 2, 5, 4)), R.uniform(-1, 1, (3, 2, 3, 2)), R.uniform(-1, 1, (3,))]),
-    ("F.max_pool2d", lambda x: F("max_pool2d")(x, 2) + F("max_pool2d")(x, (2, 1), (2, 2)),
-     [R.permutation(32).reshape(1, 2, 4, 4) * 0.1]),
-    ("F.embedding", lambda w: F("embedding")(w, np.array([[0, 2], [2, 2]])), [A]),
-    ("F.mse_bce", lambda x, y: F("mse_loss")(x, y) + F("binary_cross_entropy_with_logits")(x, 0.3), [A, B]),
-    ("F.dropout", lambda x: F("dropout")(x, 0.5, rng=3) * x, [A]),
-]
-EXTRA_IDS = [c[0] for c in EXTRA]
 
 
 @pytest.mark.parametrize("case", EXTRA, ids=EXTRA_IDS)
@@ -249,59 +44,33 @@ def test_extra_table_on_fake(case: tuple[str, Callable[..., og.Tensor], list[np.
 
 def test_extra_table_covers_every_rule() -> None:
     recorded: set[str] = set()
-    for name, fn, arrays in EXTRA:
+    for _name, fn, arrays in EXTRA:
         try:
             recorded |= run_on("cpu", fn, arrays).ops
         except Exception:  # a failing case is reported by its own test; count what it recorded
             g = og.Graph()
-            try:
+            with contextlib.suppress(Exception):
                 fn(*[g.param(a) if a.dtype.kind == "f" else g.constant(a) for a in arrays])
-            except Exception:
-                pass
             recorded |= {n.op for n in g.pending()}
     missing = sorted(set(RULES) - recorded - {"to"})  # "to" needs two devices: test_to_* below
     assert not missing, f"rules without a case in EXTRA: {missing}"
 
 
-# --- the spec table (tests/test_rules.py) on the fake device -------------------------------
+# --- the op table (op_cases.CASES) on the fake device -----------------------------------------
 
-SPEC_IDS = [c.name for c in SPEC_CASES]
-
-
-def spec_run(case: Any, shapes: Any, kw: dict[str, Any], seed: int, device: str = FAKE, rtol: float = 1e-10,
-             atol: float = 1e-12) -> None:
-    """One draw of a spec case on ``device``, compared with the CPU."""
-    fn = case.call(kw)  # skips when an og.nn.functional it needs does not exist yet
-    arrays = case.arrays(shapes, kw, seed)
-    op_kw = OPERAND_KW.get(case.name, ())
-    try:
-        run_on("cpu", lambda *ts, **k: case.fn(*ts, **k), arrays, seed, kw, op_kw)
-    except Exception as e:  # not a dispatch question: test_rules.py fails on it already
-        pytest.skip(f"{case.name} fails on the CPU too ({type(e).__name__}: {str(e)[:120]}); "
-                    "tests/test_rules.py reports that")
-    if case.name in HOST_OPERAND_CASES:
-        run_on("cpu", fn, arrays, seed)
-        with pytest.raises(og.DeviceError):
-            run_on(device, fn, arrays, seed)
-        return
-    compare(device, case.name, lambda *ts, **k: case.fn(*ts, **k), arrays, seed, kw, op_kw, rtol, atol)
-
-
-@pytest.mark.skipif(not SPEC_CASES, reason=SPEC_MISSING or "no spec cases")
-@pytest.mark.parametrize("case", SPEC_CASES, ids=SPEC_IDS)
-def test_spec_example_on_fake(case: Any) -> None:
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_case_example_on_fake(case: Any) -> None:
     shapes, kw = case.example
-    spec_run(case, shapes, kw, 1)
+    case_run(case, shapes, kw, 1, FAKE)
 
 
-@pytest.mark.skipif(not SPEC_CASES, reason=SPEC_MISSING or "no spec cases")
-@pytest.mark.parametrize("case", SPEC_CASES, ids=SPEC_IDS)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 @settings(max_examples=5, deadline=None)
 @given(data=st.data())
-def test_spec_drawn_on_fake(case: Any, data: Any) -> None:
+def test_case_drawn_on_fake(case: Any, data: Any) -> None:
     shapes, kw = data.draw(case.shapes, label="shapes, attrs")
     seed = data.draw(st.integers(0, 2**16), label="values seed")
-    spec_run(case, shapes, kw, seed)
+    case_run(case, shapes, kw, seed, FAKE)
 
 
 # --- the double itself is strict (so a pass means something) --------------------------------
@@ -583,34 +352,6 @@ def test_unknown_device_raises() -> None:
 
 
 # --- the training layer dispatches too -------------------------------------------------------
-
-def train_steps(device: str, optname: str) -> tuple[list[float], np.ndarray, dict[str, np.ndarray]]:
-    g = og.Graph(device=device)
-    nn = og.nn
-    model = nn.Sequential(nn.Conv2d(g, 1, 2, 3, padding=1, rng=0), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(g, 8, 6, rng=1), nn.BatchNorm1d(g, 6), nn.Tanh(), nn.Dropout(0.3, rng=2),
-                          nn.LayerNorm(g, 6), nn.Linear(g, 6, 3, rng=3))
-    params = list(model.parameters())
-    opt = {"sgd": lambda: og.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
-           "adam": lambda: og.optim.Adam(params, lr=0.01),
-           "adamw": lambda: og.optim.AdamW(params, lr=0.01)}[optname]()
-    r = np.random.default_rng(0)
-    xs, ys = r.standard_normal((5, 1, 4, 4)), np.array([0, 1, 2, 1, 0])
-    losses = []
-    for _ in range(2):
-        loss = og.nn.functional.cross_entropy(model(g.constant(xs)), g.constant(ys))
-        grads = g.backward(loss)
-        grads.clip_norm_(1.0)
-        opt.step(grads)
-        losses.append(loss.item())
-    model.eval()
-    with g.no_grad():
-        out = model(g.constant(xs)).numpy()
-    for name, t in model.named_parameters():
-        assert device_of(t._data) == device, f"{name} moved off {device}: {type(t._data).__name__}"
-    opt.load_state_dict(opt.state_dict())
-    return losses, out, model.state_dict()
-
 
 @pytest.mark.parametrize("optname", ["sgd", "adam", "adamw"])
 def test_training_steps_match_cpu(optname: str) -> None:

@@ -1,10 +1,11 @@
-"""SPEC 5: clear, typed errors for bad input -- and a failed call changes nothing."""
+"""Clear, typed errors for bad input -- and a failed call changes nothing."""
 
 from __future__ import annotations
 
 import re
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -329,3 +330,9 @@ def test_failed_backward_changes_nothing() -> None:
             call()
         assert state(g, a) == before
     np.testing.assert_allclose(g.backward(loss)[a].numpy(), 2.0)
+
+
+def test_unsqueeze_float_axis_is_a_clear_type_error() -> None:
+    g = og.Graph()
+    with pytest.raises(TypeError, match="unsqueeze"):
+        g.param(np.ones((2, 3))).unsqueeze(1.5)  # type: ignore[arg-type]

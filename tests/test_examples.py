@@ -39,8 +39,10 @@ def test_safe_inplace() -> None:
     out = run("safe_inplace.py", "--quick")
     assert "gradient exact: True" in out
     assert "EMA equals 0.9 * EMA + 0.1 * weights after every step: True" in out
-    assert re.search(r"BorrowError: cannot write 1\.weight \(exclusive borrow for SGD\.step\) at safe_inplace\.py:\d+", out)
-    assert re.search(r"borrowed \(shared\) by node #\d+ \w+ recorded at safe_inplace\.py:\d+( in main, called from safe_inplace\.py:\d+)?: saved for backward", out)
+    assert re.search(r"BorrowError: cannot write 1\.weight \(exclusive borrow for SGD\.step\) at safe_inplace\.py:\d+",
+                     out)
+    assert re.search(r"borrowed \(shared\) by node #\d+ \w+ recorded at safe_inplace\.py:\d+"
+                     r"( in main, called from safe_inplace\.py:\d+)?: saved for backward", out)
     assert "help: call g.backward(...)" in out
     assert "after g.backward(loss) the step went through" in out
     assert out.rstrip().endswith("done")

@@ -1,4 +1,4 @@
-"""Differential fuzzer (issues 3 and 8): random programs of ops, views, in-place writes, backward
+"""Differential fuzzer: random programs of ops, views, in-place writes, backward
 (with and without retain) and free, run on owngrad, on a functional numpy reference and on torch.
 
 Invariant, per program:
@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import Counter
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""SPEC 1: the graph, its leaves, Grads, an iterative backward, pending() and to_dot()."""
+"""The graph: its leaves, Grads, an iterative backward, pending() and to_dot()."""
 
 from __future__ import annotations
 
@@ -238,3 +238,20 @@ def test_a_second_backward_walks_nodes_that_saved_nothing_as_torch_does() -> Non
     g.backward(z.sum())
     with pytest.raises(og.GraphError, match="retain=True"):
         g.backward(z.sum())
+
+
+def test_to_dot_labels_every_node_with_op_shape_and_borrows() -> None:
+    g = og.Graph()
+    w = g.param(np.ones((3, 2)), name="w")
+    x = g.constant(np.ones((4, 3)), name="x")
+    dot = g.to_dot((x @ w).relu().sum())
+    assert "matmul (4, 2)" in dot and "relu (4, 2)" in dot and "sum ()" in dot
+    assert "borrows x (shared)" in dot and "w\\nparam (3, 2)" in dot
+
+
+def test_a_loss_formats_like_a_number() -> None:
+    g = og.Graph()
+    loss = g.param(np.array([0.25, 0.5])).sum()
+    assert f"{loss:.3f}" == "0.750"
+    with pytest.raises(TypeError, match="one-element"):
+        f"{g.param(np.ones(2)):.3f}"

@@ -1,4 +1,4 @@
-"""In-place updates (SPEC 3), each rule on its own.
+"""In-place updates, each rule on its own.
 
 Every program below is written once against a tiny adapter (owngrad or torch), run on owngrad
 and checked against central finite differences in float64 (always), and against torch's
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -730,7 +731,7 @@ def test_rhs_with_history_into_leaf_graph_error_leaves_graph_unchanged(what: str
     pend = [n.id for n in g.pending()]
     with pytest.raises(og.GraphError):
         _leaf_write(what, w, r)
-    # SPEC 5: a failed call leaves the graph as it was (no stray recorded nodes)
+    # a failed call leaves the graph as it was (no stray recorded nodes)
     assert [n.id for n in g.pending()] == pend
 
 
@@ -911,3 +912,28 @@ def test_write_through_view_of_view_then_read_other_views() -> None:
     assert loss == pytest.approx(tloss, rel=1e-12)
     for got, want in zip(grads, tgrads):
         np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_clamp_with_array_bounds_checks_shapes_first_and_records_nothing_on_failure() -> None:
+    g = og.Graph()
+    w = g.param(np.ones((2, 3)))
+    y = w * 2.0
+    before = [n.id for n in g.pending()]
+    with pytest.raises(og.ShapeError):
+        y.clamp_(lo=np.zeros((3, 2)))
+    assert [n.id for n in g.pending()] == before
+    np.testing.assert_array_equal(y.numpy(), np.full((2, 3), 2.0))
+
+
+def test_clamp_with_tensor_bounds_is_differentiable_like_og_clip() -> None:
+    g = og.Graph()
+    x = g.param(np.array([0.0, 1.0, 2.0, -1.0]))
+    lo = g.param(np.zeros(4))
+    hi = g.param(np.ones(4))
+    y = x * 1.0
+    y.clamp_(lo, hi)
+    grads = g.backward(y.sum())
+    np.testing.assert_array_equal(y.numpy(), [0.0, 1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(grads[x].numpy(), [1.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(grads[lo].numpy(), [0.0, 0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(grads[hi].numpy(), [0.0, 0.0, 1.0, 0.0])

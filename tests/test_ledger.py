@@ -1,4 +1,4 @@
-"""The borrow ledger on its own (SPEC 2.5, 2.6): exact regions and all-or-nothing borrows.
+"""The borrow ledger on its own: exact regions and all-or-nothing borrows.
 
 Regions are made the way tensors make them -- ``views.normalize_key`` + ``views.sub_region`` over a
 base shape, transposes permuting the layout -- and checked against a brute-force truth: the same
@@ -31,7 +31,7 @@ class View:
         self.layout: tuple[int, ...] | None = tuple(range(len(shape)))
         self.steps: list[Any] = []
 
-    def index(self, key: Any) -> "View":
+    def index(self, key: Any) -> View:
         v = self._copy()
         nk = normalize_key(key, v.ids.shape)
         v.region, v.layout = sub_region(self.region, self.layout, nk, v.ids.shape)
@@ -39,14 +39,14 @@ class View:
         v.steps.append(key)
         return v
 
-    def transpose(self, perm: tuple[int, ...]) -> "View":
+    def transpose(self, perm: tuple[int, ...]) -> View:
         v = self._copy()
         v.ids = v.ids.transpose(perm)
         v.layout = None if self.layout is None else tuple(self.layout[p] for p in perm)
         v.steps.append(("T", perm))
         return v
 
-    def _copy(self) -> "View":
+    def _copy(self) -> View:
         v = View.__new__(View)
         v.base_shape, v.ids, v.region, v.layout, v.steps = (self.base_shape, self.ids, self.region, self.layout,
                                                             list(self.steps))
@@ -193,8 +193,8 @@ def test_conflict_message_names_every_holder_and_help() -> None:
     led.acquire(base.index(1).region, SHARED, Holder("node #9 exp recorded at train.py:25"), "saved for backward")
     led.acquire(base.index(3).region, SHARED, Holder("node #11 log recorded at train.py:26"), "saved for backward")
     with pytest.raises(og.BorrowError) as ei:
-        led.acquire(base.index(slice(0, 2)).region, EXCLUSIVE, Holder("me"), "writing", (("/src/train.py", 31, "step"),),
-                    access="+=")
+        led.acquire(base.index(slice(0, 2)).region, EXCLUSIVE, Holder("me"), "writing",
+                    (("/src/train.py", 31, "step"),), access="+=")
     msg = str(ei.value)
     lines = msg.splitlines()
     assert "cannot write" in lines[0] and "train.py:31" in lines[0] and "exclusive" in lines[0], msg

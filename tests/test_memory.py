@@ -1,4 +1,4 @@
-"""Memory (issue 8): no growth over long runs. Nodes are released after backward, no reference
+"""Memory: no growth over long runs. Nodes are released after backward, no reference
 cycle holds arrays (everything is freed by reference counting alone, with the cycle collector
 off), and tracemalloc sees flat memory over hundreds of training steps.
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 import gc
 import tracemalloc
 import weakref
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -94,7 +95,8 @@ def test_memory_flat_over_many_steps(no_gc: None) -> None:
         tracemalloc.stop()
     growth = end - mid
     bound = step_bytes()
-    assert growth < bound, f"memory grew by {growth} bytes over 200 steps with gc off (one step's arrays: {bound} bytes)"
+    assert growth < bound, (f"memory grew by {growth} bytes over 200 steps with gc off "
+                            f"(one step's arrays: {bound} bytes)")
     assert last < first, "the model did not train (the loop is not doing the work it claims)"
     assert g.pending() == []
     assert all(p._storage.ledger.live() == [] for p in params)

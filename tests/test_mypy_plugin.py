@@ -58,7 +58,8 @@ def test_plugin_supports_the_pinned_mypy() -> None:
     import mypy.version
 
     major, minor = (int(x) for x in mypy.version.__version__.split(".")[:2])
-    assert (1, 10) <= (major, minor) < (1, 20), f"owngrad.mypy_plugin supports mypy >=1.10,<1.20, got {mypy.version.__version__}"
+    assert (1, 10) <= (major, minor) < (1, 20), (f"owngrad.mypy_plugin supports mypy >=1.10,<1.20, "
+                                                 f"got {mypy.version.__version__}")
     from owngrad.mypy_plugin import OwngradPlugin, plugin
 
     assert plugin(mypy.version.__version__) is OwngradPlugin

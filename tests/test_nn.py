@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
-from gradcheck import check_grads
 
 import owngrad as og
 import owngrad.nn.functional as F
+from gradcheck import check_grads
 
 R = np.random.default_rng(0)
 
@@ -324,7 +325,7 @@ def test_embedding_module_and_flatten_pool() -> None:
     g.backward(y.sum())
 
 
-# --- review: torch parity of the Module API -------------------------------------------------
+# --- torch parity of the Module API ---------------------------------------------------------
 
 def test_state_dict_keys_and_order_match_torch() -> None:
     torch = pytest.importorskip("torch")
@@ -502,3 +503,21 @@ def test_cross_entropy_float_labels_of_the_wrong_shape_explain_both_readings() -
         F.cross_entropy(z, np.array([0.0, 1.0, 2.0, 0.0]))
     with pytest.raises(ValueError, match="label_smoothing"):
         F.cross_entropy(z, np.array([0, 1, 2, 0]), label_smoothing=1.5)
+
+
+def test_layers_built_without_a_seed_differ_and_stay_reproducible() -> None:
+    def build() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        g = og.Graph()
+        a, b = og.nn.Linear(g, 8, 8), og.nn.Linear(g, 8, 8)
+        d1, d2 = og.nn.Dropout(0.5), og.nn.Dropout(0.5)
+        x = g.constant(np.ones((4, 6)))
+        return a.weight.numpy(), b.weight.numpy(), d1(x).numpy(), d2(x).numpy()
+
+    wa, wb, m1, m2 = build()
+    assert not np.array_equal(wa, wb), "two default layers got the same init"
+    assert not np.array_equal(m1, m2), "two default dropout layers drew the same mask"
+    for got, want in zip(build(), (wa, wb, m1, m2)):
+        np.testing.assert_array_equal(got, want)  # the graph's stream is seeded: same program, same numbers
+    g = og.Graph()
+    np.testing.assert_array_equal(og.nn.Linear(g, 8, 8, rng=3).weight.numpy(),
+                                  og.nn.Linear(og.Graph(), 8, 8, rng=3).weight.numpy())

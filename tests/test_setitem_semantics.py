@@ -4,7 +4,7 @@ differences of the program, or PyTorch."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest

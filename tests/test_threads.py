@@ -1,4 +1,4 @@
-"""One Graph used from two threads at once (issue 8): its ledgers are never corrupted -- no two
+"""One Graph used from two threads at once: its ledgers are never corrupted -- no two
 conflicting borrows coexist, everything is released afterwards, no update is lost -- and results
 equal a single-threaded run. Grad mode is per thread (as torch's): ``no_grad`` in one thread does
 not turn recording off in another.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest

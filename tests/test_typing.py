@@ -1,4 +1,5 @@
-"""The typed contract (stubs/owngrad, SPEC section 4), checked the way typeshed and numpy check theirs.
+"""The typed contract (stubs/owngrad: access modes Mut, Shared, Frozen), checked the way typeshed and
+numpy check theirs.
 
 - tests/typing/pass/*.py must type-check under mypy --strict (assert_type pins every mode); the realistic
   ones (pass/check_realistic_*.py: training scripts and helpers as users write them) also run as programs;

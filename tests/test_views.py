@@ -1,10 +1,11 @@
-"""Views and indexing (SPEC 2.5 and 3): basic keys give views sharing storage, advanced keys give
+"""Views and indexing: basic keys give views sharing storage, advanced keys give
 copies, every kind of indexing is differentiable (finite differences in float64), and the borrow
 ledger decides overlap between views exactly, on the base storage's index space."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -247,7 +248,8 @@ def _check_pair(shape: tuple[int, ...], saved: Sequence[Any], written: Sequence[
         expect = np.zeros(shape)
         ids = np.arange(expect.size).reshape(shape)
         sel = _apply_chain_np(ids, saved)
-        np.add.at(expect.reshape(-1), np.asarray(sel).ravel(), 1.0 / np.asarray(_apply_chain_np(before_data, saved)).ravel())
+        np.add.at(expect.reshape(-1), np.asarray(sel).ravel(),
+                  1.0 / np.asarray(_apply_chain_np(before_data, saved)).ravel())
         np.testing.assert_allclose(grads[w].numpy(), expect, rtol=1e-12)
 
 
@@ -422,3 +424,46 @@ def test_reshape_of_non_contiguous_view_is_differentiable() -> None:
 
     _, grad = og_loss_and_grad(prog, x0)
     np.testing.assert_allclose(grad, fd_grad(lambda a: og_value(prog, a), x0), rtol=1e-5, atol=1e-7)
+
+
+def test_advanced_index_out_of_range_is_an_index_error_naming_the_shape() -> None:
+    g = og.Graph()
+    w = g.param(np.ones((4, 2)))
+    with pytest.raises(IndexError, match=r"tensor index: .*\(tensor shape \(4, 2\)\)"):
+        w[np.array([0, 7])]
+    assert g.pending() == []
+
+
+# --- indexing: every key kind, value and gradient against numpy's scatter-add ---------------------
+
+_X = np.random.default_rng(3).standard_normal((4, 5, 6))
+KEYS: list[Any] = [
+    0, -1, (1, 2), (-1, -2, -3), slice(None, None, 2), slice(None, None, -1), slice(3, 0, -2), slice(-2, None),
+    (slice(None), None, 2), (Ellipsis, 1), (None, Ellipsis, None), (1, Ellipsis, slice(1, 5, 3)),
+    np.array([0, 0, 2]), [0, 0, 3, -1], np.array([[1, 1], [0, 3]]), (np.array([0, 1]), np.array([2, 2])),
+    (slice(None), np.array([4, 4, 0])), (np.array([0, 2]), slice(1, 3), np.array([1, 1])),
+    (1, np.array([0, 0]), slice(None)), (np.array([1, 1]), Ellipsis, np.array([5, 0])), _X[:, 0, 0] > 0,
+    _X[:, :, 0] > 0, _X > 0, (slice(None), _X[0, :, 0] > 0), (_X[:, 0, 0] > 0, slice(None), 0),
+    np.array([], dtype=np.int64), np.zeros(4, bool), (None, np.array([1, 3])),
+    (np.array([0, 1]), None, np.array([1, 2])),
+    (slice(None, None, -1), np.array([0, 0])), np.array(2), np.array([-4, 3]), (0, 0, 0), (Ellipsis,), (),
+    (np.array([[0], [1]]), np.array([[1, 2, 3]])),
+]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=[f"k{i}" for i in range(len(KEYS))])
+def test_indexing_value_and_gradient_match_numpy_scatter_add(key: Any) -> None:
+    ref = _X[key]
+    w = np.random.default_rng(4).standard_normal(ref.shape)
+    g = og.Graph()
+    x = g.param(_X)
+    y = x[key]
+    assert y.shape == ref.shape
+    np.testing.assert_array_equal(y.numpy(), ref)
+    expected = np.zeros_like(_X)
+    np.add.at(expected, key, w)
+    np.testing.assert_allclose(g.backward((y * w).sum())[x].numpy(), expected)
+    if isinstance(key, np.ndarray) or (isinstance(key, tuple) and any(isinstance(k, np.ndarray) for k in key)):
+        kt = tuple(g.constant(k) if isinstance(k, np.ndarray) else k for k in key) if isinstance(key, tuple) \
+            else g.constant(key)
+        np.testing.assert_array_equal(x[kt].numpy(), ref)  # tensors as indices

@@ -1,4 +1,4 @@
-"""The README's two claims against PyTorch (SPEC 3, last point).
+"""The README's two claims against PyTorch (where owngrad and PyTorch differ on in-place writes).
 
 (a) A node saved ``x[0:2]`` while ``x[2:4]`` is written: PyTorch raises "modified by an inplace
     operation" at backward (all views of a tensor share one version counter); owngrad runs and

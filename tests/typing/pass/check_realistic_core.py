@@ -1,10 +1,12 @@
-"""Realistic, correct, strictly-typed user code over the core API (SPEC 1-3): a false error here is a bug.
+"""Realistic, correct, strictly-typed user code over the core API (graph, borrows, views, in-place):
+a false error here is a bug.
 
 Also a real program: tests/test_typing.py runs it (``python tests/typing/pass/check_realistic_core.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,7 @@ def properties_and_conversions() -> None:
     assert w.requires_grad and not x.requires_grad
     assert w.is_leaf and w.base is None
     v = w[1:]
-    assert v.base is w and not (v.base is None)
+    assert v.base is w and v.base is not None
     base = v.base
     if base is not None:
         assert_type(base, og.Tensor[og.Mut])
@@ -290,10 +292,8 @@ def errors_caught() -> None:
         raise AssertionError("not refused")
     except og.GraphError:
         pass
-    try:
+    with contextlib.suppress(og.DeviceError, RuntimeError, ImportError):
         w.to("cuda")
-    except (og.DeviceError, RuntimeError, ImportError):
-        pass
     grads = g.backward(loss)
     try:
         _ = grads[g.param(np.ones(3))]

@@ -1,4 +1,4 @@
-"""Library-style helpers a user writes around owngrad, annotated with the access modes (SPEC 4).
+"""Library-style helpers a user writes around owngrad, annotated with the access modes (Mut, Shared, Frozen).
 
 Must pass mypy --strict (and pyright) with no error; tests/test_typing.py also runs it as a program.
 """
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence, SupportsFloat, TypeVar
+from typing import Any, SupportsFloat, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -228,8 +229,9 @@ def run() -> None:
     loss_fn: Callable[[og.Tensor, og.Tensor], og.Tensor] = lambda out, y: F.cross_entropy(out, y)
     history = og.fit(state.model, og.data.batches(x_np, y_np, 32), loss_fn, state.opt, epochs=2, metrics=metrics,
                      progress=False)
-    history2 = og.fit(state.model, og.data.batches(x_np, y_np, 32), functools.partial(F.cross_entropy, label_smoothing=0.1),
-                      state.opt, metrics={"acc": lambda out, y: accuracy(out, y)}, progress=False)
+    history2 = og.fit(state.model, og.data.batches(x_np, y_np, 32),
+                      functools.partial(F.cross_entropy, label_smoothing=0.1), state.opt,
+                      metrics={"acc": lambda out, y: accuracy(out, y)}, progress=False)
     state.history.update(history)
     print({k: round(v[-1], 3) for k, v in state.history.items()}, history2["acc"])
 

@@ -1,4 +1,5 @@
-"""A realistic training script with owngrad's training layer (SPEC 6), as a PyTorch user would write it.
+"""A realistic training script with owngrad's training layer (nn, optim, data, fit, save/load), as a
+PyTorch user would write it.
 
 Must pass mypy --strict (and pyright) with no error; tests/test_typing.py also runs it as a program.
 """
@@ -7,7 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,7 +17,7 @@ from typing_extensions import assert_type
 
 import owngrad as og
 import owngrad.nn.functional as F
-from owngrad import nn, optim
+from owngrad import nn
 
 
 class Residual(og.nn.Module):
@@ -244,7 +246,8 @@ def gan_done_right() -> None:
         assert all(p in grads for p in disc.parameters())
 
 
-def stream(x: NDArray[np.float32], y: NDArray[np.int64], bs: int) -> Iterator[tuple[NDArray[np.float32], NDArray[np.int64]]]:
+def stream(x: NDArray[np.float32], y: NDArray[np.int64],
+           bs: int) -> Iterator[tuple[NDArray[np.float32], NDArray[np.int64]]]:
     for i in range(0, len(x), bs):
         yield x[i:i + bs], y[i:i + bs]
 
