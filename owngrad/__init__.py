@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from .errors import BorrowError, DeviceError, GradError, GraphError, ShapeError
 from .graph import Grads, Graph, Node
+from .modes import Frozen, Mut, Shared
 from .ops import abs, clip, concatenate, exp, log, matmul, maximum, minimum, relu, sigmoid, sqrt, stack, tanh, where
 from .tensor import Tensor
-from .modes import Frozen, Mut, Shared
 
 __version__ = "0.1.0"
 
@@ -17,8 +17,8 @@ __all__ = [
     "exp", "log", "tanh", "sqrt", "sigmoid", "relu", "abs",
 ]
 
-from . import nn, optim, data  # noqa: E402
+from . import data, nn, optim  # noqa: E402
+from .io import load, save  # noqa: E402
 from .training import fit  # noqa: E402
-from .io import save, load  # noqa: E402
 
 __all__ += ["nn", "optim", "data", "fit", "save", "load"]

@@ -10,7 +10,8 @@ reading that param has run -- the last layer's first, as an all-reduce wants -- 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .backend import Array
 from .errors import GradError
+from .handle import exclusive
 from .node import Node
 from .roles import ReadOnly, Role
 from .sites import Site, user_site
-from .handle import exclusive
 from .tensor import Tensor
 
 if TYPE_CHECKING:

@@ -15,8 +15,9 @@ in-place writes (inplace.py), joined in tensor.py.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

@@ -11,7 +11,8 @@ import os
 import tempfile
 import zipfile
 import zlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

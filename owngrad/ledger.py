@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from math import gcd
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 from .errors import BorrowError
 from .sites import Site, format_site
@@ -76,7 +77,7 @@ class Region:
     axes: tuple[Progression, ...]
 
     @staticmethod
-    def full(shape: tuple[int, ...]) -> "Region":
+    def full(shape: tuple[int, ...]) -> Region:
         r = _FULL.get(shape)
         if r is None:  # regions are immutable: one per shape, shared by every storage of that shape
             if len(_FULL) >= 4096:
@@ -87,7 +88,7 @@ class Region:
     def is_empty(self) -> bool:
         return any(c == 0 for _, _, c in self.axes)
 
-    def overlaps(self, other: "Region") -> bool:
+    def overlaps(self, other: Region) -> bool:
         if self is other:
             return not self.is_empty()
         for a, b in zip(self.axes, other.axes):
@@ -143,7 +144,7 @@ class Borrow:
 
     __slots__ = ("region", "kind", "holder", "why", "ledger")
 
-    def __init__(self, region: Region, kind: str, holder: Holder, why: str, ledger: "BorrowLedger") -> None:
+    def __init__(self, region: Region, kind: str, holder: Holder, why: str, ledger: BorrowLedger) -> None:
         self.ledger = ledger
         self.region = region
         self.kind = kind
@@ -218,7 +219,7 @@ class BorrowLedger:
             if clash:
                 raise BorrowError(self.conflict_message(region, kind, clash, site, access))
 
-    def release(self, borrow: "Borrow") -> None:
+    def release(self, borrow: Borrow) -> None:
         with self._lock:
             if self._live.pop(borrow, 0) is None and borrow.kind == EXCLUSIVE:
                 self._n_excl -= 1

@@ -25,15 +25,48 @@ mypy's plugin API is experimental; this plugin supports mypy >=1.10,<1.20 (the p
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from mypy.errorcodes import ErrorCode
 from mypy.nodes import (
-    AssertStmt, AssertTypeExpr, AssignmentStmt, CastExpr, IntExpr, SliceExpr, Block, CallExpr, ComparisonExpr, Decorator, DictExpr, Expression,
-    ExpressionStmt, ForStmt, FuncDef, GeneratorExpr, IfStmt, IndexExpr, ListComprehension,
-    ListExpr, MemberExpr, MypyFile, NameExpr, OperatorAssignmentStmt, OpExpr, RefExpr, ReturnStmt,
-    SetExpr, StarExpr, Statement, TryStmt, TupleExpr, TypeInfo, UnaryExpr, Var, WhileStmt, WithStmt,
+    AssertStmt,
+    AssertTypeExpr,
+    AssignmentStmt,
+    Block,
+    CallExpr,
+    CastExpr,
+    ComparisonExpr,
     ConditionalExpr,
+    Decorator,
+    DictExpr,
+    Expression,
+    ExpressionStmt,
+    ForStmt,
+    FuncDef,
+    GeneratorExpr,
+    IfStmt,
+    IndexExpr,
+    IntExpr,
+    ListComprehension,
+    ListExpr,
+    MemberExpr,
+    MypyFile,
+    NameExpr,
+    OperatorAssignmentStmt,
+    OpExpr,
+    RefExpr,
+    ReturnStmt,
+    SetExpr,
+    SliceExpr,
+    StarExpr,
+    Statement,
+    TryStmt,
+    TupleExpr,
+    TypeInfo,
+    UnaryExpr,
+    Var,
+    WhileStmt,
+    WithStmt,
 )
 from mypy.plugin import MethodContext, Plugin
 from mypy.types import AnyType, Instance, Type, UnionType, get_proper_type

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from .backend import Array, to_device, xp_of
 from .errors import ShapeError
 from .graph import Grads
+from .handle import is_param
 from .ledger import EXCLUSIVE, BlockHolder, acquire_all, release_all
 from .sites import user_site
-from .handle import is_param
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]

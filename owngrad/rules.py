@@ -17,9 +17,10 @@ the gradient outside the region, the written value gets the region's).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from .backend import Array, scatter_add, to_device, xp_of
 from .shapes import axes_of, expand_reduced, unbroadcast

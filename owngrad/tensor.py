@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from .handle import TensorHandle
 from .inplace import InplaceOps
 from .tensor_math import MathOps
 from .tensor_views import ViewOps

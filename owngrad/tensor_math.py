@@ -8,7 +8,8 @@ which runs the rule's forward and records a node when an input needs a gradient;
 from __future__ import annotations
 
 import numbers
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

@@ -8,7 +8,8 @@ from the root's current node on use. Integer-array and boolean indexing copy (a 
 from __future__ import annotations
 
 import numbers
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Iterable, Mapping, Sequence
-
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from .graph import Grads
 from .tensor import Tensor

@@ -13,9 +13,8 @@ then take the reshape's whole region -- the one conservative case (see ledger.py
 from __future__ import annotations
 
 import numbers
-from typing import Any
-
 from enum import Enum
+from typing import Any
 
 from .backend import Array, xp_of
 from .errors import ShapeError

@@ -7,8 +7,22 @@ ordinary ``g.param`` leaves, borrow-checked like any other tensor.
 from __future__ import annotations
 
 from . import functional
-from .modules import (MLP, BatchNorm1d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d,
-                      Module, ReLU, Sequential, Sigmoid, Tanh)
+from .modules import (
+                      MLP,
+                      BatchNorm1d,
+                      Conv2d,
+                      Dropout,
+                      Embedding,
+                      Flatten,
+                      LayerNorm,
+                      Linear,
+                      MaxPool2d,
+                      Module,
+                      ReLU,
+                      Sequential,
+                      Sigmoid,
+                      Tanh,
+)
 
 __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
            "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]

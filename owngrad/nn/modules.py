@@ -9,15 +9,16 @@ an exclusive borrow. Initialisations follow PyTorch's defaults.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..backend import to_device
 from ..errors import GraphError, ShapeError
 from ..graph import Graph
-from ..sites import user_site
 from ..handle import exclusive, is_param
+from ..sites import user_site
 from ..tensor import Tensor
 from . import functional as F
 

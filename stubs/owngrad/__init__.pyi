@@ -1,15 +1,36 @@
 """owngrad: reverse-mode autodiff on numpy/cupy whose tensors obey Rust-style borrow rules (typed contract)."""
 
-from .errors import BorrowError as BorrowError, DeviceError as DeviceError, GradError as GradError
-from .errors import GraphError as GraphError, ShapeError as ShapeError
-from .graph import Grads as Grads, Graph as Graph, Node as Node
-from .modes import Frozen as Frozen, Mut as Mut, Shared as Shared
-from .ops import abs as abs, clip as clip, concatenate as concatenate, exp as exp, log as log
-from .ops import matmul as matmul, maximum as maximum, minimum as minimum, relu as relu
-from .ops import sigmoid as sigmoid, sqrt as sqrt, stack as stack, tanh as tanh, where as where
+from . import data as data
+from . import nn as nn
+from . import optim as optim
+from .errors import BorrowError as BorrowError
+from .errors import DeviceError as DeviceError
+from .errors import GradError as GradError
+from .errors import GraphError as GraphError
+from .errors import ShapeError as ShapeError
+from .graph import Grads as Grads
+from .graph import Graph as Graph
+from .graph import Node as Node
+from .io import load as load
+from .io import save as save
+from .modes import Frozen as Frozen
+from .modes import Mut as Mut
+from .modes import Shared as Shared
+from .ops import abs as abs
+from .ops import clip as clip
+from .ops import concatenate as concatenate
+from .ops import exp as exp
+from .ops import log as log
+from .ops import matmul as matmul
+from .ops import maximum as maximum
+from .ops import minimum as minimum
+from .ops import relu as relu
+from .ops import sigmoid as sigmoid
+from .ops import sqrt as sqrt
+from .ops import stack as stack
+from .ops import tanh as tanh
+from .ops import where as where
 from .tensor import Tensor as Tensor
-from . import data as data, nn as nn, optim as optim
-from .io import load as load, save as save
 from .training import fit as fit
 
 __version__: str

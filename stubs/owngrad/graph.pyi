@@ -1,12 +1,13 @@
 """The typed contract of ``Graph``, ``Grads`` and ``Node``."""
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from enum import Enum
-from typing import Any, Callable, Iterator, Sequence, overload
+from typing import Any, TypeAlias, overload
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
-from typing_extensions import Self, TypeAlias
+from typing_extensions import Self
 
 from .modes import Frozen, Mut, Shared
 from .tensor import Tensor

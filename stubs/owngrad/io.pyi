@@ -1,5 +1,6 @@
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from numpy.typing import NDArray
 

@@ -1,6 +1,6 @@
 """n-ary differentiable functions; every result is a new, writable ``Tensor[Mut]``."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .modes import Mut, Shared
 from .tensor import Tensor, _Operand

@@ -1,6 +1,7 @@
 """Optimizers update ``Tensor[Mut]`` params in place; ``step`` takes only the ``Grads`` of a backward."""
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .graph import Grads
 from .modes import Mut

@@ -14,13 +14,14 @@ Encodings (checked by tests/typing with mypy and pyright):
   reportAssignmentType (or reportIndexIssue through indexing).
 """
 
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from types import EllipsisType
-from typing import Any, ClassVar, Generic, Iterator, Sequence, SupportsIndex, final, overload
+from typing import Any, ClassVar, Generic, SupportsIndex, TypeAlias, final, overload
 
 import numpy as np
 from numpy.typing import NDArray
-from typing_extensions import TypeAlias, TypeVar
+from typing_extensions import TypeVar
 
 from .graph import Graph
 from .modes import Mut, Shared

@@ -1,6 +1,5 @@
-from typing import Any, Callable, Iterable, Mapping, Sequence, SupportsFloat
-
-from typing_extensions import TypeAlias
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, SupportsFloat, TypeAlias
 
 from .modes import Frozen, Mut, Shared
 from .nn.modules import Module

@@ -1,8 +1,18 @@
 from . import functional as functional
-from .modules import MLP as MLP, BatchNorm1d as BatchNorm1d, Conv2d as Conv2d, Dropout as Dropout
-from .modules import Embedding as Embedding, Flatten as Flatten, LayerNorm as LayerNorm, Linear as Linear
-from .modules import MaxPool2d as MaxPool2d, Module as Module, ReLU as ReLU, Sequential as Sequential
-from .modules import Sigmoid as Sigmoid, Tanh as Tanh
+from .modules import MLP as MLP
+from .modules import BatchNorm1d as BatchNorm1d
+from .modules import Conv2d as Conv2d
+from .modules import Dropout as Dropout
+from .modules import Embedding as Embedding
+from .modules import Flatten as Flatten
+from .modules import LayerNorm as LayerNorm
+from .modules import Linear as Linear
+from .modules import MaxPool2d as MaxPool2d
+from .modules import Module as Module
+from .modules import ReLU as ReLU
+from .modules import Sequential as Sequential
+from .modules import Sigmoid as Sigmoid
+from .modules import Tanh as Tanh
 
 __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
            "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]

@@ -1,10 +1,11 @@
 """Layers. Params are ``Tensor[Mut]`` leaves of the module's graph; ``module(x)`` is a new ``Tensor[Mut]``."""
 
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Protocol, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple, Protocol, TypeAlias, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from typing_extensions import ParamSpec, Self, TypeAlias
+from typing_extensions import ParamSpec, Self
 
 from ..graph import Graph
 from ..modes import Mut
