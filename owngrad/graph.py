@@ -144,6 +144,7 @@ class Graph(TensorFactory):
         # operands: the arrays, and for inputs that need a gradient their nodes (bit i of mask: input i)
         arrays: list[Any] = []
         parents: list[Node | None] = []
+        in_shapes: list[tuple[int, ...] | None] = []
         mask = 0
         device = first = None
         grad_on = self._mode.enabled
@@ -162,9 +163,11 @@ class Graph(TensorFactory):
                 if n is not None:
                     mask |= 1 << i
                 parents.append(n)
+                in_shapes.append(data.shape if n is not None else None)
             else:
                 arrays.append(a)
                 parents.append(None)
+                in_shapes.append(None)
         # forward
         rule = RULES[name]
         xp = self.xp if first is None else np if type(first) is np.ndarray else xp_of(first)
@@ -179,10 +182,10 @@ class Graph(TensorFactory):
             out = owned(out, xp)
         if not mask:
             return Tensor._root_of(self, out, _CONSTANT, None, None, (name, 0))
-        return self._record(rule, name, args, arrays, parents, mask, out, attrs, vattrs, aux, user_site())
+        return self._record(rule, name, args, arrays, parents, in_shapes, mask, out, attrs, vattrs, aux, user_site())
 
     def _record(self, rule: Rule, name: str, args: Sequence[Any], arrays: list[Any], parents: list[Node | None],
-                mask: int, out: Array, attrs: dict[str, Any], vattrs: dict[str, Any] | None, aux: Any,
+                in_shapes: list[tuple[int, ...] | None], mask: int, out: Array, attrs: dict[str, Any], vattrs: dict[str, Any] | None, aux: Any,
                 site: Site) -> Tensor:
         """The node of an op whose inputs in ``mask`` need a gradient. It saves what their vjps read,
         under shared borrows of exactly those regions (all or none: a refused borrow leaves no node
@@ -193,8 +196,7 @@ class Graph(TensorFactory):
                 attrs["shapes"] = tuple([getattr(x, "shape", ()) for x in arrays])
             if rule.aux:
                 attrs["aux"] = aux
-        in_shapes = tuple([x.shape if p is not None else None for x, p in zip(arrays, parents)])
-        node = Node(next(self._ids), self, name, tuple(parents), in_shapes, site, rule, attrs, out.shape)
+        node = Node(next(self._ids), self, name, tuple(parents), tuple(in_shapes), site, rule, attrs, out.shape)
         t = Tensor._root_of(self, out, _RESULT, node, None, (name, node.id))
         node.out = weakref.ref(t)
         saved: list[Any] = [None] * (len(args) + 1)
@@ -206,10 +208,15 @@ class Graph(TensorFactory):
                 if isinstance(src, Tensor):
                     saved[j] = src._data
                     borrow.append((src._storage.ledger, src._region))
+                    node.holds_arrays = True
+                elif isinstance(src, np.ndarray) or is_array(src):
+                    saved[j] = src.copy()  # a raw array operand is copied: the caller may change it
+                    node.holds_arrays = True
                 else:
-                    # a raw array operand is copied: the caller may change it before backward
-                    saved[j] = src.copy() if isinstance(src, np.ndarray) or is_array(src) else src
+                    saved[j] = src
             node.borrows = acquire_all(borrow, SHARED, node, "saved for backward", node.site, "save")
+        if aux is not None:
+            node.holds_arrays = True
         node.saved = tuple(saved)
         self._register(node)
         return t
@@ -289,7 +296,7 @@ class Graph(TensorFactory):
     def _consume(self, node: Node) -> None:
         """After a walk: release what the node saved (as torch, a node that saved no array stays walkable)."""
         self._pending.pop(node, None)
-        if node.holds_arrays():
+        if node.holds_arrays:
             node.release(NodeState.CONSUMED)
 
     def free(self, t: Tensor) -> int:

@@ -43,13 +43,11 @@ def is_param(t: object) -> bool:
     return isinstance(t, TensorHandle) and t._root is t and t._kind is Role.PARAM
 
 
-@contextmanager
-def exclusive(ts: list[Any], site: Site, what: str) -> Iterator[None]:
-    """Exclusive borrows on every tensor, all or none, for the block: owngrad's multi-tensor updates
-    (optimizer steps, gradient clipping, running statistics, loading a checkpoint)."""
+def exclusive(ts: list[Any], site: Site, what: str) -> borrowing:
+    """Exclusive borrows on every tensor, all or none, for a ``with`` block: owngrad's multi-tensor
+    updates (optimizer steps, gradient clipping, running statistics, loading a checkpoint)."""
     holder = BlockHolder(what, site, "wait for it to finish")
-    with borrowing([(t._storage.ledger, t._region) for t in ts], EXCLUSIVE, holder, "writing", site, what):
-        yield
+    return borrowing([(t._storage.ledger, t._region) for t in ts], EXCLUSIVE, holder, "writing", site, what)
 
 
 class TensorHandle:

@@ -285,16 +285,25 @@ def acquire_all(requests: list[tuple[BorrowLedger, Region]], kind: str, holder: 
         return out
 
 
-@contextlib.contextmanager
-def borrowing(requests: list[tuple[BorrowLedger, Region]], kind: str, holder: Holder, why: str,
-              site: Site | None = None, access: str = "") -> Iterator[list[Borrow]]:
+class borrowing:  # noqa: N801 - used as a function: ``with borrowing(...):``
     """The one way owngrad holds borrows for a block of work: every borrow is taken first, all or
-    none (:func:`acquire_all`), and all are released when the block ends, however it ends."""
-    taken = acquire_all(requests, kind, holder, why, site, access)
-    try:
-        yield taken
-    finally:
-        release_all(taken)
+    none (:func:`acquire_all`), and all are released when the block ends, however it ends.
+    (A class, not a generator: it sits on every write's path.)"""
+
+    __slots__ = ("_requests", "_args", "taken")
+
+    def __init__(self, requests: list[tuple[BorrowLedger, Region]], kind: str, holder: Holder, why: str,
+                 site: Site | None = None, access: str = "") -> None:
+        self._requests = requests
+        self._args = (kind, holder, why, site, access)
+        self.taken: list[Borrow] = []
+
+    def __enter__(self) -> list[Borrow]:
+        self.taken = acquire_all(self._requests, *self._args)
+        return self.taken
+
+    def __exit__(self, *exc: object) -> None:
+        release_all(self.taken)
 
 
 def release_all(borrows: list[Borrow]) -> None:

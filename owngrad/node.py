@@ -12,7 +12,7 @@ import weakref
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from .backend import Array, is_array
+from .backend import Array
 from .ledger import Borrow, release_all
 from .rules import Rule
 from .sites import Site, format_site
@@ -42,7 +42,7 @@ class Node:
     """One recorded op: its inputs' nodes, what it saved (and the borrows that protect it)."""
 
     __slots__ = ("id", "op", "graph", "rule", "parents", "saved", "attrs", "in_shapes", "borrows", "site",
-                 "state", "is_param", "_leaf", "out", "shape", "__weakref__")
+                 "state", "is_param", "holds_arrays", "_leaf", "out", "shape", "__weakref__")
 
     def __init__(self, node_id: int, graph: Graph, op: str, parents: tuple[Node | None, ...],
                  in_shapes: tuple[tuple[int, ...] | None, ...], site: Site, rule: Rule | None = None,
@@ -59,6 +59,8 @@ class Node:
         self.site = site
         self.state = _PENDING
         self.is_param = False
+        #: whether a walk must release something: a saved array, or an internal one (``aux``)
+        self.holds_arrays = False
         self._leaf: weakref.ref[Tensor] | None = None  # a param's leaf node refers to it weakly: no cycle
         self.out: weakref.ref[Tensor] | None = None  # the tensor this node produced, while it lives
         self.shape = shape  # of its output (for to_dot and pending())
@@ -101,10 +103,6 @@ class Node:
         assert rule is not None, "a param's leaf node has no inputs"
         fn = rule.vjp(i) if rule.variadic else rule.vjps[i]
         return fn(g, *self.saved, **self.attrs)  # type: ignore[misc]
-
-    def holds_arrays(self) -> bool:
-        """Whether a walk must release something: a saved array, or an internal one (``aux``)."""
-        return "aux" in self.attrs or any(is_array(a) for a in self.saved)
 
     def release(self, state: NodeState) -> None:
         """Drop what it saved and its borrows; no backward walks it again."""

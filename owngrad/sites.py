@@ -52,7 +52,8 @@ def user_site() -> Site:
     f = sys._getframe(2)  # user_site is only called by owngrad code: start at its caller's caller
     kinds = _KIND
     while f is not None:
-        fn = f.f_code.co_filename
+        code = f.f_code
+        fn = code.co_filename
         kind = kinds.get(fn)
         if kind is None:
             kind = _kind_of(fn)
@@ -61,7 +62,7 @@ def user_site() -> Site:
         f = f.f_back  # type: ignore[assignment]
     else:
         return _UNKNOWN
-    first = (fn, f.f_lineno, f.f_code.co_name)
+    first = (fn, f.f_lineno, code.co_name)
     if kind == _LIBRARY:
         return (first,)
     found: tuple[tuple[str, int, str], ...] = (first,)

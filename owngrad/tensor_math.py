@@ -30,46 +30,42 @@ class MathOps(TensorHandle):
 
     __slots__ = ()
 
-    def _binary(self, name: str, other: Any, reflected: bool = False) -> Tensor:
-        o = other if isinstance(other, TensorHandle) else operand(self, other, name)
-        return self._graph.apply(name, (o, self) if reflected else (self, o))
-
-    # --- arithmetic ---
+    # --- arithmetic: each a direct graph.apply call (no intermediate frame on the hot path) ---
     def __add__(self, o: Any) -> Tensor:
-        return self._binary("add", o)
+        return self._graph.apply("add", (self, o if isinstance(o, TensorHandle) else operand(self, o, "add")))
 
     def __radd__(self, o: Any) -> Tensor:
-        return self._binary("add", o, True)
+        return self._graph.apply("add", (o if isinstance(o, TensorHandle) else operand(self, o, "add"), self))
 
     def __sub__(self, o: Any) -> Tensor:
-        return self._binary("sub", o)
+        return self._graph.apply("sub", (self, o if isinstance(o, TensorHandle) else operand(self, o, "sub")))
 
     def __rsub__(self, o: Any) -> Tensor:
-        return self._binary("sub", o, True)
+        return self._graph.apply("sub", (o if isinstance(o, TensorHandle) else operand(self, o, "sub"), self))
 
     def __mul__(self, o: Any) -> Tensor:
-        return self._binary("mul", o)
+        return self._graph.apply("mul", (self, o if isinstance(o, TensorHandle) else operand(self, o, "mul")))
 
     def __rmul__(self, o: Any) -> Tensor:
-        return self._binary("mul", o, True)
+        return self._graph.apply("mul", (o if isinstance(o, TensorHandle) else operand(self, o, "mul"), self))
 
     def __truediv__(self, o: Any) -> Tensor:
-        return self._binary("div", o)
+        return self._graph.apply("div", (self, o if isinstance(o, TensorHandle) else operand(self, o, "div")))
 
-    def __rtruediv__(self, o: Any) -> Tensor:
-        return self._binary("rdiv", o, True)  # o is never a Tensor here: Tensor / Tensor is __truediv__
+    def __rtruediv__(self, o: Any) -> Tensor:  # o is never a Tensor here: Tensor / Tensor is __truediv__
+        return self._graph.apply("rdiv", (o if isinstance(o, TensorHandle) else operand(self, o, "rdiv"), self))
 
     def __pow__(self, o: Any) -> Tensor:
-        return self._binary("pow", o)
+        return self._graph.apply("pow", (self, o if isinstance(o, TensorHandle) else operand(self, o, "pow")))
 
     def __rpow__(self, o: Any) -> Tensor:
-        return self._binary("pow", o, True)
+        return self._graph.apply("pow", (o if isinstance(o, TensorHandle) else operand(self, o, "pow"), self))
 
     def __matmul__(self, o: Any) -> Tensor:
-        return self._binary("matmul", o)
+        return self._graph.apply("matmul", (self, o if isinstance(o, TensorHandle) else operand(self, o, "matmul")))
 
     def __rmatmul__(self, o: Any) -> Tensor:
-        return self._binary("matmul", o, True)
+        return self._graph.apply("matmul", (o if isinstance(o, TensorHandle) else operand(self, o, "matmul"), self))
 
     def __neg__(self) -> Tensor:
         return self._graph.apply("neg", (self,))
