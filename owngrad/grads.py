@@ -18,7 +18,7 @@ from .tensor import Tensor
 if TYPE_CHECKING:
     from .graph import Graph
 
-__all__ = ["Grads"]
+__all__ = ["Grads", "raw_gradient"]
 
 
 class Grads:
@@ -119,3 +119,10 @@ class Grads:
     def __repr__(self) -> str:
         inner = ", ".join(f"{p._label()}: {tuple(g.shape)}" for p, g in self.items())
         return f"Grads({inner})"
+
+
+def raw_gradient(grads: Grads, param: Tensor) -> Array | None:
+    """The gradient array of a param (itself, no handle), or None: for optimizers, which read it under
+    the exclusive borrows of their step."""
+    node = param._node  # noqa: SLF001 - the graph layer owns the tensor's node
+    return None if node is None else grads._arrays.get(node)  # noqa: SLF001

@@ -33,9 +33,32 @@ if TYPE_CHECKING:
     from .node import Node
     from .tensor import Tensor
 
-__all__ = ["TensorHandle", "exclusive", "is_param"]
+__all__ = ["TensorHandle", "exclusive", "is_param", "array_of", "check_writable", "label_of", "relabel"]
 
 _LAYOUTS = [tuple(range(n)) for n in range(8)]  # a root's layout: its axis i walks base axis i
+
+
+# --- for owngrad's own upper layers (optimizers, modules, checkpoints), which work on a tensor's
+# array under borrows they hold; these are the only ways those layers reach into a handle ---
+
+def array_of(t: TensorHandle) -> Array:
+    """The tensor's array itself (not a copy): read or written only under a borrow the caller holds."""
+    return t._data
+
+
+def check_writable(t: TensorHandle, site: Site, what: str) -> None:
+    """Raise BorrowError if ``t`` is a read-only handle (frozen, gradient, expanded view)."""
+    t._check_writable(site, what)
+
+
+def label_of(t: TensorHandle) -> str:
+    """``w`` or ``w[0:2]``: how messages name the tensor."""
+    return t._label()
+
+
+def relabel(t: TensorHandle, label: str) -> None:
+    """Name the tensor's storage in messages (a module names its params ``body.0.weight``)."""
+    t._storage.ledger.label = label
 
 
 def is_param(t: object) -> bool:

@@ -34,8 +34,7 @@ def minimum(x: Any, y: Any) -> Tensor:
 def where(cond: Any, x: Any, y: Any) -> Tensor:
     t = _first_tensor("where", cond, x, y)
     c = operand(t, cond, "where")
-    if getattr(c._data if isinstance(c, Tensor) else c, "dtype", None) is None or \
-            (c._data if isinstance(c, Tensor) else c).dtype.kind != "b":
+    if getattr(c, "dtype", None) is None or c.dtype.kind != "b":
         raise TypeError("og.where: the condition must be a boolean tensor or array (e.g. x > 0)")
     if isinstance(c, Tensor) and c.requires_grad:
         raise GraphError("og.where: the condition cannot need a gradient")
@@ -64,7 +63,7 @@ def _seq(op: str, xs: Sequence[Any]) -> tuple[Tensor, list[Any]]:
 
 def concatenate(xs: Sequence[Any], axis: int = 0) -> Tensor:
     t, ops = _seq("concatenate", xs)
-    shapes = [tuple(getattr(o._data if isinstance(o, Tensor) else o, "shape", ())) for o in ops]
+    shapes = [tuple(getattr(o, "shape", ())) for o in ops]
     nd = len(shapes[0])
     if not all(len(s) == nd for s in shapes) or not -nd <= axis < max(nd, 1) or nd == 0:
         raise ShapeError(f"og.concatenate: shapes {shapes} cannot be joined along axis {axis}")
@@ -74,7 +73,7 @@ def concatenate(xs: Sequence[Any], axis: int = 0) -> Tensor:
 
 def stack(xs: Sequence[Any], axis: int = 0) -> Tensor:
     t, ops = _seq("stack", xs)
-    shapes = [tuple(getattr(o._data if isinstance(o, Tensor) else o, "shape", ())) for o in ops]
+    shapes = [tuple(getattr(o, "shape", ())) for o in ops]
     nd = len(shapes[0]) + 1
     if len(set(shapes)) != 1 or not -nd <= axis < nd:
         raise ShapeError(f"og.stack: shapes {shapes} cannot be stacked along axis {axis}")

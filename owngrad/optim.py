@@ -21,9 +21,9 @@ import numpy as np
 
 from .backend import Array, to_device, xp_of
 from .errors import ShapeError
+from .grads import raw_gradient
 from .graph import Grads
-from .handle import is_param
-from .ledger import EXCLUSIVE, BlockHolder, acquire_all, release_all
+from .handle import array_of, check_writable, exclusive, is_param, label_of
 from .sites import user_site
 from .tensor import Tensor
 
@@ -43,7 +43,7 @@ class Optimizer:
             if not isinstance(p, Tensor):
                 raise TypeError(f"{type(self).__name__}: params must be Tensors, got {type(p).__name__}")
             if not is_param(p):
-                raise TypeError(f"{type(self).__name__}: {p._label()} is not a param (made by g.param); "
+                raise TypeError(f"{type(self).__name__}: {label_of(p)} is not a param (made by g.param); "
                                 "only params can be optimized")
             if id(p) not in seen:
                 seen.add(id(p))
@@ -67,31 +67,27 @@ class Optimizer:
                             f"got {type(grads).__name__}")
         site = user_site()
         what = f"{type(self).__name__}.step"
-        arrays = grads._arrays  # params are roots made by g.param (checked in __init__): key by leaf node
-        todo = [(i, p, gd) for i, p in enumerate(self.params) if (gd := arrays.get(p._node)) is not None]  # type: ignore[arg-type]
+        # params are roots made by g.param (checked in __init__)
+        todo = [(i, p, gd) for i, p in enumerate(self.params) if (gd := raw_gradient(grads, p)) is not None]
         for _, p, gd in todo:
-            p._check_writable(site, what)
-            if gd.shape != p._data.shape:
-                raise ShapeError(f"{what}: gradient of shape {tuple(gd.shape)} for {p._label()} of shape {p.shape}")
-        holder = BlockHolder(f"the optimizer step {what}", site, "wait for the step to finish")
+            check_writable(p, site, what)
+            if gd.shape != p.shape:
+                raise ShapeError(f"{what}: gradient of shape {tuple(gd.shape)} for {label_of(p)} of shape {p.shape}")
         # take every borrow first: a refusal on the third param leaves the first two untouched
-        taken = acquire_all([(p._storage.ledger, p._region) for _, p, _ in todo], EXCLUSIVE, holder, "writing",
-                            site, what)
-        try:
+        with exclusive([p for _, p, _ in todo], site, what):
             # compute every update first, then commit: an error (or a KeyboardInterrupt) while
             # computing the third param's update cannot leave the first two, or the state, half-stepped
-            staged: list[tuple[int, Tensor, float, Array, dict[str, Any]]] = []
+            staged: list[tuple[int, Array, float, Array, dict[str, Any]]] = []
             for i, p, gd in todo:
                 new_state = dict(self.state[i])  # _update rebinds keys, never writes old arrays in place
-                scale, delta = self._update(p._data, gd, new_state)
-                staged.append((i, p, scale, delta, new_state))
-            for i, p, scale, delta, new_state in staged:
+                arr = array_of(p)
+                scale, delta = self._update(arr, gd, new_state)
+                staged.append((i, arr, scale, delta, new_state))
+            for i, arr, scale, delta, new_state in staged:
                 if scale != 1.0:
-                    p._data *= scale
-                p._data -= delta
+                    arr *= scale
+                arr -= delta
                 self.state[i] = new_state
-        finally:
-            release_all(taken)
 
     def _update(self, p: Array, g: Array, state: dict[str, Any]) -> tuple[float, Array]:
         """The step for one param, as ``(scale, delta)`` meaning ``p = p * scale - delta``; new state
@@ -135,7 +131,7 @@ class Optimizer:
                     if tuple(v.shape) != p.shape:
                         raise ShapeError(f"{name}.load_state_dict: state {k!r} of param {i} has shape "
                                          f"{tuple(v.shape)}, the param {p.shape}")
-                    out[k] = xp_of(p._data).asarray(to_device(np.asarray(v), p.device)).astype(p.dtype, copy=True)
+                    out[k] = xp_of(array_of(p)).asarray(to_device(np.asarray(v), p.device)).astype(p.dtype, copy=True)
                 else:
                     out[k] = v
             new_state.append(out)

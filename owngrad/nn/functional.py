@@ -17,23 +17,15 @@ import numpy as np
 
 from ..backend import Array, scatter_add, to_device, xp_of
 from ..errors import ShapeError
+from ..handle import array_of
 from ..rules import defrule
 from ..tensor import Tensor
+from .utils import pair, tensor_of
 
 __all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "dropout", "conv2d", "max_pool2d", "embedding", "linear"]
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-def _pair(v: Any, name: str, op: str, minimum: int) -> tuple[int, int]:
-    vals = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-    if len(vals) != 2 or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in vals):
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
-    out = (int(vals[0]), int(vals[1]))
-    if min(out) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {v!r}")
-    return out
-
 
 def _windows(xp: Any, x: Array, kh: int, kw: int, sh: int, sw: int) -> Array:
     """A zero-copy (N, C, Ho, Wo, kh, kw) view of the sliding windows of an NCHW array."""
@@ -50,12 +42,6 @@ def _pad(xp: Any, x: Array, ph: int, pw: int) -> Array:
     return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
-def _tensor_of(x: object, op: str, what: str = "x") -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{op}: {what} must be a Tensor, got {type(x).__name__}")
-    return x
-
-
 def _index_array(t: Tensor, labels: Any, op: str, what: str) -> Array:
     """``labels`` (a Tensor, array or list) as an integer array on ``t``'s device."""
     if isinstance(labels, Tensor):
@@ -65,7 +51,7 @@ def _index_array(t: Tensor, labels: Any, op: str, what: str) -> Array:
             raise GraphError(f"{op}: {what} belongs to another graph")
         if labels.requires_grad:
             raise TypeError(f"{op}: {what} must be integer class indices, got a tensor that needs a gradient")
-        arr = labels._data
+        arr = array_of(labels)
     else:
         arr = labels
         if not hasattr(arr, "dtype"):
@@ -89,7 +75,7 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
     With class indices and no smoothing it is one stable rule that saves only the labels and its own
     log-softmax."""
     op = "cross_entropy"
-    logits = _tensor_of(logits, op, "logits")
+    logits = tensor_of(logits, op, "logits")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
@@ -162,10 +148,10 @@ def _soft_cross_entropy(logits: Tensor, target: Any, reduction: str, eps: float)
 def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Mean (or summed, or elementwise with ``"none"``) squared error; shapes must match exactly."""
     op = "mse_loss"
-    pred = _tensor_of(pred, op, "pred")
+    pred = tensor_of(pred, op, "pred")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    tshape = tuple(getattr(target._data if isinstance(target, Tensor) else np.asarray(target), "shape", ()))
+    tshape = tuple(getattr(target if isinstance(target, Tensor) else np.asarray(target), "shape", ()))
     if tshape != pred.shape:
         raise ShapeError(f"{op}: pred has shape {pred.shape} but target has shape {tshape} (they must match)")
     d: Tensor = pred - target
@@ -181,7 +167,7 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
     """``-[t log sigmoid(z) + (1-t) log(1-sigmoid(z))]`` computed stably as
     ``max(z, 0) - z*t + log(1 + exp(-|z|))`` (as torch); ``target`` is a number or broadcasts to ``logits``."""
     op = "binary_cross_entropy_with_logits"
-    z = _tensor_of(logits, op, "logits")
+    z = tensor_of(logits, op, "logits")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     from ..ops import maximum
@@ -199,7 +185,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -
     dropout, as torch); the identity when ``training`` is False or ``p`` is 0. ``rng`` is a
     ``numpy.random.Generator``, a seed, or None for the graph's own stream (``g.rng``). The mask is
     a constant: the product saves only it."""
-    x = _tensor_of(x, "dropout")
+    x = tensor_of(x, "dropout")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0.0:
@@ -261,10 +247,10 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
     ``x`` (N, C, H, W), ``weight`` (O, C, kh, kw), ``bias`` (O,) or None; ``stride`` and
     ``padding`` (zeros) are ints or pairs. Computed by im2col on a strided view of the input."""
     op = "conv2d"
-    x = _tensor_of(x, op)
-    weight = _tensor_of(weight, op, "weight")
-    st = _pair(stride, "stride", op, 1)
-    pd = _pair(padding, "padding", op, 0)
+    x = tensor_of(x, op)
+    weight = tensor_of(weight, op, "weight")
+    st = pair(stride, "stride", op, 1)
+    pd = pair(padding, "padding", op, 0)
     if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[1]:
         raise ShapeError(f"{op}: expected x (N, C, H, W) and weight (O, C, kh, kw) with the same C, got x "
                          f"{x.shape} and weight {weight.shape}")
@@ -272,7 +258,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
         raise ShapeError(f"{op}: the kernel {weight.shape[2:]} is larger than the padded input "
                          f"({x.shape[2] + 2 * pd[0]}, {x.shape[3] + 2 * pd[1]}) (x {x.shape}, padding {pd})")
     if bias is not None:
-        bias = _tensor_of(bias, op, "bias")
+        bias = tensor_of(bias, op, "bias")
         if bias.shape != (weight.shape[0],):
             raise ShapeError(f"{op}: bias must have shape ({weight.shape[0]},), got {bias.shape}")
     out = x.graph.apply(op, (x, weight), {"stride": st, "padding": pd})
@@ -310,9 +296,9 @@ def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
     (``stride`` defaults to the kernel size; no padding; a window's gradient goes to its first
     maximum). Saves only the argmax positions, so it borrows nothing."""
     op = "max_pool2d"
-    x = _tensor_of(x, op)
-    k = _pair(kernel_size, "kernel_size", op, 1)
-    s = k if stride is None else _pair(stride, "stride", op, 1)
+    x = tensor_of(x, op)
+    k = pair(kernel_size, "kernel_size", op, 1)
+    s = k if stride is None else pair(stride, "stride", op, 1)
     if x.ndim != 4 or x.shape[2] < k[0] or x.shape[3] < k[1]:
         raise ShapeError(f"{op}: expected an (N, C, H, W) input at least as large as the kernel {k}, got {x.shape}")
     return x.graph.apply(op, (x,), {"kernel": k, "stride": s})
@@ -324,7 +310,7 @@ def embedding(weight: Tensor, indices: Any) -> Tensor:
     """Rows ``weight[indices]`` for integer ``indices`` of any shape (result: indices.shape + (dim,)).
     It is integer-array indexing: a gather whose gradient scatter-adds (repeated indices add up)."""
     op = "embedding"
-    weight = _tensor_of(weight, op, "weight")
+    weight = tensor_of(weight, op, "weight")
     if weight.ndim != 2:
         raise ShapeError(f"{op}: weight must be 2-d (num_embeddings, dim), got shape {weight.shape}")
     idx = _index_array(weight, indices, op, "indices")

@@ -17,10 +17,11 @@ import numpy as np
 from ..backend import to_device
 from ..errors import GraphError, ShapeError
 from ..graph import Graph
-from ..handle import exclusive, is_param
+from ..handle import array_of, check_writable, exclusive, is_param, relabel
 from ..sites import user_site
 from ..tensor import Tensor
 from . import functional as F
+from .utils import pair, tensor_of
 
 __all__ = ["IncompatibleKeys", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d", "LayerNorm",
            "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]
@@ -107,7 +108,7 @@ class Module:
         # errors name params and buffers by their state_dict key ("0.weight"), not all "weight"
         for k, t in self._state_tensors().items():
             t.name = prefix + k
-            t._storage.ledger.label = prefix + k
+            relabel(t, prefix + k)
 
     # --- the graph ---
     @property
@@ -219,12 +220,12 @@ class Module:
             arrays[k] = to_device(a.astype(t.dtype, copy=False), t.device)  # the one explicit transfer
         site = user_site()
         for k, t in own.items():
-            t._check_writable(site, "load_state_dict")
+            check_writable(t, site, "load_state_dict")
         if own:
             # every exclusive borrow held for the whole load: all or nothing, also against other threads
             with exclusive(list(own.values()), site, "load_state_dict"):
                 for k, t in own.items():
-                    t._data[...] = arrays[k]
+                    array_of(t)[...] = arrays[k]
         return result
 
     # --- modes ---
@@ -297,11 +298,11 @@ class Conv2d(Module):
                  padding: Any = 0, bias: bool = True, rng: Rng = None, dtype: Any = np.float32) -> None:
         super().__init__(g)
         gen = _rng(rng, g)
-        kh, kw = F._pair(kernel_size, "kernel_size", "Conv2d", 1)
+        kh, kw = pair(kernel_size, "kernel_size", "Conv2d", 1)
         bound = 1.0 / math.sqrt(in_channels * kh * kw)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
-        self.stride = F._pair(stride, "stride", "Conv2d", 1)
-        self.padding = F._pair(padding, "padding", "Conv2d", 0)
+        self.stride = pair(stride, "stride", "Conv2d", 1)
+        self.padding = pair(padding, "padding", "Conv2d", 0)
         self.weight = g.param(_uniform(gen, bound, (out_channels, in_channels, kh, kw), dtype), name="weight")
         self.bias = g.param(_uniform(gen, bound, (out_channels,), dtype), name="bias") if bias else None
 
@@ -318,9 +319,9 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size: Any, stride: Any = None) -> None:
         super().__init__()
-        F._pair(kernel_size, "kernel_size", "MaxPool2d", 1)   # validate now, not at the first forward
+        pair(kernel_size, "kernel_size", "MaxPool2d", 1)   # validate now, not at the first forward
         if stride is not None:
-            F._pair(stride, "stride", "MaxPool2d", 1)
+            pair(stride, "stride", "MaxPool2d", 1)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
 
@@ -386,7 +387,7 @@ class BatchNorm1d(Module):
         self.register_buffer("num_batches_tracked", g.constant(np.array(0, np.int64), name="num_batches_tracked"))
 
     def forward(self, x: Any) -> Tensor:
-        t = F._tensor_of(x, "BatchNorm1d")
+        t = tensor_of(x, "BatchNorm1d")
         c = self.num_features
         if t.ndim not in (2, 3) or t.shape[1] != c:
             raise ShapeError(f"BatchNorm1d: expected (N, {c}) or (N, {c}, L) inputs, got shape {t.shape}")
@@ -401,14 +402,15 @@ class BatchNorm1d(Module):
             bufs = [self.running_mean, self.running_var, self.num_batches_tracked]
             site = user_site()
             for b in bufs:
-                b._check_writable(site, "BatchNorm1d running statistics")
+                check_writable(b, site, "BatchNorm1d running statistics")
             # in place under exclusive borrows held for all three at once: all or nothing
             with exclusive(bufs, site, "BatchNorm1d running statistics"):
-                count, rm, rv = self.num_batches_tracked._data, self.running_mean._data, self.running_var._data
+                count, rm, rv = (array_of(self.num_batches_tracked), array_of(self.running_mean),
+                                 array_of(self.running_var))
                 new_count = count + 1  # everything computed first, then committed
                 m = 1.0 / float(new_count) if self.momentum is None else self.momentum
-                new_mean = rm * (1 - m) + mean._data.reshape(c) * m
-                new_var = rv * (1 - m) + var._data.reshape(c) * (m * n / (n - 1))
+                new_mean = rm * (1 - m) + array_of(mean).reshape(c) * m
+                new_var = rv * (1 - m) + array_of(var).reshape(c) * (m * n / (n - 1))
                 count[...] = new_count
                 rm[...] = new_mean
                 rv[...] = new_var
@@ -439,7 +441,7 @@ class LayerNorm(Module):
         self.bias = g.param(np.zeros(shape, dtype), name="bias") if elementwise_affine else None
 
     def forward(self, x: Any) -> Tensor:
-        t = F._tensor_of(x, "LayerNorm")
+        t = tensor_of(x, "LayerNorm")
         k = len(self.normalized_shape)
         if t.shape[t.ndim - k:] != self.normalized_shape:
             raise ShapeError(f"LayerNorm: expected inputs ending in {self.normalized_shape}, got shape {t.shape}")
