@@ -44,71 +44,13 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
         raise TypeError(f"fit: batches is a one-shot iterator ({type(batches).__name__}): it would be empty after "
                         "the first epoch. Pass something re-iterable, such as og.data.batches(x, y, batch_size) "
                         "or a list")
-    opt_params = list(getattr(opt, "params", []))
-    g = model.graph
-    named: dict[str, Metric] = {}
-    if isinstance(metrics, (list, tuple)):
-        for fn in metrics:
-            name = getattr(fn, "__name__", None)
-            if not callable(fn) or not name or name == "<lambda>" or name in named or name == "loss":
-                raise TypeError(f"fit: metrics given as a list need distinct named functions (got {fn!r}); "
-                                "pass a dict {name: fn} instead")
-            named[name] = fn
-    elif metrics is not None:
-        named = dict(metrics)  # type: ignore[arg-type]  # a Mapping (not a list or tuple)
-    metrics = named
-    history: dict[str, list[float]] = {"loss": [], **{k: [] for k in metrics}}
-    bar: Any = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
-        except ImportError:
-            tqdm = None
-        if tqdm is not None:
-            total: int | None
-            try:
-                total = epochs * len(batches)  # type: ignore[arg-type]
-            except TypeError:
-                total = None
-            bar = tqdm(total=total, file=sys.stderr, unit="batch", dynamic_ncols=True)
+    named = _named_metrics(metrics)
+    history: dict[str, list[float]] = {"loss": [], **{k: [] for k in named}}
+    bar = _progress_bar(epochs, batches) if progress else None
     model.train()
     try:
         for epoch in range(epochs):
-            sums = {k: 0.0 for k in history}
-            count = 0
-            for xb, yb in batches:
-                x = g.constant(xb)
-                y = g.constant(yb)
-                out: Tensor | None = None
-                loss: Any = None
-                try:
-                    out = model(x)
-                    loss = loss_fn(out, y)
-                    if not isinstance(loss, Tensor):
-                        raise TypeError(f"fit: loss_fn must return a scalar Tensor, got {type(loss).__name__}")
-                    grads: Grads = g.backward(loss)
-                except BaseException:
-                    # an interrupted batch must not leave its forward pending: those nodes borrow the weights
-                    for t in (loss, out):
-                        if isinstance(t, Tensor) and t.graph is g:
-                            g.free(t)
-                    raise
-                if opt_params and epoch == 0 and count == 0 and not any(p in grads for p in opt_params):
-                    raise ValueError("fit: the loss does not depend on any param of the optimizer: build it over "
-                                     "this model's params, e.g. og.optim.SGD(model.parameters(), lr=0.1)")
-                opt.step(grads)
-                n = len(xb)
-                count += n
-                sums["loss"] += float(loss.item()) * n
-                if metrics:
-                    frozen = g.freeze(out)
-                    for k, fn in metrics.items():
-                        sums[k] += float(fn(frozen, y)) * n
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / count:.4f}", refresh=False)
-            if count == 0:
-                raise ValueError(f"fit: batches yielded no samples in epoch {epoch + 1}")
+            sums, count = _epoch(model, batches, loss_fn, opt, named, epoch, bar)
             for k in history:
                 history[k].append(sums[k] / count)
     finally:
@@ -117,3 +59,79 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
     return history
 
 
+def _named_metrics(metrics: Mapping[str, Metric] | Sequence[Metric] | None) -> dict[str, Metric]:
+    """``{name: fn}``, from a mapping or from a list of named functions (as Keras takes them)."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, (list, tuple)):
+        return dict(metrics)  # type: ignore[arg-type]  # a Mapping (not a list or tuple)
+    named: dict[str, Metric] = {}
+    for fn in metrics:
+        name = getattr(fn, "__name__", None)
+        if not callable(fn) or not name or name == "<lambda>" or name in named or name == "loss":
+            raise TypeError(f"fit: metrics given as a list need distinct named functions (got {fn!r}); "
+                            "pass a dict {name: fn} instead")
+        named[name] = fn
+    return named
+
+
+def _progress_bar(epochs: int, batches: Iterable[Any]) -> Any:
+    """A tqdm bar on stderr over every batch of every epoch, or None without tqdm."""
+    try:
+        from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
+    except ImportError:
+        return None
+    total: int | None
+    try:
+        total = epochs * len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    return tqdm(total=total, file=sys.stderr, unit="batch", dynamic_ncols=True)
+
+
+def _epoch(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tensor, Tensor], Tensor], opt: Any,
+           metrics: dict[str, Metric], epoch: int, bar: Any) -> tuple[dict[str, float], int]:
+    """One pass over ``batches``: the per-sample sums of the loss and each metric, and the sample count."""
+    g = model.graph
+    opt_params = list(getattr(opt, "params", []))
+    sums = {"loss": 0.0, **{k: 0.0 for k in metrics}}
+    count = 0
+    for xb, yb in batches:
+        y = g.constant(yb)
+        out, loss, grads = _forward_backward(model, loss_fn, g.constant(xb), y)
+        if opt_params and epoch == 0 and count == 0 and not any(p in grads for p in opt_params):
+            raise ValueError("fit: the loss does not depend on any param of the optimizer: build it over "
+                             "this model's params, e.g. og.optim.SGD(model.parameters(), lr=0.1)")
+        opt.step(grads)
+        n = len(xb)
+        count += n
+        sums["loss"] += float(loss.item()) * n
+        if metrics:
+            frozen = g.freeze(out)
+            for k, fn in metrics.items():
+                sums[k] += float(fn(frozen, y)) * n
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / count:.4f}", refresh=False)
+    if count == 0:
+        raise ValueError(f"fit: batches yielded no samples in epoch {epoch + 1}")
+    return sums, count
+
+
+def _forward_backward(model: Any, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor,
+                      y: Tensor) -> tuple[Tensor, Tensor, Grads]:
+    g = model.graph
+    out: Tensor | None = None
+    loss: Any = None
+    try:
+        out = model(x)
+        loss = loss_fn(out, y)
+        if not isinstance(loss, Tensor):
+            raise TypeError(f"fit: loss_fn must return a scalar Tensor, got {type(loss).__name__}")
+        return out, loss, g.backward(loss)
+    except BaseException:
+        # an interrupted batch must not leave its forward pending: those nodes borrow the weights
+        for t in (loss, out):
+            if isinstance(t, Tensor) and t.graph is g:
+                g.free(t)
+        raise
