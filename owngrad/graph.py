@@ -83,6 +83,10 @@ class Graph(TensorFactory):
     def __repr__(self) -> str:
         return f"Graph(device={self.device!r}, pending={len(self._pending)})"
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Graph:
+        """A graph is never copied: a deep copy of a module (or anything holding a graph) stays in it."""
+        return self
+
     def __enter__(self) -> Graph:
         return self
 

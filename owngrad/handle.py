@@ -345,6 +345,15 @@ class TensorHandle:
             if not isinstance(a, numbers.Integral) or isinstance(a, bool) or not -n <= int(a) < n:
                 raise ShapeError(f"{name}: axis {a!r} is out of range for a tensor of shape {self.shape}")
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Tensor:
+        """A copy in the same graph with no history: a param copies to a new param (with the same
+        name), anything else to a constant -- what ``copy.deepcopy(module)`` needs for an EMA or a
+        target network."""
+        arr = to_device(self._data, "cpu") if self.device != "cpu" else self._data
+        if is_param(self):
+            return self._graph.param(arr, name=self._name)
+        return self._graph.constant(arr, name=self._name)
+
     def _snapshot(self) -> Tensor:
         """A copy of the current values that keeps this tensor's graph history."""
         node = self._grad_node() if self._graph.grad_enabled else None

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Array, to_device, xp_of
-from .errors import ShapeError
+from .errors import GradError, ShapeError
 from .grads import raw_gradient
 from .graph import Grads
 from .handle import array_of, check_writable, exclusive, is_param, label_of
@@ -69,6 +69,8 @@ class Optimizer:
         what = f"{type(self).__name__}.step"
         # params are roots made by g.param (checked in __init__)
         todo = [(i, p, gd) for i, p in enumerate(self.params) if (gd := raw_gradient(grads, p)) is not None]
+        if not todo:
+            raise GradError(self._nothing_to_step(grads, what))
         for _, p, gd in todo:
             check_writable(p, site, what)
             if gd.shape != p.shape:
@@ -88,6 +90,18 @@ class Optimizer:
                     arr *= scale
                 arr -= delta
                 self.state[i] = new_state
+
+    def _nothing_to_step(self, grads: Grads, what: str) -> str:
+        """The message for a step whose gradients hold none of this optimizer's params (a copy-paste
+        slip such as ``opt_critic.step(grads_actor)``, which would otherwise silently do nothing)."""
+        def names(ts: list[Tensor]) -> str:
+            shown = ", ".join(label_of(t) for t in ts[:4])
+            return shown + (f" and {len(ts) - 4} more" if len(ts) > 4 else "")
+        held = list(grads)
+        holds = f"gradients for {names(held)}" if held else "no gradients"
+        return (f"{what}: the gradients hold none of this optimizer's params ({names(self.params)}); "
+                f"they hold {holds}\n  help: step each optimizer with the Grads of a loss that depends on its "
+                "params (g.backward(that_loss))")
 
     def _update(self, p: Array, g: Array, state: dict[str, Any]) -> tuple[float, Array]:
         """The step for one param, as ``(scale, delta)`` meaning ``p = p * scale - delta``; new state
@@ -169,6 +183,18 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov momentum needs momentum > 0 and dampening = 0")
         self.momentum, self.dampening, self.nesterov, self.weight_decay = momentum, dampening, nesterov, weight_decay
 
+    def _nothing_to_step(self, grads: Grads, what: str) -> str:
+        """The message for a step whose gradients hold none of this optimizer's params (a copy-paste
+        slip such as ``opt_critic.step(grads_actor)``, which would otherwise silently do nothing)."""
+        def names(ts: list[Tensor]) -> str:
+            shown = ", ".join(label_of(t) for t in ts[:4])
+            return shown + (f" and {len(ts) - 4} more" if len(ts) > 4 else "")
+        held = list(grads)
+        holds = f"gradients for {names(held)}" if held else "no gradients"
+        return (f"{what}: the gradients hold none of this optimizer's params ({names(self.params)}); "
+                f"they hold {holds}\n  help: step each optimizer with the Grads of a loss that depends on its "
+                "params (g.backward(that_loss))")
+
     def _update(self, p: Array, g: Array, state: dict[str, Any]) -> tuple[float, Array]:
         d = g + self.weight_decay * p if self.weight_decay else g
         if self.momentum:
@@ -203,6 +229,18 @@ class Adam(Optimizer):
             raise ValueError(f"{type(self).__name__}: eps and weight_decay must be >= 0")
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps, self.weight_decay = eps, weight_decay
+
+    def _nothing_to_step(self, grads: Grads, what: str) -> str:
+        """The message for a step whose gradients hold none of this optimizer's params (a copy-paste
+        slip such as ``opt_critic.step(grads_actor)``, which would otherwise silently do nothing)."""
+        def names(ts: list[Tensor]) -> str:
+            shown = ", ".join(label_of(t) for t in ts[:4])
+            return shown + (f" and {len(ts) - 4} more" if len(ts) > 4 else "")
+        held = list(grads)
+        holds = f"gradients for {names(held)}" if held else "no gradients"
+        return (f"{what}: the gradients hold none of this optimizer's params ({names(self.params)}); "
+                f"they hold {holds}\n  help: step each optimizer with the Grads of a loss that depends on its "
+                "params (g.backward(that_loss))")
 
     def _update(self, p: Array, g: Array, state: dict[str, Any]) -> tuple[float, Array]:
         xp = xp_of(p)

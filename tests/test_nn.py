@@ -521,3 +521,61 @@ def test_layers_built_without_a_seed_differ_and_stay_reproducible() -> None:
     g = og.Graph()
     np.testing.assert_array_equal(og.nn.Linear(g, 8, 8, rng=3).weight.numpy(),
                                   og.nn.Linear(og.Graph(), 8, 8, rng=3).weight.numpy())
+
+
+def test_deepcopy_and_clone_give_new_params_in_the_same_graph_without_history() -> None:
+    import copy
+
+    g = og.Graph()
+    model = og.nn.Sequential(og.nn.Linear(g, 3, 4, rng=0), og.nn.BatchNorm1d(g, 4), og.nn.ReLU(),
+                             og.nn.Linear(g, 4, 2, rng=1))
+    x = g.constant(np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32))
+    pending = model(x).sum()  # the original's weights are borrowed by this forward
+    for twin in (copy.deepcopy(model), model.clone()):
+        assert twin.graph is g
+        for (k, p), (k2, q) in zip(model.named_parameters(), twin.named_parameters()):
+            assert k == k2 and p is not q and q.is_leaf and q.requires_grad
+            np.testing.assert_array_equal(p.numpy(), q.numpy())
+        for (_, b), (_, c) in zip(model.named_buffers(), twin.named_buffers()):
+            assert b is not c
+            np.testing.assert_array_equal(b.numpy(), c.numpy())
+        with g.no_grad():  # the copy is free to change while the original is borrowed
+            for q in twin.parameters():
+                q.mul_(0.5)
+        grads = g.backward(twin(x).sum())
+        assert all(q in grads for q in twin.parameters()) and not any(p in grads for p in model.parameters())
+    g.backward(pending)
+
+
+def test_deepcopy_keeps_tied_params_tied() -> None:
+    import copy
+
+    g = og.Graph()
+    lin = og.nn.Linear(g, 3, 3, rng=0)
+    tied = og.nn.Sequential(lin, og.nn.Tanh(), lin)
+    twin = copy.deepcopy(tied)
+    assert len(twin.parameters()) == 2 and twin[0] is twin[2]
+
+
+def test_a_module_name_prefixes_its_params_in_messages() -> None:
+    g = og.Graph()
+    actor = og.nn.MLP(g, [3, 4, 2], rng=0, name="actor")
+    critic = og.nn.MLP(g, [3, 4, 1], rng=1, name="critic")
+    assert actor.name == "actor" and [k for k, _ in actor.named_parameters()][0] == "0.weight"  # keys as torch
+    x = g.constant(np.ones((2, 3), dtype=np.float32))
+    pending = (critic(x) * critic(x)).sum()
+    with pytest.raises(og.BorrowError) as ei:
+        with g.no_grad():
+            critic.parameters()[2].sub_(0.1)
+    assert "critic.2.weight" in str(ei.value) and "actor" not in str(ei.value)
+    g.backward(pending)
+
+    class Agent(og.nn.Module):
+        def __init__(self, g: og.Graph) -> None:
+            super().__init__(g)
+            self.body = og.nn.Linear(g, 3, 3, rng=0)
+
+    agent = Agent(g, name="agent")  # user subclasses take name= too
+    assert [p.name for p in agent.parameters()] == ["agent.body.weight", "agent.body.bias"]
+    with pytest.raises(TypeError, match="name="):
+        og.nn.Linear(g, 2, 2, name="")

@@ -151,3 +151,29 @@ def test_state_dict_roundtrip() -> None:
         opt2.load_state_dict(sd)
     with pytest.raises(ValueError, match="SGD"):
         og.optim.SGD(qs, lr=0.1).load_state_dict(opt.state_dict())
+
+
+def test_a_step_with_none_of_its_params_in_the_grads_says_so() -> None:
+    g = og.Graph()
+    actor = og.nn.Linear(g, 3, 2, rng=0, name="actor")
+    critic = og.nn.Linear(g, 3, 1, rng=1, name="critic")
+    opt_critic = og.optim.SGD(critic.parameters(), lr=0.1)
+    x = g.constant(np.ones((4, 3), dtype=np.float32))
+    grads_actor = g.backward(actor(x).sum())
+    before = [p.numpy() for p in critic.parameters()]
+    with pytest.raises(og.GradError) as ei:
+        opt_critic.step(grads_actor)  # the copy-paste slip: the actor's gradients
+    msg = str(ei.value)
+    assert "critic.weight" in msg and "actor.weight" in msg and "none of this optimizer's params" in msg, msg
+    for p, b in zip(critic.parameters(), before):
+        np.testing.assert_array_equal(p.numpy(), b)
+
+
+def test_a_step_with_some_of_its_params_steps_those_as_torch() -> None:
+    g = og.Graph()
+    w = g.param(np.ones(2), name="w")
+    b = g.param(np.ones(2), name="b")
+    opt = og.optim.SGD([w, b], lr=0.5)
+    opt.step(g.backward((w * 2.0).sum()))
+    np.testing.assert_array_equal(w.numpy(), [0.0, 0.0])
+    np.testing.assert_array_equal(b.numpy(), [1.0, 1.0])

@@ -8,6 +8,9 @@ an exclusive borrow. Initialisations follow PyTorch's defaults.
 
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -65,12 +68,53 @@ class Module:
 
     training: bool
 
-    def __init__(self, graph: Graph | None = None) -> None:
+    def __init__(self, graph: Graph | None = None, name: str | None = None) -> None:
         object.__setattr__(self, "_graph", graph)
         object.__setattr__(self, "_params", {})
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_name", _check_name(name))
+        object.__setattr__(self, "_prefix", f"{name}." if name else "")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every module takes ``name=`` (``MLP(g, sizes, name="actor")``): its params are then named
+        ``actor.0.weight`` in messages. A subclass whose ``__init__`` has no ``name`` parameter gets it
+        here; the name is applied once the outermost ``__init__`` has registered everything."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        sig = inspect.signature(init)
+        if "name" in sig.parameters:
+            return
+
+        @functools.wraps(init)
+        def __init__(self: Module, *args: Any, name: str | None = None, **kw: Any) -> None:
+            init(self, *args, **kw)
+            if name is not None:
+                self._set_name(name)
+
+        params = list(sig.parameters.values())
+        kw_at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+        params.insert(kw_at, inspect.Parameter("name", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                               annotation="str | None"))
+        __init__.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
+    def _set_name(self, name: str) -> None:
+        object.__setattr__(self, "_name", _check_name(name))
+        self._relabel("")
+
+    @property
+    def name(self) -> str | None:
+        """The name given with ``name=`` (None if none): it prefixes the module's params in messages."""
+        return self.__dict__.get("_name")
+
+    def clone(self) -> Module:
+        """A deep copy: new params in the same graph with the same values and no history (for an EMA or a
+        target network); ``copy.deepcopy(module)`` does the same."""
+        return copy.deepcopy(self)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if "_params" not in self.__dict__:
@@ -83,9 +127,12 @@ class Module:
         modules.pop(name, None)
         if isinstance(value, Module):
             modules[name] = value
-            value._relabel(name + ".")
+            value._relabel(f"{self.__dict__['_prefix']}{name}.")
         elif _is_param(value):
             params[name] = value
+            if self.__dict__["_prefix"]:
+                value.name = self.__dict__["_prefix"] + name
+                relabel(value, value.name)
         elif name in buffers:
             if not isinstance(value, Tensor):
                 raise TypeError(f"{type(self).__name__}.{name} is a buffer: assign a Tensor, got {type(value).__name__}")
@@ -105,10 +152,18 @@ class Module:
         object.__setattr__(self, name, tensor)
 
     def _relabel(self, prefix: str) -> None:
-        # errors name params and buffers by their state_dict key ("0.weight"), not all "weight"
-        for k, t in self._state_tensors().items():
-            t.name = prefix + k
-            relabel(t, prefix + k)
+        # errors name params and buffers by their state_dict key ("0.weight"), not all "weight"; a
+        # module given a name= keeps it as the prefix of its own params wherever it is attached
+        name = self.__dict__.get("_name")
+        if name:
+            prefix = name + "."
+        object.__setattr__(self, "_prefix", prefix)
+        for reg in ("_params", "_buffers"):
+            for k, t in self.__dict__[reg].items():
+                t.name = prefix + k
+                relabel(t, prefix + k)
+        for k, m in self.__dict__["_modules"].items():
+            m._relabel(f"{prefix}{k}.")
 
     # --- the graph ---
     @property
@@ -254,6 +309,12 @@ class Module:
             sub = repr(m).replace("\n", "\n  ")
             lines.append(f"  ({name}): {sub}")
         return "\n".join(lines) + "\n)"
+
+
+def _check_name(name: object) -> str | None:
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"name= must be a non-empty string or None, got {name!r}")
+    return name
 
 
 def _join(prefix: str, name: str) -> str:
