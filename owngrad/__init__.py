@@ -5,7 +5,8 @@ from __future__ import annotations
 from .errors import BorrowError, DeviceError, GradError, GraphError, ShapeError
 from .graph import Grads, Graph, Node
 from .modes import Frozen, Mut, Shared
-from .ops import abs, clip, concatenate, exp, log, matmul, maximum, minimum, relu, sigmoid, sqrt, stack, tanh, where
+from .ops import (abs, clip, concatenate, einsum, exp, log, matmul, maximum, minimum, pad, relu, sigmoid, split, sqrt,
+                  stack, take_along_axis, tanh, where)
 from .tensor import Tensor
 
 __version__ = "0.1.0"
@@ -13,7 +14,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Graph", "Grads", "Node", "Tensor", "Mut", "Shared", "Frozen",
     "BorrowError", "GraphError", "ShapeError", "DeviceError", "GradError",
-    "maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul",
+    "maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul", "einsum", "split", "pad",
+    "take_along_axis",
     "exp", "log", "tanh", "sqrt", "sigmoid", "relu", "abs",
 ]
 

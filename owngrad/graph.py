@@ -33,7 +33,7 @@ from .ledger import SHARED, Region, acquire_all, borrowing
 from .node import Node, NodeState
 from .operands import as_array
 from .roles import ReadOnly, Role
-from .rules import RULES, Rule
+from .rules import ALL_ARGS, RULES, Rule
 from .sites import Site, format_site, user_site
 from .tensor import Tensor
 from .views import Step
@@ -205,6 +205,8 @@ class Graph(TensorFactory):
         node.out = weakref.ref(t)
         saved: list[Any] = [None] * (len(args) + 1)
         needs = rule.saves(mask)
+        if needs and needs[0] == ALL_ARGS:
+            needs = tuple(range(1, len(args) + 1))
         if needs:
             borrow: list[tuple[Any, Region]] = []
             for j in needs:

@@ -125,6 +125,37 @@ class InplaceOps(TensorHandle):
                                                               float("inf") if hi is None else hi))
         return self._inplace(_WHOLE, "clamp_", "clip", (), {"lo": scalar(lo), "hi": scalar(hi)})
 
+    def masked_fill_(self, mask: Any, value: Any) -> Tensor:
+        """Write ``value`` where ``mask`` is True, in place."""
+        from .tensor_math import _fill_value, _mask_operand
+
+        m = _mask_operand(self, mask, "masked_fill_")
+        return self._inplace(_WHOLE, "masked_fill_", "masked_fill", (m,), {"value": _fill_value(value, "masked_fill_")})
+
+    def lerp_(self, end: Any, weight: Any) -> Tensor:
+        """``self += weight * (end - self)``, in place (torch's ``lerp_``; ``weight`` a number or a tensor)."""
+        return self._inplace(_WHOLE, "lerp_", "lerp", (end, weight))
+
+    def index_add_(self, axis: int, index: Any, src: Any) -> Tensor:
+        """Add ``src`` into the rows ``index`` along ``axis``, in place; repeated indices accumulate
+        (torch's ``index_add_``)."""
+        op = "index_add_"
+        if not isinstance(axis, int) or isinstance(axis, bool) or not -max(self.ndim, 1) <= axis < max(self.ndim, 1):
+            raise ShapeError(f"{op}: axis {axis!r} is out of range for a tensor of shape {self.shape}")
+        axis %= max(self.ndim, 1)
+        idx = self._index_arrays(index)  # type: ignore[attr-defined]  # ViewOps, beside this mixin in Tensor
+        if getattr(idx, "ndim", None) != 1 or idx.dtype.kind not in "iu":
+            raise TypeError(f"{op}: index must be a 1-d integer tensor, array or list")
+        n = self.shape[axis]
+        if idx.size and (int(idx.min()) < -n or int(idx.max()) >= n):
+            raise IndexError(f"{op}: index out of range for axis {axis} of size {n}")
+        s = operand(self, src, op)
+        want = self.shape[:axis] + (len(idx),) + self.shape[axis + 1:]
+        if tuple(getattr(s, "shape", ())) != want:
+            raise ShapeError(f"{op}: src must have shape {want} (index of length {len(idx)} along axis {axis}), "
+                             f"got {tuple(getattr(s, 'shape', ()))}")
+        return self._inplace(_WHOLE, op, "index_add", (s,), {"axis": axis, "index": idx})
+
     # --- the engine ---
     def _inplace(self, key: Any, what: str, rule: str | None, operands: Sequence[Any],
                  attrs: dict[str, Any] | None = None) -> Tensor:
@@ -207,7 +238,7 @@ class InplaceOps(TensorHandle):
         """As numpy and torch: ``ints += 0.5`` is refused, not silently truncated -- decided from the
         dtypes before anything is computed or recorded."""
         try:
-            bounds = [v for v in attrs.values() if v is not None]  # clamp_'s lo/hi
+            bounds = [v for k, v in attrs.items() if k in ("lo", "hi") and v is not None]  # clamp_'s bounds
             nd = np.result_type(dest.dtype, *(o._data.dtype if isinstance(o, TensorHandle) else
                                               getattr(o, "dtype", o) for o in [*ops, *bounds]))
             if rule == "div":  # true division: ints give floats

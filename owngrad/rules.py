@@ -57,13 +57,15 @@ class Rule:
 
 
 RULES: dict[str, Rule] = {}
+ALL_ARGS = -1  # in ``needs`` of a variadic rule: its vjp reads every operand (``"*"``)
 
 
 def defrule(name: str, forward: Callable[..., Any], *vjps: tuple[VJP | None, str],
             variadic: bool = False, aux: bool = False, shapes: bool = False) -> None:
     """Register ``name``: each vjp comes with the operands it reads, named by letters:
-    ``a`` for ans and ``x y z`` for the first three args (``"xy"`` reads both)."""
-    letters = {"a": 0, "x": 1, "y": 2, "z": 3}
+    ``a`` for ans and ``x y z`` for the first three args (``"xy"`` reads both); ``"*"`` (variadic rules)
+    for every arg."""
+    letters = {"a": 0, "x": 1, "y": 2, "z": 3, "*": ALL_ARGS}
     needs = tuple(frozenset(letters[c] for c in reads) for _, reads in vjps)
     if variadic:
         by_mask: tuple[tuple[int, ...], ...] = (tuple(sorted(needs[0])),)
@@ -327,3 +329,94 @@ defrule("reshape_copy", lambda xp, x, shape=(): x.reshape(shape),
 defrule("concatenate", lambda xp, *xs, axis=0: xp.concatenate(xs, axis=axis), (_concat_vjp, ""), variadic=True)
 defrule("stack", lambda xp, *xs, axis=0: xp.stack(xs, axis=axis), (_stack_vjp, ""), variadic=True)
 defrule("gather", lambda xp, x, key=None: x[key], (_gather_vjp, ""), shapes=True)
+
+# --- more elementwise ---------------------------------------------------------------------------
+defrule("sin", lambda xp, x: xp.sin(x), (lambda g, ans, x: g * xp_of(x).cos(x), "x"))
+defrule("cos", lambda xp, x: xp.cos(x), (lambda g, ans, x: -g * xp_of(x).sin(x), "x"))
+defrule("log1p", lambda xp, x: xp.log1p(x), (lambda g, ans, x: g / (1 + x), "x"))
+defrule("expm1", lambda xp, x: xp.expm1(x), (lambda g, ans, x: g * (ans + 1), "a"))
+defrule("square", lambda xp, x: x * x, (lambda g, ans, x: g * (2 * x), "x"))
+# x.masked_fill(mask, value): the filled elements get no gradient
+defrule("masked_fill", lambda xp, x, mask, value=0.0: xp.where(mask, xp.asarray(value, dtype=x.dtype), x),
+        (lambda g, ans, x, mask, value=0.0: g * ~mask, "y"), (None, ""))
+# x + w * (end - x) (torch.lerp)
+defrule("lerp", lambda xp, x, end, w: x + w * (end - x),
+        (lambda g, ans, x, end, w: g * (1 - w), "z"), (lambda g, ans, x, end, w: g * w, "z"),
+        (lambda g, ans, x, end, w: g * (end - x), "xy"))
+
+
+# --- scans, flips, triangles, norms ------------------------------------------------------------
+def _cumsum_vjp(g: Array, ans: Array, x: Array, axis: Any = None, shapes: Any = ()) -> Array:
+    xp = xp_of(g)
+    if axis is None:  # numpy flattens: the gradient is the reversed running sum, in x's shape
+        return xp.flip(xp.cumsum(xp.flip(g)), 0).reshape(shapes[0])
+    return xp.flip(xp.cumsum(xp.flip(g, axis), axis=axis), axis)
+
+
+def _norm_vjp(g: Array, ans: Array, x: Array, axis: Any = None, keepdims: bool = False) -> Array:
+    # as torch: zero where the norm is zero (the subgradient 0)
+    xp = xp_of(x)
+    n = expand_reduced(ans, x.shape, axis, keepdims)
+    with _quiet(xp):
+        return xp.where(n == 0, 0, expand_reduced(g, x.shape, axis, keepdims) * x / n)
+
+
+defrule("cumsum", lambda xp, x, axis=None: xp.cumsum(x, axis=axis), (_cumsum_vjp, ""), shapes=True)
+defrule("flip", lambda xp, x, axis=None: xp.flip(x, axis).copy(), (lambda g, ans, x, axis=None: xp_of(g).flip(g, axis), ""))
+defrule("tril", lambda xp, x, k=0: xp.tril(x, k), (lambda g, ans, x, k=0: xp_of(g).tril(g, k), ""))
+defrule("triu", lambda xp, x, k=0: xp.triu(x, k), (lambda g, ans, x, k=0: xp_of(g).triu(g, k), ""))
+defrule("norm", lambda xp, x, axis=None, keepdims=False: xp.sqrt(xp.sum(x * x, axis=axis, keepdims=keepdims)),
+        (_norm_vjp, "ax"))
+
+
+# --- gathers, scatters, padding, einsum ----------------------------------------------------------
+def along_axis_index(xp: Any, idx: Array, axis: int) -> tuple[Any, ...]:
+    """The full index tuple that ``take_along_axis(x, idx, axis)`` reads (aranges on the other axes)."""
+    nd = idx.ndim
+    out: list[Any] = []
+    for d in range(nd):
+        if d == axis:
+            out.append(idx)
+        else:
+            shape = [1] * nd
+            shape[d] = idx.shape[d]
+            out.append(xp.arange(idx.shape[d]).reshape(shape))
+    return tuple(out)
+
+
+def _take_along_vjp(g: Array, ans: Array, x: Array, idx: Array, axis: int = 0, shapes: Any = ()) -> Array:
+    z = xp_of(g).zeros(shapes[0], dtype=g.dtype)
+    scatter_add(z, along_axis_index(xp_of(g), idx, axis), g)
+    return z
+
+
+def _index_add_fwd(xp: Any, x: Array, src: Array, axis: int = 0, index: Any = None) -> Array:
+    out = x.copy()
+    scatter_add(out, (slice(None),) * axis + (index,), src)
+    return out
+
+
+def _pad_vjp(g: Array, ans: Array, x: Array, widths: Any = (), value: float = 0.0) -> Array:
+    return g[tuple(slice(b, g.shape[i] - a) for i, (b, a) in enumerate(widths))]
+
+
+def _einsum_vjp(g: Array, ans: Array, *xs: Array, spec: Any = None, _i: int = 0) -> Array:
+    ins, out = spec
+    others = [s for j, s in enumerate(ins) if j != _i]
+    mine = ins[_i]
+    avail = set(out).union(*others) if others else set(out)
+    kept = "".join(c for c in mine if c in avail)
+    xp = xp_of(g)
+    r = xp.einsum(",".join([out, *others]) + "->" + kept, g, *[x for j, x in enumerate(xs) if j != _i])
+    if kept != mine:  # letters summed out of this operand alone: their gradient is broadcast back
+        r = xp.expand_dims(r, tuple(i for i, c in enumerate(mine) if c not in avail))
+    return xp.broadcast_to(r, xs[_i].shape)
+
+
+defrule("take_along_axis", lambda xp, x, idx, axis=0: xp.take_along_axis(x, idx, axis=axis),
+        (_take_along_vjp, "y"), (None, ""), shapes=True)
+defrule("index_add", _index_add_fwd, (lambda g, ans, x, src, axis=0, index=None: g, ""),
+        (lambda g, ans, x, src, axis=0, index=None: xp_of(g).take(g, index, axis=axis), ""))
+defrule("pad", lambda xp, x, widths=(), value=0.0: xp.pad(x, widths, constant_values=value), (_pad_vjp, ""))
+defrule("einsum", lambda xp, *xs, spec=None: xp.einsum(",".join(spec[0]) + "->" + spec[1], *xs),
+        (_einsum_vjp, "*"), variadic=True)

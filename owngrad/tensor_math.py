@@ -215,3 +215,103 @@ class MathOps(TensorHandle):
     def log_softmax(self, axis: int = -1) -> Tensor:
         self._check_axis("log_softmax", axis)
         return self._graph.apply("log_softmax", (self,), {"axis": axis if self.ndim else None})
+
+    # --- more unary functions ---
+    def sin(self) -> Tensor:
+        return self._graph.apply("sin", (self,))
+
+    def cos(self) -> Tensor:
+        return self._graph.apply("cos", (self,))
+
+    def log1p(self) -> Tensor:
+        """``log(1 + x)``, accurate near 0."""
+        return self._graph.apply("log1p", (self,))
+
+    def expm1(self) -> Tensor:
+        """``exp(x) - 1``, accurate near 0."""
+        return self._graph.apply("expm1", (self,))
+
+    def square(self) -> Tensor:
+        return self._graph.apply("square", (self,))
+
+    def sign(self) -> Tensor:
+        """-1, 0 or 1 per element: a constant (no gradient), as comparisons."""
+        out = self._graph.xp.sign(self._data)
+        return self._root_of(self._graph, owned(out, self._graph.xp), Role.CONSTANT, None, None, "(sign)")
+
+    def argmin(self, axis: int | None = None) -> Tensor:
+        """Indices of the minima (a constant int64 tensor)."""
+        if axis is not None:
+            self._check_axis("argmin", axis)
+        out = self._graph.xp.asarray(self._data.argmin(axis=axis))
+        return self._root_of(self._graph, owned(out, self._graph.xp), Role.CONSTANT, None, None, "(argmin)")
+
+    def std(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+        """Standard deviation (numpy's ``ddof``): ``sqrt(var)``."""
+        return self.var(axis, keepdims, ddof).sqrt()
+
+    def norm(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """The 2-norm over ``axis`` (all elements for None); its gradient at 0 is 0, as torch's."""
+        return self._reduce("norm", axis, keepdims)
+
+    def cumsum(self, axis: int | None = None) -> Tensor:
+        """Running sum along ``axis`` (numpy: None sums the flattened tensor)."""
+        if axis is not None:
+            self._check_axis("cumsum", axis)
+            if not isinstance(axis, numbers.Integral):
+                raise ShapeError(f"cumsum: axis must be an int or None, got {axis!r}")
+            axis = int(axis) % max(self.ndim, 1) if self.ndim else None
+        return self._graph.apply("cumsum", (self,), {"axis": axis})
+
+    def flip(self, axis: Any = None) -> Tensor:
+        """Reverse the order along ``axis`` (every axis for None), as numpy's ``flip`` (a copy)."""
+        if isinstance(axis, list):
+            axis = tuple(axis)
+        self._check_axis("flip", axis)
+        return self._graph.apply("flip", (self,), {"axis": axis})
+
+    def _triangle(self, name: str, k: int) -> Tensor:
+        if self.ndim < 2:
+            raise ShapeError(f"{name}: needs a tensor of at least 2 dimensions, got shape {self.shape}")
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool):
+            raise TypeError(f"{name}: k must be an int, got {k!r}")
+        return self._graph.apply(name, (self,), {"k": int(k)})
+
+    def tril(self, k: int = 0) -> Tensor:
+        """The lower triangle (on and below diagonal ``k``) of the last two axes; zeros above."""
+        return self._triangle("tril", k)
+
+    def triu(self, k: int = 0) -> Tensor:
+        """The upper triangle (on and above diagonal ``k``) of the last two axes; zeros below."""
+        return self._triangle("triu", k)
+
+    def masked_fill(self, mask: Any, value: Any) -> Tensor:
+        """``value`` where ``mask`` (a boolean tensor or array broadcasting to this shape) is True."""
+        m = _mask_operand(self, mask, "masked_fill")
+        return self._graph.apply("masked_fill", (self, m), {"value": _fill_value(value, "masked_fill")})
+
+
+def _mask_operand(t: TensorHandle, mask: Any, op: str) -> Any:
+    m = operand(t, mask, op)
+    if getattr(m, "dtype", None) is None or m.dtype.kind != "b":
+        raise TypeError(f"{op}: the mask must be a boolean tensor or array (e.g. x > 0), got "
+                        f"{getattr(m, 'dtype', type(m).__name__)}")
+    if isinstance(m, TensorHandle) and m.requires_grad:
+        raise TypeError(f"{op}: the mask cannot need a gradient")
+    shp = tuple(getattr(m, "shape", ()))
+    try:
+        if np.broadcast_shapes(shp, t.shape) != t.shape:
+            raise ValueError
+    except ValueError:
+        raise ShapeError(f"{op}: a mask of shape {shp} does not broadcast to the tensor's shape {t.shape}") from None
+    return m
+
+
+def _fill_value(value: Any, op: str) -> Any:
+    if isinstance(value, TensorHandle):
+        if value.size != 1:
+            raise ShapeError(f"{op}: the value must be a scalar, got a tensor of shape {value.shape}")
+        return value.item()
+    if not isinstance(value, (numbers.Real, np.generic)):
+        raise TypeError(f"{op}: the value must be a number, got {type(value).__name__}")
+    return value.item() if isinstance(value, np.generic) else value

@@ -20,9 +20,14 @@ from ..errors import ShapeError
 from ..handle import array_of
 from ..rules import defrule
 from ..tensor import Tensor
+from .losses import (binary_cross_entropy, check_reduction, huber_loss, kl_div, l1_loss, nll_loss, reduce,
+                     smooth_l1_loss)
 from .utils import pair, tensor_of
 
-__all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "dropout", "conv2d", "max_pool2d", "embedding", "linear"]
+__all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "dropout", "conv2d", "max_pool2d",
+           "embedding", "linear", "nll_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy",
+           "kl_div", "gelu", "softplus", "logsigmoid", "silu", "leaky_relu", "elu", "cosine_similarity", "normalize",
+           "one_hot", "scaled_dot_product_attention", "avg_pool2d"]
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -76,8 +81,7 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
     log-softmax."""
     op = "cross_entropy"
     logits = tensor_of(logits, op, "logits")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    check_reduction(op, reduction)
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
             or not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
@@ -101,11 +105,7 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
     if not label_smoothing:
         return nll
     # torch: (1 - eps) * nll + eps * mean over classes of -log_softmax
-    smooth = -logits.log_softmax(axis=-1).mean(axis=-1)
-    if reduction == "mean":
-        smooth = smooth.mean()
-    elif reduction == "sum":
-        smooth = smooth.sum()
+    smooth = reduce(-logits.log_softmax(axis=-1).mean(axis=-1), reduction)
     out: Tensor = nll * (1.0 - label_smoothing) + smooth * label_smoothing
     return out
 
@@ -138,29 +138,19 @@ def _soft_cross_entropy(logits: Tensor, target: Any, reduction: str, eps: float)
     if eps:
         t = t * (1.0 - eps) + eps / logits.shape[-1]
     loss: Tensor = -(t * logits.log_softmax(axis=-1)).sum(axis=-1)
-    if reduction == "mean":
-        return loss.mean() if logits.ndim == 2 else loss
-    if reduction == "sum":
-        return loss.sum()
-    return loss
+    return reduce(loss, reduction if logits.ndim == 2 or reduction != "mean" else "none")
 
 
 def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Mean (or summed, or elementwise with ``"none"``) squared error; shapes must match exactly."""
     op = "mse_loss"
     pred = tensor_of(pred, op, "pred")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    check_reduction(op, reduction)
     tshape = tuple(getattr(target if isinstance(target, Tensor) else np.asarray(target), "shape", ()))
     if tshape != pred.shape:
         raise ShapeError(f"{op}: pred has shape {pred.shape} but target has shape {tshape} (they must match)")
     d: Tensor = pred - target
-    sq = d * d
-    if reduction == "mean":
-        return sq.mean()
-    if reduction == "sum":
-        return sq.sum()
-    return sq
+    return reduce(d * d, reduction)
 
 
 def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str = "mean") -> Tensor:
@@ -168,16 +158,11 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
     ``max(z, 0) - z*t + log(1 + exp(-|z|))`` (as torch); ``target`` is a number or broadcasts to ``logits``."""
     op = "binary_cross_entropy_with_logits"
     z = tensor_of(logits, op, "logits")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    check_reduction(op, reduction)
     from ..ops import maximum
 
     loss: Tensor = maximum(z, 0.0) - z * target + ((-z.abs()).exp() + 1.0).log()
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
+    return reduce(loss, reduction)
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -> Tensor:
@@ -319,3 +304,215 @@ def embedding(weight: Tensor, indices: Any) -> Tensor:
         bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
         raise IndexError(f"{op}: index {bad} is out of range for {n} embeddings (indices must be in [0, {n}))")
     return weight[idx]
+
+
+# --- activations ----------------------------------------------------------------------------
+
+def _erf(xp: Any, x: Array) -> Array:
+    """The error function to ~1e-15, elementwise (numpy has none): its Maclaurin series where
+    ``|x| <= 2.5``, and ``1 - erfc`` from erfc's continued fraction beyond."""
+    a = xp.abs(x).astype(np.float64)
+    small = xp.minimum(a, 2.5)
+    x2 = small * small
+    term = small.copy()
+    total = small.copy()
+    for n in range(1, 60):
+        term = term * (-x2) / n
+        total = total + term / (2 * n + 1)
+    series = total * (2.0 / np.sqrt(np.pi))
+    big = xp.maximum(a, 2.5)
+    frac = big.copy()
+    for k in range(60, 0, -1):
+        frac = big + (k / 2.0) / frac
+    tail = 1.0 - xp.exp(-big * big) / (np.sqrt(np.pi) * frac)
+    return (xp.sign(x) * xp.where(a <= 2.5, series, tail)).astype(x.dtype)
+
+
+_SQRT_2_PI = float(np.sqrt(2.0 / np.pi))
+
+
+def _gelu_fwd(xp: Any, x: Array, approximate: str = "none") -> Array:
+    if approximate == "tanh":
+        return 0.5 * x * (1 + xp.tanh(_SQRT_2_PI * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + _erf(xp, x / np.sqrt(2.0)))
+
+
+def _gelu_vjp(g: Array, ans: Array, x: Array, approximate: str = "none") -> Array:
+    xp = xp_of(x)
+    if approximate == "tanh":
+        inner = _SQRT_2_PI * (x + 0.044715 * x ** 3)
+        th = xp.tanh(inner)
+        return g * (0.5 * (1 + th) + 0.5 * x * (1 - th * th) * _SQRT_2_PI * (1 + 3 * 0.044715 * x * x))
+    cdf = 0.5 * (1 + _erf(xp, x / np.sqrt(2.0)))
+    pdf = xp.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+    return g * (cdf + x * pdf)
+
+
+def _softplus_fwd(xp: Any, x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
+    bx = x * beta
+    return xp.where(bx > threshold, x, xp.logaddexp(0, bx) / beta)
+
+
+def _softplus_vjp(g: Array, ans: Array, x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
+    xp = xp_of(x)
+    bx = x * beta
+    return g * xp.where(bx > threshold, 1.0, 0.5 * (xp.tanh(0.5 * bx) + 1))
+
+
+defrule("gelu", _gelu_fwd, (_gelu_vjp, "x"))
+defrule("softplus", _softplus_fwd, (_softplus_vjp, "x"))
+defrule("logsigmoid", lambda xp, x: -xp.logaddexp(0, -x),
+        (lambda g, ans, x: g * 0.5 * (1 - xp_of(x).tanh(0.5 * x)), "x"))
+# as torch: the gradient at 0 is the negative slope (x > 0 picks the identity)
+defrule("leaky_relu", lambda xp, x, slope=0.01: xp.where(x > 0, x, x * slope),
+        (lambda g, ans, x, slope=0.01: g * xp_of(x).where(x > 0, 1.0, slope), "x"))
+defrule("elu", lambda xp, x, alpha=1.0: xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))),
+        (lambda g, ans, x, alpha=1.0: g * xp_of(x).where(x > 0, 1.0, alpha * xp_of(x).exp(xp_of(x).minimum(x, 0))),
+         "x"))
+
+
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """``x * Phi(x)`` (``approximate="tanh"``: torch's tanh approximation)."""
+    x = tensor_of(x, "gelu")
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return x.graph.apply("gelu", (x,), {"approximate": approximate})
+
+
+def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """``log(1 + exp(beta x)) / beta``, linear where ``beta x > threshold`` (as torch)."""
+    x = tensor_of(x, "softplus")
+    return x.graph.apply("softplus", (x,), {"beta": float(beta), "threshold": float(threshold)})
+
+
+def logsigmoid(x: Tensor) -> Tensor:
+    """``log(sigmoid(x))``, computed stably."""
+    x = tensor_of(x, "logsigmoid")
+    return x.graph.apply("logsigmoid", (x,))
+
+
+def silu(x: Tensor) -> Tensor:
+    """``x * sigmoid(x)`` (swish)."""
+    x = tensor_of(x, "silu")
+    return x * x.sigmoid()
+
+
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """``x`` where positive, else ``negative_slope * x``."""
+    x = tensor_of(x, "leaky_relu")
+    return x.graph.apply("leaky_relu", (x,), {"slope": float(negative_slope)})
+
+
+def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
+    """``x`` where positive, else ``alpha * (exp(x) - 1)``."""
+    x = tensor_of(x, "elu")
+    return x.graph.apply("elu", (x,), {"alpha": float(alpha)})
+
+
+# --- similarity, normalization, one-hot --------------------------------------------------------
+
+def cosine_similarity(x1: Tensor, x2: Tensor, axis: int = 1, eps: float = 1e-8) -> Tensor:
+    """``x1 . x2 / max(|x1| |x2|, eps)`` along ``axis`` (the operands broadcast), as torch."""
+    from ..ops import maximum
+
+    x1 = tensor_of(x1, "cosine_similarity", "x1")
+    dot = (x1 * x2).sum(axis=axis)
+    n1 = (x1 * x1).sum(axis=axis)
+    n2 = (x2 * x2).sum(axis=axis) if isinstance(x2, Tensor) else x1.graph.constant(
+        np.asarray((np.asarray(x2) ** 2).sum(axis=axis), dtype=x1.dtype))
+    out: Tensor = dot / maximum((n1 * n2).sqrt(), eps)
+    return out
+
+
+def normalize(x: Tensor, p: float = 2.0, axis: int = 1, eps: float = 1e-12) -> Tensor:
+    """``x / max(|x|_p, eps)`` along ``axis`` (p = 2 only... and any p > 0 through ``abs() ** p``)."""
+    from ..ops import maximum
+
+    x = tensor_of(x, "normalize")
+    if p == 2:
+        n = x.norm(axis=axis, keepdims=True)
+    else:
+        n = (x.abs() ** p).sum(axis=axis, keepdims=True) ** (1.0 / p)
+    out: Tensor = x / maximum(n, eps)
+    return out
+
+
+def one_hot(labels: Any, num_classes: int = -1) -> Tensor:
+    """int64 one-hot rows of class indices (a constant), as torch; ``num_classes=-1`` uses max + 1."""
+    op = "one_hot"
+    if isinstance(labels, Tensor):
+        g, arr = labels.graph, np.asarray(labels.numpy())
+    else:
+        raise TypeError(f"{op}: labels must be an integer Tensor (g.constant(labels)), got {type(labels).__name__}")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{op}: labels must be integer class indices, got {arr.dtype}")
+    n = int(arr.max()) + 1 if num_classes == -1 else int(num_classes)
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= n):
+        bad = int(arr.min()) if int(arr.min()) < 0 else int(arr.max())
+        raise ValueError(f"{op}: class {bad} is out of range for {n} classes")
+    return g.constant((arr[..., None] == np.arange(n)).astype(np.int64))
+
+
+# --- attention ------------------------------------------------------------------------------
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Any = None, is_causal: bool = False,
+                                 scale: float | None = None) -> Tensor:
+    """``softmax(q k^T * scale + mask) v`` over the last two axes, as torch's: a boolean ``mask`` marks the
+    positions that take part (True = attend), a float mask is added to the scores; ``is_causal`` lets
+    position i attend to j <= i only. ``scale`` defaults to ``1 / sqrt(d)``."""
+    from ..ops import where
+
+    op = "scaled_dot_product_attention"
+    q, k, v = tensor_of(q, op, "q"), tensor_of(k, op, "k"), tensor_of(v, op, "v")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ShapeError(f"{op}: q {q.shape}, k {k.shape} and v {v.shape} do not fit (q and k share the last "
+                         "axis, k and v the second to last)")
+    sc = 1.0 / np.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scores = (q @ k.transpose(*range(k.ndim - 2), k.ndim - 1, k.ndim - 2)) * sc
+    L, S = q.shape[-2], k.shape[-2]
+    if is_causal:
+        scores = where(np.tril(np.ones((L, S), dtype=bool)), scores, -np.inf)
+    if mask is not None:
+        m = array_of(mask) if isinstance(mask, Tensor) else np.asarray(mask)
+        scores = where(m, scores, -np.inf) if m.dtype.kind == "b" else scores + mask
+    return scores.softmax(axis=-1) @ v
+
+
+# --- average pooling ------------------------------------------------------------------------
+
+def _avg_pool_fwd(xp: Any, x: Array, kernel: tuple[int, int] = (2, 2), stride: tuple[int, int] = (2, 2),
+                  padding: tuple[int, int] = (0, 0)) -> Array:
+    xp_ = _pad(xp, x, *padding)
+    return _windows(xp, xp_, kernel[0], kernel[1], stride[0], stride[1]).mean(axis=(-2, -1))
+
+
+def _avg_pool_vjp(g: Array, ans: Array, x: Array, kernel: tuple[int, int] = (2, 2),
+                  stride: tuple[int, int] = (2, 2), padding: tuple[int, int] = (0, 0), shapes: Any = ()) -> Array:
+    xp = xp_of(g)
+    n, c, h, w = shapes[0]
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    z = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=g.dtype)
+    part = g / (kh * kw)  # count_include_pad, as torch's default
+    oh, ow = g.shape[2], g.shape[3]
+    for i in range(kh):
+        for j in range(kw):
+            z[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += part
+    return z[:, :, ph:ph + h, pw:pw + w]
+
+
+defrule("avg_pool2d", _avg_pool_fwd, (_avg_pool_vjp, ""), shapes=True)
+
+
+def avg_pool2d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
+    """Mean over ``kernel_size`` windows of an NCHW tensor, as torch's ``avg_pool2d`` (zero padding counts
+    in the mean; ``stride`` defaults to the kernel size)."""
+    op = "avg_pool2d"
+    x = tensor_of(x, op)
+    k = pair(kernel_size, "kernel_size", op, 1)
+    s = k if stride is None else pair(stride, "stride", op, 1)
+    p = pair(padding, "padding", op, 0)
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ValueError(f"{op}: padding {p} must be at most half the kernel {k}")
+    if x.ndim != 4 or x.shape[2] + 2 * p[0] < k[0] or x.shape[3] + 2 * p[1] < k[1]:
+        raise ShapeError(f"{op}: expected an (N, C, H, W) input at least as large as the kernel {k}, got {x.shape}")
+    return x.graph.apply(op, (x,), {"kernel": k, "stride": s, "padding": p})
