@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InplaceOps"]
 
+_OWN_SHAPE_CHECK = frozenset({"index_add"})  # ops whose operands do not broadcast into the destination
 _WHOLE: Any = object()  # the key of an in-place op on the whole tensor (``None`` is a key: ``t[None] = v``)
 
 
@@ -169,7 +170,7 @@ class InplaceOps(TensorHandle):
         if target.adv is None and rule is None and len(operands) == 1 and isinstance(operands[0], TensorHandle) \
                 and operands[0]._storage is self._storage and operands[0]._path == target.path:
             return me  # ``t[k] op= v`` ends with ``t[k] = <the view just written>``: nothing left to do
-        ops = self._check_operands(operands, what, target.dest)
+        ops = self._check_operands(operands, what, target.dest, rule not in _OWN_SHAPE_CHECK)
         holder = BlockHolder(f"the in-place {what}", site, "wait for it to finish")
         access = what if what != "setitem" else "write"
         with borrowing([(self._storage.ledger, target.region)], EXCLUSIVE, holder, "writing", site, access):
@@ -194,14 +195,15 @@ class InplaceOps(TensorHandle):
             raise IndexError(f"{what}: {e} (tensor shape {self.shape})") from None
         return _Target(self._path, self._region, adv, dest)
 
-    def _check_operands(self, operands: Sequence[Any], what: str, dest: Array) -> list[Any]:
+    def _check_operands(self, operands: Sequence[Any], what: str, dest: Array, broadcast: bool) -> list[Any]:
         ops = [operand(self, o, what) for o in operands]
         for o in ops:
             if isinstance(o, TensorHandle):
                 same_graph(what, self._graph, o)
                 same_device(what, self.device, o)
-            shp = tuple(getattr(o._data if isinstance(o, TensorHandle) else o, "shape", ()))
-            check_broadcast_into(what, tuple(dest.shape), shp)
+            if broadcast:
+                shp = tuple(getattr(o._data if isinstance(o, TensorHandle) else o, "shape", ()))
+                check_broadcast_into(what, tuple(dest.shape), shp)
         return ops
 
     def _refuse_saved_alias(self, rule: str, ops: list[Any], region: Region, what: str, site: Site) -> None:

@@ -331,6 +331,28 @@ def _write_row(x: Any) -> Any:
     return y
 
 
+def _lerp(x: Any, e: Any) -> Any:
+    """lerp_ on a non-leaf copy (owngrad and torch alike)."""
+    y = x * 1.0
+    y.lerp_(e, 0.3)
+    return y
+
+
+def _index_add(x: Any, s: Any) -> Any:
+    """index_add_ with a repeated index, on a non-leaf copy (owngrad: axis, index as numpy ints; torch: dim)."""
+    y = x * 1.0
+    if isinstance(y, og.Tensor):
+        y.index_add_(0, np.array([0, 2, 0, 1]), s)
+    else:
+        y.index_add_(0, __import__("torch").tensor([0, 2, 0, 1]), s)
+    return y
+
+
+def prob(shape: tuple[int, ...], r: np.random.Generator, kw: dict[str, Any]) -> np.ndarray:
+    """Values in (0.05, 0.95): probabilities away from the clamps."""
+    return r.uniform(0.05, 0.95, shape)
+
+
 CASES: list[Case] = [
     # arithmetic, with numpy broadcasting
     Case("add", R("add"), lambda x, y: x + y, broadcast(), (B2, {}), tfn=lambda x, y: x + y),
@@ -413,6 +435,58 @@ CASES: list[Case] = [
          tfn=lambda x, axis: x.softmax(dim=axis)),
     Case("log_softmax", R("log_softmax"), lambda x, axis: x.log_softmax(axis=axis), along_axis(),
          (U2, {"axis": 0}), tfn=lambda x, axis: x.log_softmax(dim=axis)),
+    # more elementwise, scans, triangles, norms
+    Case("sin", R("sin"), lambda x: x.sin(), unary(), (U2, {}), tfn=lambda x: x.sin()),
+    Case("cos", R("cos"), lambda x: x.cos(), unary(), (U2, {}), tfn=lambda x: x.cos()),
+    Case("log1p", R("log1p"), lambda x: x.log1p(), unary(), (U2, {}), (pos,), tfn=lambda x: x.log1p()),
+    Case("expm1", R("expm1"), lambda x: x.expm1(), unary(), (U2, {}), tfn=lambda x: x.expm1()),
+    Case("square", R("square"), lambda x: x.square(), unary(), (U2, {}), tfn=lambda x: x.square()),
+    Case("norm", R("norm"), lambda x, axis, keepdims: x.norm(axis=axis, keepdims=keepdims), reduction(),
+         (U2, {"axis": 1, "keepdims": False}), (away,),
+         tfn=lambda x, axis, keepdims: __import__("torch").linalg.vector_norm(x, dim=tdims(axis, x.ndim),
+                                                                              keepdim=keepdims)),
+    Case("std", R("var", "sqrt"), lambda x: x.std(axis=0, ddof=1), unary(min_dims=1).filter(
+        lambda s: s[0][0][0] >= 2), (U2, {}), tfn=lambda x: x.std(dim=0)),
+    Case("cumsum", R("cumsum"), lambda x, axis: x.cumsum(axis), along_axis(), (U2, {"axis": 1}),
+         tfn=lambda x, axis: x.cumsum(dim=axis)),
+    Case("cumsum_flat", R("cumsum"), lambda x: x.cumsum(), unary(), (U2, {}), tfn=lambda x: x.reshape(-1).cumsum(0)),
+    Case("flip", R("flip"), lambda x, axis: x.flip(axis), along_axis(), (U2, {"axis": 0}),
+         tfn=lambda x, axis: x.flip(dims=(axis,))),
+    Case("tril", R("tril"), lambda x: x.tril(-1) * 2.0, unary(min_dims=2), (U2, {}), tfn=lambda x: x.tril(-1) * 2.0),
+    Case("triu", R("triu"), lambda x: x.triu(1) * 2.0, unary(min_dims=2), (U2, {}), tfn=lambda x: x.triu(1) * 2.0),
+    Case("masked_fill", R("masked_fill"), lambda x: x.masked_fill(x > 0, 0.5), unary(), (U2, {}), (away,),
+         tfn=lambda x: x.masked_fill(x > 0, 0.5)),
+    Case("lerp_", R("lerp", "copy_slices"), lambda x, e: _lerp(x, e), st.just((((2, 3), (2, 3)), {})),
+         (((2, 3), (2, 3)), {}), tfn=lambda x, e: _lerp(x, e)),
+    Case("index_add_", R("index_add", "copy_slices"), lambda x, s: _index_add(x, s),
+         st.just((((3, 2), (4, 2)), {})), (((3, 2), (4, 2)), {}), tfn=lambda x, s: _index_add(x, s)),
+    Case("take_along_axis", R("take_along_axis"), lambda x: og.take_along_axis(x, np.array([[0, 0], [2, 1]]), 1),
+         st.just((((2, 3),), {})), (U2, {}),
+         tfn=lambda x: x.gather(1, __import__("torch").tensor([[0, 0], [2, 1]]))),
+    Case("pad", R("pad"), lambda x: og.pad(x, ((1, 0), (0, 2)), value=0.5), unary(min_dims=2, max_dims=2),
+         (U2, {}), tfn=lambda x: __import__("torch").nn.functional.pad(x, (0, 2, 1, 0), value=0.5)),
+    Case("einsum", R("einsum"), lambda x, y: og.einsum("ij,kj->ik", x, y) + og.einsum("ij->i", x).sum(),
+         st.just((((2, 3), (4, 3)), {})), (((2, 3), (4, 3)), {}),
+         tfn=lambda x, y: __import__("torch").einsum("ij,kj->ik", x, y) + __import__("torch").einsum("ij->i", x).sum()),
+    # activations (og.nn.functional)
+    Case("gelu", R("gelu"), lambda x: _fn("gelu")(x), unary(), (U2, {}),
+         tfn=lambda x: __import__("torch").nn.functional.gelu(x), needs="gelu"),
+    Case("gelu_tanh", R("gelu"), lambda x: _fn("gelu")(x, approximate="tanh"), unary(), (U2, {}),
+         tfn=lambda x: __import__("torch").nn.functional.gelu(x, approximate="tanh"), needs="gelu"),
+    Case("softplus", R("softplus"), lambda x: _fn("softplus")(x, beta=2.0), unary(), (U2, {}),
+         tfn=lambda x: __import__("torch").nn.functional.softplus(x, beta=2.0), needs="softplus"),
+    Case("logsigmoid", R("logsigmoid"), lambda x: _fn("logsigmoid")(x), unary(), (U2, {}),
+         tfn=lambda x: __import__("torch").nn.functional.logsigmoid(x), needs="logsigmoid"),
+    Case("leaky_relu", R("leaky_relu"), lambda x: _fn("leaky_relu")(x, 0.2), unary(), (U2, {}), (away,),
+         tfn=lambda x: __import__("torch").nn.functional.leaky_relu(x, 0.2), needs="leaky_relu"),
+    Case("elu", R("elu"), lambda x: _fn("elu")(x, alpha=0.7), unary(), (U2, {}), (away,),
+         tfn=lambda x: __import__("torch").nn.functional.elu(x, alpha=0.7), needs="elu"),
+    Case("binary_cross_entropy", R("binary_cross_entropy"), lambda p, t: _fn("binary_cross_entropy")(p, t),
+         st.just((((2, 3), (2, 3)), {})), (((2, 3), (2, 3)), {}), (prob,),
+         tfn=lambda p, t: __import__("torch").nn.functional.binary_cross_entropy(p, t), needs="binary_cross_entropy"),
+    Case("avg_pool2d", R("avg_pool2d"), lambda x: _fn("avg_pool2d")(x, 3, 2, 1), st.just((((1, 2, 5, 4),), {})),
+         (((1, 2, 5, 4),), {}), tfn=lambda x: __import__("torch").nn.functional.avg_pool2d(x, 3, 2, 1),
+         needs="avg_pool2d"),
     # losses (og.nn.functional)
     Case("cross_entropy", R(), _ce, cross_entropy_shapes(),
          (((3, 4), (3,)), {"n_classes": 4, "reduction": "mean"}), (real, labels), tfn=_tce,
@@ -586,5 +660,16 @@ EXTRA: list[tuple[str, Callable[..., og.Tensor], list[np.ndarray]]] = [
     ("F.embedding", lambda w: F("embedding")(w, np.array([[0, 2], [2, 2]])), [A]),
     ("F.mse_bce", lambda x, y: F("mse_loss")(x, y) + F("binary_cross_entropy_with_logits")(x, 0.3), [A, B]),
     ("F.dropout", lambda x: F("dropout")(x, 0.5, rng=3) * x, [A]),
+    ("trig_log1p_expm1_square", lambda x: x.sin() * x.cos() + x.log1p() + x.expm1() * x.square(), [POS]),
+    ("norm_cumsum_flip", lambda x: x.norm(axis=1) * x.cumsum(1).sum(axis=1) + x.flip(0).cumsum().sum(), [A]),
+    ("tril_triu_masked_fill", lambda x: x.tril() * x.triu(1) + x.masked_fill(x > 0, 0.5), [A]),
+    ("lerp_index_add", lambda x, y: _lerp(x, y) + _index_add(x[:, 0:2], og.concatenate([y, y[0:1]])[:, 0:2]).sum(),
+     [A, B]),
+    ("take_pad_einsum", lambda x, y: og.take_along_axis(x, np.array([[0, 1], [3, 3], [2, 0]]), 1).sum()
+     + og.pad(x, 1, value=0.5).sum() + og.einsum("ij,kj->ik", x, y), [A, B]),
+    ("F.activations", lambda x: F("gelu")(x) + F("gelu")(x, "tanh") + F("softplus")(x) + F("logsigmoid")(x)
+     + F("leaky_relu")(x) + F("elu")(x), [A]),
+    ("F.bce_avg_pool", lambda p, x: F("binary_cross_entropy")(p, p.graph.constant(POS / 2.5))
+     + F("avg_pool2d")(x, 2).sum(), [POS / 2.5, R.uniform(-1, 1, (1, 2, 4, 4))]),
 ]
 EXTRA_IDS = [c[0] for c in EXTRA]
