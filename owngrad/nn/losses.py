@@ -107,7 +107,7 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, ignore_index: int =
     if w.shape != (c,):
         raise ShapeError(f"{op}: weight must have shape ({c},), got {w.shape}")
     ws = (w[safe] * keep).astype(x.dtype)
-    picked = -x[np.arange(n), safe] * ws
+    picked: Tensor = -x[np.arange(n), safe] * ws
     if reduction == "mean":
         return picked.sum() / float(ws.sum())
     return reduce(picked, reduction)
@@ -162,5 +162,6 @@ def kl_div(input: Tensor, target: Any, reduction: str = "batchmean", log_target:
         safe = where(tv > 0, t, 1.0)  # xlogy: 0 * log 0 = 0
         pointwise = t * (safe.log() - x)
     if reduction == "batchmean":
-        return pointwise.sum() / float(x.shape[0] if x.ndim else 1)
+        out: Tensor = pointwise.sum() / float(x.shape[0] if x.ndim else 1)
+        return out
     return reduce(pointwise, reduction)

@@ -19,15 +19,19 @@ from .modes import Shared as Shared
 from .ops import abs as abs
 from .ops import clip as clip
 from .ops import concatenate as concatenate
+from .ops import einsum as einsum
 from .ops import exp as exp
 from .ops import log as log
 from .ops import matmul as matmul
 from .ops import maximum as maximum
 from .ops import minimum as minimum
+from .ops import pad as pad
 from .ops import relu as relu
 from .ops import sigmoid as sigmoid
+from .ops import split as split
 from .ops import sqrt as sqrt
 from .ops import stack as stack
+from .ops import take_along_axis as take_along_axis
 from .ops import tanh as tanh
 from .ops import where as where
 from .tensor import Tensor as Tensor
@@ -38,7 +42,8 @@ __version__: str
 __all__ = [
     "Graph", "Grads", "Node", "Tensor", "Mut", "Shared", "Frozen",
     "BorrowError", "GraphError", "ShapeError", "DeviceError", "GradError",
-    "maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul",
+    "maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul", "einsum", "split", "pad",
+    "take_along_axis",
     "exp", "log", "tanh", "sqrt", "sigmoid", "relu", "abs",
     "nn", "optim", "data", "fit", "save", "load",
 ]
