@@ -7,6 +7,9 @@ ordinary ``g.param`` leaves, borrow-checked like any other tensor.
 from __future__ import annotations
 
 from . import functional
+from .activations import GELU, AvgPool2d, Identity, LeakyReLU, SiLU
+from .attention import MultiheadAttention
+from .recurrent import GRU, LSTM, GRUCell, LSTMCell
 from .modules import (
                       MLP,
                       BatchNorm1d,
@@ -25,4 +28,5 @@ from .modules import (
 )
 
 __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
-           "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]
+           "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP", "GELU", "SiLU", "LeakyReLU",
+           "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention"]

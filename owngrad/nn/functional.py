@@ -291,9 +291,10 @@ def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
 
 # --- embedding -----------------------------------------------------------------------------
 
-def embedding(weight: Tensor, indices: Any) -> Tensor:
+def embedding(weight: Tensor, indices: Any, padding_idx: int | None = None) -> Tensor:
     """Rows ``weight[indices]`` for integer ``indices`` of any shape (result: indices.shape + (dim,)).
-    It is integer-array indexing: a gather whose gradient scatter-adds (repeated indices add up)."""
+    It is integer-array indexing: a gather whose gradient scatter-adds (repeated indices add up).
+    Rows looked up at ``padding_idx`` get no gradient (as torch)."""
     op = "embedding"
     weight = tensor_of(weight, op, "weight")
     if weight.ndim != 2:
@@ -303,7 +304,13 @@ def embedding(weight: Tensor, indices: Any) -> Tensor:
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
         bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
         raise IndexError(f"{op}: index {bad} is out of range for {n} embeddings (indices must be in [0, {n}))")
-    return weight[idx]
+    rows = weight[idx]
+    if padding_idx is None:
+        return rows
+    from ..ops import where
+
+    keep = xp_of(idx).expand_dims(idx != padding_idx % n, -1)
+    return where(keep, rows, rows.detach())  # the same values; the padding positions pass no gradient
 
 
 # --- activations ----------------------------------------------------------------------------

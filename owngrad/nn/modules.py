@@ -408,14 +408,22 @@ class Embedding(Module):
 
     weight: Tensor
 
-    def __init__(self, g: Graph, num_embeddings: int, embedding_dim: int, rng: Rng = None,
-                 dtype: Any = np.float32) -> None:
+    def __init__(self, g: Graph, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
+                 rng: Rng = None, dtype: Any = np.float32) -> None:
         super().__init__(g)
         gen = _rng(rng, g)
-        self.weight = g.param(gen.standard_normal((num_embeddings, embedding_dim)).astype(dtype), name="weight")
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(f"Embedding: padding_idx {padding_idx} is out of range for {num_embeddings} rows")
+            padding_idx %= num_embeddings
+        self.padding_idx = padding_idx
+        w = gen.standard_normal((num_embeddings, embedding_dim)).astype(dtype)
+        if padding_idx is not None:
+            w[padding_idx] = 0  # as torch: the padding row starts at zero and never gets a gradient
+        self.weight = g.param(w, name="weight")
 
     def forward(self, x: Any) -> Tensor:
-        return F.embedding(self.weight, x)
+        return F.embedding(self.weight, x, padding_idx=self.padding_idx)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, {self.weight.shape[1]}"
