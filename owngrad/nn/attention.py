@@ -76,7 +76,7 @@ class MultiheadAttention(Module):
     def _masked(self, scores: Tensor, attn_mask: Any, key_padding_mask: Any, is_causal: bool, L: int, S: int,
                 B: int) -> Tensor:
         """Scores with the masks applied: boolean True (and -inf) masks a position, floats are added."""
-        masks = []
+        masks: list[Any] = []
         if is_causal:
             masks.append(~np.tril(np.ones((L, S), dtype=bool)))
         if attn_mask is not None:

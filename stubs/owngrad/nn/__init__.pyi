@@ -1,4 +1,14 @@
 from . import functional as functional
+from .activations import GELU as GELU
+from .activations import AvgPool2d as AvgPool2d
+from .activations import Identity as Identity
+from .activations import LeakyReLU as LeakyReLU
+from .activations import SiLU as SiLU
+from .attention import MultiheadAttention as MultiheadAttention
+from .recurrent import GRU as GRU
+from .recurrent import LSTM as LSTM
+from .recurrent import GRUCell as GRUCell
+from .recurrent import LSTMCell as LSTMCell
 from .modules import MLP as MLP
 from .modules import BatchNorm1d as BatchNorm1d
 from .modules import Conv2d as Conv2d
@@ -15,4 +25,5 @@ from .modules import Sigmoid as Sigmoid
 from .modules import Tanh as Tanh
 
 __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
-           "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]
+           "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP", "GELU", "SiLU", "LeakyReLU",
+           "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention"]

@@ -78,7 +78,8 @@ class Flatten(Module):
 
 class Embedding(Module):
     weight: Tensor[Mut]
-    def __init__(self, g: Graph, num_embeddings: int, embedding_dim: int, rng: _Rng = None, dtype: Any = ..., *, name: str | None = None) -> None: ...
+    def __init__(self, g: Graph, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
+                 rng: _Rng = None, dtype: Any = ..., *, name: str | None = None) -> None: ...
     def forward(self, x: Any) -> Tensor[Mut]: ...
 
 class BatchNorm1d(Module):

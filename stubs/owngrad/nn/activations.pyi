@@ -1,0 +1,33 @@
+from typing import Any
+
+from ..modes import Mut
+from ..tensor import Tensor
+from .modules import Module
+
+__all__ = ["GELU", "SiLU", "LeakyReLU", "Identity", "AvgPool2d"]
+
+class GELU(Module):
+    approximate: str
+    def __init__(self, approximate: str = "none", *, name: str | None = None) -> None: ...
+    def forward(self, x: Any) -> Tensor[Mut]: ...
+
+class SiLU(Module):
+    def __init__(self, *, name: str | None = None) -> None: ...
+    def forward(self, x: Any) -> Tensor[Mut]: ...
+
+class LeakyReLU(Module):
+    negative_slope: float
+    def __init__(self, negative_slope: float = 0.01, *, name: str | None = None) -> None: ...
+    def forward(self, x: Any) -> Tensor[Mut]: ...
+
+class Identity(Module):
+    def __init__(self, *args: Any, name: str | None = None, **kwargs: Any) -> None: ...
+    def forward(self, x: Any) -> Tensor[Mut]: ...
+
+class AvgPool2d(Module):
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                 padding: int | tuple[int, int] = 0, *, name: str | None = None) -> None: ...
+    def forward(self, x: Any) -> Tensor[Mut]: ...
