@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .node import Node
     from .tensor import Tensor
 
-__all__ = ["TensorHandle", "exclusive", "is_param", "array_of", "check_writable", "label_of", "relabel"]
+__all__ = ["TensorHandle", "exclusive", "shared", "is_param", "array_of", "check_writable", "label_of", "relabel"]
 
 _LAYOUTS = [tuple(range(n)) for n in range(8)]  # a root's layout: its axis i walks base axis i
 
@@ -59,6 +59,12 @@ def label_of(t: TensorHandle) -> str:
 def relabel(t: TensorHandle, label: str) -> None:
     """Name the tensor's storage in messages (a module names its params ``body.0.weight``)."""
     t._storage.ledger.label = label
+
+
+def shared(ts: list[Any], site: Site, what: str) -> borrowing:
+    """Shared borrows on every tensor, all or none, for a ``with`` block that only reads them."""
+    holder = BlockHolder(what, site, "wait for it to finish")
+    return borrowing([(t._storage.ledger, t._region) for t in ts], SHARED, holder, "reading", site, what)
 
 
 def is_param(t: object) -> bool:

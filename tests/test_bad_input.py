@@ -115,7 +115,7 @@ def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
     for name in ("opt", "opt_q"):
         if name in before:
             sb, sa = before[name], after[name]
-            assert sa["hyper"] == sb["hyper"]
+            assert sa["param_groups"] == sb["param_groups"]
             assert len(sa["state"]) == len(sb["state"])
             for da, db in zip(sa["state"], sb["state"]):
                 assert da.keys() == db.keys(), f"the failed call changed {name}'s state"
@@ -471,7 +471,7 @@ row("opt.step-not-grads", lambda e: e.opt.step({}), TypeError, "step", "Grads")
 row("opt.step-while-saved", lambda e: e.opt_q.step(e.grads), og.BorrowError, "SGD.step", "q", "saved for backward")
 row("opt.load_state_dict-wrong", lambda e: e.opt.load_state_dict({"a": 1}), ValueError, "load_state_dict")
 row("opt.load_state_dict-shape", lambda e: e.opt.load_state_dict(
-    {"type": "SGD", "hyper": e.opt.state_dict()["hyper"],
+    {"type": "SGD", "param_groups": e.opt.state_dict()["param_groups"],
      "state": [{"momentum_buffer": np.ones(7)}, {"momentum_buffer": np.ones(2)}]}),
     og.ShapeError, "momentum_buffer", "(7,)", "(3, 2)")
 row("opt.load_state_dict-type", lambda e: e.opt.load_state_dict({**e.opt.state_dict(), "type": "Adam"}),

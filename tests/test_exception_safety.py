@@ -348,11 +348,11 @@ def test_optimizer_step_interrupted_mid_update(name: str, kw: dict[str, Any], ex
     real = type(opt)._update
     calls = {"n": 0}
 
-    def update(self: Any, p: Any, grad: Any, st: dict[str, Any]) -> Any:
+    def update(self: Any, p: Any, grad: Any, st: dict[str, Any], group: dict[str, Any]) -> Any:
         calls["n"] += 1
         if calls["n"] == 3:
             raise exc()
-        return real(self, p, grad, st)
+        return real(self, p, grad, st, group)
 
     monkeypatch.setattr(type(opt), "_update", update)
     with pytest.raises(exc):

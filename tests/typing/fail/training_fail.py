@@ -11,8 +11,8 @@ def steps(g: og.Graph, w: og.Tensor[og.Mut]) -> None:
     opt.step({w: grads[w]})  # type: ignore[arg-type]
     opt.step(grads[w])  # type: ignore[arg-type]
     opt.step(grads.items())  # type: ignore[arg-type]
-    og.optim.SGD([grads[w]], lr=0.1)  # type: ignore[list-item]
-    og.optim.SGD([g.freeze(w)], lr=0.1)  # type: ignore[list-item]
+    og.optim.SGD([grads[w]], lr=0.1)  # type: ignore[arg-type]
+    og.optim.SGD([g.freeze(w)], lr=0.1)  # type: ignore[arg-type]
 
 
 class Doubler(og.nn.Module):
