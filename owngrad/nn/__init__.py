@@ -9,7 +9,6 @@ from __future__ import annotations
 from . import functional
 from .activations import GELU, AvgPool2d, Identity, LeakyReLU, SiLU
 from .attention import MultiheadAttention
-from .recurrent import GRU, LSTM, GRUCell, LSTMCell
 from .modules import (
                       MLP,
                       BatchNorm1d,
@@ -26,6 +25,7 @@ from .modules import (
                       Sigmoid,
                       Tanh,
 )
+from .recurrent import GRU, LSTM, GRUCell, LSTMCell
 
 __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
            "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP", "GELU", "SiLU", "LeakyReLU",

@@ -20,8 +20,7 @@ from ..errors import ShapeError
 from ..handle import array_of
 from ..rules import defrule
 from ..tensor import Tensor
-from .losses import (binary_cross_entropy, check_reduction, huber_loss, kl_div, l1_loss, nll_loss, reduce,
-                     smooth_l1_loss)
+from .losses import binary_cross_entropy, check_reduction, huber_loss, kl_div, l1_loss, nll_loss, reduce, smooth_l1_loss
 from .utils import pair, tensor_of
 
 __all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "dropout", "conv2d", "max_pool2d",
