@@ -20,7 +20,8 @@ def run(name: str, *args: str) -> str:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"train_digits.py", "safe_inplace.py", "gan_pitfall.py", "indexing.py"}
+    tested = {"train_digits.py", "safe_inplace.py", "gan_pitfall.py", "indexing.py", "rnn_digits.py",
+              "char_transformer.py"}
     assert {f for f in os.listdir(EXAMPLES) if f.endswith(".py")} == tested
 
 
@@ -65,3 +66,20 @@ def test_indexing() -> None:
     m = re.search(r"loss ([\d.]+) -> ([\d.]+); training accuracy ([\d.]+)", out)
     assert m and float(m.group(2)) < float(m.group(1))
     assert "pending nodes left: 0" in out
+
+
+def test_rnn_digits_quick() -> None:
+    pytest.importorskip("sklearn")
+    out = run("rnn_digits.py", "--quick")
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("model: GRU(64) over 8 rows")
+    m = re.fullmatch(r"test accuracy: (0\.\d{4}|1\.0000)", lines[-1])
+    assert m and float(m.group(1)) > 0.5, lines[-1]  # far better than chance after two epochs
+
+
+def test_char_transformer_quick_cached_generation_equals_recomputation() -> None:
+    out = run("char_transformer.py", "--quick")
+    m = re.search(r"held-out bits per character: transformer (\d+\.\d+), bigram baseline (\d+\.\d+)", out)
+    assert m, out
+    assert 0 < float(m.group(2)) < 7  # log2(vocab) is about 6.6: the bigram model must beat uniform
+    assert "cached generation equals recomputed generation: True" in out, out

@@ -54,6 +54,8 @@ class Module:
     def extra_repr(self) -> str: ...
 
 class Linear(Module):
+    in_features: int
+    out_features: int
     weight: Tensor[Mut]
     bias: Tensor[Mut] | None
     def __init__(self, g: Graph, in_features: int, out_features: int, bias: bool = True, rng: _Rng = None,
