@@ -160,3 +160,15 @@ def test_embedding_padding_row_starts_at_zero_and_gets_no_gradient() -> None:
     np.testing.assert_array_equal(grads[emb.weight].numpy(), expect)
     with pytest.raises(ValueError, match="padding_idx"):
         og.nn.Embedding(g, 5, 3, padding_idx=7)
+
+
+def test_erf_without_scipy_matches_the_math_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    import math
+
+    from owngrad.nn import functional as F
+
+    monkeypatch.setitem(F._SPECIAL, np, None)  # as on an install without scipy
+    x = np.linspace(-7.0, 7.0, 2001)
+    got = F._erf(np, x)
+    want = np.array([math.erf(v) for v in x])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-14)

@@ -315,8 +315,12 @@ def embedding(weight: Tensor, indices: Any, padding_idx: int | None = None) -> T
 # --- activations ----------------------------------------------------------------------------
 
 def _erf(xp: Any, x: Array) -> Array:
-    """The error function to ~1e-15, elementwise (numpy has none): its Maclaurin series where
-    ``|x| <= 2.5``, and ``1 - erfc`` from erfc's continued fraction beyond."""
+    """The error function, elementwise: scipy's (cupyx's on the GPU) when it is installed, else (numpy
+    has none) its Maclaurin series where ``|x| <= 2.5`` and ``1 - erfc`` from erfc's continued fraction
+    beyond, to ~1e-15."""
+    special = _special(xp)
+    if special is not None:
+        return special.erf(x)
     a = xp.abs(x).astype(np.float64)
     small = xp.minimum(a, 2.5)
     x2 = small * small
@@ -334,24 +338,40 @@ def _erf(xp: Any, x: Array) -> Array:
     return (xp.sign(x) * xp.where(a <= 2.5, series, tail)).astype(x.dtype)
 
 
+def _special(xp: Any) -> Any:
+    """scipy.special (or cupyx.scipy.special) if importable, else None; looked up once per module."""
+    if xp not in _SPECIAL:
+        try:
+            if xp is np:
+                import scipy.special as special  # type: ignore[import-untyped, unused-ignore]
+            else:
+                import cupyx.scipy.special as special  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            special = None
+        _SPECIAL[xp] = special
+    return _SPECIAL[xp]
+
+
+_SPECIAL: dict[Any, Any] = {}  # array module -> its special-functions module (or None): a cache, not state
 _SQRT_2_PI = float(np.sqrt(2.0 / np.pi))
 
 
-def _gelu_fwd(xp: Any, x: Array, approximate: str = "none") -> Array:
+def _gelu_fwd(xp: Any, x: Array, approximate: str = "none") -> tuple[Array, Array]:
+    """``x * Phi(x)``, and (kept for the vjp, so erf runs once) Phi(x) or the tanh of the approximation."""
     if approximate == "tanh":
-        return 0.5 * x * (1 + xp.tanh(_SQRT_2_PI * (x + 0.044715 * x ** 3)))
-    return 0.5 * x * (1 + _erf(xp, x / np.sqrt(2.0)))
+        th = xp.tanh(_SQRT_2_PI * (x + 0.044715 * x ** 3))
+        return 0.5 * x * (1 + th), th
+    cdf = 0.5 * (1 + _erf(xp, x / np.sqrt(2.0)))
+    return x * cdf, cdf
 
 
-def _gelu_vjp(g: Array, ans: Array, x: Array, approximate: str = "none") -> Array:
+def _gelu_vjp(g: Array, ans: Array, x: Array, approximate: str = "none", aux: Array = None) -> Array:
     xp = xp_of(x)
     if approximate == "tanh":
-        inner = _SQRT_2_PI * (x + 0.044715 * x ** 3)
-        th = xp.tanh(inner)
+        th = aux
         return g * (0.5 * (1 + th) + 0.5 * x * (1 - th * th) * _SQRT_2_PI * (1 + 3 * 0.044715 * x * x))
-    cdf = 0.5 * (1 + _erf(xp, x / np.sqrt(2.0)))
     pdf = xp.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
-    return g * (cdf + x * pdf)
+    return g * (aux + x * pdf)
 
 
 def _softplus_fwd(xp: Any, x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
@@ -365,7 +385,7 @@ def _softplus_vjp(g: Array, ans: Array, x: Array, beta: float = 1.0, threshold: 
     return g * xp.where(bx > threshold, 1.0, 0.5 * (xp.tanh(0.5 * bx) + 1))
 
 
-defrule("gelu", _gelu_fwd, (_gelu_vjp, "x"))
+defrule("gelu", _gelu_fwd, (_gelu_vjp, "x"), aux=True)
 defrule("softplus", _softplus_fwd, (_softplus_vjp, "x"))
 defrule("logsigmoid", lambda xp, x: -xp.logaddexp(0, -x),
         (lambda g, ans, x: g * 0.5 * (1 - xp_of(x).tanh(0.5 * x)), "x"))
