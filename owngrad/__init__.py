@@ -5,8 +5,26 @@ from __future__ import annotations
 from .errors import BorrowError, DeviceError, GradError, GraphError, ShapeError
 from .graph import Grads, Graph, Node
 from .modes import Frozen, Mut, Shared
-from .ops import (abs, clip, concatenate, einsum, exp, log, matmul, maximum, minimum, pad, relu, sigmoid, split, sqrt,
-                  stack, take_along_axis, tanh, where)
+from .ops import (
+                  abs,
+                  clip,
+                  concatenate,
+                  einsum,
+                  exp,
+                  log,
+                  matmul,
+                  maximum,
+                  minimum,
+                  pad,
+                  relu,
+                  sigmoid,
+                  split,
+                  sqrt,
+                  stack,
+                  take_along_axis,
+                  tanh,
+                  where,
+)
 from .tensor import Tensor
 
 __version__ = "0.1.0"

@@ -189,7 +189,8 @@ class Graph(TensorFactory):
         return self._record(rule, name, args, arrays, parents, in_shapes, mask, out, attrs, vattrs, aux, user_site())
 
     def _record(self, rule: Rule, name: str, args: Sequence[Any], arrays: list[Any], parents: list[Node | None],
-                in_shapes: list[tuple[int, ...] | None], mask: int, out: Array, attrs: dict[str, Any], vattrs: dict[str, Any] | None, aux: Any,
+                in_shapes: list[tuple[int, ...] | None], mask: int, out: Array, attrs: dict[str, Any],
+                vattrs: dict[str, Any] | None, aux: Any,
                 site: Site) -> Tensor:
         """The node of an op whose inputs in ``mask`` need a gradient. It saves what their vjps read,
         under shared borrows of exactly those regions (all or none: a refused borrow leaves no node
@@ -271,7 +272,8 @@ class Graph(TensorFactory):
         """Gradients of ``loss`` for every param it depends on; consumes the walked nodes unless ``retain``."""
         self._check_mine(loss, "g.backward")
         if on_grad is not None and not callable(on_grad):
-            raise TypeError(f"g.backward: on_grad must be a callable (leaf, grad) -> None, got {type(on_grad).__name__}")
+            raise TypeError("g.backward: on_grad must be a callable (leaf, grad) -> None, got "
+                            f"{type(on_grad).__name__}")
         if into is not None and not isinstance(into, Grads):
             raise TypeError(f"g.backward: into= must be a Grads, got {type(into).__name__}")
         if into is not None and into.graph is not self:

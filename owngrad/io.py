@@ -7,6 +7,7 @@ an error mid-write leaves any previous file intact.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import zipfile
@@ -94,10 +95,8 @@ def save(path: str | os.PathLike[str], module_or_state: Any) -> None:
         os.replace(tmp, path)
         _fsync_dir(folder)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

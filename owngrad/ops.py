@@ -12,7 +12,8 @@ from .errors import GraphError, ShapeError
 from .operands import check_bound, operand, scalar
 from .tensor import Tensor
 
-__all__ = ["einsum", "split", "pad", "take_along_axis", "maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul", "exp", "log", "tanh",
+__all__ = ["einsum", "split", "pad", "take_along_axis", "maximum", "minimum", "where", "clip", "concatenate",
+           "stack", "matmul", "exp", "log", "tanh",
            "sqrt", "sigmoid", "relu", "abs"]
 
 

@@ -175,10 +175,7 @@ def _softmax(xp: Any, x: Array, axis: int = -1) -> Array:
 
 def _cross_entropy_fwd(xp: Any, logits: Array, labels: Array, reduction: str = "mean") -> tuple[Array, Array]:
     lsm = _log_softmax(xp, logits, axis=-1)
-    if logits.ndim == 1:
-        picked = -lsm[labels]
-    else:
-        picked = -lsm[xp.arange(lsm.shape[0]), labels]
+    picked = -lsm[labels] if logits.ndim == 1 else -lsm[xp.arange(lsm.shape[0]), labels]
     if reduction == "mean":
         return (picked.sum() / picked.size if picked.size else picked.mean()), lsm
     if reduction == "sum":
@@ -362,7 +359,8 @@ def _norm_vjp(g: Array, ans: Array, x: Array, axis: Any = None, keepdims: bool =
 
 
 defrule("cumsum", lambda xp, x, axis=None: xp.cumsum(x, axis=axis), (_cumsum_vjp, ""), shapes=True)
-defrule("flip", lambda xp, x, axis=None: xp.flip(x, axis).copy(), (lambda g, ans, x, axis=None: xp_of(g).flip(g, axis), ""))
+defrule("flip", lambda xp, x, axis=None: xp.flip(x, axis).copy(),
+        (lambda g, ans, x, axis=None: xp_of(g).flip(g, axis), ""))
 defrule("tril", lambda xp, x, k=0: xp.tril(x, k), (lambda g, ans, x, k=0: xp_of(g).tril(g, k), ""))
 defrule("triu", lambda xp, x, k=0: xp.triu(x, k), (lambda g, ans, x, k=0: xp_of(g).triu(g, k), ""))
 defrule("norm", lambda xp, x, axis=None, keepdims=False: xp.sqrt(xp.sum(x * x, axis=axis, keepdims=keepdims)),

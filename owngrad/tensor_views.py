@@ -100,7 +100,8 @@ class ViewOps(TensorHandle):
         axis = int(axis)
         nd = self.ndim + 1
         if not -nd <= axis < nd:
-            raise ShapeError(f"unsqueeze: axis {axis} is out of range for a tensor of shape {self.shape} (a result of {nd} dimensions)")
+            raise ShapeError(f"unsqueeze: axis {axis} is out of range for a tensor of shape {self.shape} "
+                             f"(a result of {nd} dimensions)")
         a = axis % nd
         key = (slice(None),) * a + (None,)
         layout = None if self._layout is None else self._layout[:a] + (-1,) + self._layout[a:]

@@ -3,7 +3,8 @@
 A view is described twice. For the ledger, by its :class:`~owngrad.ledger.Region` (a product of
 per-base-axis progressions) plus a *layout*: for each axis of the view, the base axis it walks
 (or -1 for an axis inserted by ``None``/``unsqueeze``). For the gradient, by its *path*: the
-steps (:class:`StepKind`: index, transpose, squeeze, unsqueeze, reshape, expand) that cut it from its root array, replayed on a zero array
+steps (:class:`StepKind`: index, transpose, squeeze, unsqueeze, reshape, expand) that cut it from its
+root array, replayed on a zero array
 of the root's shape to scatter a gradient back, or on a gradient to read the view's part.
 
 A reshape keeps the exact element set (same region) but loses the layout: views cut from it
@@ -47,10 +48,7 @@ def _is_int(k: object) -> bool:
 def is_basic_key(key: Any) -> bool:
     """True when numpy would return a view: only ints, slices, None and Ellipsis."""
     items = key if isinstance(key, tuple) else (key,)
-    for k in items:
-        if not (k is None or k is Ellipsis or isinstance(k, slice) or _is_int(k)):
-            return False
-    return True
+    return all(k is None or k is Ellipsis or isinstance(k, slice) or _is_int(k) for k in items)
 
 
 def normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[Any, ...]:

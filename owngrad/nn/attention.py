@@ -61,7 +61,7 @@ class MultiheadAttention(Module):
                 raise ShapeError(f"MultiheadAttention: {name} must be a Tensor of shape (L, B, {self.embed_dim}) "
                                  f"(batch_first: (B, L, {self.embed_dim})), got {getattr(t, 'shape', t)}")
         L, B, S = q.shape[0], q.shape[1], k.shape[0]
-        qh, kh, vh = self._heads(self._project(q, 0)), self._heads(self._project(k, 1)), self._heads(self._project(v, 2))
+        qh, kh, vh = (self._heads(self._project(t, i)) for i, t in enumerate((q, k, v)))
         scores = (qh @ kh.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(self.embed_dim // self.num_heads))
         scores = self._masked(scores, attn_mask, key_padding_mask, is_causal, L, S, B)
         weights = scores.softmax(axis=-1)

@@ -211,7 +211,8 @@ def _conv2d_vjp_x(g: Array, ans: Array, x: Array, w: Array, stride: tuple[int, i
     gx = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=g.dtype)
     for a in range(kh):
         for b in range(kw):
-            gx[:, :, a:a + sh * (ho - 1) + 1:sh, b:b + sw * (wo - 1) + 1:sw] += gcols[:, :, :, :, a, b].transpose(0, 3, 1, 2)
+            rows, cols = slice(a, a + sh * (ho - 1) + 1, sh), slice(b, b + sw * (wo - 1) + 1, sw)
+            gx[:, :, rows, cols] += gcols[:, :, :, :, a, b].transpose(0, 3, 1, 2)
     return gx[:, :, ph:ph + h, pw:pw + wd]
 
 
@@ -451,14 +452,11 @@ def cosine_similarity(x1: Tensor, x2: Tensor, axis: int = 1, eps: float = 1e-8) 
 
 
 def normalize(x: Tensor, p: float = 2.0, axis: int = 1, eps: float = 1e-12) -> Tensor:
-    """``x / max(|x|_p, eps)`` along ``axis`` (p = 2 only... and any p > 0 through ``abs() ** p``)."""
+    """``x / max(|x|_p, eps)`` along ``axis`` (torch's ``normalize``; any p > 0)."""
     from ..ops import maximum
 
     x = tensor_of(x, "normalize")
-    if p == 2:
-        n = x.norm(axis=axis, keepdims=True)
-    else:
-        n = (x.abs() ** p).sum(axis=axis, keepdims=True) ** (1.0 / p)
+    n = x.norm(axis=axis, keepdims=True) if p == 2 else (x.abs() ** p).sum(axis=axis, keepdims=True) ** (1.0 / p)
     out: Tensor = x / maximum(n, eps)
     return out
 

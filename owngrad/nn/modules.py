@@ -26,7 +26,8 @@ from ..tensor import Tensor
 from . import functional as F
 from .utils import pair, tensor_of
 
-__all__ = ["IncompatibleKeys", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d", "LayerNorm",
+__all__ = ["IncompatibleKeys", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
+           "LayerNorm",
            "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]
 
 Rng = int | np.random.Generator | None
@@ -135,7 +136,8 @@ class Module:
                 relabel(value, value.name)
         elif name in buffers:
             if not isinstance(value, Tensor):
-                raise TypeError(f"{type(self).__name__}.{name} is a buffer: assign a Tensor, got {type(value).__name__}")
+                raise TypeError(f"{type(self).__name__}.{name} is a buffer: assign a Tensor, got "
+                                f"{type(value).__name__}")
             buffers[name] = value
         object.__setattr__(self, name, value)
 
@@ -274,7 +276,7 @@ class Module:
                 raise TypeError(f"load_state_dict: {k} has unsupported dtype {a.dtype}")
             arrays[k] = to_device(a.astype(t.dtype, copy=False), t.device)  # the one explicit transfer
         site = user_site()
-        for k, t in own.items():
+        for t in own.values():
             check_writable(t, site, "load_state_dict")
         if own:
             # every exclusive borrow held for the whole load: all or nothing, also against other threads

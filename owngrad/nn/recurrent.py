@@ -25,7 +25,8 @@ def _check_input(op: str, x: Any, features: int, ndim: int) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{op}: expected a Tensor (make arrays a tensor with g.constant(x)), got {type(x).__name__}")
     if x.ndim != ndim or x.shape[-1] != features:
-        want = "(batch, input_size)" if ndim == 2 else "(seq, batch, input_size) or, with batch_first, (batch, seq, ...)"
+        want = ("(batch, input_size)" if ndim == 2 else
+                "(seq, batch, input_size) or, with batch_first, (batch, seq, ...)")
         raise ShapeError(f"{op}: expected an input of shape {want} with input_size {features}, got {x.shape}")
 
 

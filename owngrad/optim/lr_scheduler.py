@@ -124,7 +124,8 @@ class OneCycleLR(LRScheduler):
         if total_steps is None:
             if epochs is None or steps_per_epoch is None:
                 raise ValueError(f"{name}: give total_steps, or epochs and steps_per_epoch")
-            total_steps = _positive_int(name, "epochs", epochs) * _positive_int(name, "steps_per_epoch", steps_per_epoch)
+            total_steps = (_positive_int(name, "epochs", epochs)
+                           * _positive_int(name, "steps_per_epoch", steps_per_epoch))
         self.total_steps = _positive_int(name, "total_steps", total_steps)
         if not 0 <= pct_start <= 1:
             raise ValueError(f"{name}: pct_start must be in [0, 1], got {pct_start}")

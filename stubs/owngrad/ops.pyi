@@ -1,16 +1,15 @@
 """n-ary differentiable functions; every result is a new, writable ``Tensor[Mut]``."""
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .modes import Mut, Shared
-from typing import TypeVar
-
 from .tensor import Tensor, _Operand
 
 _Mode = TypeVar("_Mode", bound=Shared)
 
-__all__ = ["einsum", "split", "pad", "take_along_axis", "maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul", "exp", "log", "tanh",
+__all__ = ["einsum", "split", "pad", "take_along_axis", "maximum", "minimum", "where", "clip", "concatenate",
+           "stack", "matmul", "exp", "log", "tanh",
            "sqrt", "sigmoid", "relu", "abs"]
 
 def maximum(x: _Operand, y: _Operand) -> Tensor[Mut]: ...

@@ -13,6 +13,7 @@ __all__ = ["fit", "accuracy"]
 _Metric: TypeAlias = Callable[[Tensor[Frozen], Tensor[Mut]], SupportsFloat]
 
 def accuracy(logits: Tensor[Shared], labels: Tensor[Shared]) -> float: ...
-def fit(model: Module, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tensor[Mut], Tensor[Mut]], Tensor[Shared]],
+def fit(model: Module, batches: Iterable[tuple[Any, Any]],
+        loss_fn: Callable[[Tensor[Mut], Tensor[Mut]], Tensor[Shared]],
         opt: Optimizer, epochs: int = 1, metrics: Mapping[str, _Metric] | Sequence[_Metric] | None = None,
         progress: bool = True) -> dict[str, list[float]]: ...

@@ -5,10 +5,6 @@ from .activations import Identity as Identity
 from .activations import LeakyReLU as LeakyReLU
 from .activations import SiLU as SiLU
 from .attention import MultiheadAttention as MultiheadAttention
-from .recurrent import GRU as GRU
-from .recurrent import LSTM as LSTM
-from .recurrent import GRUCell as GRUCell
-from .recurrent import LSTMCell as LSTMCell
 from .modules import MLP as MLP
 from .modules import BatchNorm1d as BatchNorm1d
 from .modules import Conv2d as Conv2d
@@ -23,6 +19,10 @@ from .modules import ReLU as ReLU
 from .modules import Sequential as Sequential
 from .modules import Sigmoid as Sigmoid
 from .modules import Tanh as Tanh
+from .recurrent import GRU as GRU
+from .recurrent import LSTM as LSTM
+from .recurrent import GRUCell as GRUCell
+from .recurrent import LSTMCell as LSTMCell
 
 __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
            "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP", "GELU", "SiLU", "LeakyReLU",

@@ -11,7 +11,8 @@ from ..graph import Graph
 from ..modes import Mut
 from ..tensor import Tensor
 
-__all__ = ["IncompatibleKeys", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d", "LayerNorm",
+__all__ = ["IncompatibleKeys", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
+           "LayerNorm",
            "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]
 
 _Rng: TypeAlias = int | np.random.Generator | None
@@ -71,7 +72,8 @@ class Conv2d(Module):
     def forward(self, x: Any) -> Tensor[Mut]: ...
 
 class MaxPool2d(Module):
-    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None, *, name: str | None = None) -> None: ...
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None, *,
+                 name: str | None = None) -> None: ...
     def forward(self, x: Any) -> Tensor[Mut]: ...
 
 class Flatten(Module):
@@ -90,7 +92,8 @@ class BatchNorm1d(Module):
     running_mean: Tensor[Mut]
     running_var: Tensor[Mut]
     num_batches_tracked: Tensor[Mut]
-    def __init__(self, g: Graph, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+    def __init__(self, g: Graph, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True,
                  dtype: Any = ..., *, name: str | None = None) -> None: ...
     def forward(self, x: Any) -> Tensor[Mut]: ...
 
