@@ -3,6 +3,7 @@
     python examples/train_digits.py                 # MLP, >= 0.97 test accuracy in a few seconds
     python examples/train_digits.py --model cnn     # a small CNN (conv2d + max_pool2d)
     python examples/train_digits.py --plot loss.png # loss curve (needs matplotlib)
+    mpiexec -n 2 python examples/train_digits.py --distributed   # data parallel over 2 processes (MPI)
 
 The data is split 80/20 with a fixed seed; the last line printed is ``test accuracy: 0.XXXX``.
 """
@@ -55,7 +56,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a couple of epochs, no progress bar (for tests)")
     ap.add_argument("--plot", metavar="PNG", default=None, help="save the loss curve (needs matplotlib)")
+    ap.add_argument("--distributed", action="store_true",
+                    help="data-parallel over the MPI ranks (run under mpiexec -n N; needs the [mpi] extra)")
     args = ap.parse_args()
+    world = None
+    if args.distributed:
+        from owngrad.distributed import broadcast_parameters, init
+
+        world = init()
 
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
@@ -69,13 +77,21 @@ def main() -> None:
     model = build(g, args.model, args.seed)
     opt = og.optim.Adam(model.parameters(), lr=args.lr if args.lr is not None else 3e-3)
     n_params = sum(p.size for p in model.parameters())
-    print(f"model: {args.model} ({n_params} params), train {len(x_tr)} / test {len(x_te)} samples, {epochs} epochs")
+    if world is not None:
+        broadcast_parameters(model, world)  # every rank starts from rank 0's weights
+    talk = world is None or world.rank == 0
+    if talk:
+        ranks = f", {world.size} ranks" if world is not None else ""
+        print(f"model: {args.model} ({n_params} params), train {len(x_tr)} / test {len(x_te)} samples, "
+              f"{epochs} epochs{ranks}")
 
     start = time.perf_counter()
-    history = og.fit(model, og.data.batches(x_tr, y_tr, args.batch_size, shuffle=True, rng=args.seed),
+    history = og.fit(model, og.data.batches(x_tr, y_tr, args.batch_size, shuffle=True, rng=args.seed, world=world),
                      F.cross_entropy, opt, epochs=epochs, metrics={"accuracy": og.training.accuracy},
-                     progress=not args.quick)
+                     progress=not args.quick, world=world)
     elapsed = time.perf_counter() - start
+    if not talk:
+        return
     for i, (loss, acc) in enumerate(zip(history["loss"], history["accuracy"]), 1):
         if args.quick or i == 1 or i % 5 == 0 or i == epochs:
             print(f"epoch {i:3d}  loss {loss:.4f}  train accuracy {acc:.4f}")

@@ -17,7 +17,7 @@ class Batches:
     training loop turns them into constants of its graph (``g.constant(xb)``), on its device."""
 
     def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool = True, rng: int | np.random.Generator | None = 0,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, rank: int | None = None, world: Any = None) -> None:
         self.x = np.asarray(x)
         self.y = np.asarray(y)
         if self.x.ndim == 0 or self.y.ndim == 0 or len(self.x) != len(self.y):
@@ -29,6 +29,11 @@ class Batches:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self._gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        # sharding: every rank draws the same global order (same seed) and takes its part of each batch
+        self.size = 1 if world is None else int(world) if isinstance(world, int) else int(world.size)
+        self.rank = (0 if world is None or isinstance(world, int) else int(world.rank)) if rank is None else int(rank)
+        if not 0 <= self.rank < self.size:
+            raise ValueError(f"batches: rank {self.rank} is out of range for a world of {self.size}")
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -40,11 +45,17 @@ class Batches:
         stop = n - n % self.batch_size if self.drop_last else n
         for i in range(0, stop, self.batch_size):
             idx = order[i:i + self.batch_size]
+            if self.size > 1:
+                idx = np.array_split(idx, self.size)[self.rank]  # this rank's part of the global batch
             yield self.x[idx], self.y[idx]
 
 
 def batches(x: Any, y: Any, batch_size: int, shuffle: bool = True, rng: int | np.random.Generator | None = 0,
-            drop_last: bool = False) -> Batches:
+            drop_last: bool = False, rank: int | None = None, world: Any = None) -> Batches:
     """Mini-batches of ``(x, y)`` (numpy arrays, first axis = samples): a re-iterable object,
-    reshuffled each epoch when ``shuffle``; the last batch is smaller unless ``drop_last``."""
-    return Batches(x, y, batch_size, shuffle, rng, drop_last)
+    reshuffled each epoch when ``shuffle``; the last batch is smaller unless ``drop_last``.
+
+    With ``world`` (an ``og.distributed.World``, or the number of ranks with ``rank=``), ``batch_size``
+    is the *global* batch: every rank draws the same order each epoch and yields its own contiguous part
+    of each global batch, so together the ranks see exactly the single-process batches."""
+    return Batches(x, y, batch_size, shuffle, rng, drop_last, rank, world)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,6 +10,7 @@ import numpy as np
 from .backend import Array
 from .errors import GradError
 from .handle import exclusive
+from .ledger import SHARED
 from .node import Node
 from .roles import ReadOnly, Role
 from .sites import Site, user_site
@@ -27,12 +28,13 @@ class Grads:
     The arrays are kept as they come out of backward; the read-only handle on each is made on
     first request (most training steps hand the arrays straight to an optimizer)."""
 
-    __slots__ = ("_graph", "_arrays", "_handles")
+    __slots__ = ("_graph", "_arrays", "_handles", "_pending")
 
     def __init__(self, graph: Graph, arrays: dict[Node, Array]) -> None:
         self._graph = graph
         self._arrays = arrays
         self._handles: dict[Node, Tensor] = {}
+        self._pending: list[Callable[[], None]] = []  # completions still to run (gradients in flight)
 
     @property
     def graph(self) -> Graph:
@@ -62,7 +64,20 @@ class Grads:
         node = self._leaf_node(p)
         if node not in self._arrays:
             raise GradError(f"grads[...]: the loss does not depend on {p._label()}, so it has no gradient")
-        return self._handle(node)
+        t = self._handle(node)
+        if self._pending:  # a gradient still in flight (an all-reduce) may not be read yet
+            t._storage.ledger.check(t._region, SHARED, user_site(), "read")  # noqa: SLF001 - the graph layer
+        return t
+
+    def on_wait(self, completion: Callable[[], None]) -> None:
+        """Register work that must finish before these gradients may be read (an all-reduce in flight);
+        :meth:`wait` runs it. Meanwhile the gradients are exclusively borrowed by that work."""
+        self._pending.append(completion)
+
+    def wait(self) -> None:
+        """Complete every registered completion (a no-op when nothing is in flight)."""
+        while self._pending:
+            self._pending.pop(0)()
 
     def __contains__(self, p: object) -> bool:
         try:
@@ -83,10 +98,10 @@ class Grads:
         return list(self)
 
     def items(self) -> list[tuple[Tensor, Tensor]]:
-        return [(p, self._handle(n)) for n in self._arrays if (p := n.leaf) is not None]
+        return [(p, self[p]) for n in self._arrays if (p := n.leaf) is not None]
 
     def values(self) -> list[Tensor]:
-        return [self._handle(n) for n in self._arrays]
+        return [h for _, h in self.items()]
 
     def _add_(self, other: Grads, site: Site) -> None:
         """Add ``other``'s gradients into these, all or nothing (``g.backward(into=...)``)."""
@@ -105,6 +120,8 @@ class Grads:
         """Scale every gradient in place so their joint L2 norm is at most ``max_norm``; return the norm before."""
         if not max_norm > 0:
             raise ValueError(f"clip_norm_: max_norm must be positive, got {max_norm}")
+        if self._pending:
+            self.items()  # raises BorrowError while a gradient is in flight (a write does not wait)
         total = 0.0
         for a in self._arrays.values():
             total += float((a.astype(np.float64) ** 2).sum())

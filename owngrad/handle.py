@@ -72,11 +72,12 @@ def is_param(t: object) -> bool:
     return isinstance(t, TensorHandle) and t._root is t and t._kind is Role.PARAM
 
 
-def exclusive(ts: list[Any], site: Site, what: str) -> borrowing:
+def exclusive(ts: list[Any], site: Site, what: str, holder: Any = None, why: str = "writing") -> borrowing:
     """Exclusive borrows on every tensor, all or none, for a ``with`` block: owngrad's multi-tensor
-    updates (optimizer steps, gradient clipping, running statistics, loading a checkpoint)."""
-    holder = BlockHolder(what, site, "wait for it to finish")
-    return borrowing([(t._storage.ledger, t._region) for t in ts], EXCLUSIVE, holder, "writing", site, what)
+    updates (optimizer steps, gradient clipping, running statistics, loading a checkpoint, gradients in
+    flight in an all-reduce). ``holder`` (default: the block itself) is who messages name."""
+    holder = BlockHolder(what, site, "wait for it to finish") if holder is None else holder
+    return borrowing([(t._storage.ledger, t._region) for t in ts], EXCLUSIVE, holder, why, site, what)
 
 
 class TensorHandle:

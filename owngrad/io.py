@@ -74,8 +74,14 @@ def _fsync_dir(folder: str) -> None:
 
 def save(path: str | os.PathLike[str], module_or_state: Any) -> None:
     """Write ``module_or_state`` (an ``og.nn.Module``: its ``state_dict()``; or a mapping of
-    names to arrays/tensors) to ``path`` as an ``.npz`` archive, atomically."""
+    names to arrays/tensors) to ``path`` as an ``.npz`` archive, atomically. Once
+    ``og.distributed.init()`` has run, only rank 0 writes."""
     arrays = _arrays(module_or_state)
+    from .distributed import current
+
+    world = current()
+    if world is not None and world.rank != 0:
+        return  # in data-parallel training every rank holds the same weights: rank 0 writes them
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)

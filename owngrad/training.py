@@ -22,7 +22,7 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
 
 def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tensor, Tensor], Tensor], opt: Any,
         epochs: int = 1, metrics: Mapping[str, Metric] | Sequence[Metric] | None = None,
-        progress: bool = True) -> dict[str, list[float]]:
+        progress: bool = True, world: Any = None) -> dict[str, list[float]]:
     """Train ``model`` for ``epochs`` passes over ``batches``; return the history.
 
     - ``model``: an ``og.nn.Module`` (anything callable with a ``.graph`` and ``.train()``);
@@ -34,6 +34,8 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
     - ``metrics``: ``{name: fn(output, y) -> float}``, or a list of such functions (named by their
       ``__name__``, as Keras does); ``fn`` gets a read-only (frozen) output.
     - ``progress``: a tqdm bar on stderr (if tqdm is installed); ``False`` for none.
+    - ``world``: an ``og.distributed.World``: gradients are averaged over the ranks (``DataParallel``),
+      the reported loss and metrics are averaged over every rank's samples, and only rank 0 shows a bar.
 
     Returns ``{"loss": [...], name: [...], ...}``: per epoch, the mean over samples of each
     batch's value (batches weighted by their size).
@@ -46,13 +48,18 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
                         "or a list")
     named = _named_metrics(metrics)
     history: dict[str, list[float]] = {"loss": [], **{k: [] for k in named}}
-    bar = _progress_bar(epochs, batches) if progress else None
+    bar = _progress_bar(epochs, batches) if progress and (world is None or world.rank == 0) else None
+    backward: Callable[[Tensor], Grads] = model.graph.backward
+    if world is not None:
+        from .distributed import DataParallel
+
+        backward = DataParallel(model, world).backward
     model.train()
     try:
         for epoch in range(epochs):
-            sums, count = _epoch(model, batches, loss_fn, opt, named, epoch, bar)
+            sums, count = _epoch(model, batches, loss_fn, opt, named, epoch, bar, backward)
             for k in history:
-                history[k].append(sums[k] / count)
+                history[k].append(sums[k] / count if world is None else world.mean(sums[k] / count, count))
     finally:
         if bar is not None:
             bar.close()
@@ -90,7 +97,8 @@ def _progress_bar(epochs: int, batches: Iterable[Any]) -> Any:
 
 
 def _epoch(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tensor, Tensor], Tensor], opt: Any,
-           metrics: dict[str, Metric], epoch: int, bar: Any) -> tuple[dict[str, float], int]:
+           metrics: dict[str, Metric], epoch: int, bar: Any,
+           backward: Callable[[Tensor], Grads]) -> tuple[dict[str, float], int]:
     """One pass over ``batches``: the per-sample sums of the loss and each metric, and the sample count."""
     g = model.graph
     opt_params = list(getattr(opt, "params", []))
@@ -98,7 +106,7 @@ def _epoch(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Te
     count = 0
     for xb, yb in batches:
         y = g.constant(yb)
-        out, loss, grads = _forward_backward(model, loss_fn, g.constant(xb), y)
+        out, loss, grads = _forward_backward(model, loss_fn, g.constant(xb), y, backward)
         if opt_params and epoch == 0 and count == 0 and not any(p in grads for p in opt_params):
             raise ValueError("fit: the loss does not depend on any param of the optimizer: build it over "
                              "this model's params, e.g. og.optim.SGD(model.parameters(), lr=0.1)")
@@ -118,8 +126,8 @@ def _epoch(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Te
     return sums, count
 
 
-def _forward_backward(model: Any, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor,
-                      y: Tensor) -> tuple[Tensor, Tensor, Grads]:
+def _forward_backward(model: Any, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor,
+                      backward: Callable[[Tensor], Grads]) -> tuple[Tensor, Tensor, Grads]:
     g = model.graph
     out: Tensor | None = None
     loss: Any = None
@@ -128,7 +136,7 @@ def _forward_backward(model: Any, loss_fn: Callable[[Tensor, Tensor], Tensor], x
         loss = loss_fn(out, y)
         if not isinstance(loss, Tensor):
             raise TypeError(f"fit: loss_fn must return a scalar Tensor, got {type(loss).__name__}")
-        return out, loss, g.backward(loss)
+        return out, loss, backward(loss)
     except BaseException:
         # an interrupted batch must not leave its forward pending: those nodes borrow the weights
         for t in (loss, out):

@@ -110,6 +110,7 @@ class Optimizer:
         if not isinstance(grads, Grads):
             raise TypeError(f"{type(self).__name__}.step: expected the og.Grads returned by g.backward(...), "
                             f"got {type(grads).__name__}")
+        grads.wait()  # gradients still in flight (an all-reduce) are completed first
         site = user_site()
         what = f"{type(self).__name__}.step"
         group_of = {id(p): gr for gr in self.param_groups for p in gr["params"]}

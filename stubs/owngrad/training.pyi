@@ -1,6 +1,7 @@
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, SupportsFloat, TypeAlias
 
+from .distributed import World
 from .modes import Frozen, Mut, Shared
 from .nn.modules import Module
 from .optim import Optimizer
@@ -16,4 +17,4 @@ def accuracy(logits: Tensor[Shared], labels: Tensor[Shared]) -> float: ...
 def fit(model: Module, batches: Iterable[tuple[Any, Any]],
         loss_fn: Callable[[Tensor[Mut], Tensor[Mut]], Tensor[Shared]],
         opt: Optimizer, epochs: int = 1, metrics: Mapping[str, _Metric] | Sequence[_Metric] | None = None,
-        progress: bool = True) -> dict[str, list[float]]: ...
+        progress: bool = True, world: World | None = None) -> dict[str, list[float]]: ...
