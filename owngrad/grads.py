@@ -19,7 +19,7 @@ from .tensor import Tensor
 if TYPE_CHECKING:
     from .graph import Graph
 
-__all__ = ["Grads", "raw_gradient"]
+__all__ = ["Grads", "raw_gradient", "raw_gradients"]
 
 
 class Grads:
@@ -143,3 +143,9 @@ def raw_gradient(grads: Grads, param: Tensor) -> Array | None:
     the exclusive borrows of their step."""
     node = param._node  # noqa: SLF001 - the graph layer owns the tensor's node
     return None if node is None else grads._arrays.get(node)  # noqa: SLF001
+
+
+def raw_gradients(grads: Grads, params: list[Tensor]) -> list[Array | None]:
+    """:func:`raw_gradient` of several params (one call for an optimizer's step)."""
+    arrays = grads._arrays  # noqa: SLF001
+    return [None if (n := p._node) is None else arrays.get(n) for p in params]  # noqa: SLF001

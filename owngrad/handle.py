@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from .node import Node
     from .tensor import Tensor
 
-__all__ = ["TensorHandle", "exclusive", "shared", "is_param", "array_of", "check_writable", "label_of", "relabel"]
+__all__ = ["TensorHandle", "exclusive", "shared", "is_param", "array_of", "arrays_of", "check_writable", "label_of",
+           "relabel"]
 
 _LAYOUTS = [tuple(range(n)) for n in range(8)]  # a root's layout: its axis i walks base axis i
 
@@ -46,9 +47,17 @@ def array_of(t: TensorHandle) -> Array:
     return t._data
 
 
-def check_writable(t: TensorHandle, site: Site, what: str) -> None:
-    """Raise BorrowError if ``t`` is a read-only handle (frozen, gradient, expanded view)."""
-    t._check_writable(site, what)
+def arrays_of(ts: list[Any]) -> list[Array]:
+    """The arrays of several tensors (see :func:`array_of`)."""
+    return [t._data for t in ts]
+
+
+def check_writable(ts: TensorHandle | list[Any], site: Site, what: str) -> None:
+    """Raise BorrowError if ``ts`` (a tensor or a list of them) holds a read-only handle (frozen,
+    gradient, expanded view)."""
+    for t in ts if isinstance(ts, list) else (ts,):
+        if t._readonly is not None:
+            t._check_writable(site, what)
 
 
 def label_of(t: TensorHandle) -> str:

@@ -24,9 +24,9 @@ import numpy as np
 
 from ..backend import Array, to_device, xp_of
 from ..errors import GradError, ShapeError
-from ..grads import raw_gradient
+from ..grads import raw_gradients
 from ..graph import Grads
-from ..handle import array_of, check_writable, exclusive, is_param, label_of
+from ..handle import array_of, arrays_of, check_writable, exclusive, is_param, label_of
 from ..sites import user_site
 from ..tensor import Tensor
 
@@ -58,6 +58,8 @@ class Optimizer:
         if not self.params:
             raise ValueError(f"{name}: got an empty list of params")
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
+        #: the group of each param (by position): membership is fixed, hyper-parameters may change
+        self._group_of = [gi for gi, gr in enumerate(self.param_groups) for _ in gr["params"]]
 
     def _group(self, spec: dict[str, Any], seen: set[int]) -> dict[str, Any]:
         name = type(self).__name__
@@ -113,23 +115,25 @@ class Optimizer:
         grads.wait()  # gradients still in flight (an all-reduce) are completed first
         site = user_site()
         what = f"{type(self).__name__}.step"
-        group_of = {id(p): gr for gr in self.param_groups for p in gr["params"]}
-        todo = [(i, p, gd) for i, p in enumerate(self.params) if (gd := raw_gradient(grads, p)) is not None]
+        groups = self.param_groups
+        todo = [(i, p, gd) for i, (p, gd) in enumerate(zip(self.params, raw_gradients(grads, self.params)))
+                if gd is not None]
         if not todo:
             raise GradError(self._nothing_to_step(grads, what))
-        for _, p, gd in todo:
-            check_writable(p, site, what)
-            if gd.shape != p.shape:
+        stepped = [p for _, p, _ in todo]
+        check_writable(stepped, site, what)
+        arrays = arrays_of(stepped)
+        for (_, p, gd), arr in zip(todo, arrays):
+            if gd.shape != arr.shape:
                 raise ShapeError(f"{what}: gradient of shape {tuple(gd.shape)} for {label_of(p)} of shape {p.shape}")
         # take every borrow first: a refusal on the third param leaves the first two untouched
-        with exclusive([p for _, p, _ in todo], site, what):
+        with exclusive(stepped, site, what):
             # compute every update first, then commit: an error (or a KeyboardInterrupt) while
             # computing the third param's update cannot leave the first two, or the state, half-stepped
             staged: list[tuple[int, Array, float, Array, dict[str, Any]]] = []
-            for i, p, gd in todo:
+            for (i, _, gd), arr in zip(todo, arrays):
                 new_state = dict(self.state[i])  # _update rebinds keys, never writes old arrays in place
-                arr = array_of(p)
-                scale, delta = self._update(arr, gd, new_state, group_of[id(p)])
+                scale, delta = self._update(arr, gd, new_state, groups[self._group_of[i]])
                 staged.append((i, arr, scale, delta, new_state))
             for i, arr, scale, delta, new_state in staged:
                 if scale != 1.0:
