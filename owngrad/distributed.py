@@ -24,9 +24,9 @@ import numpy as np
 from .errors import ShapeError
 from .grads import Grads
 from .handle import array_of, exclusive
-from .ledger import borrowing
+from .ledger import BlockHolder, borrowing
 from .nn.modules import Module
-from .sites import Site, format_site, user_site
+from .sites import user_site
 from .tensor import Tensor
 
 __all__ = ["World", "RankFailed", "init", "current", "broadcast_parameters", "DataParallel"]
@@ -148,21 +148,6 @@ class _Bucket:
         self.borrow: borrowing | None = None
 
 
-class _InFlight:
-    """The holder of in-flight gradient borrows (the ledger names it in messages)."""
-
-    __slots__ = ("site",)
-
-    def __init__(self, site: Site) -> None:
-        self.site = site
-
-    def holder_text(self) -> str:
-        return f"the gradient all-reduce started at {format_site(self.site)}"
-
-    def hint(self) -> str:
-        return "call grads.wait() first (opt.step(grads) waits by itself)"
-
-
 class DataParallel:
     """``dp = DataParallel(model, world, bucket_mb=25)``; ``dp(x)`` runs the model; ``dp.backward(loss)``
     returns this rank's gradients averaged over every rank, reduced while backward runs."""
@@ -207,7 +192,8 @@ class DataParallel:
         g = loss.graph
         buckets = self._buckets(self.params)
         where = {id(array_of(p)): (b, p) for b in buckets for p in b.params}
-        holder = _InFlight(site)
+        holder = BlockHolder("the gradient all-reduce started", site,
+                             "call grads.wait() first (opt.step(grads) waits by itself)")
 
         def start(b: _Bucket) -> None:
             from mpi4py import MPI
