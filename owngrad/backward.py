@@ -18,7 +18,7 @@ import numpy as np
 from .backend import Array, xp_of
 from .errors import DeviceError, GradError, GraphError, ShapeError
 from .handle import TensorHandle
-from .node import Node
+from .node import PENDING, Node
 from .roles import ReadOnly
 from .shapes import unbroadcast
 from .sites import format_site
@@ -75,7 +75,7 @@ def topo_order(root: Node) -> list[Node]:
     stack = [root]
     while stack:
         node = stack.pop()
-        if not node.walkable:
+        if node.state is not PENDING:
             raise GraphError(
                 f"g.backward: node #{node.id} {node.op} (recorded at {format_site(node.site)}) was already "
                 f"{node.consumed} by an earlier backward or free; pass retain=True to the earlier "

@@ -30,7 +30,7 @@ from .errors import DeviceError, GradError, GraphError, ShapeError
 from .factory import TensorFactory
 from .grads import Grads
 from .ledger import SHARED, Region, acquire_all, borrowing
-from .node import Node, NodeState
+from .node import PENDING, Node, NodeState
 from .operands import as_array
 from .roles import ReadOnly, Role
 from .rules import ALL_ARGS, RULES, Rule
@@ -233,7 +233,7 @@ class Graph(TensorFactory):
         use, so an op that fails its checks leaves the graph as it was)."""
         pending = self._pending
         for p in node.parents:
-            if p is not None and not p.is_param and p.walkable and p not in pending:
+            if p is not None and not p.is_param and p.state is PENDING and p not in pending:
                 self._register(p)
         pending[node] = None
 
@@ -322,7 +322,7 @@ class Graph(TensorFactory):
                 if out is not None and out is not t:
                     others.append(n)
             keep = self._ancestors(others)
-            dropped = [n for n in mine if n not in keep and not n.is_param and n.walkable]
+            dropped = [n for n in mine if n not in keep and not n.is_param and n.state is PENDING]
             for n in dropped:
                 self._pending.pop(n, None)
                 n.release(NodeState.FREED)
@@ -333,7 +333,7 @@ class Graph(TensorFactory):
         stack = list(heads)
         while stack:
             n = stack.pop()
-            if n in seen or not n.walkable:
+            if n in seen or n.state is not PENDING:
                 continue
             seen.add(n)
             stack.extend(p for p in n.parents if p is not None)

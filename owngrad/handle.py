@@ -24,6 +24,7 @@ import numpy as np
 from .backend import Array, device_of, to_device
 from .errors import BorrowError, ShapeError
 from .ledger import EXCLUSIVE, SHARED, BlockHolder, Region, Storage, borrowing
+from .node import PENDING
 from .roles import ReadOnly, Role
 from .sites import Site, format_site, user_site
 from .views import Layout, Step
@@ -186,7 +187,7 @@ class TensorHandle:
         if rn is None or not self._path:
             return rn
         c = self._vcache
-        if c is not None and c[0] is rn and c[1].walkable:
+        if c is not None and c[0] is rn and c[1].state is PENDING:
             return c[1]
         node = self._graph.record_view(rn, root.shape, self._path, self._tensor())
         self._vcache = (rn, node)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .tensor import Tensor
 
-__all__ = ["Node", "NodeState", "SAVED_HINT"]
+__all__ = ["Node", "NodeState", "PENDING", "SAVED_HINT"]
 
 SAVED_HINT = "call g.backward(...) on the result first, or g.free(...) it, or compute under g.no_grad()"
 _EMPTY: dict[str, Any] = {}
@@ -35,7 +35,7 @@ class NodeState(Enum):
     FREED = "freed"  # g.free / g.clear dropped it
 
 
-_PENDING = NodeState.PENDING
+PENDING = NodeState.PENDING  # compared with ``is`` on the hot paths (no property call)
 
 
 class Node:
@@ -57,7 +57,7 @@ class Node:
         self.in_shapes = in_shapes  # the shape of each input that gets a gradient (None for the others)
         self.borrows: list[Borrow] = []
         self.site = site
-        self.state = _PENDING
+        self.state = PENDING
         self.is_param = False
         #: whether a walk must release something: a saved array, or an internal one (``aux``)
         self.holds_arrays = False

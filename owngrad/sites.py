@@ -28,7 +28,6 @@ _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _CONTEXTLIB = contextlib.__file__  # `with t.borrow():` enters through contextlib's __enter__
 _LIBRARY_DIRS = tuple(sorted({os.path.abspath(p) + os.sep for key in ("stdlib", "platstdlib", "purelib", "platlib")
                               if (p := sysconfig.get_paths().get(key))}))
-_DEPTH = 2  # frames kept: the innermost user frame and its nearest user caller
 
 _SKIP, _USER, _LIBRARY = 0, 1, 2
 _UNKNOWN: Site = (("<unknown>", 0, ""),)
@@ -65,21 +64,18 @@ def user_site() -> Site:
     first = (fn, f.f_lineno, code.co_name)
     if kind == _LIBRARY:
         return (first,)
-    found: tuple[tuple[str, int, str], ...] = (first,)
     f = f.f_back  # type: ignore[assignment]
-    while f is not None:  # the callers: user frames only, owngrad's skipped, a library frame ends the chain
+    while f is not None:  # the caller: the nearest user frame, owngrad's skipped; a library frame ends the chain
         fn = f.f_code.co_filename
         kind = kinds.get(fn)
         if kind is None:
             kind = _kind_of(fn)
         if kind == _USER:
-            found += ((fn, f.f_lineno, f.f_code.co_name),)
-            if len(found) == _DEPTH:
-                break
-        elif kind == _LIBRARY:
+            return first, (fn, f.f_lineno, f.f_code.co_name)
+        if kind == _LIBRARY:
             break
         f = f.f_back  # type: ignore[assignment]
-    return found
+    return (first,)
 
 
 def site_line(site: Site) -> tuple[str, int]:

@@ -48,7 +48,10 @@ def _is_int(k: object) -> bool:
 def is_basic_key(key: Any) -> bool:
     """True when numpy would return a view: only ints, slices, None and Ellipsis."""
     items = key if isinstance(key, tuple) else (key,)
-    return all(k is None or k is Ellipsis or isinstance(k, slice) or _is_int(k) for k in items)
+    for k in items:  # noqa: SIM110 - a loop, not all(<generator>): this runs on every indexing
+        if not (k is None or k is Ellipsis or isinstance(k, slice) or _is_int(k)):
+            return False
+    return True
 
 
 def normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[Any, ...]:
