@@ -292,6 +292,8 @@ class MathOps(TensorHandle):
 
 
 def _mask_operand(t: TensorHandle, mask: Any, op: str) -> Any:
+    if isinstance(mask, (list, tuple)):  # a mask given as a list stays boolean (not a weak numeric operand)
+        mask = np.asarray(mask)
     m = operand(t, mask, op)
     if getattr(m, "dtype", None) is None or m.dtype.kind != "b":
         raise TypeError(f"{op}: the mask must be a boolean tensor or array (e.g. x > 0), got "

@@ -172,3 +172,18 @@ def test_erf_without_scipy_matches_the_math_module(monkeypatch: pytest.MonkeyPat
     got = F._erf(np, x)
     want = np.array([math.erf(v) for v in x])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-14)
+
+
+def test_attention_dropout_acts_in_training_only_and_masks_take_lists() -> None:
+    g = og.Graph()
+    m = og.nn.MultiheadAttention(g, 4, 2, dropout=0.5, rng=0, dtype=np.float64)
+    x = g.constant(RNG.standard_normal((3, 2, 4)))
+    train_a, _ = m(x, x, x)
+    train_b, _ = m(x, x, x)
+    assert not np.allclose(train_a.numpy(), train_b.numpy())  # fresh masks each call
+    m.eval()
+    eval_a, _ = m(x, x, x)
+    eval_b, _ = m(x, x, x)
+    np.testing.assert_array_equal(eval_a.numpy(), eval_b.numpy())
+    y = g.param(np.arange(3.0))
+    np.testing.assert_array_equal(y.masked_fill([True, False, True], 7.0).numpy(), [7.0, 1.0, 7.0])

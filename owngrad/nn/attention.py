@@ -13,13 +13,14 @@ from ..graph import Graph
 from ..handle import array_of
 from ..ops import where
 from ..tensor import Tensor
+from . import functional as F
 from .modules import Linear, Module, Rng, _rng, _uniform
 
 __all__ = ["MultiheadAttention"]
 
 
 class MultiheadAttention(Module):
-    """``MultiheadAttention(g, embed_dim, num_heads)``: ``forward(query, key, value, key_padding_mask=None,
+    """``MultiheadAttention(g, embed_dim, num_heads, dropout=0.0)``: ``forward(query, key, value, key_padding_mask=None,
     need_weights=True, attn_mask=None, average_attn_weights=True, is_causal=False) -> (out, weights)``.
 
     Shapes as torch: (L, B, E) inputs, or (B, L, E) with ``batch_first``. Masks as torch's module: a
@@ -27,13 +28,17 @@ class MultiheadAttention(Module):
     (True = masked); a float mask is added to the scores. ``is_causal`` masks the future. The weights
     returned are averaged over heads (B, L, S), or per head (B, heads, L, S)."""
 
-    def __init__(self, g: Graph, embed_dim: int, num_heads: int, bias: bool = True, batch_first: bool = False,
-                 rng: Rng = None, dtype: Any = np.float32) -> None:
+    def __init__(self, g: Graph, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 batch_first: bool = False, rng: Rng = None, dtype: Any = np.float32) -> None:
         super().__init__(g)
         if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
             raise ValueError(f"MultiheadAttention: embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"MultiheadAttention: dropout must be in [0, 1), got {dropout}")
         gen = _rng(rng, g)
         self.embed_dim, self.num_heads, self.batch_first = embed_dim, num_heads, batch_first
+        self.dropout = float(dropout)  # on the attention weights, in training mode (as torch)
+        self._gen = gen
         bound = math.sqrt(6.0 / (embed_dim + 3 * embed_dim))  # xavier_uniform_ over (3E, E), as torch
         self.in_proj_weight = g.param(_uniform(gen, bound, (3 * embed_dim, embed_dim), dtype), name="in_proj_weight")
         self.in_proj_bias = g.param(np.zeros(3 * embed_dim, dtype=dtype), name="in_proj_bias") if bias else None
@@ -65,7 +70,8 @@ class MultiheadAttention(Module):
         scores = (qh @ kh.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(self.embed_dim // self.num_heads))
         scores = self._masked(scores, attn_mask, key_padding_mask, is_causal, L, S, B)
         weights = scores.softmax(axis=-1)
-        out = (weights @ vh).transpose(2, 0, 1, 3).reshape(L, B, self.embed_dim)
+        dropped = F.dropout(weights, self.dropout, self.training, rng=self._gen) if self.dropout else weights
+        out = (dropped @ vh).transpose(2, 0, 1, 3).reshape(L, B, self.embed_dim)
         out = self.out_proj(out)
         if self.batch_first:
             out = out.transpose(1, 0, 2)
