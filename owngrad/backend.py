@@ -87,7 +87,7 @@ def module_for(device: str) -> Any:
             import cupy
         except ImportError:
             raise DeviceError(
-                "device 'cuda' needs cupy, which is not installed: pip install 'owngrad[cuda]'"
+                "device 'cuda' needs cupy, which is not installed: pip install -e '.[cuda]'"
             ) from None
         try:
             n = cupy.cuda.runtime.getDeviceCount()

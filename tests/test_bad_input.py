@@ -198,8 +198,8 @@ row("param-int-scalar", lambda e: e.g.param(np.int32(3)), TypeError, "g.param", 
 _NO_CUPY = importlib.util.find_spec("cupy") is None
 if _NO_CUPY:
     row("graph-cuda-without-cupy", lambda e: og.Graph(device="cuda"), og.DeviceError,
-        "cuda", "pip install 'owngrad[cuda]'")
-    row("to-cuda-without-cupy", lambda e: e.w.to("cuda"), og.DeviceError, "cuda", "pip install 'owngrad[cuda]'")
+        "cuda", "pip install -e '.[cuda]'")
+    row("to-cuda-without-cupy", lambda e: e.w.to("cuda"), og.DeviceError, "cuda", "pip install -e '.[cuda]'")
 row("graph-unknown-device", lambda e: og.Graph(device="tpu"), og.DeviceError, "'tpu'", "'cpu'", "'cuda'")
 row("graph-device-not-a-str", lambda e: og.Graph(device=3), (og.DeviceError, TypeError), "device", "3")
 row("to-unknown-device", lambda e: e.w.to("tpu"), og.DeviceError, "'tpu'", "'cpu'")

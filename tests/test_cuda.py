@@ -17,7 +17,7 @@ import pytest
 try:
     import cupy  # type: ignore[import-not-found, unused-ignore]
 except ImportError:
-    pytest.skip("cupy not installed (pip install 'owngrad[cuda]')", allow_module_level=True)
+    pytest.skip("cupy not installed (pip install -e '.[cuda]')", allow_module_level=True)
 except Exception as e:  # a broken CUDA install can fail at import
     pytest.skip(f"cupy does not import: {type(e).__name__}: {e}", allow_module_level=True)
 
