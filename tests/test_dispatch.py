@@ -340,7 +340,7 @@ def test_device_array_operand_on_its_own_device() -> None:
 
 def test_cuda_without_cupy_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError, GPU or not
-    with pytest.raises(og.DeviceError, match=r"pip install 'owngrad\[cuda\]'"):
+    with pytest.raises(og.DeviceError, match=r"pip install -e '\.\[cuda\]'"):
         og.Graph(device="cuda")
 
 
