@@ -35,14 +35,14 @@ def test_gradient(case: Case, data: Any) -> None:
     shapes, kw = data.draw(case.shapes, label="shapes, attrs")
     seed = data.draw(st.integers(0, 2**16), label="values seed")
     fn = case.call(kw)
-    ops = check_grads(fn, *case.arrays(shapes, kw, seed), eps=case.eps, rtol=case.rtol, rng=seed)
+    ops = check_grads(fn, *case.arrays(shapes, kw, seed), eps=case.eps, rtol=case.rtol, atol=case.atol, rng=seed)
     assert case.rules <= ops, f"{case.name} should record {set(case.rules)}, recorded {ops}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_gradient_example(case: Case) -> None:
     shapes, kw = case.example
-    check_grads(case.call(kw), *case.arrays(shapes, kw, 1), eps=case.eps, rtol=case.rtol, rng=1)
+    check_grads(case.call(kw), *case.arrays(shapes, kw, 1), eps=case.eps, rtol=case.rtol, atol=case.atol, rng=1)
 
 
 # --- 2. the table covers every rule ------------------------------------------------------------
