@@ -1,4 +1,4 @@
-"""The typed contract (stubs/owngrad: access modes Mut, Shared, Frozen), checked the way typeshed and
+"""The typed contract (src/owngrad-stubs: access modes Mut, Shared, Frozen), checked the way typeshed and
 numpy check theirs.
 
 - tests/typing/pass/*.py must type-check under mypy --strict (assert_type pins every mode); the realistic
@@ -6,7 +6,7 @@ numpy check theirs.
 - tests/typing/fail/*.py put `# type: ignore[code]` on each misuse, under warn_unused_ignores:
   a misuse that stops being an error, or raises another code, fails the run;
 - stubtest keeps the stubs in step with the runtime;
-- owngrad/ and examples/ pass mypy --strict; pyright agrees on pass/fail where it is installed.
+- src/owngrad/ and examples/ pass mypy --strict; pyright agrees on pass/fail where it is installed.
 
 One mypy process per test; caches live under .mypy_cache/typing-tests/ so reruns are warm.
 """
@@ -51,7 +51,8 @@ def test_pass_and_fail_cases() -> None:
                          ids=os.path.basename)
 def test_realistic_pass_cases_run(rel: str, tmp_path: os.PathLike[str]) -> None:
     """The realistic pass cases are real programs, not just type-checked text: each runs to the end."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg")
+    src = os.path.join(ROOT, "src")
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg")
     r = subprocess.run([sys.executable, os.path.join(ROOT, rel)], cwd=str(tmp_path), capture_output=True, text=True,
                        timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
@@ -90,7 +91,7 @@ def test_fail_cases_are_errors_without_their_ignores(tmp_path: os.PathLike[str])
 
 
 def test_stubtest() -> None:
-    env = dict(os.environ, MYPYPATH=os.path.join(ROOT, "stubs"))
+    env = {k: v for k, v in os.environ.items() if k != "MYPYPATH"}  # the installed owngrad-stubs, as users get them
     cmd = [sys.executable, "-m", "mypy.stubtest", "owngrad", "--mypy-config-file", os.path.join(TYPING, "mypy.ini"),
            "--allowlist", os.path.join(TYPING, "stubtest_allowlist.txt")]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
@@ -99,12 +100,12 @@ def test_stubtest() -> None:
 
 def test_owngrad_is_strict_clean() -> None:
     """The runtime itself passes mypy --strict with the project's mypy.ini (the stubs do not interfere)."""
-    r = run_mypy("owngrad", "--config-file", "mypy.ini", "--strict", "owngrad")
+    r = run_mypy("owngrad", "--config-file", "mypy.ini", "--strict", os.path.join("src", "owngrad"))
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_examples_are_strict_clean_with_the_plugin(tmp_path: os.PathLike[str]) -> None:
-    """examples/ see the stubs (mypy.ini's mypy_path) and the plugin, as a user's project would."""
+    """examples/ see the installed stubs and the plugin, as a user's project would (no mypy_path)."""
     d = os.path.join(ROOT, "examples")
     files = sorted(os.path.join("examples", f) for f in os.listdir(d) if f.endswith(".py")) if os.path.isdir(d) else []
     if not files:
@@ -113,7 +114,7 @@ def test_examples_are_strict_clean_with_the_plugin(tmp_path: os.PathLike[str]) -
 
     cfg = configparser.ConfigParser()
     cfg.read(os.path.join(ROOT, "mypy.ini"))
-    cfg["mypy"]["mypy_path"] = os.path.join(ROOT, "stubs")
+    cfg["mypy"].pop("mypy_path", None)
     cfg["mypy"]["plugins"] = "owngrad.mypy_plugin"
     ini = os.path.join(str(tmp_path), "mypy.ini")
     with open(ini, "w") as fh:
