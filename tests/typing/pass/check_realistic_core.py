@@ -30,10 +30,10 @@ def properties_and_conversions() -> None:
     assert w.requires_grad and not x.requires_grad
     assert w.is_leaf and w.base is None
     v = w[1:]
-    assert v.base is w and v.base is not None
     base = v.base
-    if base is not None:
-        assert_type(base, og.Tensor[og.Mut])
+    assert base is not None
+    assert_type(base, og.Tensor[og.Mut])
+    assert base is w
     s = (x @ w).sum()
     total: float = s.item()
     assert float(s) == total
