@@ -54,12 +54,11 @@ def test_plugin_messages_are_exact() -> None:
     assert not missing and not extra, f"missing/wrong: {missing}\nunexpected: {extra}"
 
 
-def test_plugin_supports_the_pinned_mypy() -> None:
+def test_plugin_loads_under_the_installed_mypy() -> None:
+    """The dev extra installs the current mypy (2.x at the time of writing); the oldest supported one (1.10)
+    runs the same cases in tests/test_typing_corpus.py::test_oldest_supported_mypy."""
     import mypy.version
 
-    major, minor = (int(x) for x in mypy.version.__version__.split(".")[:2])
-    assert (1, 10) <= (major, minor) < (1, 20), (f"owngrad.mypy_plugin supports mypy >=1.10,<1.20, "
-                                                 f"got {mypy.version.__version__}")
     from owngrad.mypy_plugin import OwngradPlugin, plugin
 
     assert plugin(mypy.version.__version__) is OwngradPlugin

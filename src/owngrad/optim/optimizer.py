@@ -45,7 +45,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         groups = list(params) if not isinstance(params, Tensor) else [params]
         if groups and all(isinstance(gr, dict) for gr in groups):
-            specs: list[dict[str, Any]] = [dict(gr) for gr in groups]
+            specs: list[dict[str, Any]] = [{**gr} for gr in groups if isinstance(gr, dict)]
         elif any(isinstance(gr, dict) for gr in groups):
             raise TypeError(f"{name}: params must be all tensors or all dicts (parameter groups), not a mix")
         else:
@@ -89,7 +89,7 @@ class Optimizer:
         lr = group["lr"]
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
             raise TypeError(f"{type(self).__name__}: lr must be a number, got {type(lr).__name__} {lr!r}")
-        if not lr >= 0:
+        if not float(lr) >= 0:
             raise ValueError(f"{type(self).__name__}: lr must be >= 0, got {lr}")
 
     # the first group's hyper-parameters as attributes (``opt.lr``), as a single-group optimizer reads

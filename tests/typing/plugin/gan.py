@@ -87,7 +87,7 @@ def unrelated_and_freed(g: og.Graph) -> None:
     w.fill_(0.0)
     opt = og.optim.SGD([w], lr=0.1)
     out = (w * 3).sum()
-    opt.step(g.backward(loss_v))  # E: "opt.step(...)" updates "w" in place while "out" (line 89) depends on it and still waits for g.backward(...); call g.backward(out) first, or g.free(out)
+    opt.step(g.backward((loss_v * w).sum()))  # E: "opt.step(...)" updates "w" in place while "out" (line 89) depends on it and still waits for g.backward(...); call g.backward(out) first, or g.free(out)
     print(tmp)
 
 

@@ -1,0 +1,44 @@
+"""A small GAN on 2-d points: the discriminator steps on a loss over ``fake.detach()``, the
+generator's loss is built after that step, and a helper returns both losses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import owngrad as og
+
+
+def make_nets(g: og.Graph) -> tuple[og.nn.Sequential, og.nn.Sequential]:
+    gen = og.nn.Sequential(og.nn.Linear(g, 2, 16), og.nn.ReLU(), og.nn.Linear(g, 16, 2))
+    disc = og.nn.Sequential(og.nn.Linear(g, 2, 16), og.nn.ReLU(), og.nn.Linear(g, 16, 1))
+    return gen, disc
+
+
+def disc_loss(disc: og.nn.Module, real: og.Tensor, fake: og.Tensor) -> og.Tensor[og.Mut]:
+    bce = og.nn.functional.binary_cross_entropy_with_logits
+    ones = np.ones((real.shape[0], 1))
+    zeros = np.zeros((fake.shape[0], 1))
+    return bce(disc(real), ones) + bce(disc(fake), zeros)
+
+
+def train(steps: int) -> float:
+    g = og.Graph()
+    rng = np.random.default_rng(1)
+    gen, disc = make_nets(g)
+    opt_g = og.optim.Adam(gen.parameters(), lr=2e-3)
+    opt_d = og.optim.Adam(disc.parameters(), lr=2e-3)
+    last = 0.0
+    for _ in range(steps):
+        real = g.constant(rng.normal(loc=2.0, size=(64, 2)))
+        z = g.randn(64, 2)
+        fake = gen(z)
+        loss_d = disc_loss(disc, real, fake.detach())
+        opt_d.step(g.backward(loss_d))
+        loss_g = og.nn.functional.binary_cross_entropy_with_logits(disc(fake), np.ones((64, 1)))
+        opt_g.step(g.backward(loss_g))
+        last = loss_g.item()
+    return last
+
+
+if __name__ == "__main__":
+    print(f"generator loss {train(30):.4f}")
