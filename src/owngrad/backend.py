@@ -136,3 +136,13 @@ def owned(a: Any, xp: Any) -> Array:
     if not a.flags.c_contiguous:
         a = a.copy(order="C")
     return a
+
+
+def copy_of(a: Any) -> Array:
+    """A copy of an array of any backend (a plain function, so a captured step can replay it)."""
+    return a.copy()
+
+
+def astype_of(a: Any, dtype: Any) -> Array:
+    """``a`` converted to ``dtype`` (a plain function, so a captured step can replay it)."""
+    return a.astype(dtype)

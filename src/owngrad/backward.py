@@ -10,12 +10,13 @@ reading that param has run -- the last layer's first, as an all-reduce wants -- 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend import Array, xp_of
+from .backend import Array, astype_of, copy_of, xp_of
 from .errors import DeviceError, GradError, GraphError, ShapeError
 from .handle import TensorHandle
 from .node import PENDING, Node
@@ -24,6 +25,7 @@ from .shapes import unbroadcast
 from .sites import format_site
 
 if TYPE_CHECKING:
+    from .capture import Tracer
     from .grads import Grads
     from .tensor import Tensor
 
@@ -87,32 +89,35 @@ def topo_order(root: Node) -> list[Node]:
     return sorted(seen, key=_node_id)
 
 
-def _backprop(node: Node, g: Array, grads: dict[Node, Array], check_finite: bool) -> None:
-    """Add ``node``'s input gradients (for output gradient ``g``) into ``grads``."""
+def _backprop(node: Node, g: Array, grads: dict[Node, Array], check_finite: bool, tr: Tracer | None = None) -> None:
+    """Add ``node``'s input gradients (for output gradient ``g``) into ``grads`` (recorded by ``tr`` when
+    a step is being captured)."""
     if isinstance(g, np.generic):  # numpy gives scalars, not 0-d arrays, for 0-d arithmetic
-        g = np.asarray(g)
+        g = np.asarray(g) if tr is None else tr.call(np.asarray, g)
     for i, p in enumerate(node.parents):
         if p is None:
             continue
-        gi = node.vjp(i, g)
+        gi = node.vjp(i, g) if tr is None else tr.call(node.vjp_fn(i), g, *node.saved, **node.attrs)
         shape = node.in_shapes[i]
         assert shape is not None  # a parent that gets a gradient has its shape recorded
         if gi.shape != shape:
-            gi = unbroadcast(gi, shape)
+            gi = unbroadcast(gi, shape) if tr is None else tr.call(unbroadcast, gi, shape)
         if check_finite and not bool(xp_of(gi).isfinite(gi).all()):
             raise GradError(
                 f"g.backward(check_finite=True): the gradient flowing from node #{node.id} {node.op} "
                 f"(recorded at {format_site(node.site)}) into its input {i} is not finite")
         prev = grads.get(p)
-        grads[p] = gi if prev is None else prev + gi
+        grads[p] = gi if prev is None else prev + gi if tr is None else tr.call(operator.add, prev, gi)
 
 
 class _Finisher:
     """Hands a param's final gradient out: owned, in the param's dtype, to the result and ``on_grad``."""
 
-    __slots__ = ("grads", "g0", "out", "on_grad", "handed")
+    __slots__ = ("grads", "g0", "out", "on_grad", "handed", "tr")
 
-    def __init__(self, grads: dict[Node, Array], g0: Array, out: Grads, on_grad: OnGrad | None) -> None:
+    def __init__(self, grads: dict[Node, Array], g0: Array, out: Grads, on_grad: OnGrad | None,
+                 tr: Tracer | None = None) -> None:
+        self.tr = tr
         self.grads = grads
         self.g0 = g0
         self.out = out
@@ -126,21 +131,24 @@ class _Finisher:
         leaf = leaf_node.leaf
         if g is None or leaf is None:
             return
-        g = leaf.graph.xp.asarray(g) if not hasattr(g, "flags") else g
+        tr = self.tr
+        if not hasattr(g, "flags"):
+            g = leaf.graph.xp.asarray(g) if tr is None else tr.call(leaf.graph.xp.asarray, g)
         if g.dtype != leaf.dtype:
-            g = g.astype(leaf.dtype)
+            g = g.astype(leaf.dtype) if tr is None else tr.call(astype_of, g, leaf.dtype)
         elif g.base is not None or not getattr(g.flags, "writeable", True) or g is self.g0 or id(g) in self.handed:
-            g = g.copy()
+            g = g.copy() if tr is None else tr.call(copy_of, g)
         self.handed.add(id(g))
         self.out._arrays[leaf_node] = g  # noqa: SLF001 - Grads is filled by the walk that made it
         if self.on_grad is not None:
             self.on_grad(leaf._handle(readonly=ReadOnly.ON_GRAD_LEAF), self.out[leaf])
 
 
-def walk(order: list[Node], root: Node, g0: Array, on_grad: OnGrad | None, check_finite: bool, out: Grads) -> None:
-    """Run backward over ``order`` (from :func:`topo_order`) into ``out``."""
+def walk(order: list[Node], root: Node, g0: Array, on_grad: OnGrad | None, check_finite: bool, out: Grads,
+         tr: Tracer | None = None) -> None:
+    """Run backward over ``order`` (from :func:`topo_order`) into ``out`` (recorded by ``tr`` when capturing)."""
     grads: dict[Node, Array] = {root: g0}
-    finish = _Finisher(grads, g0, out, on_grad)
+    finish = _Finisher(grads, g0, out, on_grad, tr)
     # With on_grad, a param's gradient is handed out as soon as every node that reads it has run;
     # without, counting is skipped and all are handed out at the end of the walk.
     waiting: dict[Node, int] | None = None
@@ -160,7 +168,7 @@ def walk(order: list[Node], root: Node, g0: Array, on_grad: OnGrad | None, check
             continue
         g = grads.pop(node, None)
         if g is not None:
-            _backprop(node, g, grads, check_finite)
+            _backprop(node, g, grads, check_finite, tr)
         if waiting is not None:
             for p in node.parents:
                 if p is not None and p.is_param:

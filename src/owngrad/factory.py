@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend import Array, to_device
+from .backend import Array, copy_of, to_device
 from .operands import check_dtype
 from .roles import Role
 from .tensor import Tensor
@@ -64,7 +64,16 @@ class TensorFactory:
 
     def _made(self, arr: Array, name: str | None, op: str) -> Tensor:
         g: Graph = self  # type: ignore[assignment]
+        tr = g._tracer
+        if tr is not None and op not in ("randn", "rand"):  # a new array each step, of the same values
+            tr.note(copy_of, (copy_of(arr),), {}, arr)
         return Tensor._root_of(g, arr, Role.CONSTANT, None, name or None, name or op)
+
+    def _draw(self, kind: str, shape: tuple[int, ...], dt: np.dtype[Any]) -> Array:
+        """Samples from ``g.rng`` (recorded when a step is being captured: each replay draws afresh)."""
+        g: Graph = self  # type: ignore[assignment]
+        tr = g._tracer
+        return _draw(self, kind, shape, dt) if tr is None else tr.call(_draw, self, kind, shape, dt)
 
     def zeros(self, shape: Any, dtype: Any = None, name: str | None = None) -> Tensor:
         """A constant of zeros (float32 unless ``dtype`` says otherwise)."""
@@ -124,16 +133,21 @@ class TensorFactory:
         dt = _dtype("g.randn", dtype)
         if dt.kind != "f":
             raise TypeError(f"g.randn: samples need a floating dtype, got {dt}")
-        host = self.rng.standard_normal(_sizes("g.randn", shape), dtype=np.float64).astype(dt)
-        return self._made(self._on_device(host), name, "randn")
+        return self._made(self._draw("normal", _sizes("g.randn", shape), dt), name, "randn")
 
     def rand(self, *shape: Any, dtype: Any = None, name: str | None = None) -> Tensor:
         """Uniform samples in [0, 1) from ``g.rng``: ``g.rand(2, 3)`` or ``g.rand((2, 3))``."""
         dt = _dtype("g.rand", dtype)
         if dt.kind != "f":
             raise TypeError(f"g.rand: samples need a floating dtype, got {dt}")
-        host = self.rng.random(_sizes("g.rand", shape), dtype=np.float64).astype(dt)
-        return self._made(self._on_device(host), name, "rand")
+        return self._made(self._draw("uniform", _sizes("g.rand", shape), dt), name, "rand")
 
     def _on_device(self, host: np.ndarray) -> Array:
         return np.ascontiguousarray(host) if self.device == "cpu" else to_device(host, self.device)
+
+
+def _draw(factory: TensorFactory, kind: str, shape: tuple[int, ...], dt: np.dtype[Any]) -> Array:
+    rng = factory.rng
+    host = (rng.standard_normal(shape, dtype=np.float64) if kind == "normal" else
+            rng.random(shape, dtype=np.float64)).astype(dt)
+    return factory._on_device(host)

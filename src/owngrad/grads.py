@@ -122,20 +122,41 @@ class Grads:
             raise ValueError(f"clip_norm_: max_norm must be positive, got {max_norm}")
         if self._pending:
             self.items()  # raises BorrowError while a gradient is in flight (a write does not wait)
-        total = 0.0
-        for a in self._arrays.values():
-            total += float((a.astype(np.float64) ** 2).sum())
-        norm: float = total ** 0.5
+        arrays = list(self._arrays.values())
+        handles = list(self._handles.values())
+        tr = self.graph._tracer
+        if tr is not None:  # a captured step: the norm, and whether to scale, are decided at each replay
+            with exclusive(handles, user_site(), "grads.clip_norm_"):
+                return float(tr.call(_clip, max_norm, *arrays))
+        norm = _norm(arrays)
         scale = max_norm / (norm + 1e-6)
         if scale < 1:
-            with exclusive(list(self._handles.values()), user_site(), "grads.clip_norm_"):
-                for a in self._arrays.values():
+            with exclusive(handles, user_site(), "grads.clip_norm_"):
+                for a in arrays:
                     a *= scale
         return norm
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{p._label()}: {tuple(g.shape)}" for p, g in self.items())
         return f"Grads({inner})"
+
+
+def _norm(arrays: list[Array]) -> float:
+    total = 0.0
+    for a in arrays:
+        total += float((a.astype(np.float64) ** 2).sum())
+    norm: float = total ** 0.5
+    return norm
+
+
+def _clip(max_norm: float, *arrays: Array) -> float:
+    """Scale ``arrays`` in place so their joint L2 norm is at most ``max_norm``; the norm before."""
+    norm = _norm(list(arrays))
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1:
+        for a in arrays:
+            a *= scale
+    return norm
 
 
 def raw_gradient(grads: Grads, param: Tensor) -> Array | None:

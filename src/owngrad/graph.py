@@ -18,14 +18,15 @@ from __future__ import annotations
 import itertools
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from .backend import Array, is_array, module_for, owned, xp_of
+from .backend import Array, copy_of, is_array, module_for, owned, xp_of
 from .backward import OnGrad, seed_gradient, topo_order, walk
+from .capture import CapturedStep, Tracer
 from .errors import DeviceError, GradError, GraphError, ShapeError
 from .factory import TensorFactory
 from .grads import Grads
@@ -79,6 +80,8 @@ class Graph(TensorFactory):
         self._n_params = 0
         #: this graph's random stream (seeded 0): modules and dropout built without ``rng=`` draw from it
         self.rng = np.random.default_rng(0)
+        #: the recorder of the step being captured (g.capture), or None: eager ops check this one attribute
+        self._tracer: Tracer | None = None
 
     def __repr__(self) -> str:
         return f"Graph(device={self.device!r}, pending={len(self._pending)})"
@@ -96,6 +99,8 @@ class Graph(TensorFactory):
     # --- leaves ---
     def param(self, data: Any, name: str | None = None) -> Tensor:
         """A leaf that gets a gradient. Float dtypes only; ``data`` is copied in."""
+        if self._tracer is not None:
+            self._tracer.refuse("creating a param")
         arr = as_array(self, data, "g.param")
         if arr.dtype.kind != "f":
             raise TypeError(f"g.param: a param needs a floating dtype, got {arr.dtype} "
@@ -111,6 +116,8 @@ class Graph(TensorFactory):
     def constant(self, data: Any, name: str | None = None) -> Tensor:
         """A leaf without gradient; ``data`` is copied in."""
         arr = as_array(self, data, "g.constant")
+        if self._tracer is not None:
+            self._tracer.note(as_array, (self, data, "g.constant"), {}, arr)
         return Tensor._root_of(self, arr, Role.CONSTANT, None, name or None, name or "constant")
 
     def freeze(self, t: Tensor) -> Tensor:
@@ -175,15 +182,20 @@ class Graph(TensorFactory):
         # forward
         rule = RULES[name]
         xp = self.xp if first is None else np if type(first) is np.ndarray else xp_of(first)
+        tr = self._tracer
         try:
-            out = rule.forward(xp, *arrays, **attrs)
+            out = rule.forward(xp, *arrays, **attrs) if tr is None else tr.call(rule.forward, xp, *arrays, **attrs)
         except (ValueError, IndexError, TypeError) as e:  # numpy's AxisError is a ValueError too
             raise _forward_error(name, arrays, e) from None
         aux = None
         if rule.aux:
             out, aux = out
         if type(out) is not np.ndarray or not out.flags.c_contiguous:
-            out = owned(out, xp)
+            out = owned(out, xp) if tr is None else tr.call(owned, out, xp)
+        if tr is not None:
+            for a in args:
+                if isinstance(a, Tensor):
+                    tr.read(a)
         if not mask:
             return Tensor._root_of(self, out, _CONSTANT, None, None, (name, 0))
         return self._record(rule, name, args, arrays, parents, in_shapes, mask, out, attrs, vattrs, aux, user_site())
@@ -217,7 +229,8 @@ class Graph(TensorFactory):
                     borrow.append((src._storage.ledger, src._region))
                     node.holds_arrays = True
                 elif isinstance(src, np.ndarray) or is_array(src):
-                    saved[j] = src.copy()  # a raw array operand is copied: the caller may change it
+                    # a raw array operand is copied: the caller may change it
+                    saved[j] = src.copy() if self._tracer is None else self._tracer.call(copy_of, src)
                     node.holds_arrays = True
                 else:
                     saved[j] = src
@@ -278,6 +291,9 @@ class Graph(TensorFactory):
             raise TypeError(f"g.backward: into= must be a Grads, got {type(into).__name__}")
         if into is not None and into.graph is not self:
             raise GraphError("g.backward: into= holds the gradients of another graph")
+        tr = self._tracer
+        if tr is not None and on_grad is not None:
+            tr.refuse("g.backward(on_grad=...) (a hook runs Python on each gradient)")
         root = loss._grad_node()
         if root is None:
             raise GradError(f"g.backward: {loss._label()} does not depend on any param "
@@ -290,7 +306,7 @@ class Graph(TensorFactory):
             result = Grads(self, {})
             with borrowing([(t._storage.ledger, t._region) for t in leaves], SHARED, _BackwardHolder(site),
                            "read by backward", site, "read"):
-                walk(order, root, g0, on_grad, check_finite, result)
+                walk(order, root, g0, on_grad, check_finite, result, tr)
             if into is not None:
                 into._add_(result, site)  # noqa: SLF001 - accumulation is the graph's, not the user's
                 result = into
@@ -299,6 +315,15 @@ class Graph(TensorFactory):
                     if not node.is_param:
                         self._consume(node)
         return result
+
+    # --- captured steps ---
+    def capture(self, fn: Callable[..., Any], fallback: bool = False, max_plans: int = 8) -> CapturedStep:
+        """``step = g.capture(fn)``: ``step(*inputs)`` runs ``fn(*inputs)`` (a whole training step) eagerly
+        the first time for each signature, recording its array calls, and replays them afterwards with no
+        Node or Tensor per op (bitwise the eager results). What cannot be replayed raises GraphError at
+        capture, naming the line, or with ``fallback=True`` runs that signature eagerly. At most
+        ``max_plans`` signatures are kept (least recently used dropped)."""
+        return CapturedStep(self, fn, fallback, max_plans, user_site())
 
     # --- freeing ---
     def _consume(self, node: Node) -> None:

@@ -254,11 +254,19 @@ class TensorHandle:
             return base._handle(readonly=self._readonly)
         return base
 
+    def _to_python(self, what: str) -> None:
+        """A value leaves the graph for Python: refused while a step is being captured (its value would be fixed)."""
+        tr = self._graph._tracer
+        if tr is not None:
+            tr.refuse(f"{what} of {self._label()}")
+
     def numpy(self) -> np.ndarray:
         """A copy of the values, on the host."""
+        self._to_python("t.numpy()")
         return np.array(to_device(self._data, "cpu"), copy=True)
 
     def item(self) -> Any:
+        self._to_python("t.item()")
         if self.size != 1:
             raise ValueError(f"item(): only a tensor with one element converts to a Python scalar, "
                              f"this one has shape {self.shape}")
@@ -277,6 +285,7 @@ class TensorHandle:
         return self.shape[0]
 
     def __bool__(self) -> bool:
+        self._to_python("bool(t) (a Python branch on a tensor's value)")
         if self.size != 1:
             raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous; use .any() or .all()")
         return bool(self._data.item())
@@ -290,9 +299,11 @@ class TensorHandle:
         return repr(self)
 
     def __float__(self) -> float:
+        self._to_python("float(t)")
         return float(self.item())
 
     def __int__(self) -> int:
+        self._to_python("int(t)")
         return int(self.item())
 
     __hash__ = object.__hash__

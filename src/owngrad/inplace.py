@@ -163,6 +163,9 @@ class InplaceOps(TensorHandle):
         """Every write path. Checks (read-only, shapes, graph, borrows) all come before any change."""
         me = self._tensor()
         site = user_site()
+        tr = self._graph._tracer
+        if tr is not None:
+            tr.refuse(f"the in-place write {what} into {self._label()}", site)
         self._check_writable(site, what)
         target = self._locate(key, what)
         if target is None:

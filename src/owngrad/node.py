@@ -97,6 +97,12 @@ class Node:
         state = f" [{self.state.value}]" if self.state.value else ""
         return f"<node #{self.id} {self.op} {tuple(self.shape)} at {format_site(self.site)}{state} borrows [{held}]>"
 
+    def vjp_fn(self, i: int) -> Any:
+        """The function :meth:`vjp` calls for input ``i``, as ``fn(g, *self.saved, **self.attrs)``."""
+        rule = self.rule
+        assert rule is not None
+        return rule.vjp(i) if rule.variadic else rule.vjps[i]
+
     def vjp(self, i: int, g: Array) -> Array:
         """The gradient for input ``i`` given the gradient ``g`` of this node's output."""
         rule = self.rule

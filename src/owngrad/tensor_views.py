@@ -18,7 +18,7 @@ from .errors import ShapeError
 from .handle import TensorHandle
 from .ledger import Region
 from .roles import ReadOnly
-from .views import Layout, Step, StepKind, is_basic_key, normalize_key, sub_region
+from .views import Layout, Step, StepKind, apply_path, is_basic_key, normalize_key, sub_region
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -41,6 +41,9 @@ class ViewOps(TensorHandle):
 
     # --- shape: views where numpy gives a view ---
     def _view(self, data: Array, region: Region, layout: Layout, step: Step) -> Tensor:
+        tr = self._graph._tracer
+        if tr is not None:
+            tr.note(apply_path, (self._data, (step,)), {}, data)
         return self._derive(data, region, layout, self._path + (step,), self._readonly)
 
     def reshape(self, *shape: Any) -> Tensor:
@@ -121,6 +124,9 @@ class ViewOps(TensorHandle):
         data = self._graph.xp.broadcast_to(self._data, full) if type(self._data) is not np.ndarray \
             else np.broadcast_to(self._data, full)
         ro = self._readonly or ReadOnly.EXPANDED
+        tr = self._graph._tracer
+        if tr is not None:
+            tr.note(apply_path, (self._data, ((StepKind.EXPAND, full),)), {}, data)
         return self._derive(data, self._region, None, self._path + ((StepKind.EXPAND, full),), ro)
 
     # --- indexing ---

@@ -177,10 +177,16 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -
     gen = rng if isinstance(rng, np.random.Generator) else x.graph.rng if rng is None else np.random.default_rng(rng)
     if p == 1.0:
         return x * 0.0
-    keep = gen.random(x.shape) >= p
-    mask = to_device((keep / (1.0 - p)).astype(x.dtype), x.device)
+    tr = x.graph._tracer
+    args = (gen, x.shape, p, x.dtype, x.device)
+    mask = _dropout_mask(*args) if tr is None else tr.call(_dropout_mask, *args)  # a captured step draws afresh
     out: Tensor = x * mask
     return out
+
+
+def _dropout_mask(gen: np.random.Generator, shape: tuple[int, ...], p: float, dtype: Any, device: str) -> Array:
+    keep = gen.random(shape) >= p
+    return to_device((keep / (1.0 - p)).astype(dtype), device)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

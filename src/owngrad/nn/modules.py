@@ -18,9 +18,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import to_device
+from ..capture import note_module
 from ..errors import GraphError, ShapeError
 from ..graph import Graph
-from ..handle import array_of, check_writable, exclusive, is_param, relabel
+from ..handle import array_of, arrays_of, check_writable, exclusive, is_param, relabel
 from ..sites import user_site
 from ..tensor import Tensor
 from . import functional as F
@@ -185,6 +186,7 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        note_module(self)
         return self.forward(*args, **kwargs)
 
     # --- registry ---
@@ -476,15 +478,13 @@ class BatchNorm1d(Module):
                 check_writable(b, site, "BatchNorm1d running statistics")
             # in place under exclusive borrows held for all three at once: all or nothing
             with exclusive(bufs, site, "BatchNorm1d running statistics"):
-                count, rm, rv = (array_of(self.num_batches_tracked), array_of(self.running_mean),
-                                 array_of(self.running_var))
-                new_count = count + 1  # everything computed first, then committed
-                m = 1.0 / float(new_count) if self.momentum is None else self.momentum
-                new_mean = rm * (1 - m) + array_of(mean).reshape(c) * m
-                new_var = rv * (1 - m) + array_of(var).reshape(c) * (m * n / (n - 1))
-                count[...] = new_count
-                rm[...] = new_mean
-                rv[...] = new_var
+                args = (self.momentum, n, *arrays_of(bufs), array_of(mean), array_of(var))
+                tr = t.graph._tracer
+                if tr is None:
+                    _running_stats(*args)
+                else:  # a captured step updates the statistics at each replay
+                    tr.write(bufs)
+                    tr.call(_running_stats, *args)
             xhat = (t - mean) / (var + self.eps).sqrt()
         else:
             rm, rv = self.running_mean.reshape(stat_shape), self.running_var.reshape(stat_shape)
@@ -495,6 +495,18 @@ class BatchNorm1d(Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.weight is not None}"
+
+
+def _running_stats(momentum: float | None, n: int, rm: Any, rv: Any, count: Any, mean: Any, var: Any) -> None:
+    """BatchNorm's running statistics, updated in place (everything computed first, then committed)."""
+    c = rm.shape[0]
+    new_count = count + 1
+    m = 1.0 / float(new_count) if momentum is None else momentum
+    new_mean = rm * (1 - m) + mean.reshape(c) * m
+    new_var = rv * (1 - m) + var.reshape(c) * (m * n / (n - 1))
+    count[...] = new_count
+    rm[...] = new_mean
+    rv[...] = new_var
 
 
 class LayerNorm(Module):

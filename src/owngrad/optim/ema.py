@@ -38,11 +38,14 @@ class EMA:
         sources = [b for _, b in params + buffers]
         d = self.decay
         with exclusive(targets, site, "EMA.update"), shared(sources, site, "EMA.update"):
-            new = [array_of(a) * d + array_of(p) * (1.0 - d) for a, p in params]  # computed before any write
-            for (a, _), v in zip(params, new):
-                array_of(a)[...] = v
-            for a, b in buffers:
-                array_of(a)[...] = array_of(b)
+            args = (d, len(params), *[array_of(t) for t in targets], *[array_of(t) for t in sources])
+            graph = targets[0].graph if targets else None
+            tr = graph._tracer if graph is not None else None
+            if tr is None:
+                _average(*args)
+            else:  # a captured step averages at each replay
+                tr.write(targets)
+                tr.call(_average, *args)
         self.num_updates += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -57,3 +60,15 @@ class EMA:
 
     def __repr__(self) -> str:
         return f"EMA(decay={self.decay}, updates={self.num_updates}, module={type(self.module).__name__})"
+
+
+def _average(d: float, n_params: int, *arrays: Any) -> None:
+    """``target = d * target + (1 - d) * source`` for the first ``n_params`` pairs, a copy for the buffers
+    after them (targets first, then sources); every new value is computed before any write."""
+    half = len(arrays) // 2
+    targets, sources = arrays[:half], arrays[half:]
+    new = [targets[i] * d + sources[i] * (1.0 - d) for i in range(n_params)]
+    for i, v in enumerate(new):
+        targets[i][...] = v
+    for i in range(n_params, half):
+        targets[i][...] = sources[i]

@@ -115,7 +115,6 @@ class Optimizer:
         grads.wait()  # gradients still in flight (an all-reduce) are completed first
         site = user_site()
         what = f"{type(self).__name__}.step"
-        groups = self.param_groups
         todo = [(i, p, gd) for i, (p, gd) in enumerate(zip(self.params, raw_gradients(grads, self.params)))
                 if gd is not None]
         if not todo:
@@ -128,18 +127,29 @@ class Optimizer:
                 raise ShapeError(f"{what}: gradient of shape {tuple(gd.shape)} for {label_of(p)} of shape {p.shape}")
         # take every borrow first: a refusal on the third param leaves the first two untouched
         with exclusive(stepped, site, what):
-            # compute every update first, then commit: an error (or a KeyboardInterrupt) while
-            # computing the third param's update cannot leave the first two, or the state, half-stepped
-            staged: list[tuple[int, Array, float, Array, dict[str, Any]]] = []
-            for (i, _, gd), arr in zip(todo, arrays):
-                new_state = dict(self.state[i])  # _update rebinds keys, never writes old arrays in place
-                scale, delta = self._update(arr, gd, new_state, groups[self._group_of[i]])
-                staged.append((i, arr, scale, delta, new_state))
-            for i, arr, scale, delta, new_state in staged:
-                if scale != 1.0:
-                    arr *= scale
-                arr -= delta
-                self.state[i] = new_state
+            index = tuple(i for i, _, _ in todo)
+            tr = stepped[0].graph._tracer
+            if tr is None:
+                self._commit(index, arrays, *[gd for _, _, gd in todo])
+            else:  # a captured step replays the update itself: state and hyper-parameters are read at replay
+                tr.write(stepped)
+                tr.call(self._commit, index, arrays, *[gd for _, _, gd in todo])
+
+    def _commit(self, index: tuple[int, ...], arrays: list[Array], *grads: Array) -> None:
+        """Update ``arrays`` (the params at ``index``) with ``grads``. Every update is computed first, then
+        committed: an error (or a KeyboardInterrupt) while computing the third param's update cannot leave
+        the first two, or the state, half-stepped."""
+        groups = self.param_groups
+        staged: list[tuple[int, Array, float, Array, dict[str, Any]]] = []
+        for i, arr, gd in zip(index, arrays, grads):
+            new_state = dict(self.state[i])  # _update rebinds keys, never writes old arrays in place
+            scale, delta = self._update(arr, gd, new_state, groups[self._group_of[i]])
+            staged.append((i, arr, scale, delta, new_state))
+        for i, arr, scale, delta, new_state in staged:
+            if scale != 1.0:
+                arr *= scale
+            arr -= delta
+            self.state[i] = new_state
 
     def _nothing_to_step(self, grads: Grads, what: str) -> str:
         """The message for a step whose gradients hold none of this optimizer's params (a copy-paste

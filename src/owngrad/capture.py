@@ -1,0 +1,354 @@
+"""Captured steps: check the borrows once, then replay the step as a flat list of array calls.
+
+``step = g.capture(fn)`` returns a :class:`CapturedStep`. Its first call for a signature (the
+inputs' shapes, dtypes and devices, the non-array inputs' values, and the train/eval mode of
+every module the step calls) runs ``fn`` eagerly -- every borrow check, every error, at the
+user's lines -- while a :class:`Tracer` on the graph records each array call the step makes:
+the rules' forwards and vjps, views, gradient accumulation, the optimizer's update, random
+draws (dropout masks), running statistics. Each recorded call names its operands as *slots*
+(arrays produced earlier in the step, or the step's inputs) or as constants (params and
+optimizer state, which the step updates in place, and values that do not depend on the
+inputs). Later calls with the same signature replay that list: the same array functions in the
+same order on the new inputs, so losses, gradients and parameters are bitwise those of an
+eager step, without a Node or a Tensor per op.
+
+What the plan cannot reproduce is refused at capture, at the line that does it (a
+:class:`~owngrad.errors.GraphError`), or, with ``fallback=True``, makes that signature run
+eagerly every time: converting a traced value to Python (``float(loss)``, ``.item()``, a
+branch on ``bool(t)``), an in-place tensor write other than the optimizer's, creating params,
+``on_grad`` hooks, and results left pending when ``fn`` returns.
+
+A replay takes its borrows as one holder, "captured step at file:line": exclusive on what it
+updates (the params its optimizers step, running statistics), shared on the params it reads.
+A pending eager result that saved one of those params, or any other live borrow, refuses the
+replay with the same :class:`~owngrad.errors.BorrowError` an eager step would raise.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .backend import device_of
+from .errors import BorrowError, GraphError
+from .handle import TensorHandle
+from .ledger import EXCLUSIVE, SHARED, acquire_all, release_all
+from .roles import Role
+from .sites import Site, format_site, user_site
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+__all__ = ["CapturedStep", "Tracer", "note_module", "traced"]
+
+_SLOT, _CONST, _SEQ = 0, 1, 2
+_ACTIVE = threading.local()  # the tracer of the capture running in this thread (for modules' train/eval mode)
+
+
+class Tracer:
+    """Records the array calls of one eager run of a step, with their operands as slots or constants."""
+
+    def __init__(self, graph: Graph, fallback: bool) -> None:
+        self.graph = graph
+        self.fallback = fallback
+        self.ids: dict[int, int] = {}
+        self.keep: list[Any] = []  # every slot's capture-time object stays alive: ids are not reused
+        self.steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]] = []
+        self.nslots = 0
+        self.refused: str | None = None
+        self.modules: dict[int, tuple[Any, bool]] = {}
+        self.reads: dict[int, TensorHandle] = {}
+        self.writes: dict[int, TensorHandle] = {}
+
+    # --- slots ---
+    def slot(self, obj: Any) -> int:
+        k = self.nslots
+        self.nslots += 1
+        self.ids[id(obj)] = k
+        self.keep.append(obj)
+        return k
+
+    def ref(self, v: Any) -> tuple[Any, ...]:
+        k = self.ids.get(id(v))
+        if k is not None:
+            return (_SLOT, k)
+        if type(v) in (tuple, list) and any(id(x) in self.ids for x in v):
+            return (_SEQ, type(v), tuple(self.ref(x) for x in v))
+        return (_CONST, v)
+
+    def _out(self, out: Any) -> Any:
+        if out is None or isinstance(out, (bool, int, float, str)):
+            return None
+        k = self.slot(out)
+        if type(out) is tuple:
+            return (k, tuple(None if x is None or isinstance(x, (bool, int, float, str)) else self.slot(x)
+                             for x in out))
+        return (k, None)
+
+    # --- recording ---
+    def note(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """Record ``out = fn(*args, **kwargs)``, a call that has just run."""
+        self.steps.append((fn, tuple(self.ref(a) for a in args), {k: self.ref(v) for k, v in kwargs.items()},
+                           self._out(out)))
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
+        self.note(fn, args, kwargs, out)
+        return out
+
+    def read(self, t: TensorHandle) -> None:
+        root = t._root
+        if root._kind is Role.PARAM:
+            self.reads[id(root)] = root
+
+    def write(self, ts: list[Any]) -> None:
+        for t in ts:
+            self.writes[id(t._root)] = t._root
+
+    def refuse(self, what: str, site: Site | None = None) -> None:
+        """Something the plan cannot reproduce: an error at the user's line, or (fallback) eager from now on."""
+        where = format_site(site if site is not None else user_site())
+        msg = (f"g.capture: {what} at {where} cannot be captured: a captured step replays array calls only, "
+               "so its result would be fixed at capture\n  help: keep it outside the captured function (return "
+               "the tensor and convert it after the call), or pass fallback=True to run such steps eagerly")
+        if self.fallback:
+            if self.refused is None:
+                self.refused = msg
+            return
+        raise GraphError(msg)
+
+
+def traced(graph: Graph, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, recorded when ``graph`` is capturing a step (library code that writes arrays directly)."""
+    tr = graph._tracer
+    return fn(*args) if tr is None else tr.call(fn, *args)
+
+
+def note_module(module: Any) -> None:
+    """A module called while a step is being captured: its train/eval mode becomes part of the signature."""
+    tr: Tracer | None = getattr(_ACTIVE, "tracer", None)
+    if tr is not None and id(module) not in tr.modules:
+        tr.modules[id(module)] = (module, bool(module.training))
+
+
+class _StepHolder:
+    """The one holder of a replaying step's borrows."""
+
+    __slots__ = ("site",)
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+
+    def holder_text(self) -> str:
+        return f"captured step at {format_site(self.site)}"
+
+    def hint(self) -> str:
+        return "wait for the captured step to return"
+
+
+def _getter(spec: tuple[Any, ...]) -> Callable[[list[Any]], Any] | None:
+    if spec[0] == _SLOT:
+        k = spec[1]
+        return lambda s: s[k]
+    if spec[0] == _SEQ:
+        typ, parts = spec[1], [(_getter(p), p) for p in spec[2]]
+        return lambda s: typ(g(s) if g is not None else p[1] for g, p in parts)
+    return None
+
+
+class _Plan:
+    """One signature's recorded step, compiled for replay."""
+
+    def __init__(self, tracer: Tracer, nin: int, ret: Any, site: Site) -> None:
+        self.nslots = tracer.nslots
+        self.nin = nin
+        self.ret = ret
+        self.modules = [(m, mode) for m, mode in tracer.modules.values()]
+        writes = list(tracer.writes.values())
+        self.writes = [(t._storage.ledger, t._region) for t in writes]
+        self.reads = [(t._storage.ledger, t._region) for k, t in tracer.reads.items() if k not in tracer.writes]
+        self.holder = _StepHolder(site)
+        self.site = site
+        self.ops: list[tuple[Callable[..., Any], list[Any], list[tuple[int, Callable[[list[Any]], Any]]],
+                             dict[str, Any], list[tuple[str, Callable[[list[Any]], Any]]], Any]] = []
+        for fn, args, kwargs, out in tracer.steps:
+            template = [a[1] if a[0] == _CONST else None for a in args]
+            fill = [(i, g) for i, a in enumerate(args) if (g := _getter(a)) is not None]
+            kwt = {k: v[1] for k, v in kwargs.items() if v[0] == _CONST}
+            kwfill = [(k, g) for k, v in kwargs.items() if (g := _getter(v)) is not None]
+            self.ops.append((fn, template, fill, kwt, kwfill, out))
+
+    def _borrow(self, requests: list[Any], kind: str, why: str, site: Site | None) -> list[Any]:
+        return acquire_all(requests, kind, self.holder, why, site, "captured step") if requests else []
+
+    def matches(self) -> bool:
+        return all(bool(m.training) == mode for m, mode in self.modules)
+
+    def run(self, graph: Graph, inputs: list[Any]) -> Any:
+        s: list[Any] = [None] * self.nslots
+        s[:self.nin] = inputs
+        try:
+            borrows = self._borrow(self.writes, EXCLUSIVE, "updated by a captured step", None)
+        except BorrowError:  # again, for the message: the refused access is the user's call of the step
+            self._borrow(self.writes, EXCLUSIVE, "updated by a captured step", user_site())
+            raise
+        try:
+            try:
+                borrows += self._borrow(self.reads, SHARED, "read by a captured step", None)
+            except BorrowError:
+                self._borrow(self.reads, SHARED, "read by a captured step", user_site())
+                raise
+            for fn, template, fill, kwt, kwfill, out in self.ops:
+                args = template
+                if fill:
+                    args = template.copy()
+                    for i, g in fill:
+                        args[i] = g(s)
+                if kwfill:
+                    kw = dict(kwt)
+                    for k, g in kwfill:
+                        kw[k] = g(s)
+                    res = fn(*args, **kw)
+                else:
+                    res = fn(*args, **kwt) if kwt else fn(*args)
+                if out is not None:
+                    s[out[0]] = res
+                    if out[1] is not None:
+                        for j, k in enumerate(out[1]):
+                            if k is not None:
+                                s[k] = res[j]
+        finally:
+            release_all(borrows)
+        return _rebuild(graph, self.ret, s)
+
+
+def _template(tracer: Tracer, value: Any) -> Any:
+    """What ``fn`` returned, with its tensors as slots (rebuilt as constants at each replay)."""
+    if isinstance(value, TensorHandle):
+        k = tracer.ids.get(id(value._data))
+        if k is None:
+            return ("const", value.numpy())
+        return ("slot", k)
+    if type(value) in (tuple, list):
+        return ("seq", type(value), [_template(tracer, v) for v in value])
+    if isinstance(value, dict):
+        return ("dict", {k: _template(tracer, v) for k, v in value.items()})
+    if value is None or isinstance(value, (str, bool)):
+        return ("value", value)
+    tracer.refuse(f"returning a {type(value).__name__}")
+    return ("value", value)
+
+
+def _rebuild(graph: Graph, tpl: Any, s: list[Any]) -> Any:
+    from .tensor import Tensor
+
+    kind = tpl[0]
+    if kind == "slot":
+        arr = s[tpl[1]]
+        return Tensor._root_of(graph, arr, Role.CONSTANT, None, None, "captured")
+    if kind == "const":
+        return graph.constant(tpl[1])
+    if kind == "seq":
+        return tpl[1](_rebuild(graph, t, s) for t in tpl[2])
+    if kind == "dict":
+        return {k: _rebuild(graph, t, s) for k, t in tpl[1].items()}
+    return tpl[1]
+
+
+def _signature(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    sig: list[Any] = []
+    for a in args:
+        if isinstance(a, TensorHandle):
+            sig.append(("t", a.shape, a.dtype.str, a.device))
+        elif hasattr(a, "shape") and hasattr(a, "dtype"):
+            sig.append(("a", tuple(a.shape), a.dtype.str, device_of(a)))
+        else:
+            try:
+                hash(a)
+            except TypeError:
+                return None
+            sig.append(("v", type(a), a))
+    return tuple(sig)
+
+
+class CapturedStep:
+    """``g.capture(fn)``: call it as ``fn``; see the module docstring."""
+
+    def __init__(self, graph: Graph, fn: Callable[..., Any], fallback: bool, max_plans: int, site: Site) -> None:
+        if not callable(fn):
+            raise TypeError(f"g.capture: expected a function, got {type(fn).__name__}")
+        if not isinstance(max_plans, int) or max_plans < 1:
+            raise ValueError(f"g.capture: max_plans must be a positive int, got {max_plans!r}")
+        self.graph = graph
+        self.fn = fn
+        self.fallback = fallback
+        self.max_plans = max_plans
+        self.site = site
+        self._plans: OrderedDict[tuple[Any, ...], list[_Plan | None]] = OrderedDict()
+        #: calls answered by replaying a plan / by running ``fn`` (captures and eager fallbacks)
+        self.replays = 0
+        self.eager_calls = 0
+
+    def __repr__(self) -> str:
+        return (f"CapturedStep({getattr(self.fn, '__name__', 'fn')}, plans={len(self._plans)}, "
+                f"replays={self.replays}, eager_calls={self.eager_calls})")
+
+    @property
+    def plans(self) -> int:
+        """How many signatures have a plan (or are marked to run eagerly)."""
+        return len(self._plans)
+
+    def __call__(self, *args: Any) -> Any:
+        sig = _signature(args)
+        if sig is not None:
+            entry = self._plans.get(sig)
+            if entry is not None:
+                self._plans.move_to_end(sig)
+                for plan in entry:
+                    if plan is None:  # this signature falls back to eager
+                        self.eager_calls += 1
+                        return self.fn(*args)
+                    if plan.matches():
+                        self.replays += 1
+                        return plan.run(self.graph, [a._data if isinstance(a, TensorHandle) else a for a in args])
+        return self._capture(sig, args)
+
+    def _capture(self, sig: tuple[Any, ...] | None, args: tuple[Any, ...]) -> Any:
+        g = self.graph
+        if g._tracer is not None:
+            raise GraphError("g.capture: a captured step cannot call another captured step of the same graph")
+        tr = Tracer(g, self.fallback)
+        inputs: list[Any] = []
+        for a in args:
+            arr = a._data if isinstance(a, TensorHandle) else a
+            tr.slot(arr)
+            inputs.append(arr)
+            if isinstance(a, TensorHandle):
+                tr.read(a)
+        before = set(g._pending)
+        g._tracer = tr
+        prev = getattr(_ACTIVE, "tracer", None)
+        _ACTIVE.tracer = tr
+        try:
+            out = self.fn(*args)
+            left = [n for n in g._pending if n not in before]
+            if left:
+                shown = ", ".join(f"#{n.id} {n.op} ({format_site(n.site)})" for n in left[:3])
+                tr.refuse(f"leaving {len(left)} result(s) pending ({shown}{', ...' if len(left) > 3 else ''}) "
+                          "when the step returns", self.site)
+            ret = _template(tr, out)
+        finally:
+            g._tracer = None
+            _ACTIVE.tracer = prev
+        self.eager_calls += 1
+        if sig is None:
+            return out
+        plan = None if tr.refused is not None else _Plan(tr, len(args), ret, self.site)
+        self._plans.setdefault(sig, []).append(plan)
+        self._plans.move_to_end(sig)
+        while len(self._plans) > self.max_plans:
+            self._plans.popitem(last=False)
+        return out
+
