@@ -5,7 +5,8 @@
     python benchmarks/step.py --device cuda   # owngrad on cupy against a cupy floor (needs a GPU)
 
 Libraries, in one run and interleaved round by round (so machine noise hits them alike):
-owngrad, a hand-written numpy forward+backward (the floor), torch (1 thread), MyGrad and HIPS
+owngrad (eager), "captured" (the same owngrad step through ``g.capture``: recorded once, then
+replayed), a hand-written numpy forward+backward (the floor), torch (1 thread), MyGrad and HIPS
 autograd (each skipped when absent). Every library starts from the same weights, and the first
 step's losses are checked to agree before anything is timed.
 
@@ -46,6 +47,8 @@ LR = 1e-3
 
 # performance goals: (size, reference, max ratio)
 GOALS = [("tiny", "torch", 1.0), ("small", "numpy", 1.15), ("medium", "numpy", 1.05)]
+# captured steps (g.capture): (size, reference, max ratio); and faster than eager owngrad at every size
+CAPTURED_GOALS = [("tiny", "torch", 0.6), ("small", "numpy", 1.15), ("medium", "numpy", 1.02)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,7 +129,10 @@ def _og_cross_entropy() -> Callable[..., Any] | None:
     return fn  # type: ignore[no-any-return]
 
 
-def setup_owngrad(p: dict[str, Any], loss: str, device: str = "cpu") -> Callable[[bool], float | None]:
+def setup_owngrad(p: dict[str, Any], loss: str, device: str = "cpu",
+                  captured: bool = False) -> Callable[[bool], float | None]:
+    """owngrad's step; ``captured``: the same step through ``g.capture`` (recorded at the first call,
+    replayed after)."""
     import owngrad as og
 
     g = og.Graph(device=device)
@@ -141,7 +147,7 @@ def setup_owngrad(p: dict[str, Any], loss: str, device: str = "cpu") -> Callable
     if optim is not None and hasattr(optim, "SGD"):
         opt = optim.SGD(params, lr=LR)
 
-    def step(want: bool = False) -> float | None:
+    def train_step() -> Any:
         h = x
         for i in range(n_layers):
             h = h @ params[2 * i] + params[2 * i + 1]
@@ -153,7 +159,6 @@ def setup_owngrad(p: dict[str, Any], loss: str, device: str = "cpu") -> Callable
         else:
             diff = h - onehot
             val = (diff * diff).mean()
-        out = val.item() if want else None
         grads = g.backward(val)
         if opt is not None:
             opt.step(grads)
@@ -161,7 +166,13 @@ def setup_owngrad(p: dict[str, Any], loss: str, device: str = "cpu") -> Callable
             with g.no_grad():
                 for w in params:
                     w -= LR * grads[w]
-        return out
+        return val
+
+    run = g.capture(train_step) if captured else train_step
+
+    def step(want: bool = False) -> float | None:
+        val = run()
+        return float(val.item()) if want else None
 
     step.sgd = "og.optim.SGD" if opt is not None else "w -= lr * grads[w] under g.no_grad()"  # type: ignore[attr-defined]
     return step
@@ -349,7 +360,7 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="tiny,small,medium")
-    ap.add_argument("--libs", default="owngrad,numpy,torch,mygrad,autograd")
+    ap.add_argument("--libs", default="owngrad,captured,numpy,torch,mygrad,autograd")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--block-ms", type=float, default=10.0)
@@ -385,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     for lib in wanted:
         if lib == "owngrad":
             setups[lib] = lambda p: setup_owngrad(p, loss, args.device)
+        elif lib == "captured":
+            setups[lib] = lambda p: setup_owngrad(p, loss, args.device, captured=True)
         elif lib == "numpy":
             setups[lib] = lambda p: setup_numpy(p, loss, xp)
         elif lib in ("torch", "mygrad", "autograd"):
@@ -455,7 +468,18 @@ def main(argv: list[str] | None = None) -> int:
             r = med["owngrad"] / med[ref_lib]
             ok = "MET " if r <= limit else "MISS"
             print(f"  [{ok}] {size}: owngrad {r:.2f}x {ref_lib} (goal <= {limit:.2f}x)")
+        for size, ref_lib, limit in CAPTURED_GOALS:
+            med = results.get(size)
+            if med is None or ref_lib not in med or "captured" not in med:
+                continue
+            r = med["captured"] / med[ref_lib]
+            ok = "MET " if r <= limit else "MISS"
+            print(f"  [{ok}] {size}: captured {r:.2f}x {ref_lib} (goal <= {limit:.2f}x)")
         for size, med in results.items():
+            if "captured" in med:
+                r = med["captured"] / med["owngrad"]
+                ok = "MET " if r < 1.0 else "MISS"
+                print(f"  [{ok}] {size}: captured {r:.2f}x eager owngrad (goal < 1.00x)")
             for peer in ("mygrad", "autograd"):
                 if peer in med:
                     r = med["owngrad"] / med[peer]

@@ -31,6 +31,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .backend import device_of
 from .errors import BorrowError, GraphError
 from .handle import TensorHandle
@@ -44,14 +46,16 @@ if TYPE_CHECKING:
 __all__ = ["CapturedStep", "Tracer", "note_module", "traced"]
 
 _SLOT, _CONST, _SEQ = 0, 1, 2
+_PLAIN = (bool, int, float, str)
 _ACTIVE = threading.local()  # the tracer of the capture running in this thread (for modules' train/eval mode)
 
 
 class Tracer:
     """Records the array calls of one eager run of a step, with their operands as slots or constants."""
 
-    def __init__(self, graph: Graph, fallback: bool) -> None:
+    def __init__(self, graph: Graph, fallback: bool, site: Site | None = None) -> None:
         self.graph = graph
+        self.graph_site = site
         self.fallback = fallback
         self.ids: dict[int, int] = {}
         self.keep: list[Any] = []  # every slot's capture-time object stays alive: ids are not reused
@@ -79,12 +83,11 @@ class Tracer:
         return (_CONST, v)
 
     def _out(self, out: Any) -> Any:
-        if out is None or isinstance(out, (bool, int, float, str)):
+        if out is None or type(out) in _PLAIN:  # exactly: numpy's float64 scalars are floats too
             return None
         k = self.slot(out)
         if type(out) is tuple:
-            return (k, tuple(None if x is None or isinstance(x, (bool, int, float, str)) else self.slot(x)
-                             for x in out))
+            return (k, tuple(None if x is None or type(x) in _PLAIN else self.slot(x) for x in out))
         return (k, None)
 
     # --- recording ---
@@ -107,12 +110,35 @@ class Tracer:
         for t in ts:
             self.writes[id(t._root)] = t._root
 
-    def refuse(self, what: str, site: Site | None = None) -> None:
+    def check_constants(self, inputs: list[Any]) -> None:
+        """A safety net for array work done outside owngrad's recorded calls: a constant operand that is a
+        view or a copy of an input would be frozen at its capture value, so such a step is refused."""
+        arrays = [a for a in inputs if isinstance(a, np.ndarray) and a.size > 1]
+        if not arrays:
+            return
+        for fn, args, kwargs, _ in self.steps:
+            for spec in (*args, *kwargs.values()):
+                items = spec[2] if spec[0] == _SEQ else (spec,)
+                for item in items:
+                    c = item[1] if item[0] == _CONST else None
+                    if not isinstance(c, np.ndarray) or c.size < 2:
+                        continue
+                    for a in arrays:
+                        if np.may_share_memory(c, a) or (c.shape == a.shape and np.array_equal(c, a)):
+                            name = getattr(fn, "__qualname__", type(fn).__name__)
+                            self.refuse(f"an array computed from a step input outside owngrad's recorded calls "
+                                        f"(an operand of {name})", self.graph_site,
+                                        "prepare the array before the call and pass it as an input, or compute "
+                                        "it with tensor ops inside")
+                            return
+
+    def refuse(self, what: str, site: Site | None = None, help: str = "") -> None:
         """Something the plan cannot reproduce: an error at the user's line, or (fallback) eager from now on."""
         where = format_site(site if site is not None else user_site())
+        help = help or "keep it outside the captured function (return the tensor and convert it after the call)"
         msg = (f"g.capture: {what} at {where} cannot be captured: a captured step replays array calls only, "
-               "so its result would be fixed at capture\n  help: keep it outside the captured function (return "
-               "the tensor and convert it after the call), or pass fallback=True to run such steps eagerly")
+               f"so its result would be fixed at capture\n  help: {help}, or pass fallback=True to run such "
+               "steps eagerly")
         if self.fallback:
             if self.refused is None:
                 self.refused = msg
@@ -148,22 +174,11 @@ class _StepHolder:
         return "wait for the captured step to return"
 
 
-def _getter(spec: tuple[Any, ...]) -> Callable[[list[Any]], Any] | None:
-    if spec[0] == _SLOT:
-        k = spec[1]
-        return lambda s: s[k]
-    if spec[0] == _SEQ:
-        typ, parts = spec[1], [(_getter(p), p) for p in spec[2]]
-        return lambda s: typ(g(s) if g is not None else p[1] for g, p in parts)
-    return None
-
-
 class _Plan:
-    """One signature's recorded step, compiled for replay."""
+    """One signature's recorded step, compiled for replay into one straight-line Python function: one
+    line per recorded call, slots as local variables, constants bound as default-free globals."""
 
     def __init__(self, tracer: Tracer, nin: int, ret: Any, site: Site) -> None:
-        self.nslots = tracer.nslots
-        self.nin = nin
         self.ret = ret
         self.modules = [(m, mode) for m, mode in tracer.modules.values()]
         writes = list(tracer.writes.values())
@@ -171,14 +186,8 @@ class _Plan:
         self.reads = [(t._storage.ledger, t._region) for k, t in tracer.reads.items() if k not in tracer.writes]
         self.holder = _StepHolder(site)
         self.site = site
-        self.ops: list[tuple[Callable[..., Any], list[Any], list[tuple[int, Callable[[list[Any]], Any]]],
-                             dict[str, Any], list[tuple[str, Callable[[list[Any]], Any]]], Any]] = []
-        for fn, args, kwargs, out in tracer.steps:
-            template = [a[1] if a[0] == _CONST else None for a in args]
-            fill = [(i, g) for i, a in enumerate(args) if (g := _getter(a)) is not None]
-            kwt = {k: v[1] for k, v in kwargs.items() if v[0] == _CONST}
-            kwfill = [(k, g) for k, v in kwargs.items() if (g := _getter(v)) is not None]
-            self.ops.append((fn, template, fill, kwt, kwfill, out))
+        self.ncalls = len(tracer.steps)
+        self.replay = _compile(tracer.steps, nin, _slots_of(ret))
 
     def _borrow(self, requests: list[Any], kind: str, why: str, site: Site | None) -> list[Any]:
         return acquire_all(requests, kind, self.holder, why, site, "captured step") if requests else []
@@ -187,8 +196,6 @@ class _Plan:
         return all(bool(m.training) == mode for m, mode in self.modules)
 
     def run(self, graph: Graph, inputs: list[Any]) -> Any:
-        s: list[Any] = [None] * self.nslots
-        s[:self.nin] = inputs
         try:
             borrows = self._borrow(self.writes, EXCLUSIVE, "updated by a captured step", None)
         except BorrowError:  # again, for the message: the refused access is the user's call of the step
@@ -200,28 +207,67 @@ class _Plan:
             except BorrowError:
                 self._borrow(self.reads, SHARED, "read by a captured step", user_site())
                 raise
-            for fn, template, fill, kwt, kwfill, out in self.ops:
-                args = template
-                if fill:
-                    args = template.copy()
-                    for i, g in fill:
-                        args[i] = g(s)
-                if kwfill:
-                    kw = dict(kwt)
-                    for k, g in kwfill:
-                        kw[k] = g(s)
-                    res = fn(*args, **kw)
-                else:
-                    res = fn(*args, **kwt) if kwt else fn(*args)
-                if out is not None:
-                    s[out[0]] = res
-                    if out[1] is not None:
-                        for j, k in enumerate(out[1]):
-                            if k is not None:
-                                s[k] = res[j]
+            values = self.replay(*inputs)
         finally:
             release_all(borrows)
-        return _rebuild(graph, self.ret, s)
+        return _rebuild(graph, self.ret, values)
+
+
+def _slots_of(tpl: Any) -> list[int]:
+    kind = tpl[0]
+    if kind == "slot":
+        return [tpl[1]]
+    if kind == "seq":
+        return [k for t in tpl[2] for k in _slots_of(t)]
+    if kind == "dict":
+        return [k for t in tpl[1].values() for k in _slots_of(t)]
+    return []
+
+
+def _compile(steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]], nin: int,
+             ret_slots: list[int]) -> Callable[..., dict[int, Any]]:
+    """The replay function: ``replay(*inputs) -> {slot: value}`` for the slots the step returns."""
+    names: dict[int, str] = {}
+    space: dict[str, Any] = {}
+
+    def const(v: Any) -> str:
+        key = id(v)
+        name = names.get(key)
+        if name is None:
+            name = f"c{len(names)}"
+            names[key] = name
+            space[name] = v
+        return name
+
+    def expr(spec: tuple[Any, ...]) -> str:
+        if spec[0] == _SLOT:
+            return f"s{spec[1]}"
+        if spec[0] == _SEQ:
+            inner = ", ".join(expr(p) for p in spec[2])
+            return f"[{inner}]" if spec[1] is list else f"({inner},)"
+        return const(spec[1])
+
+    lines = [f"def replay({', '.join(f's{i}' for i in range(nin))}):"]
+    for fn, args, kwargs, out in steps:
+        parts = [expr(a) for a in args]
+        plain = {k: v for k, v in kwargs.items() if k.isidentifier()}
+        parts += [f"{k}={expr(v)}" for k, v in plain.items()]
+        if len(plain) < len(kwargs):
+            parts.append("**{" + ", ".join(f"{k!r}: {expr(v)}" for k, v in kwargs.items() if k not in plain) + "}")
+        call = f"{const(fn)}({', '.join(parts)})"
+        if out is None:
+            lines.append(f"    {call}")
+            continue
+        k, elems = out
+        lines.append(f"    s{k} = {call}")
+        for j, kk in enumerate(elems or ()):
+            if kk is not None:
+                lines.append(f"    s{kk} = s{k}[{j}]")
+    lines.append("    return {" + ", ".join(f"{k}: s{k}" for k in dict.fromkeys(ret_slots)) + "}")
+    code = compile("\n".join(lines) + "\n", "<owngrad captured step>", "exec")
+    exec(code, space)  # noqa: S102 - the source is generated above from the recorded calls, nothing else
+    replay: Callable[..., dict[int, Any]] = space["replay"]
+    return replay
 
 
 def _template(tracer: Tracer, value: Any) -> Any:
@@ -241,7 +287,7 @@ def _template(tracer: Tracer, value: Any) -> Any:
     return ("value", value)
 
 
-def _rebuild(graph: Graph, tpl: Any, s: list[Any]) -> Any:
+def _rebuild(graph: Graph, tpl: Any, s: dict[int, Any]) -> Any:
     from .tensor import Tensor
 
     kind = tpl[0]
@@ -311,15 +357,16 @@ class CapturedStep:
                         self.eager_calls += 1
                         return self.fn(*args)
                     if plan.matches():
+                        out = plan.run(self.graph, [a._data if isinstance(a, TensorHandle) else a for a in args])
                         self.replays += 1
-                        return plan.run(self.graph, [a._data if isinstance(a, TensorHandle) else a for a in args])
+                        return out
         return self._capture(sig, args)
 
     def _capture(self, sig: tuple[Any, ...] | None, args: tuple[Any, ...]) -> Any:
         g = self.graph
         if g._tracer is not None:
             raise GraphError("g.capture: a captured step cannot call another captured step of the same graph")
-        tr = Tracer(g, self.fallback)
+        tr = Tracer(g, self.fallback, self.site)
         inputs: list[Any] = []
         for a in args:
             arr = a._data if isinstance(a, TensorHandle) else a
@@ -339,6 +386,7 @@ class CapturedStep:
                 tr.refuse(f"leaving {len(left)} result(s) pending ({shown}{', ...' if len(left) > 3 else ''}) "
                           "when the step returns", self.site)
             ret = _template(tr, out)
+            tr.check_constants(inputs)
         finally:
             g._tracer = None
             _ACTIVE.tracer = prev

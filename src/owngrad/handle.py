@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend import Array, device_of, to_device
+from .backend import Array, copy_of, device_of, to_device
 from .errors import BorrowError, ShapeError
 from .ledger import EXCLUSIVE, SHARED, BlockHolder, Region, Storage, borrowing
 from .node import PENDING
@@ -385,7 +385,9 @@ class TensorHandle:
     def _snapshot(self) -> Tensor:
         """A copy of the current values that keeps this tensor's graph history."""
         node = self._grad_node() if self._graph.grad_enabled else None
-        return self._root_of(self._graph, self._data.copy(), Role.RESULT if node is not None else Role.CONSTANT,
+        tr = self._graph._tracer
+        data = self._data.copy() if tr is None else tr.call(copy_of, self._data)
+        return self._root_of(self._graph, data, Role.RESULT if node is not None else Role.CONSTANT,
                              node, None, f"copy of {self._label()}")
 
     def detach(self) -> Tensor:

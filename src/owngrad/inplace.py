@@ -18,6 +18,7 @@ The life of a write, in order -- every check before any change:
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -163,13 +164,16 @@ class InplaceOps(TensorHandle):
         """Every write path. Checks (read-only, shapes, graph, borrows) all come before any change."""
         me = self._tensor()
         site = user_site()
-        tr = self._graph._tracer
-        if tr is not None:
-            tr.refuse(f"the in-place write {what} into {self._label()}", site)
         self._check_writable(site, what)
         target = self._locate(key, what)
         if target is None:
             return me
+        tr = self._graph._tracer
+        if tr is not None:  # a captured step replays the write: into the same array, or one of its own
+            if target.adv is not None:
+                tr.refuse(f"the in-place write {what} into {self._label()} with an integer-array or boolean key",
+                          site)
+            tr.write([self])
         if target.adv is None and rule is None and len(operands) == 1 and isinstance(operands[0], TensorHandle) \
                 and operands[0]._storage is self._storage and operands[0]._path == target.path:
             return me  # ``t[k] op= v`` ends with ``t[k] = <the view just written>``: nothing left to do
@@ -190,7 +194,11 @@ class InplaceOps(TensorHandle):
             nk = normalize_key(key, self.shape)
             region, _ = sub_region(self._region, self._layout, nk, self.shape)
             nk += (Ellipsis,)
-            return _Target(self._path + ((StepKind.INDEX, nk),), region, None, self._data[nk])
+            dest = self._data[nk]
+            tr = self._graph._tracer
+            if tr is not None:
+                tr.note(operator.getitem, (self._data, nk), {}, dest)
+            return _Target(self._path + ((StepKind.INDEX, nk),), region, None, dest)
         adv = self._index_arrays(key)  # type: ignore[attr-defined]  # ViewOps, beside this mixin in Tensor
         try:
             dest = self._data[adv]
@@ -274,8 +282,12 @@ class InplaceOps(TensorHandle):
             new, src_t = self._compute_recorded(target, key, rule, ops, attrs)
         else:
             new, src_t = self._compute_untracked(target.dest, what, rule, ops, attrs), None
+        tr = g._tracer
         if target.adv is None:
-            target.dest[...] = new
+            if tr is None:
+                target.dest[...] = new
+            else:
+                tr.call(_fill, target.dest, new)
         else:
             self._data[target.adv] = new
         if recorded:
@@ -300,9 +312,17 @@ class InplaceOps(TensorHandle):
         if rule is None:
             return ops[0]._data if isinstance(ops[0], TensorHandle) else ops[0]
         raw = [o._data if isinstance(o, TensorHandle) else o for o in ops]
+        tr = self._graph._tracer
         try:
+            if tr is not None:
+                return tr.call(RULES[rule].forward, xp_of(dest), dest, *raw, **attrs)
             return RULES[rule].forward(xp_of(dest), dest, *raw, **attrs)
         except ValueError as e:
             raise ShapeError(f"{what}: {e}") from None
         except TypeError as e:
             raise TypeError(f"{what}: {e}") from None
+
+
+def _fill(dest: Any, value: Any) -> None:
+    """``dest[...] = value`` (a plain function, so a captured step can replay the write)."""
+    dest[...] = value

@@ -153,4 +153,10 @@ class ViewOps(TensorHandle):
             region, layout = sub_region(self._region, self._layout, nk, self.shape)
             nk += (Ellipsis,)  # so an all-int key gives a 0-d view, not a scalar copy
             return self._view(self._data[nk], region, layout, (StepKind.INDEX, nk))
-        return self._graph.apply("gather", (self,), {"key": self._index_arrays(key)})
+        tr = self._graph._tracer
+        if tr is None:
+            return self._graph.apply("gather", (self,), {"key": self._index_arrays(key)})
+        # a captured step converts the key at each replay (it may be, or come from, the step's input)
+        raw = tuple(k._data if isinstance(k, TensorHandle) else k for k in key) if isinstance(key, tuple) \
+            else key._data if isinstance(key, TensorHandle) else key
+        return self._graph.apply("gather", (self,), {"key": tr.call(self._index_arrays, raw)})

@@ -22,7 +22,7 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
 
 def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tensor, Tensor], Tensor], opt: Any,
         epochs: int = 1, metrics: Mapping[str, Metric] | Sequence[Metric] | None = None,
-        progress: bool = True, world: Any = None) -> dict[str, list[float]]:
+        progress: bool = True, world: Any = None, capture: bool = True) -> dict[str, list[float]]:
     """Train ``model`` for ``epochs`` passes over ``batches``; return the history.
 
     - ``model``: an ``og.nn.Module`` (anything callable with a ``.graph`` and ``.train()``);
@@ -36,6 +36,11 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
     - ``progress``: a tqdm bar on stderr (if tqdm is installed); ``False`` for none.
     - ``world``: an ``og.distributed.World``: gradients are averaged over the ranks (``DataParallel``),
       the reported loss and metrics are averaged over every rank's samples, and only rank 0 shows a bar.
+    - ``capture``: run each batch through ``g.capture`` (the default): the first batch of each shape
+      is recorded, later ones replay it with bitwise the same numbers and less overhead; a step that
+      cannot be captured runs eagerly (``fallback=True``). Array work a custom module does outside
+      owngrad ops (a raw ``np.random`` draw in ``forward``) is fixed at capture: pass ``capture=False``
+      for such models. Distributed training (``world``) runs eagerly.
 
     Returns ``{"loss": [...], name: [...], ...}``: per epoch, the mean over samples of each
     batch's value (batches weighted by their size).
@@ -56,8 +61,9 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
         backward = DataParallel(model, world).backward
     model.train()
     try:
+        step = _Step(model, loss_fn, opt, backward, capture and world is None)
         for epoch in range(epochs):
-            sums, count = _epoch(model, batches, loss_fn, opt, named, epoch, bar, backward)
+            sums, count = _epoch(model, batches, named, epoch, bar, step)
             for k in history:
                 history[k].append(sums[k] / count if world is None else world.mean(sums[k] / count, count))
     finally:
@@ -96,21 +102,39 @@ def _progress_bar(epochs: int, batches: Iterable[Any]) -> Any:
     return tqdm(total=total, file=sys.stderr, unit="batch", dynamic_ncols=True)
 
 
-def _epoch(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tensor, Tensor], Tensor], opt: Any,
-           metrics: dict[str, Metric], epoch: int, bar: Any,
-           backward: Callable[[Tensor], Grads]) -> tuple[dict[str, float], int]:
+class _Step:
+    """One batch of ``fit``: forward, backward, optimizer step (captured per batch shape unless told not to)."""
+
+    def __init__(self, model: Any, loss_fn: Callable[[Tensor, Tensor], Tensor], opt: Any,
+                 backward: Callable[[Tensor], Grads], capture: bool) -> None:
+        self.model, self.loss_fn, self.opt, self.backward = model, loss_fn, opt, backward
+        self.opt_params = list(getattr(opt, "params", []))
+        self.checked = False
+        g = model.graph
+        self.run: Callable[[Any, Any], tuple[Tensor, Tensor, Tensor]] = (
+            g.capture(self._step, fallback=True) if capture else self._step)
+
+    def _step(self, xb: Any, yb: Any) -> tuple[Tensor, Tensor, Tensor]:
+        g = self.model.graph
+        y = g.constant(yb)
+        out, loss, grads = _forward_backward(self.model, self.loss_fn, g.constant(xb), y, self.backward)
+        if self.opt_params and not self.checked:
+            if not any(p in grads for p in self.opt_params):
+                raise ValueError("fit: the loss does not depend on any param of the optimizer: build it over "
+                                 "this model's params, e.g. og.optim.SGD(model.parameters(), lr=0.1)")
+            self.checked = True
+        self.opt.step(grads)
+        return out, loss, y
+
+
+def _epoch(model: Any, batches: Iterable[tuple[Any, Any]], metrics: dict[str, Metric], epoch: int, bar: Any,
+           step: _Step) -> tuple[dict[str, float], int]:
     """One pass over ``batches``: the per-sample sums of the loss and each metric, and the sample count."""
     g = model.graph
-    opt_params = list(getattr(opt, "params", []))
     sums = {"loss": 0.0, **{k: 0.0 for k in metrics}}
     count = 0
     for xb, yb in batches:
-        y = g.constant(yb)
-        out, loss, grads = _forward_backward(model, loss_fn, g.constant(xb), y, backward)
-        if opt_params and epoch == 0 and count == 0 and not any(p in grads for p in opt_params):
-            raise ValueError("fit: the loss does not depend on any param of the optimizer: build it over "
-                             "this model's params, e.g. og.optim.SGD(model.parameters(), lr=0.1)")
-        opt.step(grads)
+        out, loss, y = step.run(xb, yb)
         n = len(xb)
         count += n
         sums["loss"] += float(loss.item()) * n
