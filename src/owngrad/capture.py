@@ -264,9 +264,11 @@ def _compile(steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, An
             if kk is not None:
                 lines.append(f"    s{kk} = s{k}[{j}]")
     lines.append("    return {" + ", ".join(f"{k}: s{k}" for k in dict.fromkeys(ret_slots)) + "}")
-    code = compile("\n".join(lines) + "\n", "<owngrad captured step>", "exec")
+    source = "\n".join(lines) + "\n"
+    code = compile(source, "<owngrad captured step>", "exec")
     exec(code, space)  # noqa: S102 - the source is generated above from the recorded calls, nothing else
     replay: Callable[..., dict[int, Any]] = space["replay"]
+    replay.__doc__ = source  # what the step replays, for debugging: print(plan.replay.__doc__)
     return replay
 
 
