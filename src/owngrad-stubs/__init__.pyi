@@ -3,6 +3,7 @@
 from . import data as data
 from . import nn as nn
 from . import optim as optim
+from .capture import CapturedStep as CapturedStep
 from .errors import BorrowError as BorrowError
 from .errors import DeviceError as DeviceError
 from .errors import GradError as GradError
@@ -40,7 +41,7 @@ from .training import fit as fit
 __version__: str
 
 __all__ = [
-    "Graph", "Grads", "Node", "Tensor", "Mut", "Shared", "Frozen",
+    "Graph", "Grads", "Node", "Tensor", "Mut", "Shared", "Frozen", "CapturedStep",
     "BorrowError", "GraphError", "ShapeError", "DeviceError", "GradError",
     "maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul", "einsum", "split", "pad",
     "take_along_axis",

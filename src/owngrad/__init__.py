@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .capture import CapturedStep
 from .errors import BorrowError, DeviceError, GradError, GraphError, ShapeError
 from .graph import Grads, Graph, Node
 from .modes import Frozen, Mut, Shared
@@ -30,7 +31,7 @@ from .tensor import Tensor
 __version__ = "0.1.0"
 
 __all__ = [
-    "Graph", "Grads", "Node", "Tensor", "Mut", "Shared", "Frozen",
+    "Graph", "Grads", "Node", "Tensor", "Mut", "Shared", "Frozen", "CapturedStep",
     "BorrowError", "GraphError", "ShapeError", "DeviceError", "GradError",
     "maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul", "einsum", "split", "pad",
     "take_along_axis",

@@ -43,7 +43,7 @@ from .sites import Site, format_site, user_site
 if TYPE_CHECKING:
     from .graph import Graph
 
-__all__ = ["CapturedStep", "Tracer", "note_module", "traced"]
+__all__ = ["CapturedStep"]
 
 _SLOT, _CONST, _SEQ = 0, 1, 2
 _PLAIN = (bool, int, float, str)
@@ -144,12 +144,6 @@ class Tracer:
                 self.refused = msg
             return
         raise GraphError(msg)
-
-
-def traced(graph: Graph, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)``, recorded when ``graph`` is capturing a step (library code that writes arrays directly)."""
-    tr = graph._tracer
-    return fn(*args) if tr is None else tr.call(fn, *args)
 
 
 def note_module(module: Any) -> None:
@@ -348,7 +342,10 @@ class CapturedStep:
         """How many signatures have a plan (or are marked to run eagerly)."""
         return len(self._plans)
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise TypeError(f"a captured step takes its inputs by position (got keywords {sorted(kwargs)}); "
+                            "bind constant options with functools.partial before g.capture")
         sig = _signature(args)
         if sig is not None:
             entry = self._plans.get(sig)

@@ -38,9 +38,10 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
       the reported loss and metrics are averaged over every rank's samples, and only rank 0 shows a bar.
     - ``capture``: run each batch through ``g.capture`` (the default): the first batch of each shape
       is recorded, later ones replay it with bitwise the same numbers and less overhead; a step that
-      cannot be captured runs eagerly (``fallback=True``). Array work a custom module does outside
-      owngrad ops (a raw ``np.random`` draw in ``forward``) is fixed at capture: pass ``capture=False``
-      for such models. Distributed training (``world``) runs eagerly.
+      cannot be captured runs eagerly (``fallback=True``). Python code in ``loss_fn`` or a module's
+      ``forward`` runs when a batch shape is first seen, not at every batch, and array work done
+      outside owngrad ops (a raw ``np.random`` draw in ``forward``) is fixed at capture: pass
+      ``capture=False`` for such models. Distributed training (``world``) runs eagerly.
 
     Returns ``{"loss": [...], name: [...], ...}``: per epoch, the mean over samples of each
     batch's value (batches weighted by their size).

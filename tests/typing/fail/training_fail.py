@@ -33,3 +33,16 @@ def module_calls(g: og.Graph, w: og.Tensor[og.Mut]) -> None:
     net(w, w)  # type: ignore[call-arg]
     grads = g.backward(net(w).sum())
     Identity(g)(grads[w]).zero_()  # type: ignore[misc]
+
+
+def captured_step(g: og.Graph, w: og.Tensor[og.Mut]) -> None:
+    """A captured step takes what its function takes; its result is what the function returns."""
+
+    def step(scale: float) -> og.Tensor[og.Mut]:
+        loss = (w * scale).sum()
+        g.backward(loss)
+        return loss
+
+    run = g.capture(step)
+    run("big")  # type: ignore[arg-type]
+    run(1.0).grad  # type: ignore[attr-defined]

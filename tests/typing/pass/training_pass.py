@@ -26,3 +26,16 @@ def train(x: np.ndarray, y: np.ndarray) -> None:
     assert_type(hist, dict[str, list[float]])
     og.save("model.npz", model)
     og.load("model.npz", into=model)
+
+
+def captured_step(g: og.Graph, model: og.nn.Sequential, opt: og.optim.SGD) -> None:
+    """``g.capture(fn)`` is called as ``fn`` and returns what ``fn`` returns."""
+
+    def step(x: np.ndarray, y: np.ndarray) -> og.Tensor[og.Mut]:
+        loss = og.nn.functional.cross_entropy(model(g.constant(x)), y)
+        opt.step(g.backward(loss))
+        return loss
+
+    run = g.capture(step, fallback=True)
+    assert_type(run(np.ones((2, 3)), np.zeros(2, np.int64)), og.Tensor[og.Mut])
+    assert_type(run.replays, int)
