@@ -303,3 +303,24 @@ def test_fit_captures_each_batch_shape_and_matches_eager() -> None:
     (h1, p1), (h2, p2) = results
     assert h1 == h2
     assert all(a.tobytes() == b.tobytes() for a, b in zip(p1, p2))
+
+
+def test_inputs_are_data_and_a_returned_param_is_the_live_tensor() -> None:
+    g = og.Graph()
+    w = g.param(np.ones(3))
+    opt = og.optim.SGD([w], lr=0.5)
+
+    def step(x: np.ndarray) -> tuple[og.Tensor, og.Tensor]:
+        loss = (w * g.constant(x)).sum()
+        opt.step(g.backward(loss))
+        return loss, w
+
+    run = g.capture(step)
+    for _ in range(3):
+        loss, same = run(np.arange(3.0))
+        assert same is w
+    assert np.allclose(w.numpy(), 1 - 1.5 * np.arange(3.0)) and run.replays == 2
+    with pytest.raises(og.GraphError, match=r"inputs of a captured step are data .* a param"):
+        g.capture(lambda t: (t * 2).sum())(w)
+    with pytest.raises(TypeError, match="by position"):
+        run(x=np.ones(3))

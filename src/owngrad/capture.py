@@ -56,6 +56,8 @@ class Tracer:
     def __init__(self, graph: Graph, fallback: bool, site: Site | None = None) -> None:
         self.graph = graph
         self.graph_site = site
+        #: the capturing thread: work other threads do on the graph meanwhile is not part of the step
+        self.thread = threading.get_ident()
         self.fallback = fallback
         self.ids: dict[int, int] = {}
         self.keep: list[Any] = []  # every slot's capture-time object stays alive: ids are not reused
@@ -93,6 +95,8 @@ class Tracer:
     # --- recording ---
     def note(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """Record ``out = fn(*args, **kwargs)``, a call that has just run."""
+        if threading.get_ident() != self.thread:
+            return
         self.steps.append((fn, tuple(self.ref(a) for a in args), {k: self.ref(v) for k, v in kwargs.items()},
                            self._out(out)))
 
@@ -103,12 +107,13 @@ class Tracer:
 
     def read(self, t: TensorHandle) -> None:
         root = t._root
-        if root._kind is Role.PARAM:
+        if root._kind is Role.PARAM and threading.get_ident() == self.thread:
             self.reads[id(root)] = root
 
     def write(self, ts: list[Any]) -> None:
-        for t in ts:
-            self.writes[id(t._root)] = t._root
+        if threading.get_ident() == self.thread:
+            for t in ts:
+                self.writes[id(t._root)] = t._root
 
     def check_constants(self, inputs: list[Any]) -> None:
         """A safety net for array work done outside owngrad's recorded calls: a constant operand that is a
@@ -134,6 +139,8 @@ class Tracer:
 
     def refuse(self, what: str, site: Site | None = None, help: str = "") -> None:
         """Something the plan cannot reproduce: an error at the user's line, or (fallback) eager from now on."""
+        if threading.get_ident() != self.thread:
+            return
         where = format_site(site if site is not None else user_site())
         help = help or "keep it outside the captured function (return the tensor and convert it after the call)"
         msg = (f"g.capture: {what} at {where} cannot be captured: a captured step replays array calls only, "
@@ -241,8 +248,30 @@ def _compile(steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, An
             return f"[{inner}]" if spec[1] is list else f"({inner},)"
         return const(spec[1])
 
+    # each slot is dropped after its last use, so the arrays of a step are freed as early as eager frees them
+    # and the allocator reuses their memory within the step
+    last: dict[int, int] = {}
+    keep = set(ret_slots)
+
+    def uses(spec: tuple[Any, ...], at: int) -> None:
+        if spec[0] == _SLOT:
+            last[spec[1]] = at
+        elif spec[0] == _SEQ:
+            for p in spec[2]:
+                uses(p, at)
+
+    for at, (_, args, kwargs, out) in enumerate(steps):
+        for a in (*args, *kwargs.values()):
+            uses(a, at)
+        if out is not None:  # an output never read is dropped at once
+            for k in (out[0], *(kk for kk in (out[1] or ()) if kk is not None)):
+                last.setdefault(k, at)
+    dead: dict[int, list[int]] = {}
+    for k, at in last.items():
+        if k not in keep:
+            dead.setdefault(at, []).append(k)
     lines = [f"def replay({', '.join(f's{i}' for i in range(nin))}):"]
-    for fn, args, kwargs, out in steps:
+    for at, (fn, args, kwargs, out) in enumerate(steps):
         parts = [expr(a) for a in args]
         plain = {k: v for k, v in kwargs.items() if k.isidentifier()}
         parts += [f"{k}={expr(v)}" for k, v in plain.items()]
@@ -251,12 +280,14 @@ def _compile(steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, An
         call = f"{const(fn)}({', '.join(parts)})"
         if out is None:
             lines.append(f"    {call}")
-            continue
-        k, elems = out
-        lines.append(f"    s{k} = {call}")
-        for j, kk in enumerate(elems or ()):
-            if kk is not None:
-                lines.append(f"    s{kk} = s{k}[{j}]")
+        else:
+            k, elems = out
+            lines.append(f"    s{k} = {call}")
+            for j, kk in enumerate(elems or ()):
+                if kk is not None:
+                    lines.append(f"    s{kk} = s{k}[{j}]")
+        if at in dead:
+            lines.append(f"    del {', '.join(f's{k}' for k in sorted(dead[at]))}")
     lines.append("    return {" + ", ".join(f"{k}: s{k}" for k in dict.fromkeys(ret_slots)) + "}")
     source = "\n".join(lines) + "\n"
     code = compile(source, "<owngrad captured step>", "exec")
@@ -270,8 +301,8 @@ def _template(tracer: Tracer, value: Any) -> Any:
     """What ``fn`` returned, with its tensors as slots (rebuilt as constants at each replay)."""
     if isinstance(value, TensorHandle):
         k = tracer.ids.get(id(value._data))
-        if k is None:
-            return ("const", value.numpy())
+        if k is None:  # not made by the step (a param, a constant from outside): the tensor itself, live
+            return ("tensor", value)
         return ("slot", k)
     if type(value) in (tuple, list):
         return ("seq", type(value), [_template(tracer, v) for v in value])
@@ -290,8 +321,8 @@ def _rebuild(graph: Graph, tpl: Any, s: dict[int, Any]) -> Any:
     if kind == "slot":
         arr = s[tpl[1]]
         return Tensor._root_of(graph, arr, Role.CONSTANT, None, None, "captured")
-    if kind == "const":
-        return graph.constant(tpl[1])
+    if kind == "tensor":
+        return tpl[1]
     if kind == "seq":
         return tpl[1](_rebuild(graph, t, s) for t in tpl[2])
     if kind == "dict":
@@ -368,6 +399,11 @@ class CapturedStep:
         tr = Tracer(g, self.fallback, self.site)
         inputs: list[Any] = []
         for a in args:
+            if isinstance(a, TensorHandle) and (a.graph is not g or a._root._kind is Role.PARAM):
+                raise GraphError(f"g.capture: the inputs of a captured step are data (arrays, numbers, constant "
+                                 f"tensors of this graph); got {a._label()}, "
+                                 f"{'a param' if a.graph is g else 'a tensor of another graph'}\n  help: use "
+                                 "the param inside the step function instead of passing it in")
             arr = a._data if isinstance(a, TensorHandle) else a
             tr.slot(arr)
             inputs.append(arr)
