@@ -86,3 +86,25 @@ def test_oldest_supported_mypy(tmp_path: Path) -> None:
     plugin_cases = subprocess.run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_mypy_plugin.py"],
                                   cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert plugin_cases.returncode == 0, plugin_cases.stdout[-4000:]
+
+
+def test_corpus_programs_are_clean_under_basedpyright_strict(tmp_path: Path) -> None:
+    """The stubs hold under pyright too: the correct programs raise nothing in strict mode."""
+    import json
+    import shutil
+
+    exe = shutil.which("basedpyright") or shutil.which("basedpyright", path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip("basedpyright is not installed (pip install -e '.[dev]' installs it)")
+    cfg = tmp_path / "pyrightconfig.json"
+    cfg.write_text(json.dumps({"include": [str(p) for p in PROGRAMS], "typeCheckingMode": "strict",
+                               "reportMissingModuleSource": "none"}))
+    r = subprocess.run([exe, "-p", str(cfg), "--outputjson"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    try:
+        report = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        pytest.skip(f"basedpyright did not run: {(r.stdout + r.stderr)[-300:]}")
+    errors = [f"{d['file']}:{d['range']['start']['line'] + 1}: {d['message']}" for d in report["generalDiagnostics"]
+              if d["severity"] == "error"]
+    assert report["summary"]["filesAnalyzed"] == len(PROGRAMS)
+    assert not errors, "\n".join(errors)
