@@ -167,7 +167,7 @@ class _Rec:
 class _Val:
     """What an expression evaluates to: nothing tracked, an alias of tracked values, a new value, a Grads."""
 
-    __slots__ = ("kind", "recs", "grad", "items")
+    __slots__ = ("kind", "recs", "grad", "items", "within")
 
     def __init__(self, kind: str, recs: Iterable[_Rec] = (), grad: bool = False,
                  items: tuple[_Val, ...] | None = None) -> None:
@@ -176,6 +176,8 @@ class _Val:
         self.grad = grad
         #: per-position values of a tuple (``return a, b``) or of the sequences zipped together
         self.items = items
+        #: for a tuple item: the positions whose backward also consumes this one (``out, h = gru(x)``)
+        self.within: frozenset[int] = frozenset()
 
 
 _NONE = _Val("none")
@@ -204,17 +206,20 @@ class _Leaf(_Val):
 class _Item:
     """One returned value in a function summary: its kind and the parameter indices it comes from."""
 
-    __slots__ = ("kind", "args", "pending", "leaf_kind")
+    __slots__ = ("kind", "args", "pending", "leaf_kind", "within")
 
-    def __init__(self, kind: str, args: frozenset[int], pending: bool = False, leaf_kind: str = "") -> None:
+    def __init__(self, kind: str, args: frozenset[int], pending: bool = False, leaf_kind: str = "",
+                 within: frozenset[int] = frozenset()) -> None:
         self.kind = kind  # "none" | "alias" | "new" | "leaf" | "grads"
         self.args = args
         self.pending = pending
         self.leaf_kind = leaf_kind
+        self.within = within
 
     def merge(self, other: _Item) -> _Item:
         if self.kind == other.kind:
-            return _Item(self.kind, self.args | other.args, self.pending or other.pending, self.leaf_kind)
+            return _Item(self.kind, self.args | other.args, self.pending or other.pending, self.leaf_kind,
+                         self.within & other.within)
         if "none" in (self.kind, other.kind):
             return other if self.kind == "none" else self
         return _Item("new", self.args | other.args, self.pending or other.pending)
@@ -500,8 +505,22 @@ class _Flow:
             targets = [item.expr if isinstance(item, StarExpr) else item for item in lv.items]
             if val.items is not None and len(val.items) == len(targets) and \
                     not any(isinstance(i, StarExpr) for i in lv.items):
+                bound: list[_Rec | None] = []
                 for t, v in zip(targets, val.items):
                     self.assign(t, v, rvalue, line)
+                    name = _dotted(t)
+                    bound.append(self.env.get(name) if name else None)
+                for i, v in enumerate(val.items):  # out, h = f(x) where h is part of out's graph
+                    for j in v.within:
+                        a, b = bound[i], bound[j] if j < len(bound) else None
+                        if a is not None and b is not None and a is not b and b.kind == "result":
+                            b.parents = (*b.parents, a)
+                return
+            if val.kind == "new" and targets:  # one call's results, split: one pending result, the rest alias it
+                self.assign(targets[0], val, rvalue, line)
+                first = self.env.get(_dotted(targets[0]) or "")
+                for t in targets[1:]:
+                    self.assign(t, _Val("alias", (first,), first.grad) if first is not None else val, rvalue, line)
                 return
             for t in targets:
                 self.assign(t, val, rvalue, line)
@@ -636,8 +655,18 @@ class _Flow:
             base = self.eval(e.expr)
             if base.kind == "grads":
                 return _NONE
-            if base.kind != "none" and (self.member_var(e) is None or e.name == "T"):
-                return base  # an attribute of a module / .T of a tensor: the same storage
+            attr = self.member_var(e)
+            if base.kind != "none" and (attr is None or e.name == "T" or len(base.recs) != 1):
+                return base  # .T of a tensor, an attribute we know nothing of: the same storage
+            if base.kind != "none" and attr is not None:
+                # a declared part of a tracked object (self.actor): its own storage, inside the object's
+                src = base.recs[0]
+                piece = _Rec(_dotted(e) or e.name, e.line, "alias", (src,), src.grad)
+                piece.param = src.param or _is_module_type(attr.type)
+                name = _dotted(e)
+                if name is not None:
+                    self.env[name] = piece
+                return _Val("alias", (piece,), piece.grad)
             r = self.lookup(e)
             if r is not None:
                 return self.ref(r)
@@ -863,6 +892,8 @@ class _Flow:
 
         if isinstance(summary.ret, tuple):
             parts = [realize(i) for i in summary.ret]
+            for part, item in zip(parts, summary.ret):
+                part.within = item.within
             out = self.alias(parts)
             return _Val(out.kind if out.kind != "none" else "alias", out.recs, out.grad, tuple(parts))
         return realize(summary.ret)
@@ -870,8 +901,32 @@ class _Flow:
     def describe(self, val: _Val) -> _Item | tuple[_Item, ...]:
         """A returned value, in terms of the parameters (while summarizing)."""
         if val.items is not None and val.kind != "none":
-            return tuple(self.describe_one(v) for v in val.items)
+            items = [self.describe_one(v) for v in val.items]
+            own = [self.own_results(v.recs) for v in val.items]
+            reached = [set(map(id, self.reach(v.recs)[1])) for v in val.items]
+            for i, item in enumerate(items):
+                if own[i]:
+                    item.within = frozenset(j for j in range(len(items))
+                                            if j != i and all(id(r) in reached[j] for r in own[i]))
+            return tuple(items)
         return self.describe_one(val)
+
+    @staticmethod
+    def own_results(recs: Iterable[_Rec]) -> list[_Rec]:
+        """The results a value is, through aliases (not through the results' own history)."""
+        out: list[_Rec] = []
+        stack = list(recs)
+        seen: set[int] = set()
+        while stack:
+            r = stack.pop()
+            if id(r) in seen:
+                continue
+            seen.add(id(r))
+            if r.kind == "result":
+                out.append(r)
+            elif r.kind == "alias":
+                stack.extend(r.parents)
+        return out
 
     def describe_one(self, val: _Val) -> _Item:
         if val.kind == "none":
@@ -1023,7 +1078,8 @@ class _Flow:
             return
         for r in loss.recs:
             if r.kind == "result" and not r.pending and r.consumed_at is not None:
-                self.report(e.line, f'g.backward({r.name}): "{r.name}" (line {r.line}) was already consumed by the '
+                arg = _dotted(e.args[0]) or "..."
+                self.report(e.line, f'g.backward({arg}): "{r.name}" (line {r.line}) was already consumed by the '
                                     f"backward or free at line {r.consumed_at}; pass retain=True there to walk it "
                                     f"twice, or recompute the forward")
                 return

@@ -82,3 +82,52 @@ def foreign_grads(g: og.Graph) -> None:
     opt_c.step(grads_actor)  # E: "opt_c.step(grads_actor)" gets the gradients of the loss at line 81, which depends on none of the params "opt_c" updates (a GradError at run time); step it with the Grads of a loss computed from its params
     loss = critic(x).sum() + actor(x).sum()
     opt_c.step(g.backward(loss))
+
+
+class Encoder(og.nn.Module):
+    def __init__(self, g: og.Graph) -> None:
+        super().__init__(g)
+        self.gru = og.nn.GRU(g, 3, 4)
+
+    def forward(self, x: og.Tensor) -> tuple[og.Tensor, og.Tensor]:
+        out, h = self.gru(x)
+        return out, h
+
+
+def split_results(g: og.Graph, x: og.Tensor) -> None:
+    gru = og.nn.GRU(g, 3, 4)
+    enc = Encoder(g)
+    opt = og.optim.SGD(gru.parameters(), lr=0.1)
+    opt_e = og.optim.SGD(enc.parameters(), lr=0.1)
+    out, h = gru(x)  # h is part of out's graph: one backward consumes both
+    opt.step(g.backward(out.sum()))
+    seq, last = enc.forward(x)
+    opt_e.step(g.backward(seq.sum()))
+    again = enc.forward(x)[0].sum()
+    opt_e.step(g.backward(enc.forward(x)[1].sum()))  # E: "opt_e.step(...)" updates "enc" in place while "again" (line 106) depends on it and still waits for g.backward(...); call g.backward(again) first, or g.free(again)
+    g.free(again)
+
+
+class ActorCritic(og.nn.Module):
+    def __init__(self, g: og.Graph) -> None:
+        super().__init__(g)
+        self.actor = og.nn.Linear(g, 4, 2)
+        self.critic = og.nn.Linear(g, 4, 1)
+
+    def losses(self, x: og.Tensor) -> tuple[og.Tensor[og.Mut], og.Tensor[og.Mut]]:
+        values = self.critic(x)
+        return (self.actor(x).sum(axis=1) * values.detach()).mean(), (values * values).mean()
+
+
+def parts_of_a_module(g: og.Graph, x: og.Tensor) -> None:
+    ac = ActorCritic(g)
+    opt_a = og.optim.SGD(ac.actor.parameters(), lr=0.1)
+    opt_c = og.optim.SGD(ac.critic.parameters(), lr=0.1)
+    opt_all = og.optim.SGD(ac.parameters(), lr=0.1)
+    actor_loss, critic_loss = ac.losses(x)
+    opt_c.step(g.backward(critic_loss))  # actor_loss needs only the actor's weights
+    opt_a.step(g.backward(actor_loss))
+    pending = ac.actor(x).sum()
+    opt_c.step(g.backward(ac.critic(x).sum()))
+    opt_all.step(g.backward(ac.critic(x).sum()))  # E: "opt_all.step(...)" updates "ac" in place while "pending" (line 130) depends on it and still waits for g.backward(...); call g.backward(pending) first, or g.free(pending)
+    g.free(pending)
