@@ -45,6 +45,7 @@ declares (1.10) and the current 2.x.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -58,10 +59,12 @@ from mypy.nodes import (
     AssertTypeExpr,
     AssignmentStmt,
     Block,
+    BreakStmt,
     CallExpr,
     CastExpr,
     ComparisonExpr,
     ConditionalExpr,
+    ContinueStmt,
     Decorator,
     DictExpr,
     Expression,
@@ -79,6 +82,7 @@ from mypy.nodes import (
     NameExpr,
     OperatorAssignmentStmt,
     OpExpr,
+    RaiseStmt,
     RefExpr,
     ReturnStmt,
     SetExpr,
@@ -115,7 +119,7 @@ _WRITE_METHODS = frozenset({
 #: methods whose result shares the receiver's storage
 _VIEW_METHODS = frozenset({"reshape", "flatten", "transpose", "permute", "squeeze", "unsqueeze", "expand",
                            "astype", "to", "parameters", "children", "modules", "train", "eval", "values",
-                           "copy", "pop", "get"})
+                           "pop", "get"})
 #: methods whose result is a sequence of (plain key, item sharing the receiver's storage) pairs
 _PAIR_METHODS = frozenset({"named_parameters", "named_modules", "named_children", "items"})
 #: methods whose result carries no gradient history (or is not a tensor at all)
@@ -443,10 +447,8 @@ class _Flow:
         elif isinstance(s, IfStmt):
             for e in s.expr:
                 self.eval(e)
-            for b in s.body:
-                self.run(b.body)
-            if s.else_body is not None:
-                self.run(s.else_body.body)
+            bodies = [b.body for b in s.body] + [s.else_body.body if s.else_body is not None else []]
+            self.branches([(functools.partial(self.run, body), _leaves(body)) for body in bodies])
         elif isinstance(s, (ForStmt, WhileStmt)):
             for _ in range(2):  # twice: a pending result may be carried into the next iteration
                 if isinstance(s, ForStmt):
@@ -467,6 +469,25 @@ class _Flow:
             if s.finally_body is not None:
                 self.run(s.finally_body.body)
         # FuncDef / ClassDef / Decorator bodies are other scopes: checked (and summarized) on their own
+
+    def branches(self, runs: list[tuple[Callable[[], object], bool]]) -> None:
+        """Alternatives (``if``/``else``, ``a if c else b``): each runs from the same state of the pending
+        results; afterwards a result is consumed if a branch that falls through consumed it (a branch
+        that returns or raises does not fall through)."""
+        start = [(r, r.pending, r.consumed_at) for r in self.results]
+        ends: list[dict[int, tuple[bool, int | None]]] = []
+        for run, leaves in runs:
+            for r, pending, at in start:
+                r.pending, r.consumed_at = pending, at
+            run()
+            if not leaves:
+                ends.append({id(r): (r.pending, r.consumed_at) for r, _, _ in start})
+        for r, pending, at in start:
+            gone = [st for st in (e[id(r)] for e in ends) if not st[0]]
+            if pending and gone:
+                r.pending, r.consumed_at = False, gone[0][1]
+            else:
+                r.pending, r.consumed_at = pending, at
 
     @staticmethod
     def element(seq: _Val) -> _Val:
@@ -699,7 +720,9 @@ class _Flow:
             return _NONE  # constant boolean tensors
         if isinstance(e, ConditionalExpr):
             self.eval(e.cond)
-            return self.alias([self.eval(e.if_expr), self.eval(e.else_expr)])
+            vals: list[_Val] = []
+            self.branches([(functools.partial(self.eval_into, vals, x), False) for x in (e.if_expr, e.else_expr)])
+            return self.alias(vals)
         if isinstance(e, TupleExpr):
             parts = [self.eval(x.expr if isinstance(x, StarExpr) else x) for x in e.items]
             out = self.alias(parts)
@@ -726,6 +749,9 @@ class _Flow:
                 if part is not None:
                     self.eval(part)
         return _NONE  # literals, lambdas (another scope), anything else: nothing tracked
+
+    def eval_into(self, out: list[_Val], e: Expression) -> None:
+        out.append(self.eval(e))
 
     @staticmethod
     def alias(parts: list[_Val]) -> _Val:
@@ -805,6 +831,13 @@ class _Flow:
             return _NONE
         if m == "freeze" and e.args:
             return self.eval(e.args[0])
+        if m in ("clone", "deepcopy"):  # model.clone(), copy.deepcopy(model): new params, no history
+            target = e.args[0] if m == "deepcopy" and e.args else callee.expr
+            var = target.node if isinstance(target, RefExpr) and isinstance(target.node, Var) else \
+                self.member_var(target)
+            if var is not None and _is_module_type(var.type):
+                self.eval(target)
+                return _Leaf("module", [])
         fd = self.method_def(callee)
         if fd is not None:
             summary = _summary(fd)
@@ -1105,6 +1138,11 @@ class _Flow:
                 self.report(e.line, f'"{opt}.step({arg or "..."})" gets the gradients of {what}, which depends on '
                                     f'none of the params "{opt}" updates (a GradError at run time); step it with the '
                                     f"Grads of a loss computed from its params")
+
+
+def _leaves(body: list[Statement]) -> bool:
+    """Whether a block ends by leaving (return, raise, break, continue): its state does not fall through."""
+    return bool(body) and isinstance(body[-1], (ReturnStmt, RaiseStmt, BreakStmt, ContinueStmt))
 
 
 def _scope_body(ctx: MethodContext) -> list[Statement] | None:

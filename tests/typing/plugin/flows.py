@@ -131,3 +131,19 @@ def parts_of_a_module(g: og.Graph, x: og.Tensor) -> None:
     opt_c.step(g.backward(ac.critic(x).sum()))
     opt_all.step(g.backward(ac.critic(x).sum()))  # E: "opt_all.step(...)" updates "ac" in place while "pending" (line 130) depends on it and still waits for g.backward(...); call g.backward(pending) first, or g.free(pending)
     g.free(pending)
+
+
+def branches(g: og.Graph, w: og.Tensor[og.Mut], flag: bool) -> None:
+    loss = (w * w).sum()
+    if flag:
+        g.backward(loss)
+    else:
+        g.free(loss)
+    w.add_(1.0)  # consumed on both paths
+    loss2 = (w * w).sum()
+    if flag:
+        g.free(loss2)
+        return
+    w.add_(1.0)  # E: in-place write to "w" while "loss2" (line 143) depends on it and still waits for g.backward(...); call g.backward(loss2) first, or g.free(loss2)
+    grads = g.backward(loss2) if flag else g.backward(loss2, retain=True)
+    print(grads)
