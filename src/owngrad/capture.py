@@ -48,6 +48,8 @@ __all__ = ["CapturedStep"]
 _SLOT, _CONST, _SEQ = 0, 1, 2
 _PLAIN = (bool, int, float, str)
 _ACTIVE = threading.local()  # the tracer of the capture running in this thread (for modules' train/eval mode)
+_CAPTURING = 0  # how many captures are running, in any thread (changed under _COUNT_LOCK)
+_COUNT_LOCK = threading.Lock()
 
 
 class Tracer:
@@ -155,6 +157,8 @@ class Tracer:
 
 def note_module(module: Any) -> None:
     """A module called while a step is being captured: its train/eval mode becomes part of the signature."""
+    if not _CAPTURING:  # the eager fast path: one global read per module call
+        return
     tr: Tracer | None = getattr(_ACTIVE, "tracer", None)
     if tr is not None and id(module) not in tr.modules:
         tr.modules[id(module)] = (module, bool(module.training))
@@ -410,9 +414,12 @@ class CapturedStep:
             if isinstance(a, TensorHandle):
                 tr.read(a)
         before = set(g._pending)
+        global _CAPTURING
         g._tracer = tr
         prev = getattr(_ACTIVE, "tracer", None)
         _ACTIVE.tracer = tr
+        with _COUNT_LOCK:
+            _CAPTURING += 1
         try:
             out = self.fn(*args)
             left = [n for n in g._pending if n not in before]
@@ -425,6 +432,8 @@ class CapturedStep:
         finally:
             g._tracer = None
             _ACTIVE.tracer = prev
+            with _COUNT_LOCK:
+                _CAPTURING -= 1
         self.eager_calls += 1
         if sig is None:
             return out
