@@ -324,3 +324,38 @@ def test_inputs_are_data_and_a_returned_param_is_the_live_tensor() -> None:
         g.capture(lambda t: (t * 2).sum())(w)
     with pytest.raises(TypeError, match="by position"):
         run(x=np.ones(3))
+
+
+def test_a_gan_step_with_two_optimizers_and_a_schedule_replays_bitwise() -> None:
+    def build() -> tuple[og.Graph, list[og.Tensor], Callable[[np.ndarray, np.ndarray], tuple[og.Tensor, og.Tensor]],
+                         Any]:
+        g = og.Graph()
+        gen = og.nn.Sequential(og.nn.Linear(g, 2, 8, rng=0), og.nn.ReLU(), og.nn.Linear(g, 8, 2, rng=1))
+        disc = og.nn.Sequential(og.nn.Linear(g, 2, 8, rng=2), og.nn.Tanh(), og.nn.Linear(g, 8, 1, rng=3))
+        opt_g = og.optim.Adam(gen.parameters(), lr=1e-2)
+        opt_d = og.optim.SGD(disc.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+        sched = og.optim.lr_scheduler.StepLR(opt_d, 2, gamma=0.5)
+        bce = F.binary_cross_entropy_with_logits
+
+        def step(z: np.ndarray, real: np.ndarray) -> tuple[og.Tensor, og.Tensor]:
+            fake = gen(g.constant(z))
+            loss_d = bce(disc(g.constant(real)), np.ones((8, 1))) + bce(disc(fake.detach()), np.zeros((8, 1)))
+            opt_d.step(g.backward(loss_d))
+            loss_g = bce(disc(fake), np.ones((8, 1)))
+            opt_g.step(g.backward(loss_g))
+            return loss_d, loss_g
+
+        return g, [*gen.parameters(), *disc.parameters()], step, sched
+
+    rng = np.random.default_rng(7)
+    data = [(rng.normal(size=(8, 2)), rng.normal(loc=2.0, size=(8, 2))) for _ in range(6)]
+    _, p1, eager, s1 = build()
+    g, p2, inner, s2 = build()
+    step = g.capture(inner)
+    for z, real in data:
+        a, b = eager(z, real), step(z, real)
+        assert [t.numpy().tobytes() for t in a] == [t.numpy().tobytes() for t in b]
+        s1.step()
+        s2.step()  # the schedule changes lr between replays: the replay reads it
+    assert all(x.numpy().tobytes() == y.numpy().tobytes() for x, y in zip(p1, p2))
+    assert step.replays == 5
