@@ -191,7 +191,9 @@ def test_race_for_borrow_mut_never_overlaps() -> None:
     assert t._storage.ledger.live() == []
     assert t.numpy()[0, 0] == wins[0] + wins[1], "an update was lost"
     assert wins[0] + refused[0] == 400 and wins[1] + refused[1] == 400
-    assert wins[0] > 0 and wins[1] > 0
+    # both threads usually win some rounds; on a loaded machine one can be starved for all 400 (scheduling,
+    # not a borrow bug), so only "someone won" is asserted
+    assert wins[0] + wins[1] > 0
 
 
 def test_race_for_inplace_writes_loses_no_update() -> None:
