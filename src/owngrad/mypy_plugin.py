@@ -48,7 +48,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from mypy.errorcodes import ErrorCode
 from mypy.nodes import (
@@ -329,6 +329,20 @@ def _disjoint(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:
 
 def _stor(recs: Iterable[_Rec]) -> frozenset[_Rec]:
     return frozenset().union(*(r.stor for r in recs))
+
+
+def _walk(start: Iterable[_Rec], follow: Callable[[_Rec], Iterable[_Rec]]) -> Iterator[_Rec]:
+    """Each record reachable from ``start`` once, depth first; ``follow(r)`` (called after ``r`` is
+    handled) says where to go from ``r``."""
+    stack = list(start)
+    seen: set[int] = set()
+    while stack:
+        r = stack.pop()
+        if id(r) in seen:
+            continue
+        seen.add(id(r))
+        yield r
+        stack.extend(follow(r))
 
 
 def _func_of(node: object) -> FuncDef | None:
@@ -947,19 +961,7 @@ class _Flow:
     @staticmethod
     def own_results(recs: Iterable[_Rec]) -> list[_Rec]:
         """The results a value is, through aliases (not through the results' own history)."""
-        out: list[_Rec] = []
-        stack = list(recs)
-        seen: set[int] = set()
-        while stack:
-            r = stack.pop()
-            if id(r) in seen:
-                continue
-            seen.add(id(r))
-            if r.kind == "result":
-                out.append(r)
-            elif r.kind == "alias":
-                stack.extend(r.parents)
-        return out
+        return [r for r in _walk(recs, lambda r: r.parents if r.kind == "alias" else ()) if r.kind == "result"]
 
     def describe_one(self, val: _Val) -> _Item:
         if val.kind == "none":
@@ -979,54 +981,42 @@ class _Flow:
     @staticmethod
     def reach(recs: Iterable[_Rec]) -> tuple[frozenset[int], list[_Rec], list[_Rec]]:
         """The parameter indices, results and leaves a value was computed from (cut at detach and consumed results)."""
+        def follow(r: _Rec) -> Iterable[_Rec]:
+            if r.kind == "result":
+                return r.parents
+            if r.kind == "alias":  # and the storage a detached alias shares: a parameter or leaf, not its history
+                return (*r.parents, *(x for x in r.stor if x is not r and x.kind in ("arg", "leaf", "opt")))
+            return r.loss if r.kind == "grads" else ()
+
         args: set[int] = set()
         results: list[_Rec] = []
         leaves: list[_Rec] = []
-        stack = list(recs)
-        seen: set[int] = set()
-        while stack:
-            r = stack.pop()
-            if id(r) in seen:
-                continue
-            seen.add(id(r))
+        for r in _walk(recs, follow):
             if r.kind == "arg" and r.arg is not None:
                 args.add(r.arg)
             elif r.kind == "result":
                 results.append(r)
-                stack.extend(r.parents)
-            elif r.kind == "alias":
-                stack.extend(r.parents)
-                for s in r.stor:  # the storage a detached alias shares: a parameter or leaf, not its history
-                    if s.kind == "arg" and s.arg is not None:
-                        args.add(s.arg)
-                    elif s.kind in ("leaf", "opt") and s is not r:
-                        leaves.append(s)
-            elif r.kind == "grads":
-                stack.extend(r.loss)
             elif r.kind in ("leaf", "opt"):
                 leaves.append(r)
         return frozenset(args), results, leaves
 
     # --- effects ---
     def consume(self, recs: Iterable[_Rec], line: int) -> None:
-        stack = list(recs)
-        seen: set[int] = set()
-        while stack:
-            r = stack.pop()
-            if id(r) in seen:
-                continue
-            seen.add(id(r))
-            if r.kind == "arg" and r.arg is not None:
-                self.consumed_args.add(r.arg)
-                continue
+        """``g.backward``/``g.free`` at ``line``: the pending results these values were computed from are consumed."""
+        def follow(r: _Rec) -> Iterable[_Rec]:
+            if r.kind == "arg":
+                if r.arg is not None:
+                    self.consumed_args.add(r.arg)
+                return ()
             if r.kind == "result":
                 if not r.pending:
-                    continue
-                r.pending = False
-                r.consumed_at = line
-            elif r.kind != "alias":
-                continue
-            stack.extend(r.parents)
+                    return ()
+                r.pending, r.consumed_at = False, line
+                return r.parents
+            return r.parents if r.kind == "alias" else ()
+
+        for _ in _walk(recs, follow):
+            pass
 
     def consume_all(self, line: int) -> None:
         for r in self.results:
@@ -1046,20 +1036,15 @@ class _Flow:
 
     @staticmethod
     def depends(r: _Rec, stor: frozenset[_Rec], rows: tuple[int, int] | None = None) -> _Rec | None:
-        stack = list(r.parents)
-        seen: set[int] = set()
-        while stack:
-            p = stack.pop()
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
+        def follow(p: _Rec) -> Iterable[_Rec]:
+            if p.stor & stor:  # found, or a view of other rows of the written storage: not followed
+                return ()
+            return p.parents if (p.kind == "result" and p.pending) or p.kind == "alias" else ()
+
+        for p in _walk(r.parents, follow):
             hit = p.stor & stor
-            if hit:
-                if _disjoint(p.rows, rows):
-                    continue  # a view of other rows of the written storage: no overlap
+            if hit and not _disjoint(p.rows, rows):
                 return next(iter(hit))
-            if (p.kind == "result" and p.pending) or p.kind == "alias":
-                stack.extend(p.parents)
         return None
 
     @staticmethod
@@ -1067,18 +1052,8 @@ class _Flow:
         """Does ``val`` carry gradient history from a param (through results and aliases not cut by detach)?"""
         if not val.grad or val.kind in ("none", "grads"):
             return False
-        stack = list(val.recs)
-        seen: set[int] = set()
-        while stack:
-            r = stack.pop()
-            if id(r) in seen:
-                continue
-            seen.add(id(r))
-            if r.kind == "leaf" and r.param and r.grad:
-                return True
-            if (r.kind == "result" and r.grad) or (r.kind == "alias" and r.grad):
-                stack.extend(r.parents)
-        return False
+        follow = lambda r: r.parents if r.kind in ("result", "alias") and r.grad else ()  # noqa: E731
+        return any(r.kind == "leaf" and r.param and r.grad for r in _walk(val.recs, follow))
 
     def write(self, target: Expression, line: int, value: _Val | None) -> None:
         root = _lvalue_root(target)
