@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from pyright_run import describe, pyright_errors
+
 pytest.importorskip("mypy")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,21 +110,12 @@ def test_mypy_sees_the_stubs_in_a_users_project(user_env: tuple[Path, Path]) -> 
 
 
 def test_basedpyright_sees_the_stubs_in_a_users_project(user_env: tuple[Path, Path]) -> None:
-    exe = shutil.which("basedpyright") or shutil.which("basedpyright", path=os.path.dirname(sys.executable))
-    if exe is None:
-        pytest.skip("basedpyright is not installed (pip install -e '.[dev]' installs it)")
     py, project = user_env
     (project / "pyrightconfig.json").write_text(json.dumps({"typeCheckingMode": "strict", "include": ["train.py"],
                                                             "reportMissingModuleSource": "none"}))
-    r = subprocess.run([exe, "--pythonpath", str(py), "--outputjson"], cwd=project, capture_output=True, text=True,
-                       timeout=600)
-    try:
-        report = json.loads(r.stdout)
-    except json.JSONDecodeError:
-        pytest.skip(f"basedpyright did not run: {(r.stdout + r.stderr)[-300:]}")
-    errors = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
+    errors, _ = pyright_errors(["--pythonpath", str(py)], project)
     lines = sorted({d["range"]["start"]["line"] + 1 for d in errors})
-    assert lines == MISUSE_LINES, "\n".join(f"{d['range']['start']['line'] + 1}: {d['message']}" for d in errors)
+    assert lines == MISUSE_LINES, describe(errors)
 
 
 def test_the_program_runs_in_that_environment(user_env: tuple[Path, Path]) -> None:

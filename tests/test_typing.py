@@ -13,13 +13,13 @@ One mypy process per test; caches live under .mypy_cache/typing-tests/ so reruns
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+
+from pyright_run import describe, pyright_errors
 
 pytest.importorskip("mypy")
 
@@ -125,16 +125,6 @@ def test_examples_are_strict_clean_with_the_plugin(tmp_path: os.PathLike[str]) -
 
 def test_pyright_agrees_on_pass_and_fail_cases() -> None:
     """basedpyright in strict mode (the dev extra installs it) agrees: pass/ is clean, each fail/ ignore is needed."""
-    exe = shutil.which("basedpyright") or shutil.which("basedpyright", path=os.path.dirname(sys.executable))
-    if exe is None:
-        pytest.skip("basedpyright is not installed (pip install -e '.[dev]' installs it)")
-    r = subprocess.run([exe, "-p", os.path.join(TYPING, "pyrightconfig.json"), "--outputjson"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
-    try:
-        report = json.loads(r.stdout)
-    except json.JSONDecodeError:
-        pytest.skip(f"pyright did not run: {(r.stdout + r.stderr)[-300:]}")
-    msgs = [f"{d['file']}:{d['range']['start']['line'] + 1}: {d['message']}" for d in report["generalDiagnostics"]
-            if d["severity"] == "error"]
-    assert report["summary"]["filesAnalyzed"] >= 2
-    assert not msgs, "\n".join(msgs)
+    errors, summary = pyright_errors(["-p", os.path.join(TYPING, "pyrightconfig.json")], ROOT)
+    assert summary["filesAnalyzed"] >= 2
+    assert not errors, describe(errors)
