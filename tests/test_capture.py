@@ -359,3 +359,17 @@ def test_a_gan_step_with_two_optimizers_and_a_schedule_replays_bitwise() -> None
         s2.step()  # the schedule changes lr between replays: the replay reads it
     assert all(x.numpy().tobytes() == y.numpy().tobytes() for x, y in zip(p1, p2))
     assert step.replays == 5
+
+
+def test_an_unhashable_input_runs_eagerly() -> None:
+    g = og.Graph()
+    w = g.param(np.ones(2))
+
+    def step(xs: list[float]) -> og.Tensor:
+        loss = (w * g.constant(np.array(xs))).sum()
+        g.backward(loss)
+        return loss
+
+    run = g.capture(step)
+    assert run([1.0, 2.0]).item() == 3.0 and run([2.0, 2.0]).item() == 4.0
+    assert run.eager_calls == 2 and run.replays == 0 and run.plans == 0

@@ -382,21 +382,23 @@ class CapturedStep:
             raise TypeError(f"a captured step takes its inputs by position (got keywords {sorted(kwargs)}); "
                             "bind constant options with functools.partial before g.capture")
         sig = _signature(args)
-        if sig is not None:
-            entry = self._plans.get(sig)
-            if entry is not None:
-                self._plans.move_to_end(sig)
-                for plan in entry:
-                    if plan is None:  # this signature falls back to eager
-                        self.eager_calls += 1
-                        return self.fn(*args)
-                    if plan.matches():
-                        out = plan.run(self.graph, [a._data if isinstance(a, TensorHandle) else a for a in args])
-                        self.replays += 1
-                        return out
+        if sig is None:  # an input that is neither an array, a tensor nor a hashable value: no plan can key it
+            self.eager_calls += 1
+            return self.fn(*args)
+        entry = self._plans.get(sig)
+        if entry is not None:
+            self._plans.move_to_end(sig)
+            for plan in entry:
+                if plan is None:  # this signature falls back to eager
+                    self.eager_calls += 1
+                    return self.fn(*args)
+                if plan.matches():
+                    out = plan.run(self.graph, [a._data if isinstance(a, TensorHandle) else a for a in args])
+                    self.replays += 1
+                    return out
         return self._capture(sig, args)
 
-    def _capture(self, sig: tuple[Any, ...] | None, args: tuple[Any, ...]) -> Any:
+    def _capture(self, sig: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         g = self.graph
         if g._tracer is not None:
             raise GraphError("g.capture: a captured step cannot call another captured step of the same graph")
@@ -435,8 +437,6 @@ class CapturedStep:
             with _COUNT_LOCK:
                 _CAPTURING -= 1
         self.eager_calls += 1
-        if sig is None:
-            return out
         plan = None if tr.refused is not None else _Plan(tr, len(args), ret, self.site)
         self._plans.setdefault(sig, []).append(plan)
         self._plans.move_to_end(sig)
