@@ -373,3 +373,60 @@ def test_an_unhashable_input_runs_eagerly() -> None:
     run = g.capture(step)
     assert run([1.0, 2.0]).item() == 3.0 and run([2.0, 2.0]).item() == 4.0
     assert run.eager_calls == 2 and run.replays == 0 and run.plans == 0
+
+
+def test_masks_and_padding_indices_given_as_inputs_replay_bitwise() -> None:
+    def build() -> tuple[og.Graph, Callable[[np.ndarray, np.ndarray, np.ndarray], og.Tensor], list[og.Tensor]]:
+        g = og.Graph()
+        emb = og.nn.Embedding(g, 9, 8, padding_idx=0, rng=0)
+        attn = og.nn.MultiheadAttention(g, 8, 2, batch_first=True, rng=1)
+        opt = og.optim.SGD([*emb.parameters(), *attn.parameters()], lr=0.1)
+
+        def step(idx: np.ndarray, pad: np.ndarray, target: np.ndarray) -> og.Tensor:
+            x = emb(idx)
+            out, _ = attn(x, x, x, key_padding_mask=pad, need_weights=False)
+            loss = F.mse_loss(out, target)
+            opt.step(g.backward(loss))
+            return loss
+
+        return g, step, [*emb.parameters(), *attn.parameters()]
+
+    rng = np.random.default_rng(8)
+    batches = []
+    for _ in range(5):
+        idx = rng.integers(0, 9, (3, 5))
+        batches.append((idx, idx == 0, rng.normal(size=(3, 5, 8)).astype(np.float32)))
+    _, eager, p1 = build()
+    g, inner, p2 = build()
+    step = g.capture(inner)
+    for idx, pad, target in batches:
+        assert eager(idx, pad, target).numpy().tobytes() == step(idx, pad, target).numpy().tobytes()
+    assert all(a.numpy().tobytes() == b.numpy().tobytes() for a, b in zip(p1, p2)) and step.replays == 4
+
+
+def test_nll_loss_with_ignored_targets_replays_bitwise() -> None:
+    def build() -> tuple[og.Graph, Callable[[np.ndarray, np.ndarray], og.Tensor], og.nn.Module]:
+        g = og.Graph()
+        model = og.nn.Linear(g, 4, 3, rng=0)
+        opt = og.optim.SGD(model.parameters(), lr=0.5)
+
+        def step(x: np.ndarray, y: np.ndarray) -> og.Tensor:
+            loss = F.nll_loss(model(g.constant(x)).log_softmax(axis=-1), y, ignore_index=-100)
+            opt.step(g.backward(loss))
+            return loss
+
+        return g, step, model
+
+    rng = np.random.default_rng(9)
+    batches = []
+    for i in range(5):
+        y = rng.integers(0, 3, 6)
+        y[: i + 1] = -100  # a different number of ignored samples per batch
+        batches.append((rng.normal(size=(6, 4)).astype(np.float32), y))
+    _, eager, m1 = build()
+    g, inner, m2 = build()
+    step = g.capture(inner)
+    for x, y in batches:
+        assert eager(x, y).numpy().tobytes() == step(x, y).numpy().tobytes()
+    assert all(a.numpy().tobytes() == b.numpy().tobytes() for a, b in zip(m1.parameters(), m2.parameters()))
+    assert step.replays == 4

@@ -155,6 +155,13 @@ class Tracer:
         raise GraphError(msg)
 
 
+def recorded(graph: Graph, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, recorded when ``graph`` is capturing a step: for array work library code does on a
+    step's inputs outside the rule table (a mask reshaped, a padding mask compared)."""
+    tr = graph._tracer
+    return fn(*args) if tr is None else tr.call(fn, *args)
+
+
 def note_module(module: Any) -> None:
     """A module called while a step is being captured: its train/eval mode becomes part of the signature."""
     if not _CAPTURING:  # the eager fast path: one global read per module call

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..capture import recorded
 from ..errors import ShapeError
 from ..graph import Graph
 from ..handle import array_of
@@ -85,15 +86,21 @@ class MultiheadAttention(Module):
         masks: list[Any] = []
         if is_causal:
             masks.append(~np.tril(np.ones((L, S), dtype=bool)))
+        g = scores.graph
         if attn_mask is not None:
             a = array_of(attn_mask) if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
-            masks.append(a.reshape(B, self.num_heads, L, S) if a.ndim == 3 else a)  # (B * heads, L, S) as torch
+            # (B * heads, L, S) as torch; recorded, as the mask may be a captured step's input
+            masks.append(recorded(g, _reshaped, a, (B, self.num_heads, L, S)) if a.ndim == 3 else a)
         if key_padding_mask is not None:
             k = array_of(key_padding_mask) if isinstance(key_padding_mask, Tensor) else np.asarray(key_padding_mask)
-            masks.append(k.reshape(B, 1, 1, S))
+            masks.append(recorded(g, _reshaped, k, (B, 1, 1, S)))
         for m in masks:
             scores = where(m, -np.inf, scores) if m.dtype.kind == "b" else scores + m
         return scores
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, batch_first={self.batch_first}"
+
+
+def _reshaped(a: Any, shape: tuple[int, ...]) -> Any:
+    return a.reshape(shape)

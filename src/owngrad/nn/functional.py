@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, scatter_add, to_device, xp_of
+from ..capture import recorded
 from ..errors import ShapeError
 from ..handle import array_of
 from ..rules import defrule
@@ -315,8 +316,12 @@ def embedding(weight: Tensor, indices: Any, padding_idx: int | None = None) -> T
         return rows
     from ..ops import where
 
-    keep = xp_of(idx).expand_dims(idx != padding_idx % n, -1)
+    keep = recorded(weight.graph, _not_padding, idx, padding_idx % n)  # recorded: idx may be a step's input
     return where(keep, rows, rows.detach())  # the same values; the padding positions pass no gradient
+
+
+def _not_padding(idx: Array, pad: int) -> Array:
+    return xp_of(idx).expand_dims(idx != pad, -1)
 
 
 # --- activations ----------------------------------------------------------------------------

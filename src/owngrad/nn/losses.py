@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, xp_of
+from ..capture import recorded
 from ..errors import ShapeError
 from ..handle import array_of
 from ..ops import where
@@ -101,16 +102,25 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, ignore_index: int =
     if keep.any() and (y[keep].min() < 0 or y[keep].max() >= c):
         bad = int(y[keep].min()) if y[keep].min() < 0 else int(y[keep].max())
         raise ValueError(f"{op}: target {bad} is out of range for {c} classes")
-    safe = np.where(keep, y, 0)
     w = np.ones(c, dtype=x.dtype) if weight is None else np.asarray(
         array_of(weight) if isinstance(weight, Tensor) else weight, dtype=x.dtype)
     if w.shape != (c,):
         raise ShapeError(f"{op}: weight must have shape ({c},), got {w.shape}")
-    ws = (w[safe] * keep).astype(x.dtype)
+    # recorded: the targets may be a captured step's input
+    safe, ws, total = recorded(x.graph, _nll_weights, y, ignore_index, w, x.dtype)
     picked: Tensor = -x[np.arange(n), safe] * ws
     if reduction == "mean":
-        return picked.sum() / float(ws.sum())
+        mean: Tensor = picked.sum() / total
+        return mean
     return reduce(picked, reduction)
+
+
+def _nll_weights(y: Array, ignore_index: int, w: Array, dtype: Any) -> tuple[Array, Array, Array]:
+    """The class index to read per sample (0 where ignored), its weight (0 where ignored), and their sum."""
+    keep = y != ignore_index
+    safe = np.where(keep, y, 0)
+    ws = (w[safe] * keep).astype(dtype)
+    return safe, ws, np.asarray(ws.sum())
 
 
 def _bce_fwd(xp: Any, p: Array, t: Array) -> Array:
