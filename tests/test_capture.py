@@ -430,3 +430,31 @@ def test_nll_loss_with_ignored_targets_replays_bitwise() -> None:
         assert eager(x, y).numpy().tobytes() == step(x, y).numpy().tobytes()
     assert all(a.numpy().tobytes() == b.numpy().tobytes() for a, b in zip(m1.parameters(), m2.parameters()))
     assert step.replays == 4
+
+
+def test_masks_from_comparisons_and_argmax_follow_the_data_at_each_replay() -> None:
+    def build() -> tuple[og.Graph, Callable[..., tuple[og.Tensor, og.Tensor]], og.nn.Module]:
+        g = og.Graph()
+        model = og.nn.Linear(g, 3, 2, rng=0)
+        opt = og.optim.SGD(model.parameters(), lr=0.3)
+
+        def step(x: np.ndarray, y: np.ndarray, labels: np.ndarray) -> tuple[og.Tensor, og.Tensor]:
+            out = model(g.constant(x))
+            loss = F.huber_loss(out, y, delta=0.5) + og.where(out > 0, out, 0.0).mean()
+            opt.step(g.backward(loss))
+            hits = (out.argmax(axis=1) == labels).astype(np.float32).mean()  # labels: numpy work stays outside
+            return loss, hits
+
+        return g, step, model
+
+    rng = np.random.default_rng(10)
+    batches = [(rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=(8, 2)).astype(np.float32) * 2)
+               for _ in range(5)]
+    _, eager, m1 = build()
+    g, inner, m2 = build()
+    step = g.capture(inner)
+    for x, y in batches:
+        (a, ha), (b, hb) = eager(x, y, y.argmax(axis=1)), step(x, y, y.argmax(axis=1))
+        assert a.numpy().tobytes() == b.numpy().tobytes() and ha.item() == hb.item()
+    assert all(p.numpy().tobytes() == q.numpy().tobytes() for p, q in zip(m1.parameters(), m2.parameters()))
+    assert step.replays == 4

@@ -8,6 +8,7 @@ which runs the rule's forward and records a node when an input needs a gradient;
 from __future__ import annotations
 
 import numbers
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -83,12 +84,17 @@ class MathOps(TensorHandle):
         if isinstance(o, TensorHandle):
             same_graph(op, self._graph, o)
         try:
-            out = fn(self._data, od)
+            return self._constant(fn, (self._data, od), f"({op})")
         except ValueError as e:
             raise ShapeError(f"{op}: operands of shapes {self.shape} and {tuple(getattr(od, 'shape', ()))} "
                              f"do not fit: {e}") from None
-        return self._root_of(self._graph, owned(out, self._graph.xp), Role.CONSTANT, None, None,
-                               f"({op})")
+
+    def _constant(self, fn: Callable[..., Any], args: tuple[Any, ...], label: str) -> Tensor:
+        """A constant computed from arrays without a gradient (comparisons, argmax, sign): ``fn(*args)``,
+        recorded when a step is being captured (its value changes with the step's data)."""
+        g, tr = self._graph, self._graph._tracer
+        out = owned(fn(*args), g.xp) if tr is None else tr.call(owned, tr.call(fn, *args), g.xp)
+        return self._root_of(g, out, Role.CONSTANT, None, None, label)
 
     def __lt__(self, o: Any) -> Tensor:
         return self._compare(lambda a, b: a < b, o, "<")
@@ -113,7 +119,7 @@ class MathOps(TensorHandle):
     def __invert__(self) -> Tensor:
         if self.dtype.kind != "b":
             raise TypeError(f"~: only boolean tensors can be inverted, this one is {self.dtype}")
-        return self._root_of(self._graph, owned(~self._data, self._graph.xp), Role.CONSTANT, None, None, "(~)")
+        return self._constant(operator.invert, (self._data,), "(~)")
 
     def __and__(self, o: Any) -> Tensor:
         return self._compare(lambda a, b: a & b, o, "&")
@@ -122,18 +128,18 @@ class MathOps(TensorHandle):
         return self._compare(lambda a, b: a | b, o, "|")
 
     def any(self) -> bool:
+        self._to_python("t.any()")
         return bool(self._data.any())
 
     def all(self) -> bool:
+        self._to_python("t.all()")
         return bool(self._data.all())
 
     def argmax(self, axis: int | None = None) -> Tensor:
         """Indices of the maxima (a constant int64 tensor)."""
         if axis is not None:
             self._check_axis("argmax", axis)
-        out = self._graph.xp.asarray(self._data.argmax(axis=axis))
-        return self._root_of(self._graph, owned(out, self._graph.xp), Role.CONSTANT, None, None,
-                               "(argmax)")
+        return self._constant(_arg_extreme, (self._graph.xp, self._data, "argmax", axis), "(argmax)")
 
     # --- unary ---
     def exp(self) -> Tensor:
@@ -236,15 +242,13 @@ class MathOps(TensorHandle):
 
     def sign(self) -> Tensor:
         """-1, 0 or 1 per element: a constant (no gradient), as comparisons."""
-        out = self._graph.xp.sign(self._data)
-        return self._root_of(self._graph, owned(out, self._graph.xp), Role.CONSTANT, None, None, "(sign)")
+        return self._constant(self._graph.xp.sign, (self._data,), "(sign)")
 
     def argmin(self, axis: int | None = None) -> Tensor:
         """Indices of the minima (a constant int64 tensor)."""
         if axis is not None:
             self._check_axis("argmin", axis)
-        out = self._graph.xp.asarray(self._data.argmin(axis=axis))
-        return self._root_of(self._graph, owned(out, self._graph.xp), Role.CONSTANT, None, None, "(argmin)")
+        return self._constant(_arg_extreme, (self._graph.xp, self._data, "argmin", axis), "(argmin)")
 
     def std(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
         """Standard deviation (numpy's ``ddof``): ``sqrt(var)``."""
@@ -317,3 +321,8 @@ def _fill_value(value: Any, op: str) -> Any:
     if not isinstance(value, (numbers.Real, np.generic)):
         raise TypeError(f"{op}: the value must be a number, got {type(value).__name__}")
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _arg_extreme(xp: Any, a: Any, which: str, axis: int | None) -> Any:
+    """``argmax``/``argmin`` of ``a`` as an array (numpy gives a scalar for ``axis=None``)."""
+    return xp.asarray(a.argmax(axis=axis) if which == "argmax" else a.argmin(axis=axis))
