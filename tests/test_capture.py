@@ -458,3 +458,25 @@ def test_masks_from_comparisons_and_argmax_follow_the_data_at_each_replay() -> N
         assert a.numpy().tobytes() == b.numpy().tobytes() and ha.item() == hb.item()
     assert all(p.numpy().tobytes() == q.numpy().tobytes() for p, q in zip(m1.parameters(), m2.parameters()))
     assert step.replays == 4
+
+
+def test_take_along_axis_with_input_indices_replays_bitwise() -> None:
+    def build() -> tuple[og.Tensor, Callable[[np.ndarray], og.Tensor]]:
+        g = og.Graph()
+        w = g.param(np.arange(6.0).reshape(2, 3))
+        opt = og.optim.SGD([w], lr=0.1)
+
+        def step(idx: np.ndarray) -> og.Tensor:
+            loss = (og.take_along_axis(w, idx, 1) ** 2).sum()
+            opt.step(g.backward(loss))
+            return loss
+
+        return w, step
+
+    w1, eager = build()
+    w2, inner = build()
+    step = w2.graph.capture(inner)
+    for i in range(4):
+        idx = np.array([[i % 3], [(i + 1) % 3]])
+        assert eager(idx).item() == step(idx).item()
+    assert np.array_equal(w1.numpy(), w2.numpy()) and step.replays == 3

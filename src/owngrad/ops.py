@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .capture import recorded
 from .errors import GraphError, ShapeError
 from .operands import check_bound, operand, scalar
 from .tensor import Tensor
@@ -196,7 +197,9 @@ def take_along_axis(t: Tensor, indices: Any, axis: int) -> Tensor:
     """numpy's ``take_along_axis`` (torch's ``gather``); repeated indices add up their gradients."""
     if not isinstance(t, Tensor):
         raise TypeError(f"og.take_along_axis: expected a Tensor, got {type(t).__name__}")
-    idx = t._index_arrays(indices)  # noqa: SLF001 - the tensor's own index conversion
+    raw = indices._data if isinstance(indices, Tensor) else indices  # noqa: SLF001 - the graph layer's data
+    # the tensor's own index conversion, recorded: the indices may be a captured step's input
+    idx = recorded(t.graph, t._index_arrays, raw)  # noqa: SLF001
     if getattr(idx, "dtype", None) is None or idx.dtype.kind not in "iu":
         raise TypeError("og.take_along_axis: indices must be an integer tensor, array or list")
     if not isinstance(axis, int) or not -max(t.ndim, 1) <= axis < max(t.ndim, 1):
