@@ -335,6 +335,7 @@ class TensorHandle:
     def borrow(self) -> Iterator[Array]:
         """A read-only zero-copy array under a shared borrow, for the block's duration."""
         site = user_site()
+        self._to_python("t.borrow() (the raw array)")
         holder = BlockHolder("a borrow() block", site, "end the `with t.borrow()` block before writing")
         with borrowing([(self._storage.ledger, self._region)], SHARED, holder, "borrowed for reading", site,
                        "borrow"):
@@ -348,6 +349,7 @@ class TensorHandle:
         """A writable zero-copy array under an exclusive borrow; it stops being writable when the block ends.
         Writes through it are not recorded in the graph (like an optimizer's update)."""
         site = user_site()
+        self._to_python("t.borrow_mut() (a write no recorded call makes)")
         self._check_writable(site, "borrow_mut()")
         holder = BlockHolder("a borrow_mut() block", site, "end the `with t.borrow_mut()` block first")
         with borrowing([(self._storage.ledger, self._region)], EXCLUSIVE, holder, "borrowed for writing", site,
