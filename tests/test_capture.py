@@ -480,3 +480,19 @@ def test_take_along_axis_with_input_indices_replays_bitwise() -> None:
         idx = np.array([[i % 3], [(i + 1) % 3]])
         assert eager(idx).item() == step(idx).item()
     assert np.array_equal(w1.numpy(), w2.numpy()) and step.replays == 3
+
+
+def test_a_param_equal_to_an_input_is_not_mistaken_for_numpy_work_on_it() -> None:
+    g = og.Graph()
+    w = g.param(np.zeros((2, 3)))  # the same values as the input below
+    opt = og.optim.SGD([w], lr=0.1)
+
+    def step(x: np.ndarray) -> og.Tensor:
+        loss = (w * g.constant(x)).sum() + (w * w).sum()
+        opt.step(g.backward(loss))
+        return loss
+
+    run = g.capture(step)
+    for _ in range(3):
+        run(np.zeros((2, 3)))
+    assert run.replays == 2

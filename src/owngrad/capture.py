@@ -123,12 +123,13 @@ class Tracer:
         arrays = [a for a in inputs if isinstance(a, np.ndarray) and a.size > 1]
         if not arrays:
             return
+        owned_by_graph = {id(t._data) for t in (*self.reads.values(), *self.writes.values())}  # params, buffers
         for fn, args, kwargs, _ in self.steps:
             for spec in (*args, *kwargs.values()):
                 items = spec[2] if spec[0] == _SEQ else (spec,)
                 for item in items:
                     c = item[1] if item[0] == _CONST else None
-                    if not isinstance(c, np.ndarray) or c.size < 2:
+                    if not isinstance(c, np.ndarray) or c.size < 2 or id(c) in owned_by_graph:
                         continue
                     for a in arrays:
                         if np.may_share_memory(c, a) or (c.shape == a.shape and np.array_equal(c, a)):
