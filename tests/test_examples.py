@@ -21,7 +21,7 @@ def run(name: str, *args: str) -> str:
 
 def test_every_example_is_tested() -> None:
     tested = {"train_digits.py", "safe_inplace.py", "gan_pitfall.py", "indexing.py", "rnn_digits.py",
-              "char_transformer.py"}
+              "char_transformer.py", "captured_step.py"}
     assert {f for f in os.listdir(EXAMPLES) if f.endswith(".py")} == tested
 
 
@@ -83,3 +83,14 @@ def test_char_transformer_quick_cached_generation_equals_recomputation() -> None
     assert m, out
     assert 0 < float(m.group(2)) < 7  # log2(vocab) is about 6.6: the bigram model must beat uniform
     assert "cached generation equals recomputed generation: True" in out, out
+
+
+def test_captured_step() -> None:
+    out = run("captured_step.py", "--quick")
+    assert "losses and weights bitwise equal to eager after every step: True" in out
+    assert re.search(r"eager \d+ us/step, captured \d+ us/step \(39 replays of 1 plan\)", out)
+    assert re.search(r"GraphError: g\.capture: float\(t\) of .* at captured_step\.py:\d+ in logging_step", out)
+    assert re.search(r"BorrowError: cannot write 3\.weight \(exclusive borrow for captured step\) at captured_step\.py",
+                     out)
+    assert "saved for backward" in out
+    assert out.rstrip().endswith("after g.free(pending) the replay went through")
