@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -156,11 +156,15 @@ class Tracer:
         raise GraphError(msg)
 
 
-def recorded(graph: Graph, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)``, recorded when ``graph`` is capturing a step: for array work library code does on a
-    step's inputs outside the rule table (a mask reshaped, a padding mask compared)."""
+def recorded(graph: Graph, fn: Callable[..., Any], *args: Any, writes: Sequence[TensorHandle] = ()) -> Any:
+    """``fn(*args)``, recorded when ``graph`` is capturing a step: array work library code does outside
+    the rule table (a dropout mask drawn, a padding mask compared, an optimizer's update). ``writes``: the
+    tensors ``fn`` updates in place, which a replay borrows exclusively."""
     tr = graph._tracer
-    return fn(*args) if tr is None else tr.call(fn, *args)
+    if tr is None:
+        return fn(*args)
+    tr.write(list(writes))
+    return tr.call(fn, *args)
 
 
 def note_module(module: Any) -> None:

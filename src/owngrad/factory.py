@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backend import Array, copy_of, to_device
+from .capture import recorded
 from .operands import check_dtype
 from .roles import Role
 from .tensor import Tensor
@@ -72,8 +73,7 @@ class TensorFactory:
     def _draw(self, kind: str, shape: tuple[int, ...], dt: np.dtype[Any]) -> Array:
         """Samples from ``g.rng`` (recorded when a step is being captured: each replay draws afresh)."""
         g: Graph = self  # type: ignore[assignment]
-        tr = g._tracer
-        return _draw(self, kind, shape, dt) if tr is None else tr.call(_draw, self, kind, shape, dt)
+        return recorded(g, _draw, self, kind, shape, dt)
 
     def zeros(self, shape: Any, dtype: Any = None, name: str | None = None) -> Tensor:
         """A constant of zeros (float32 unless ``dtype`` says otherwise)."""

@@ -178,9 +178,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -
     gen = rng if isinstance(rng, np.random.Generator) else x.graph.rng if rng is None else np.random.default_rng(rng)
     if p == 1.0:
         return x * 0.0
-    tr = x.graph._tracer
-    args = (gen, x.shape, p, x.dtype, x.device)
-    mask = _dropout_mask(*args) if tr is None else tr.call(_dropout_mask, *args)  # a captured step draws afresh
+    mask = recorded(x.graph, _dropout_mask, gen, x.shape, p, x.dtype, x.device)  # a captured step draws afresh
     out: Tensor = x * mask
     return out
 

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import to_device
-from ..capture import note_module
+from ..capture import note_module, recorded
 from ..errors import GraphError, ShapeError
 from ..graph import Graph
 from ..handle import array_of, arrays_of, check_writable, exclusive, is_param, relabel
@@ -478,13 +478,9 @@ class BatchNorm1d(Module):
                 check_writable(b, site, "BatchNorm1d running statistics")
             # in place under exclusive borrows held for all three at once: all or nothing
             with exclusive(bufs, site, "BatchNorm1d running statistics"):
-                args = (self.momentum, n, *arrays_of(bufs), array_of(mean), array_of(var))
-                tr = t.graph._tracer
-                if tr is None:
-                    _running_stats(*args)
-                else:  # a captured step updates the statistics at each replay
-                    tr.write(bufs)
-                    tr.call(_running_stats, *args)
+                # a captured step updates the statistics at each replay
+                recorded(t.graph, _running_stats, self.momentum, n, *arrays_of(bufs), array_of(mean),
+                         array_of(var), writes=bufs)
             xhat = (t - mean) / (var + self.eps).sqrt()
         else:
             rm, rv = self.running_mean.reshape(stat_shape), self.running_var.reshape(stat_shape)

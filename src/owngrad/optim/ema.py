@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+from ..capture import recorded
 from ..handle import array_of, exclusive, shared
 from ..nn.modules import Module
 from ..sites import user_site
@@ -38,14 +39,9 @@ class EMA:
         sources = [b for _, b in params + buffers]
         d = self.decay
         with exclusive(targets, site, "EMA.update"), shared(sources, site, "EMA.update"):
-            args = (d, len(params), *[array_of(t) for t in targets], *[array_of(t) for t in sources])
-            graph = targets[0].graph if targets else None
-            tr = graph._tracer if graph is not None else None
-            if tr is None:
-                _average(*args)
-            else:  # a captured step averages at each replay
-                tr.write(targets)
-                tr.call(_average, *args)
+            if targets:  # a captured step averages at each replay
+                recorded(targets[0].graph, _average, d, len(params), *[array_of(t) for t in targets],
+                         *[array_of(t) for t in sources], writes=targets)
         self.num_updates += 1
 
     def state_dict(self) -> dict[str, Any]:

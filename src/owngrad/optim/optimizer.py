@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, to_device, xp_of
+from ..capture import recorded
 from ..errors import GradError, ShapeError
 from ..grads import raw_gradients
 from ..graph import Grads
@@ -127,13 +128,9 @@ class Optimizer:
                 raise ShapeError(f"{what}: gradient of shape {tuple(gd.shape)} for {label_of(p)} of shape {p.shape}")
         # take every borrow first: a refusal on the third param leaves the first two untouched
         with exclusive(stepped, site, what):
-            index = tuple(i for i, _, _ in todo)
-            tr = stepped[0].graph._tracer
-            if tr is None:
-                self._commit(index, arrays, *[gd for _, _, gd in todo])
-            else:  # a captured step replays the update itself: state and hyper-parameters are read at replay
-                tr.write(stepped)
-                tr.call(self._commit, index, arrays, *[gd for _, _, gd in todo])
+            # a captured step replays the update itself: state and hyper-parameters are read at replay
+            recorded(stepped[0].graph, self._commit, tuple(i for i, _, _ in todo), arrays,
+                     *[gd for _, _, gd in todo], writes=stepped)
 
     def _commit(self, index: tuple[int, ...], arrays: list[Array], *grads: Array) -> None:
         """Update ``arrays`` (the params at ``index``) with ``grads``. Every update is computed first, then
