@@ -7,7 +7,7 @@ directory of its own is then checked with ``mypy --strict`` and with basedpyrigh
 mode, both pointed at that environment's interpreter: each must see ``owngrad-stubs`` (not the
 runtime package) and report the misuse lines, and nothing on the correct ones.
 
-The wheels are built by setuptools' PEP 517/660 hooks from a copy of the project (no network,
+The wheels are built by hatchling's PEP 517/660 hooks from a copy of the project (no network,
 no build/ left in the checkout); pip installs them into the environment with ``--no-deps``.
 """
 
@@ -56,18 +56,19 @@ MISUSE_LINES = [i for i, line in enumerate(USER_SCRIPT.splitlines(), 1) if line.
 def _build(kind: str, tmp: Path) -> Path:
     """An owngrad wheel (``kind`` = "wheel" or "editable") built from a copy of the project."""
     proj = tmp / f"proj-{kind}"
-    shutil.copytree(ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for d in ("owngrad", "stubs"):
+        shutil.copytree(ROOT / d, proj / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for f in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / f, proj / f)
     out = tmp / f"dist-{kind}"
     out.mkdir()
     hook = "build_editable" if kind == "editable" else "build_wheel"
-    code = f"import setuptools.build_meta as b; print(b.{hook}({str(out)!r}))"
+    code = f"import hatchling.build as b; print(b.{hook}({str(out)!r}))"
     r = subprocess.run([sys.executable, "-c", code], cwd=proj, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         pytest.fail(f"{hook} failed:\n{r.stdout[-2000:]}{r.stderr[-3000:]}")
     name = r.stdout.strip().splitlines()[-1]
-    if kind == "wheel":  # a wheel carries its files; the editable one points at the copy's src/
+    if kind == "wheel":  # a wheel carries its files; the editable one points at the copy
         shutil.rmtree(proj)
     return out / name
 

@@ -1,4 +1,4 @@
-"""The typed contract (src/owngrad-stubs: access modes Mut, Shared, Frozen), checked the way typeshed and
+"""The typed contract (stubs/owngrad-stubs: access modes Mut, Shared, Frozen), checked the way typeshed and
 numpy check theirs.
 
 - tests/typing/pass/*.py must type-check under mypy --strict (assert_type pins every mode); the realistic
@@ -6,7 +6,7 @@ numpy check theirs.
 - tests/typing/fail/*.py put `# type: ignore[code]` on each misuse, under warn_unused_ignores:
   a misuse that stops being an error, or raises another code, fails the run;
 - stubtest keeps the stubs in step with the runtime;
-- src/owngrad/ and examples/ pass mypy --strict; basedpyright (strict) agrees on pass/fail.
+- owngrad/ and examples/ pass mypy --strict; basedpyright (strict) agrees on pass/fail.
 
 One mypy process per test; caches live under .mypy_cache/typing-tests/ so reruns are warm.
 """
@@ -51,8 +51,7 @@ def test_pass_and_fail_cases() -> None:
                          ids=os.path.basename)
 def test_realistic_pass_cases_run(rel: str, tmp_path: os.PathLike[str]) -> None:
     """The realistic pass cases are real programs, not just type-checked text: each runs to the end."""
-    src = os.path.join(ROOT, "src")
-    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg")
     r = subprocess.run([sys.executable, os.path.join(ROOT, rel)], cwd=str(tmp_path), capture_output=True, text=True,
                        timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
@@ -99,28 +98,19 @@ def test_stubtest() -> None:
 
 
 def test_owngrad_is_strict_clean() -> None:
-    """The runtime itself passes mypy --strict with the project's mypy.ini (the stubs do not interfere)."""
-    r = run_mypy("owngrad", "--config-file", "mypy.ini", "--strict", os.path.join("src", "owngrad"))
+    """The runtime itself passes mypy --strict under its own config (the stubs do not interfere)."""
+    r = run_mypy("owngrad", "--config-file", os.path.join("tests", "typing", "mypy-runtime.ini"))
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_examples_are_strict_clean_with_the_plugin(tmp_path: os.PathLike[str]) -> None:
-    """examples/ see the installed stubs and the plugin, as a user's project would (no mypy_path)."""
-    d = os.path.join(ROOT, "examples")
-    files = sorted(os.path.join("examples", f) for f in os.listdir(d) if f.endswith(".py")) if os.path.isdir(d) else []
-    if not files:
-        pytest.skip("examples/ has no Python files yet")
-    import configparser
-
-    cfg = configparser.ConfigParser()
-    cfg.read(os.path.join(ROOT, "mypy.ini"))
-    cfg["mypy"].pop("mypy_path", None)
-    cfg["mypy"]["plugins"] = "owngrad.mypy_plugin"
-    ini = os.path.join(str(tmp_path), "mypy.ini")
-    with open(ini, "w") as fh:
-        cfg.write(fh)
-    r = run_mypy("examples", "--config-file", ini, "--strict", *files)
+def test_mypy_at_the_top_level_checks_examples_and_cases() -> None:
+    """``mypy`` with no arguments at the top level: the examples and the typing cases, through the stubs and the
+    plugin, as a user's project sees owngrad."""
+    examples = [f for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".py")]
+    assert examples
+    r = run_mypy("top-level")
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "expects no type arguments" not in r.stdout
 
 
 def test_pyright_agrees_on_pass_and_fail_cases() -> None:

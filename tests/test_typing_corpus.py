@@ -62,7 +62,7 @@ def _assert_exact(errors: dict[tuple[str, int], list[str]], out: str) -> None:
 
 @pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.stem)
 def test_corpus_program_runs(program: Path, tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, str(program)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
@@ -74,14 +74,22 @@ def test_corpus_no_false_alarm_and_every_misuse_caught() -> None:
 
 
 def test_oldest_supported_mypy(tmp_path: Path) -> None:
-    """The plugin's cases and the corpus under mypy 1.10 (the lower bound the dev extra declares)."""
+    """The plugin's cases and the corpus under mypy 1.10 (the lower bound the dev extra declares).
+
+    The throwaway environment gets mypy 1.10 first, then a path file that lists this interpreter's own
+    ``sys.path`` (so it sees this environment's owngrad, stubs and test tools, however this environment was made:
+    ``--system-site-packages`` would show the *base* interpreter's packages instead, which lack owngrad when this
+    is itself a venv)."""
     venv = tmp_path / "old-mypy"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = str(venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
     r = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"mypy=={OLDEST_MYPY}"],
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         pytest.skip(f"could not install mypy=={OLDEST_MYPY}: {(r.stdout + r.stderr)[-300:]}")
+    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+    Path(site, "zz-parent-env.pth").write_text("".join(f"{p}\n" for p in sys.path if p and os.path.isdir(p)))
     version = subprocess.run([py, "-m", "mypy", "--version"], capture_output=True, text=True, timeout=120).stdout
     assert OLDEST_MYPY in version, version
     errors, out = _check(py, str(tmp_path / "cache"))
