@@ -311,7 +311,9 @@ class TensorHandle:
     def __repr__(self) -> str:
         with np.printoptions(precision=4, threshold=20, edgeitems=2):
             vals = np.array2string(self.numpy(), separator=", ", prefix="Tensor(")
-        if self._root._kind is Role.PARAM and not self._path:
+        if self._root._readonly is ReadOnly.GRADIENT:  # not a constant of the graph: no op recorded it
+            role = self._label()
+        elif self._root._kind is Role.PARAM and not self._path:
             role = f"param {self._storage.ledger.label!r}"
         elif self._is_view:
             role = f"view {self._label()}" + (", requires grad" if self.requires_grad else "")

@@ -84,6 +84,15 @@ def test_tensor_properties() -> None:
     del y2
 
 
+def test_gradient_handle_repr_says_whose_gradient_it_is() -> None:
+    g = og.Graph()
+    w = g.param(np.ones((2, 3)), name="w")
+    grads = g.backward((w * 2.0).sum())
+    r, rv = repr(grads[w]), repr(grads[w][1:])
+    assert "gradient of w" in r and "read-only" in r and "constant" not in r, r
+    assert "gradient of w[1" in rv and "constant" not in rv, rv
+
+
 # --- Grads ------------------------------------------------------------------------------------------
 
 def test_grads_mapping_api() -> None:

@@ -157,7 +157,7 @@ def p_setitem_3d_view_of_view(L: Any, x: Any, w: Any) -> Any:
     y = x.reshape(2, 3, 2) * 1.0
     v = y[:, 1:][..., 0]  # (2, 2)
     v[1] = w[0:2]
-    y.T[1, 0] = w[2:4]  # y[0, :, 1].T  ->  y[0, 0:2, 1]... through a transposed view
+    y.permute(2, 1, 0)[1, 0] = w[2:4]  # y[0, :, 1] -> y[0, 0:2, 1]... through a reversed-axes view
     return (y * y * L.const(C34.reshape(2, 3, 2))).sum()
 
 

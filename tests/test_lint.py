@@ -18,10 +18,6 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: Top-level folders whose findings are tolerated while they are being brought in line. Each entry
-#: must still have findings (``test_pending_cleanup_is_current``), so the tuple can only shrink.
-PENDING_CLEANUP: tuple[str, ...] = ()
-
 
 def _ruff() -> str:
     try:
@@ -45,25 +41,14 @@ def findings() -> list[dict[str, Any]]:
     return out
 
 
-def _top(f: dict[str, Any]) -> str:
-    return os.path.relpath(f["filename"], ROOT).split(os.sep)[0]
-
-
 def _show(fs: list[dict[str, Any]]) -> str:
     return "\n".join(f"{os.path.relpath(f['filename'], ROOT)}:{f['location']['row']}:{f['location']['column']}: "
                      f"{f['code']} {f['message']}" for f in fs)
 
 
 def test_ruff_check_is_clean(findings: list[dict[str, Any]]) -> None:
-    bad = [f for f in findings if _top(f) not in PENDING_CLEANUP]
-    assert not bad, f"ruff check found {len(bad)} problem(s) (`ruff check --fix .` fixes some):\n{_show(bad)}"
-
-
-@pytest.mark.parametrize("folder", PENDING_CLEANUP)
-def test_pending_cleanup_is_current(findings: list[dict[str, Any]], folder: str) -> None:
-    assert os.path.isdir(os.path.join(ROOT, folder)), f"{folder}/ does not exist: drop it from PENDING_CLEANUP"
-    assert any(_top(f) == folder for f in findings), (
-        f"{folder}/ is lint-clean now: remove it from PENDING_CLEANUP in tests/test_lint.py so it stays clean")
+    assert not findings, (f"ruff check found {len(findings)} problem(s) (`ruff check --fix .` fixes some):\n"
+                          f"{_show(findings)}")
 
 
 def test_the_config_selects_the_agreed_rules() -> None:

@@ -17,22 +17,24 @@ import owngrad as og
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
-def _python_block(after_heading: str) -> str:
-    section = README.split(after_heading, 1)[1]
-    return section.split("```python", 1)[1].split("```", 1)[0]
+def _block(after: str, lang: str = "python") -> str:
+    """The first ``lang`` code block after the text ``after``."""
+    return README.split(after, 1)[1].split(f"```{lang}\n", 1)[1].split("```", 1)[0]
 
 
 def test_tour_runs() -> None:
     scope: dict[str, Any] = {}
-    exec(_python_block("## A short tour"), scope)
-    assert isinstance(scope["grads"], og.Grads)
+    exec(_block("## A short tour"), scope)
+    grads, w = scope["grads"], scope["w"]
+    assert isinstance(grads, og.Grads)
+    assert np.abs(grads[w].numpy()).min() > 0, "the seeded tour shows a gradient with no zero column"
 
 
 def test_training_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(0)
     scope: dict[str, Any] = {"x_train": rng.standard_normal((96, 64)).astype(np.float32),
                              "y_train": rng.integers(0, 10, 96)}
-    code = _python_block("## Training a model").replace("epochs=30", "epochs=2")
+    code = _block("## Training a model").replace("epochs=30", "epochs=2")
     code = code.replace("metrics=", "progress=False, metrics=")
     monkeypatch.chdir(tmp_path)
     exec(code, scope)
@@ -50,3 +52,15 @@ def test_error_transcript_is_what_owngrad_prints(tmp_path: Path) -> None:
     got = run.stderr[run.stderr.index("owngrad.errors.BorrowError:"):].strip()
     want = re.sub(r"node #\d+", "node #N", shown.strip())
     assert re.sub(r"node #\d+", "node #N", got) == want
+
+
+def test_static_checking_block_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    """The static-checking example, saved as the user's train.py beside the README's two config lines, gives
+    exactly the README's mypy output (run in a folder outside the checkout, as a user's project)."""
+    pytest.importorskip("mypy")
+    (tmp_path / "mypy.ini").write_text(_block("## Static checking", "ini"))
+    (tmp_path / "train.py").write_text(_block("For this `train.py`:"))
+    shown = README.split("`mypy --strict train.py` prints:", 1)[1].split("```\n", 1)[1].split("```", 1)[0]
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / ".cache"), "train.py"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.stdout.strip() == shown.strip(), r.stdout + r.stderr
