@@ -1,4 +1,4 @@
-"""The owngrad mypy plugin (src/owngrad/mypy_plugin.py): exact owngrad-borrow messages.
+"""The owngrad mypy plugin (owngrad/mypy_plugin.py): exact owngrad-borrow messages.
 
 tests/typing/plugin/*.py mark each expected error with `# E: <message>` at the end of its line;
 every other line must be clean, and so must the pass/ cases (no false positives on ordinary
