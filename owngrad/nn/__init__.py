@@ -6,9 +6,10 @@ ordinary ``g.param`` leaves, borrow-checked like any other tensor.
 
 from __future__ import annotations
 
-from . import functional
+from . import functional, init
 from .activations import GELU, AvgPool2d, Identity, LeakyReLU, SiLU
 from .attention import MultiheadAttention
+from .containers import ModuleDict, ModuleList, ParameterList
 from .modules import (
                       MLP,
                       BatchNorm1d,
@@ -29,4 +30,5 @@ from .recurrent import GRU, LSTM, GRUCell, LSTMCell
 
 __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
            "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP", "GELU", "SiLU", "LeakyReLU",
-           "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention"]
+           "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention",
+           "init", "ModuleList", "ModuleDict", "ParameterList"]

@@ -1,10 +1,14 @@
 from . import functional as functional
+from . import init as init
 from .activations import GELU as GELU
 from .activations import AvgPool2d as AvgPool2d
 from .activations import Identity as Identity
 from .activations import LeakyReLU as LeakyReLU
 from .activations import SiLU as SiLU
 from .attention import MultiheadAttention as MultiheadAttention
+from .containers import ModuleDict as ModuleDict
+from .containers import ModuleList as ModuleList
+from .containers import ParameterList as ParameterList
 from .modules import MLP as MLP
 from .modules import BatchNorm1d as BatchNorm1d
 from .modules import Conv2d as Conv2d
@@ -26,4 +30,5 @@ from .recurrent import LSTMCell as LSTMCell
 
 __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
            "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP", "GELU", "SiLU", "LeakyReLU",
-           "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention"]
+           "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention",
+           "init", "ModuleList", "ModuleDict", "ParameterList"]
