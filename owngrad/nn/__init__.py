@@ -10,6 +10,17 @@ from . import functional, init
 from .activations import GELU, AvgPool2d, Identity, LeakyReLU, SiLU
 from .attention import MultiheadAttention
 from .containers import ModuleDict, ModuleList, ParameterList
+from .loss_modules import (
+                           BCELoss,
+                           BCEWithLogitsLoss,
+                           CrossEntropyLoss,
+                           HuberLoss,
+                           KLDivLoss,
+                           L1Loss,
+                           MSELoss,
+                           NLLLoss,
+                           SmoothL1Loss,
+)
 from .modules import (
                       MLP,
                       BatchNorm1d,
@@ -31,4 +42,5 @@ from .recurrent import GRU, LSTM, GRUCell, LSTMCell
 __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
            "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP", "GELU", "SiLU", "LeakyReLU",
            "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention",
-           "init", "ModuleList", "ModuleDict", "ParameterList"]
+           "init", "ModuleList", "ModuleDict", "ParameterList", "NLLLoss", "MSELoss", "CrossEntropyLoss", "BCELoss",
+           "BCEWithLogitsLoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss"]
