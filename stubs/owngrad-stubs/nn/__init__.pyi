@@ -34,11 +34,14 @@ from .modules import Sigmoid as Sigmoid
 from .modules import Tanh as Tanh
 from .recurrent import GRU as GRU
 from .recurrent import LSTM as LSTM
+from .recurrent import RNN as RNN
 from .recurrent import GRUCell as GRUCell
 from .recurrent import LSTMCell as LSTMCell
+from .recurrent import RNNCell as RNNCell
 
 __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
            "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP", "GELU", "SiLU", "LeakyReLU",
            "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention",
+           "RNN", "RNNCell",
            "init", "ModuleList", "ModuleDict", "ParameterList", "NLLLoss", "MSELoss", "CrossEntropyLoss", "BCELoss",
            "BCEWithLogitsLoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss"]
