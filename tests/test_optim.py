@@ -55,6 +55,25 @@ CONFIGS = [
     ("adam betas wd", lambda m, ps: m.Adam(ps, lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
     ("adamw", lambda m, ps: m.AdamW(ps, lr=0.01)),
     ("adamw wd", lambda m, ps: m.AdamW(ps, lr=0.02, betas=(0.5, 0.9), weight_decay=0.3)),
+    ("adadelta", lambda m, ps: m.Adadelta(ps)),
+    ("adadelta wd", lambda m, ps: m.Adadelta(ps, lr=0.5, rho=0.8, eps=1e-4, weight_decay=0.1)),
+    ("rmsprop", lambda m, ps: m.RMSprop(ps)),
+    ("rmsprop centered momentum wd", lambda m, ps: m.RMSprop(ps, lr=0.003, alpha=0.9, eps=1e-6, weight_decay=0.1,
+                                                             momentum=0.7, centered=True)),
+    ("rmsprop momentum", lambda m, ps: m.RMSprop(ps, lr=0.003, momentum=0.5)),
+    ("adagrad", lambda m, ps: m.Adagrad(ps, lr=0.1)),
+    ("adagrad decay", lambda m, ps: m.Adagrad(ps, lr=0.1, lr_decay=0.05, weight_decay=0.1,
+                                              initial_accumulator_value=0.3, eps=1e-6)),
+    ("adamax", lambda m, ps: m.Adamax(ps)),
+    ("adamax wd", lambda m, ps: m.Adamax(ps, lr=0.05, betas=(0.7, 0.9), eps=1e-4, weight_decay=0.1)),
+    ("nadam", lambda m, ps: m.NAdam(ps, lr=0.01)),
+    ("nadam wd", lambda m, ps: m.NAdam(ps, lr=0.01, betas=(0.8, 0.95), weight_decay=0.1, momentum_decay=0.01)),
+    ("nadam decoupled", lambda m, ps: m.NAdam(ps, lr=0.01, weight_decay=0.2, decoupled_weight_decay=True)),
+    ("radam", lambda m, ps: m.RAdam(ps, lr=0.01)),
+    # rho_t passes 5 at the sixth step, so the rectified branch is taken too
+    ("radam wd", lambda m, ps: m.RAdam(ps, lr=0.01, betas=(0.8, 0.999), weight_decay=0.1)),
+    ("radam decoupled", lambda m, ps: m.RAdam(ps, lr=0.01, betas=(0.8, 0.99), weight_decay=0.2,
+                                              decoupled_weight_decay=True)),
 ]
 
 
@@ -177,3 +196,103 @@ def test_a_step_with_some_of_its_params_steps_those_as_torch() -> None:
     opt.step(g.backward((w * 2.0).sum()))
     np.testing.assert_array_equal(w.numpy(), [0.0, 0.0])
     np.testing.assert_array_equal(b.numpy(), [1.0, 1.0])
+
+
+def _lbfgs_problem(r: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    init = [r.standard_normal((4, 3)) * 0.5, r.standard_normal(4) * 0.1, r.standard_normal((1, 4)) * 0.5]
+    return init, r.standard_normal((16, 3)), r.standard_normal((16, 1))
+
+
+@pytest.mark.parametrize("kw", [{}, {"history_size": 3, "max_iter": 7, "lr": 0.8},
+                                {"line_search_fn": "strong_wolfe"},
+                                {"line_search_fn": "strong_wolfe", "history_size": 2, "max_iter": 5}],
+                         ids=["default", "short history", "strong_wolfe", "strong_wolfe short"])
+def test_lbfgs_matches_torch(kw: dict[str, Any]) -> None:
+    torch = pytest.importorskip("torch")
+    init, x, y = _lbfgs_problem(np.random.default_rng(3))
+    g = og.Graph()
+    ps = [g.param(a) for a in init]
+    xs, ys = g.constant(x), g.constant(y)
+    opt = og.optim.LBFGS(ps, **kw)
+
+    def closure() -> og.Tensor:
+        h = (xs @ ps[0].T + ps[1]).tanh() @ ps[2].T
+        return ((h - ys) ** 2).mean()
+
+    tps = [torch.tensor(a, requires_grad=True) for a in init]
+    topt = torch.optim.LBFGS(tps, **kw)
+
+    def tclosure() -> Any:
+        topt.zero_grad()
+        h = torch.tanh(torch.tensor(x) @ tps[0].T + tps[1]) @ tps[2].T
+        loss = ((h - torch.tensor(y)) ** 2).mean()
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        ours = opt.step(closure)
+        theirs = topt.step(tclosure)
+        np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-10)
+    assert opt.state[0]["func_evals"] == topt.state[tps[0]]["func_evals"]
+    assert opt.state[0]["n_iter"] == topt.state[tps[0]]["n_iter"]
+    for p, tp, a in zip(ps, tps, init):
+        assert not np.allclose(p.numpy(), a)
+        np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=1e-9, atol=1e-11)
+
+
+def test_lbfgs_closure_may_return_its_grads_and_refuses_gradients_or_pending_borrows() -> None:
+    g = og.Graph()
+    p = g.param(np.array([3.0, -2.0]))
+    opt = og.optim.LBFGS([p], line_search_fn="strong_wolfe")
+    opt.step(lambda: (lambda loss: (loss, g.backward(loss)))(((p - 1.0) ** 2).sum()))
+    np.testing.assert_allclose(p.numpy(), [1.0, 1.0], atol=1e-6)
+    with pytest.raises(TypeError, match="closure"):
+        opt.step(g.backward((p * p).sum()))  # type: ignore[arg-type]
+    before = p.numpy()
+    pending = (p * p).sum()  # saved p: the step must be refused before any write
+    with pytest.raises(og.BorrowError, match="LBFGS.step"):
+        og.optim.LBFGS([p]).step(lambda: ((p - 5.0) ** 2).sum())
+    np.testing.assert_array_equal(p.numpy(), before)
+    g.backward(pending)
+
+
+class SignSGD(og.optim.Optimizer):
+    """A user's own optimizer, written against the public hooks only."""
+
+    hyper_keys = ("lr", "decay")
+    state_keys = ("count",)
+
+    def __init__(self, params: Any, lr: float = 0.1, decay: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "decay": decay})
+
+    def check_hyper(self, group: dict[str, Any]) -> None:
+        super().check_hyper(group)
+        if group["decay"] < 0:
+            raise ValueError("SignSGD: decay must be >= 0")
+
+    def update(self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any]) -> tuple[float, Any]:
+        state["count"] = state.get("count", 0) + 1
+        return 1.0 - group["decay"], group["lr"] * np.sign(g)
+
+
+def test_a_user_optimizer_through_the_public_hooks_is_driven_by_a_scheduler() -> None:
+    g = og.Graph()
+    p = g.param(np.array([1.0, -1.0, 0.5]))
+    opt = SignSGD([p], lr=0.5)
+    sched = og.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    expected = p.numpy()
+    for k in range(3):
+        grads = g.backward((p * np.array([1.0, -2.0, 3.0])).sum())
+        opt.step(grads)
+        expected = expected - 0.5 * 0.5 ** k * np.array([1.0, -1.0, 1.0])
+        sched.step()
+    np.testing.assert_array_equal(p.numpy(), expected)
+    assert opt.state[0]["count"] == 3 and opt.lr == 0.5 ** 4
+    with pytest.raises(ValueError, match="decay"):
+        SignSGD([p], decay=-1.0)
+    with pytest.raises(TypeError, match="unknown hyper-parameters"):
+        SignSGD([{"params": [p], "momentum": 0.9}])
+    pending = (p * p).sum()
+    with pytest.raises(og.BorrowError, match="SignSGD.step"):
+        opt.step(g.backward((p * 2.0).sum(), retain=True))
+    g.backward(pending)

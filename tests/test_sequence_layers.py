@@ -66,7 +66,8 @@ def test_gru_buffer_gives_the_gradients_of_the_stacked_recurrence() -> None:
     x = g.param(RNG.standard_normal((5, 2, 3)))
     out, _ = gru(x)
     g1 = g.backward((out * out).sum())[x].numpy()
-    cell: og.nn.GRUCell = gru.__dict__["_cell"]
+    cell = og.nn.GRUCell(g, 3, 4, dtype=np.float64)
+    cell.load_state_dict({k.removesuffix("_l0"): v for k, v in gru.state_dict().items()})
     h = g.zeros((2, 4), dtype=np.float64)
     hs = []
     for t in range(5):

@@ -6,9 +6,21 @@ ordinary ``g.param`` leaves, borrow-checked like any other tensor.
 
 from __future__ import annotations
 
-from . import functional
+from . import functional, init
 from .activations import GELU, AvgPool2d, Identity, LeakyReLU, SiLU
 from .attention import MultiheadAttention
+from .containers import ModuleDict, ModuleList, ParameterList
+from .loss_modules import (
+                           BCELoss,
+                           BCEWithLogitsLoss,
+                           CrossEntropyLoss,
+                           HuberLoss,
+                           KLDivLoss,
+                           L1Loss,
+                           MSELoss,
+                           NLLLoss,
+                           SmoothL1Loss,
+)
 from .modules import (
                       MLP,
                       BatchNorm1d,
@@ -25,8 +37,11 @@ from .modules import (
                       Sigmoid,
                       Tanh,
 )
-from .recurrent import GRU, LSTM, GRUCell, LSTMCell
+from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
            "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP", "GELU", "SiLU", "LeakyReLU",
-           "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention"]
+           "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention",
+           "RNN", "RNNCell",
+           "init", "ModuleList", "ModuleDict", "ParameterList", "NLLLoss", "MSELoss", "CrossEntropyLoss", "BCELoss",
+           "BCEWithLogitsLoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss"]

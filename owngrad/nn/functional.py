@@ -71,14 +71,17 @@ def _index_array(t: Tensor, labels: Any, op: str, what: str) -> Array:
 
 # --- losses --------------------------------------------------------------------------------
 
-def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_smoothing: float = 0.0,
+                  weight: Any = None, ignore_index: int = -100) -> Tensor:
     """Softmax cross-entropy of ``logits`` (N, C), as ``torch.nn.functional.cross_entropy``, against
     either integer class indices ``labels`` (N,) in ``[0, C)`` (or one sample: logits (C,) and a
     0-d label) or class probabilities: a float ``labels`` of the same shape as ``logits`` (soft
     targets; rows need not be one-hot). ``reduction`` is ``"mean"`` (over samples), ``"sum"`` or
     ``"none"``; ``label_smoothing`` in [0, 1] mixes the target with the uniform distribution as torch.
-    With class indices and no smoothing it is one stable rule that saves only the labels and its own
-    log-softmax."""
+    With class indices, ``weight`` (C,) weighs each class and samples labelled ``ignore_index`` count for
+    nothing, as torch (``"mean"`` divides by the summed weights of the counted samples).
+    With class indices, no weight and no smoothing it is one stable rule that saves only the labels and
+    its own log-softmax."""
     op = "cross_entropy"
     logits = tensor_of(logits, op, "logits")
     check_reduction(op, reduction)
@@ -93,6 +96,8 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
     if _is_float_target(labels):
         return _soft_cross_entropy(logits, labels, reduction, float(label_smoothing))
     y = _index_array(logits, labels, op, "labels")
+    if weight is not None or bool((y == ignore_index).any()):
+        return _weighted_cross_entropy(logits, y, weight, ignore_index, reduction, float(label_smoothing))
     batched = logits.ndim == 2 and y.ndim == 1 and y.shape[0] == logits.shape[0]
     if not batched and not (logits.ndim == 1 and y.ndim == 0):
         raise ShapeError(f"{op}: expected logits of shape (N, C) and labels of shape (N,) (or (C,) and ()), or "
@@ -108,6 +113,29 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
     smooth = reduce(-logits.log_softmax(axis=-1).mean(axis=-1), reduction)
     out: Tensor = nll * (1.0 - label_smoothing) + smooth * label_smoothing
     return out
+
+
+def _weighted_cross_entropy(logits: Tensor, y: Array, weight: Any, ignore_index: int, reduction: str,
+                            eps: float) -> Tensor:
+    """Cross-entropy with class weights or ignored samples: torch's ``nll_loss(log_softmax)`` plus, with
+    label smoothing, its weighted smoothing term (normalised like the nll part)."""
+    single = logits.ndim == 1
+    if single:
+        logits, y = logits.reshape(1, -1), y.reshape(1)
+    c = logits.shape[-1]
+    logp = logits.log_softmax(axis=-1)
+    loss = nll_loss(logp, y, weight, ignore_index, reduction if not single or reduction != "mean" else "sum")
+    if eps:
+        w = np.ones(c, dtype=logits.dtype) if weight is None else np.asarray(
+            array_of(weight) if isinstance(weight, Tensor) else weight, dtype=logits.dtype)
+        keep = np.asarray(y) != ignore_index
+        smooth = -(logp * w).sum(axis=-1) * keep.astype(logits.dtype)
+        if reduction == "mean" and not single:
+            smooth = smooth.sum() / float(w[np.asarray(y)[keep]].sum())
+        else:
+            smooth = reduce(smooth, reduction if reduction != "mean" else "sum")
+        loss = loss * (1.0 - eps) + smooth * (eps / c)
+    return loss.reshape(()) if single and reduction == "none" else loss
 
 
 def _is_float_target(labels: Any) -> bool:
@@ -153,15 +181,26 @@ def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     return reduce(d * d, reduction)
 
 
-def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str = "mean") -> Tensor:
+def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str = "mean", weight: Any = None,
+                                     pos_weight: Any = None) -> Tensor:
     """``-[t log sigmoid(z) + (1-t) log(1-sigmoid(z))]`` computed stably as
-    ``max(z, 0) - z*t + log(1 + exp(-|z|))`` (as torch); ``target`` is a number or broadcasts to ``logits``."""
+    ``max(z, 0) - z*t + log(1 + exp(-|z|))`` (as torch); ``target`` is a number or broadcasts to ``logits``.
+    ``weight`` multiplies each element's loss, ``pos_weight`` (per class, the last axis) the positive term:
+    ``(1-t) z + (1 + (pos_weight-1) t) (log(1 + exp(-|z|)) + max(-z, 0))``, torch's formula."""
     op = "binary_cross_entropy_with_logits"
     z = tensor_of(logits, op, "logits")
     check_reduction(op, reduction)
     from ..ops import maximum
 
-    loss: Tensor = maximum(z, 0.0) - z * target + ((-z.abs()).exp() + 1.0).log()
+    soft = ((-z.abs()).exp() + 1.0).log()
+    if pos_weight is None:
+        loss: Tensor = maximum(z, 0.0) - z * target + soft
+    else:
+        t = target if isinstance(target, Tensor) else np.asarray(target, dtype=z.dtype)
+        pw = pos_weight if isinstance(pos_weight, Tensor) else np.asarray(pos_weight, dtype=z.dtype)
+        loss = z * (1.0 - t) + ((pw - 1.0) * t + 1.0) * (soft + maximum(-z, 0.0))
+    if weight is not None:
+        loss = loss * weight
     return reduce(loss, reduction)
 
 

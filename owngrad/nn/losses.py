@@ -157,10 +157,11 @@ def binary_cross_entropy(input: Tensor, target: Any, weight: Any = None, reducti
     return reduce(loss, reduction)
 
 
-def kl_div(input: Tensor, target: Any, reduction: str = "batchmean", log_target: bool = False) -> Tensor:
+def kl_div(input: Tensor, target: Any, reduction: str = "mean", log_target: bool = False) -> Tensor:
     """``target * (log target - input)`` with ``input`` log-probabilities (torch's ``kl_div``; 0 where the
     target is 0); ``log_target=True`` takes the target as log-probabilities. ``"batchmean"`` divides the
-    sum by the batch size (``input.shape[0]``), as torch recommends."""
+    sum by the batch size (``input.shape[0]``), as torch recommends; the default is torch's ``"mean"``
+    (over every element)."""
     op = "kl_div"
     x = tensor_of(input, op, "input")
     check_reduction(op, reduction, ("batchmean", *REDUCTIONS))

@@ -287,6 +287,39 @@ class Module:
                     array_of(t)[...] = arrays[k]
         return result
 
+    # --- dtype ---
+    def to(self, dtype: Any) -> Module:
+        """Convert every floating param and buffer to ``dtype`` (``model.to(np.float64)``, or the names
+        ``"float64"``/``"float32"``); returns self. As in torch, the params are replaced: make the optimizer
+        after converting. Integer buffers (``num_batches_tracked``) keep their dtype; tied params stay tied."""
+        dt = np.dtype(dtype)
+        if dt.kind != "f":
+            raise TypeError(f"{type(self).__name__}.to: expected a floating dtype, got {dt}")
+        converted: dict[int, Tensor] = {}  # a param tied under several names becomes one new param
+        for _, m in self.named_modules():
+            for reg in ("_params", "_buffers"):
+                for key, t in list(m.__dict__[reg].items()):
+                    if t.dtype.kind != "f" or t.dtype == dt:
+                        continue
+                    if id(t) not in converted:
+                        make = t.graph.param if reg == "_params" else t.graph.constant
+                        with t.borrow() as a:
+                            converted[id(t)] = make(a.astype(dt), name=t.name)
+                    if reg == "_params":
+                        setattr(m, key, converted[id(t)])
+                    else:
+                        m.register_buffer(key, converted[id(t)])
+        self._relabel(self.__dict__["_prefix"])
+        return self
+
+    def double(self) -> Module:
+        """``to(np.float64)``."""
+        return self.to(np.float64)
+
+    def float(self) -> Module:
+        """``to(np.float32)``."""
+        return self.to(np.float32)
+
     # --- modes ---
     def train(self, mode: bool = True) -> Module:
         """Training mode (dropout active, BatchNorm uses and updates batch statistics); returns self."""

@@ -1,24 +1,34 @@
 """Recurrent layers with PyTorch's equations, parameter shapes, initialisation and ``state_dict`` keys.
 
-``GRU`` and ``LSTM`` run their cell over a sequence and write each step's hidden state into an
-output buffer preallocated once (``out = g.zeros((T, B, H)); out[t] = h``): a write with history
-into a constant is recorded, so the buffer's readers get exact gradients, and each step's matmul
-saved only the row it read, so writing the next row is never refused.
+``RNN``, ``GRU`` and ``LSTM`` take torch's arguments (``num_layers``, ``bias``, ``batch_first``,
+``dropout`` between layers, ``bidirectional``) and name their params as torch does
+(``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), so a torch checkpoint loads as it is.
+
+Each layer and direction computes the input projection of the whole sequence in one matmul up front
+(``x @ W_ih^T + b_ih``, shape (T, B, gates * H)), then one matmul per step for all the gates of the
+hidden state, as cuDNN does. Each step's hidden state is written into a buffer preallocated once for
+every layer and direction (``hs = g.zeros((L * D, T, B, H)); hs[k, t] = h``): a write with history
+into a constant is recorded, so the buffer's readers get exact gradients, and no step reads the row
+the next one writes, so no write is ever refused. The outputs and the final states ``h_n`` are views
+of that buffer, on the same recorded path (an unused ``h_n`` leaves nothing pending).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ..errors import ShapeError
 from ..graph import Graph
+from ..ops import concatenate
 from ..tensor import Tensor
+from . import functional as F
 from .modules import Module, Rng, _rng, _uniform
 
-__all__ = ["GRUCell", "LSTMCell", "GRU", "LSTM"]
+__all__ = ["RNNCell", "GRUCell", "LSTMCell", "RNN", "GRU", "LSTM"]
 
 
 def _check_input(op: str, x: Any, features: int, ndim: int) -> None:
@@ -28,6 +38,34 @@ def _check_input(op: str, x: Any, features: int, ndim: int) -> None:
         want = ("(batch, input_size)" if ndim == 2 else
                 "(seq, batch, input_size) or, with batch_first, (batch, seq, ...)")
         raise ShapeError(f"{op}: expected an input of shape {want} with input_size {features}, got {x.shape}")
+
+
+# --- one step of each cell, given the input part ``gi`` (x W_ih^T + b_ih) and the hidden part ``gh`` ---
+
+def _rnn_step(gi: Tensor, gh: Tensor, relu: bool) -> Tensor:
+    pre = gi + gh
+    return pre.relu() if relu else pre.tanh()
+
+
+def _gru_step(gi: Tensor, gh: Tensor, h: Tensor, H: int) -> Tensor:
+    """torch's GRU: r, z = sigmoid(...), n = tanh(gi_n + r * gh_n), h' = n + z * (h - n) (gates r, z, n)."""
+    rz = (gi[:, :2 * H] + gh[:, :2 * H]).sigmoid()
+    r, z = rz[:, :H], rz[:, H:]
+    n = (gi[:, 2 * H:] + r * gh[:, 2 * H:]).tanh()
+    out: Tensor = (h - n) * z + n
+    return out
+
+
+def _lstm_step(gates: Tensor, c: Tensor, H: int, keep: Callable[[Tensor], Tensor] | None = None
+               ) -> tuple[Tensor, Tensor]:
+    """torch's LSTM: gates i, f, g, o; c' = f * c + i * g, h' = o * tanh(c'). ``keep`` stores c' (in a
+    buffer) and returns what h' is computed from (the stored view), so the store is on h''s path."""
+    s = gates.sigmoid()  # one node for the three sigmoid gates (the g quarter is not used)
+    i, f, o = s[:, :H], s[:, H:2 * H], s[:, 3 * H:]
+    c2 = f * c + i * gates[:, 2 * H:3 * H].tanh()
+    if keep is not None:
+        c2 = keep(c2)
+    return o * c2.tanh(), c2
 
 
 class _CellBase(Module):
@@ -50,18 +88,29 @@ class _CellBase(Module):
 
     def _parts(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """``x W_ih^T + b_ih`` and ``h W_hh^T + b_hh``."""
-        gi = x @ self.weight_ih.T
-        gh = h @ self.weight_hh.T
-        if self.bias_ih is not None and self.bias_hh is not None:
-            gi = gi + self.bias_ih
-            gh = gh + self.bias_hh
-        return gi, gh
+        return F.linear(x, self.weight_ih, self.bias_ih), F.linear(h, self.weight_hh, self.bias_hh)
 
     def _zeros(self, x: Tensor) -> Tensor:
         return x.graph.zeros((x.shape[0], self.hidden_size), dtype=x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}"
+
+
+class RNNCell(_CellBase):
+    """One Elman step: ``h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)`` (``nonlinearity="relu"``: relu)."""
+
+    def __init__(self, g: Graph, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", rng: Rng = None, dtype: Any = np.float32) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(g, input_size, hidden_size, bias, rng, dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, x: Any, h: Tensor | None = None) -> Tensor:
+        _check_input("RNNCell", x, self.input_size, 2)
+        gi, gh = self._parts(x, self._zeros(x) if h is None else h)
+        return _rnn_step(gi, gh, self.nonlinearity == "relu")
 
 
 class GRUCell(_CellBase):
@@ -74,12 +123,7 @@ class GRUCell(_CellBase):
         _check_input("GRUCell", x, self.input_size, 2)
         h = self._zeros(x) if h is None else h
         gi, gh = self._parts(x, h)
-        H = self.hidden_size
-        r = (gi[:, :H] + gh[:, :H]).sigmoid()
-        z = (gi[:, H:2 * H] + gh[:, H:2 * H]).sigmoid()
-        n = (gi[:, 2 * H:] + r * gh[:, 2 * H:]).tanh()
-        out: Tensor = (1.0 - z) * n + z * h
-        return out
+        return _gru_step(gi, gh, h, self.hidden_size)
 
 
 class LSTMCell(_CellBase):
@@ -92,84 +136,178 @@ class LSTMCell(_CellBase):
         _check_input("LSTMCell", x, self.input_size, 2)
         h, c = (self._zeros(x), self._zeros(x)) if state is None else state
         gi, gh = self._parts(x, h)
-        gates = gi + gh
-        H = self.hidden_size
-        i = gates[:, :H].sigmoid()
-        f = gates[:, H:2 * H].sigmoid()
-        gg = gates[:, 2 * H:3 * H].tanh()
-        o = gates[:, 3 * H:].sigmoid()
-        c2 = f * c + i * gg
-        return o * c2.tanh(), c2
+        return _lstm_step(gi + gh, c, self.hidden_size)
 
 
-class _Sequence(Module):
-    """One layer of a cell run over a sequence; the parameters carry torch's ``_l0`` suffix."""
+def _stored(buf: Tensor, k: int, value: Tensor) -> Tensor:
+    buf[k] = value
+    return buf[k]
 
-    _cell_type: type[_CellBase] = _CellBase
+
+class _RNNBase(Module):
+    """Stacked, optionally bidirectional layers over a sequence (T, B, I) (``batch_first``: (B, T, I); an
+    unbatched (T, I) input is allowed, as torch). Params per layer and direction, in torch's order:
+    ``weight_ih_l{k}[_reverse]``, ``weight_hh_l{k}[_reverse]``, ``bias_ih_l{k}[_reverse]``,
+    ``bias_hh_l{k}[_reverse]``, all drawn from U(-1/sqrt(H), 1/sqrt(H)) in that order."""
+
+    _gates = 1
+    _state_pairs = False  # LSTM carries (h, c)
 
     def __init__(self, g: Graph, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, rng: Rng = None, dtype: Any = np.float32) -> None:
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, rng: Rng = None,
+                 dtype: Any = np.float32) -> None:
         super().__init__(g)
-        if num_layers != 1:
-            raise ValueError(f"{type(self).__name__}: only num_layers=1 is supported; stack layers yourself")
-        cell = self._cell_type(g, input_size, hidden_size, bias, rng, dtype)
-        self.input_size, self.hidden_size, self.batch_first = input_size, hidden_size, batch_first
-        # torch's keys: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0
-        self.weight_ih_l0 = cell.weight_ih
-        self.weight_hh_l0 = cell.weight_hh
-        if cell.bias_ih is not None and cell.bias_hh is not None:
-            self.bias_ih_l0 = cell.bias_ih
-            self.bias_hh_l0 = cell.bias_hh
-        object.__setattr__(self, "_cell", cell)  # runs the step; not a sub-module (its params are ours)
+        name = type(self).__name__
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"{name}: num_layers must be a positive int, got {num_layers!r}")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"{name}: dropout must be in [0, 1], got {dropout}")
+        if hidden_size < 1:
+            raise ValueError(f"{name}: hidden_size must be positive, got {hidden_size}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional = bool(bidirectional)
+        gen = _rng(rng, g)
+        k, n = 1.0 / math.sqrt(hidden_size), self._gates * hidden_size
+        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (n, 0), "weight_hh": (n, hidden_size)}
+        if bias:
+            shapes.update(bias_ih=(n,), bias_hh=(n,))
+        for layer in range(num_layers):
+            width = input_size if layer == 0 else hidden_size * self.num_directions
+            for suffix in self._suffixes(layer):
+                for kind, shape in shapes.items():
+                    full = (n, width) if kind == "weight_ih" else shape
+                    setattr(self, kind + suffix, g.param(_uniform(gen, k, full, dtype), name=kind + suffix))
 
-    def _sequence(self, x: Any) -> Tensor:
-        _check_input(type(self).__name__, x, self.input_size, 3)
-        return x.transpose(1, 0, 2) if self.batch_first else x  # type: ignore[no-any-return]
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
 
-    def _output(self, out: Tensor) -> Tensor:
-        return out.transpose(1, 0, 2) if self.batch_first else out
+    def _suffixes(self, layer: int) -> list[str]:
+        return [f"_l{layer}", f"_l{layer}_reverse"][:self.num_directions]
+
+    def _weights(self, suffix: str) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        d = self.__dict__
+        return (d[f"weight_ih{suffix}"], d[f"weight_hh{suffix}"], d.get(f"bias_ih{suffix}"),
+                d.get(f"bias_hh{suffix}"))
+
+    def _step(self, gi: Tensor, gh: Tensor, state: tuple[Tensor, ...], keep: Callable[[Tensor], Tensor] | None
+              ) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def _direction(self, seq: Tensor, k: int, state: tuple[Tensor, ...], bufs: tuple[Tensor, ...]) -> Tensor:
+        """Layer ``k // D``, direction ``k % D``: the input projection in one matmul, then one matmul per
+        step; step j's hidden state goes to ``bufs[0][k, j]`` (j counts the steps in the order taken, so
+        ``bufs[0][:, -1]`` is every final state). Returns the direction's output in time order."""
+        layer, reverse = divmod(k, self.num_directions)
+        w_ih, w_hh, b_ih, b_hh = self._weights(self._suffixes(layer)[reverse])
+        T = seq.shape[0]
+        gi_all = F.linear(seq, w_ih, b_ih)                    # (T, B, gates * H)
+        for j in range(T):
+            keep = (lambda c: _stored(bufs[1], k, c)) if j == T - 1 and len(bufs) > 1 else None
+            state = self._step(gi_all[T - 1 - j if reverse else j], F.linear(state[0], w_hh, b_hh), state, keep)
+            bufs[0][k, j] = state[0]
+        return bufs[0][k, ::-1] if reverse else bufs[0][k]
+
+    def _initial(self, seq: Tensor, hx: Any) -> list[tuple[Tensor, ...]]:
+        """The initial state of each layer and direction (zeros when ``hx`` is None)."""
+        n, B, H = self.num_layers * self.num_directions, seq.shape[1], self.hidden_size
+        parts = (hx if self._state_pairs else (hx,)) if hx is not None else None
+        if parts is None:
+            zero = seq.graph.zeros((B, H), dtype=seq.dtype)
+            return [(zero,) * (2 if self._state_pairs else 1)] * n
+        for p in parts:
+            if not isinstance(p, Tensor) or p.shape != (n, B, H):
+                raise ShapeError(f"{type(self).__name__}: expected an initial state of shape ({n}, {B}, {H}) "
+                                 f"(num_layers * num_directions, batch, hidden_size), got {getattr(p, 'shape', p)}")
+        return [tuple(p[k] for p in parts) for k in range(n)]
+
+    def _run(self, x: Any, hx: Any) -> tuple[Tensor, Any]:
+        name = type(self).__name__
+        unbatched = isinstance(x, Tensor) and x.ndim == 2
+        if unbatched:
+            x = x.unsqueeze(1)
+            hx = None if hx is None else tuple(t.unsqueeze(1) for t in hx) if self._state_pairs else hx.unsqueeze(1)
+        _check_input(name, x, self.input_size, 3)
+        seq = x.transpose(1, 0, 2) if self.batch_first and not unbatched else x
+        states = self._initial(seq, hx)
+        T, B, n = seq.shape[0], seq.shape[1], len(states)
+        # every layer's and direction's hidden states (and LSTM's final cell states), preallocated once and
+        # filled in place: the final states are views of them, recorded on the outputs' path
+        bufs: tuple[Tensor, ...] = (seq.graph.zeros((n, T, B, self.hidden_size), dtype=seq.dtype),)
+        if self._state_pairs:
+            bufs += (seq.graph.zeros((n, B, self.hidden_size), dtype=seq.dtype),)
+        for layer in range(self.num_layers):
+            ks = range(layer * self.num_directions, (layer + 1) * self.num_directions)
+            outs = [self._direction(seq, k, states[k], bufs) for k in ks]
+            seq = outs[0] if len(outs) == 1 else concatenate(outs, axis=-1)
+            if self.dropout and layer < self.num_layers - 1:
+                seq = F.dropout(seq, self.dropout, self.training)  # between layers only, as torch
+        out = seq.transpose(1, 0, 2) if self.batch_first and not unbatched else seq
+        h_n = (bufs[0][:, T - 1],) + bufs[1:]
+        if unbatched:
+            out, h_n = out.squeeze(1), tuple(t.squeeze(1) for t in h_n)
+        return out, (h_n if self._state_pairs else h_n[0])
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, batch_first={self.batch_first}"
+        s = f"{self.input_size}, {self.hidden_size}"
+        for k, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
+                           ("bidirectional", False)):
+            if getattr(self, k) != default:
+                s += f", {k}={getattr(self, k)}"
+        return s
 
 
-class GRU(_Sequence):
-    """A GRU over a sequence (T, B, I) (``batch_first``: (B, T, I)); returns ``(outputs, h_n)`` with
-    outputs (T, B, H) and h_n (1, B, H), as torch's ``nn.GRU`` with one layer."""
+class RNN(_RNNBase):
+    """An Elman RNN as ``torch.nn.RNN``: ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``
+    (``nonlinearity="relu"``: relu); returns ``(output, h_n)``, output (T, B, D * H), h_n
+    (num_layers * D, B, H) with D = 2 if bidirectional."""
 
-    _cell_type = GRUCell
+    def __init__(self, g: Graph, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, rng: Rng = None, dtype: Any = np.float32) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(g, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, rng,
+                         dtype)
+        self.nonlinearity = nonlinearity
 
-    def forward(self, x: Any, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        seq = self._sequence(x)
-        T, B = seq.shape[0], seq.shape[1]
-        g = seq.graph
-        h = g.zeros((B, self.hidden_size), dtype=seq.dtype) if h0 is None else h0[0]
-        out = g.zeros((T, B, self.hidden_size), dtype=seq.dtype)  # filled in place, one row per step
-        cell: GRUCell = self.__dict__["_cell"]
-        for t in range(T):
-            h = cell(seq[t], h)
-            out[t] = h
-        return self._output(out), h.unsqueeze(0)
+    def _step(self, gi: Tensor, gh: Tensor, state: tuple[Tensor, ...], keep: Callable[[Tensor], Tensor] | None
+              ) -> tuple[Tensor, ...]:
+        return (_rnn_step(gi, gh, self.nonlinearity == "relu"),)
+
+    def forward(self, x: Any, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        out, h = self._run(x, hx)
+        return out, h
 
 
-class LSTM(_Sequence):
-    """An LSTM over a sequence (T, B, I) (``batch_first``: (B, T, I)); returns ``(outputs, (h_n, c_n))``
-    with outputs (T, B, H) and h_n, c_n (1, B, H), as torch's ``nn.LSTM`` with one layer."""
+class GRU(_RNNBase):
+    """A GRU as ``torch.nn.GRU``; returns ``(output, h_n)``, output (T, B, D * H), h_n
+    (num_layers * D, B, H) with D = 2 if bidirectional."""
 
-    _cell_type = LSTMCell
+    _gates = 3
 
-    def forward(self, x: Any, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:  # type: ignore[override]
-        seq = self._sequence(x)
-        T, B = seq.shape[0], seq.shape[1]
-        g = seq.graph
-        if state is None:
-            h = g.zeros((B, self.hidden_size), dtype=seq.dtype)
-            c = g.zeros((B, self.hidden_size), dtype=seq.dtype)
-        else:
-            h, c = state[0][0], state[1][0]
-        out = g.zeros((T, B, self.hidden_size), dtype=seq.dtype)  # filled in place, one row per step
-        cell: LSTMCell = self.__dict__["_cell"]
-        for t in range(T):
-            h, c = cell(seq[t], (h, c))
-            out[t] = h
-        return self._output(out), (h.unsqueeze(0), c.unsqueeze(0))
+    def _step(self, gi: Tensor, gh: Tensor, state: tuple[Tensor, ...], keep: Callable[[Tensor], Tensor] | None
+              ) -> tuple[Tensor, ...]:
+        return (_gru_step(gi, gh, state[0], self.hidden_size),)
+
+    def forward(self, x: Any, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        out, h = self._run(x, hx)
+        return out, h
+
+
+class LSTM(_RNNBase):
+    """An LSTM as ``torch.nn.LSTM``; returns ``(output, (h_n, c_n))``, output (T, B, D * H), h_n and c_n
+    (num_layers * D, B, H) with D = 2 if bidirectional."""
+
+    _gates = 4
+    _state_pairs = True
+
+    def _step(self, gi: Tensor, gh: Tensor, state: tuple[Tensor, ...], keep: Callable[[Tensor], Tensor] | None
+              ) -> tuple[Tensor, ...]:
+        return _lstm_step(gi + gh, state[1], self.hidden_size, keep)
+
+    def forward(self, x: Any,  # type: ignore[override]
+                hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        out, h = self._run(x, hx)
+        return out, h

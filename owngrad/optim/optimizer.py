@@ -5,7 +5,7 @@ needs the param's exclusive borrow, so a step taken while a pending node still s
 (the old weights are needed by a backward that has not run yet) raises ``og.BorrowError`` at
 the step. A step is all-or-nothing: every param's borrow is taken before anything is written,
 so a refused step leaves every param and the optimizer's state as they were. Every update is
-computed first (``_update`` reads the param and returns ``(scale, delta)`` and the param's new
+computed first (``update`` reads the param and returns ``(scale, delta)`` and the param's new
 state, never writing in place), then all are committed together (``p *= scale; p -= delta``), so
 an error while computing the third param's update changes nothing.
 
@@ -35,11 +35,25 @@ __all__ = ["Optimizer"]
 
 
 class Optimizer:
-    """Holds the params it updates (in order), their groups and per-param state; subclasses define
-    ``_update`` and the hyper-parameters they take (``_hyper_keys``)."""
+    """Holds the params it updates (in order), their groups and per-param state.
 
-    _state_keys: tuple[str, ...] = ()
-    _hyper_keys: tuple[str, ...] = ("lr",)
+    The extension point for a user's own optimizer: subclass it, list the hyper-parameters a group
+    takes in ``hyper_keys`` and the per-param state entries in ``state_keys``, validate a group in
+    :meth:`check_hyper` (call ``super().check_hyper(group)``), and compute one param's step in
+    :meth:`update`. Pass the defaults to ``super().__init__(params, {"lr": lr, ...})``. The base class
+    does the rest -- parameter groups, the all-or-nothing step under exclusive borrows, capture,
+    ``state_dict`` -- and schedulers drive any subclass through ``param_groups``::
+
+        class SignSGD(og.optim.Optimizer):
+            hyper_keys = ("lr",)
+            def __init__(self, params, lr=0.01):
+                super().__init__(params, {"lr": lr})
+            def update(self, p, g, state, group):
+                return 1.0, group["lr"] * np.sign(g)
+    """
+
+    state_keys: tuple[str, ...] = ()
+    hyper_keys: tuple[str, ...] = ("lr",)
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         name = type(self).__name__
@@ -66,10 +80,10 @@ class Optimizer:
         name = type(self).__name__
         if "params" not in spec:
             raise TypeError(f"{name}: a parameter group needs a 'params' entry")
-        unknown = set(spec) - {"params", *self._hyper_keys}
+        unknown = set(spec) - {"params", *self.hyper_keys}
         if unknown:
             raise TypeError(f"{name}: unknown hyper-parameters {sorted(unknown)} in a parameter group "
-                            f"(known: {', '.join(self._hyper_keys)})")
+                            f"(known: {', '.join(self.hyper_keys)})")
         ps = spec["params"]
         ps = [ps] if isinstance(ps, Tensor) else list(ps)
         for p in ps:
@@ -82,11 +96,12 @@ class Optimizer:
             seen.add(id(p))
             self.params.append(p)
         group = {**self.defaults, **{k: v for k, v in spec.items() if k != "params"}, "params": ps}
-        self._check_hyper(group)
+        self.check_hyper(group)
         return group
 
-    def _check_hyper(self, group: dict[str, Any]) -> None:
-        """Validate one group's hyper-parameters (subclasses add their own checks)."""
+    def check_hyper(self, group: dict[str, Any]) -> None:
+        """The hook that validates one group's hyper-parameters (and may normalise them in ``group``);
+        called for every group at construction. Subclasses add their checks after ``super()``'s."""
         lr = group["lr"]
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
             raise TypeError(f"{type(self).__name__}: lr must be a number, got {type(lr).__name__} {lr!r}")
@@ -95,12 +110,12 @@ class Optimizer:
 
     # the first group's hyper-parameters as attributes (``opt.lr``), as a single-group optimizer reads
     def __getattr__(self, key: str) -> Any:
-        if key in type(self)._hyper_keys and "param_groups" in self.__dict__:
+        if key in type(self).hyper_keys and "param_groups" in self.__dict__:
             return self.__dict__["param_groups"][0][key]
         raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
 
     def __setattr__(self, key: str, value: Any) -> None:
-        if key in type(self)._hyper_keys and "param_groups" in self.__dict__:
+        if key in type(self).hyper_keys and "param_groups" in self.__dict__:
             for group in self.param_groups:  # opt.lr = x sets every group, as a schedule over all
                 group[key] = value
             return
@@ -139,8 +154,8 @@ class Optimizer:
         groups = self.param_groups
         staged: list[tuple[int, Array, float, Array, dict[str, Any]]] = []
         for i, arr, gd in zip(index, arrays, grads):
-            new_state = dict(self.state[i])  # _update rebinds keys, never writes old arrays in place
-            scale, delta = self._update(arr, gd, new_state, groups[self._group_of[i]])
+            new_state = dict(self.state[i])  # update rebinds keys, never writes old arrays in place
+            scale, delta = self.update(arr, gd, new_state, groups[self._group_of[i]])
             staged.append((i, arr, scale, delta, new_state))
         for i, arr, scale, delta, new_state in staged:
             if scale != 1.0:
@@ -160,9 +175,12 @@ class Optimizer:
                 f"they hold {holds}\n  help: step each optimizer with the Grads of a loss that depends on its "
                 "params (g.backward(that_loss))")
 
-    def _update(self, p: Array, g: Array, state: dict[str, Any], group: dict[str, Any]) -> tuple[float, Array]:
-        """The step for one param, as ``(scale, delta)`` meaning ``p = p * scale - delta``; new state
-        goes into ``state`` by rebinding its keys (old state arrays are never written in place)."""
+    def update(self, p: Array, g: Array, state: dict[str, Any], group: dict[str, Any]) -> tuple[float, Array]:
+        """The hook a subclass defines: the step for one param, as ``(scale, delta)`` meaning
+        ``p = p * scale - delta``. ``p`` (read it, never write it) and ``g`` are the param's and its
+        gradient's arrays (numpy or cupy), ``group`` its parameter group's hyper-parameters, ``state``
+        a fresh copy of its state dict: put new state in by rebinding keys, never by writing the old
+        arrays in place (a refused or failed step must leave the old state as it was)."""
         raise NotImplementedError
 
     # --- state dicts ---
@@ -191,9 +209,9 @@ class Optimizer:
                 len(a["params"]) != len(b["params"]) for a, b in zip(sd["param_groups"], self.param_groups)):
             raise ValueError(f"{name}.load_state_dict: the parameter groups do not match this optimizer's")
         for gr in sd["param_groups"]:
-            if not set(self._hyper_keys) <= set(gr):  # schedulers may add their own entries (initial_lr, ...)
+            if not set(self.hyper_keys) <= set(gr):  # schedulers may add their own entries (initial_lr, ...)
                 raise ValueError(f"{name}.load_state_dict: hyper-parameters {sorted(set(gr) - {'params'})} do not "
-                                 f"include {sorted(self._hyper_keys)}")
+                                 f"include {sorted(self.hyper_keys)}")
         new_state = [self._loaded_state(i, p, st) for i, (p, st) in enumerate(zip(self.params, sd["state"]))]
         for mine, theirs in zip(self.param_groups, sd["param_groups"]):
             mine.update({k: v for k, v in theirs.items() if k != "params"})
@@ -201,8 +219,8 @@ class Optimizer:
 
     def _loaded_state(self, i: int, p: Tensor, st: dict[str, Any]) -> dict[str, Any]:
         name = type(self).__name__
-        if set(st) - set(self._state_keys):
-            raise ValueError(f"{name}.load_state_dict: unexpected state {sorted(set(st) - set(self._state_keys))} "
+        if set(st) - set(self.state_keys):
+            raise ValueError(f"{name}.load_state_dict: unexpected state {sorted(set(st) - set(self.state_keys))} "
                              f"for param {i}")
         out: dict[str, Any] = {}
         for k, v in st.items():
@@ -216,7 +234,7 @@ class Optimizer:
         return out
 
     def __repr__(self) -> str:
-        hyper = ", ".join(f"{k}={self.param_groups[0][k]}" for k in self._hyper_keys)
+        hyper = ", ".join(f"{k}={self.param_groups[0][k]}" for k in self.hyper_keys)
         groups = f", {len(self.param_groups)} groups" if len(self.param_groups) > 1 else ""
         return f"{type(self).__name__}({len(self.params)} params{groups}, {hyper})"
 

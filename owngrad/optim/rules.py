@@ -18,16 +18,16 @@ class SGD(Optimizer):
     ``d = g + wd*p; b = mu*b + (1-dampening)*d (b = d at first); d = d + mu*b if nesterov else b;
     p -= lr*d``."""
 
-    _state_keys = ("momentum_buffer",)
-    _hyper_keys = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+    state_keys = ("momentum_buffer",)
+    hyper_keys = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
 
     def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0) -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening, "nesterov": nesterov,
                                   "weight_decay": weight_decay})
 
-    def _check_hyper(self, group: dict[str, Any]) -> None:
-        super()._check_hyper(group)
+    def check_hyper(self, group: dict[str, Any]) -> None:
+        super().check_hyper(group)
         check_numbers(self, group, "momentum", "dampening", "weight_decay")
         if group["momentum"] < 0 or group["weight_decay"] < 0:
             raise ValueError(f"SGD: momentum and weight_decay must be >= 0, got {group['momentum']}, "
@@ -35,7 +35,7 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("SGD: nesterov momentum needs momentum > 0 and dampening = 0")
 
-    def _update(self, p: Array, g: Array, state: dict[str, Any], group: dict[str, Any]) -> tuple[float, Array]:
+    def update(self, p: Array, g: Array, state: dict[str, Any], group: dict[str, Any]) -> tuple[float, Array]:
         wd, mu = group["weight_decay"], group["momentum"]
         d = g + wd * p if wd else g
         if mu:
@@ -54,16 +54,16 @@ class Adam(Optimizer):
     """Adam as ``torch.optim.Adam`` (no amsgrad): L2 ``weight_decay`` is added to the gradient;
     ``p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)``."""
 
-    _state_keys = ("step", "exp_avg", "exp_avg_sq")
-    _hyper_keys = ("lr", "betas", "eps", "weight_decay")
+    state_keys = ("step", "exp_avg", "exp_avg_sq")
+    hyper_keys = ("lr", "betas", "eps", "weight_decay")
     _decoupled = False
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
-    def _check_hyper(self, group: dict[str, Any]) -> None:
-        super()._check_hyper(group)
+    def check_hyper(self, group: dict[str, Any]) -> None:
+        super().check_hyper(group)
         name = type(self).__name__
         betas = group["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -76,7 +76,7 @@ class Adam(Optimizer):
             raise ValueError(f"{name}: eps and weight_decay must be >= 0")
         group["betas"] = (float(betas[0]), float(betas[1]))
 
-    def _update(self, p: Array, g: Array, state: dict[str, Any], group: dict[str, Any]) -> tuple[float, Array]:
+    def update(self, p: Array, g: Array, state: dict[str, Any], group: dict[str, Any]) -> tuple[float, Array]:
         xp = xp_of(p)
         b1, b2 = group["betas"]
         lr, wd = group["lr"], group["weight_decay"]

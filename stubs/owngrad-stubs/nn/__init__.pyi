@@ -1,10 +1,23 @@
 from . import functional as functional
+from . import init as init
 from .activations import GELU as GELU
 from .activations import AvgPool2d as AvgPool2d
 from .activations import Identity as Identity
 from .activations import LeakyReLU as LeakyReLU
 from .activations import SiLU as SiLU
 from .attention import MultiheadAttention as MultiheadAttention
+from .containers import ModuleDict as ModuleDict
+from .containers import ModuleList as ModuleList
+from .containers import ParameterList as ParameterList
+from .loss_modules import BCELoss as BCELoss
+from .loss_modules import BCEWithLogitsLoss as BCEWithLogitsLoss
+from .loss_modules import CrossEntropyLoss as CrossEntropyLoss
+from .loss_modules import HuberLoss as HuberLoss
+from .loss_modules import KLDivLoss as KLDivLoss
+from .loss_modules import L1Loss as L1Loss
+from .loss_modules import MSELoss as MSELoss
+from .loss_modules import NLLLoss as NLLLoss
+from .loss_modules import SmoothL1Loss as SmoothL1Loss
 from .modules import MLP as MLP
 from .modules import BatchNorm1d as BatchNorm1d
 from .modules import Conv2d as Conv2d
@@ -21,9 +34,14 @@ from .modules import Sigmoid as Sigmoid
 from .modules import Tanh as Tanh
 from .recurrent import GRU as GRU
 from .recurrent import LSTM as LSTM
+from .recurrent import RNN as RNN
 from .recurrent import GRUCell as GRUCell
 from .recurrent import LSTMCell as LSTMCell
+from .recurrent import RNNCell as RNNCell
 
 __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
            "LayerNorm", "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP", "GELU", "SiLU", "LeakyReLU",
-           "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention"]
+           "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention",
+           "RNN", "RNNCell",
+           "init", "ModuleList", "ModuleDict", "ParameterList", "NLLLoss", "MSELoss", "CrossEntropyLoss", "BCELoss",
+           "BCEWithLogitsLoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss"]
