@@ -125,38 +125,57 @@ def conv2d_grad_input(g: Array, w: Array, x_shape: tuple[int, ...], stride: Pair
 
 # --- max_pool2d ----------------------------------------------------------------------------------
 
-def _pool_views(x: Array, kernel: Pair, stride: Pair, out: tuple[int, int]) -> list[Array]:
-    """The ``kh*kw`` strided views of ``x``, one per window offset, in row-major offset order: view
-    ``a*kw + b`` holds ``x[n, c, i*sh + a, j*sw + b]`` at ``[n, c, i, j]``."""
-    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out
-    return [x[:, :, a:a + sh * (ho - 1) + 1:sh, b:b + sw * (wo - 1) + 1:sw] for a in range(kh) for b in range(kw)]
+def _offset_major(xp: Any, x: Array, kernel: Pair, stride: Pair, out: tuple[int, int]) -> Array:
+    """A zero-copy (kh, kw, N, C, Ho, Wo) view of the pooling windows of ``x`` (N, C, H, W): element
+    ``[a, b, n, c, i, j]`` is ``x[n, c, i*sh + a, j*sw + b]``. Writable when ``x`` is; its elements
+    overlap only when windows do (stride < kernel)."""
+    s = x.strides
+    return xp.lib.stride_tricks.as_strided(
+        x, shape=(kernel[0], kernel[1], x.shape[0], x.shape[1]) + out,
+        strides=(s[2], s[3], s[0], s[1], s[2] * stride[0], s[3] * stride[1]))
 
 
 def max_pool2d_forward(x: Array, kernel: Pair, stride: Pair) -> tuple[Array, Array]:
     """The window maxima of ``x`` (N, C, H, W) and, per output, the offset ``a*kw + b`` of the window's
-    first maximum (a NaN counts as the maximum, as torch)."""
+    first maximum (a NaN counts as the maximum, as torch: the window's last NaN). The windows are
+    copied once, offset-major, so every reduction below runs over contiguous memory."""
     xp = xp_of(x)
-    ho = conv_out_size(x.shape[2], kernel[0], stride[0], 0)
-    wo = conv_out_size(x.shape[3], kernel[1], stride[1], 0)
-    views = _pool_views(x, kernel, stride, (ho, wo))
-    best = views[0].copy()
-    for v in views[1:]:
-        xp.maximum(best, v, out=best)
-    nan = bool(xp.isnan(best).any()) if best.dtype.kind == "f" else False
-    arg = xp.zeros(best.shape, dtype=xp.int8 if len(views) < 128 else xp.int64)
-    for i in range(len(views) - 1, -1, -1):  # from the last offset back: the first maximum wins
-        xp.copyto(arg, i, where=views[i] == best)
-    if nan:  # as torch, a window's last NaN is its maximum
-        for i, v in enumerate(views):
-            xp.copyto(arg, i, where=xp.isnan(v))
+    out = (conv_out_size(x.shape[2], kernel[0], stride[0], 0), conv_out_size(x.shape[3], kernel[1], stride[1], 0))
+    k = kernel[0] * kernel[1]
+    cols = xp.ascontiguousarray(_offset_major(xp, x, kernel, stride, out)).reshape((k,) + x.shape[:2] + out)
+    best = cols.max(axis=0)
+    itype = xp.int8 if k <= 127 else xp.int64
+    arg = xp.full(best.shape, k - 1, dtype=itype)
+    for i in range(k - 2, -1, -1):  # from the last offset back: the first maximum wins
+        arg -= (arg - itype(i)) * (cols[i] == best)  # arg = i where hit (arithmetic: faster than where)
+    if best.dtype.kind == "f" and bool(xp.isnan(best).any()):
+        for i in range(k):
+            arg -= (arg - itype(i)) * xp.isnan(cols[i])
     return best, arg
 
 
 def max_pool2d_grad(g: Array, arg: Array, x_shape: tuple[int, ...], kernel: Pair, stride: Pair) -> Array:
-    """The input's gradient: each output's gradient added at its window's maximum."""
+    """The input's gradient: each output's gradient added at its window's maximum (and nowhere else, so
+    a non-finite gradient stays where it belongs)."""
     xp = xp_of(g)
-    gx = xp.zeros(x_shape, dtype=g.dtype)
-    zero = xp.zeros((), dtype=g.dtype)
-    for i, view in enumerate(_pool_views(gx, kernel, stride, (g.shape[2], g.shape[3]))):
-        view += xp.where(arg == i, g, zero)
+    k = kernel[0] * kernel[1]
+    finite = bool(xp.isfinite(g).all())
+    picked = xp.empty((k,) + g.shape, dtype=g.dtype)                   # (kh*kw, N, C, Ho, Wo)
+    for i in range(k):
+        if finite:
+            xp.multiply(g, arg == i, out=picked[i])
+        else:
+            picked[i] = xp.where(arg == i, g, xp.zeros((), dtype=g.dtype))
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, g.shape[2:]
+    covered = sh == kh and sw == kw and x_shape[2] == ho * kh and x_shape[3] == wo * kw
+    gx = xp.empty(x_shape, dtype=g.dtype) if covered else xp.zeros(x_shape, dtype=g.dtype)
+    win = _offset_major(xp, gx, kernel, stride, (ho, wo))
+    picked = picked.reshape(win.shape)
+    if sh >= kh and sw >= kw:  # windows do not overlap: one strided write, in the destination's order
+        order = (2, 3, 4, 0, 5, 1)
+        win.transpose(order)[...] = picked.transpose(order)
+        return gx
+    for a in range(kh):
+        for b in range(kw):
+            win[a, b] += picked[a, b]  # each offset's view is free of self-overlap
     return gx
