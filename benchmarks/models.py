@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import owngrad as og  # noqa: E402
 import owngrad.nn.functional as F  # noqa: E402
+from model_floors import cnn_floor, lstm_floor  # noqa: E402
 
 LR, CLIP = 0.05, 0.25
 GOALS = {"captured": 1.5, "eager": 2.0}  # at most this many times torch's CPU time
@@ -226,9 +227,9 @@ def build_og(kind: str, s: Sizes) -> tuple[og.Graph, og.nn.Module]:
     return g, model
 
 
-def og_impl(kind: str, s: Sizes, captured: bool) -> Impl:
+def og_impl(kind: str, s: Sizes, captured: bool, dropout: bool = True, lr: float = LR, clip: float = CLIP) -> Impl:
     g, model = build_og(kind, s)
-    opt = og.optim.SGD(model.parameters(), lr=LR)
+    opt = og.optim.SGD(model.parameters(), lr=lr)
     x, y = problem(kind, s)
     n_out = 10 if kind == "cnn" else s.vocab
 
@@ -239,7 +240,7 @@ def og_impl(kind: str, s: Sizes, captured: bool) -> Impl:
     def train_step(xb: np.ndarray, yb: np.ndarray) -> og.Tensor:
         loss = F.cross_entropy(logits(xb), yb)
         grads = g.backward(loss)
-        grads.clip_norm_(CLIP)
+        grads.clip_norm_(clip)
         opt.step(grads)
         return loss
 
@@ -249,13 +250,15 @@ def og_impl(kind: str, s: Sizes, captured: bool) -> Impl:
         model.eval()
         with g.no_grad():
             val = F.cross_entropy(logits(x), y).item()
-        model.train()
+        model.train(dropout)
         return float(val)
+
+    model.train(dropout)
 
     return Impl(lambda: run(x, y) and None, loss)
 
 
-def torch_impl(kind: str, s: Sizes) -> Impl:
+def torch_impl(kind: str, s: Sizes, dropout: bool = True, lr: float = LR, clip: float = CLIP) -> Impl:
     import torch
 
     torch.set_num_threads(1)
@@ -265,7 +268,7 @@ def torch_impl(kind: str, s: Sizes) -> Impl:
     with torch.no_grad():
         for name, p in src.named_parameters():
             state[torch_name(kind, name)].copy_(torch.from_numpy(p.numpy()))
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
     x, y = (torch.from_numpy(a) for a in problem(kind, s))
     n_out = 10 if kind == "cnn" else s.vocab
 
@@ -273,30 +276,32 @@ def torch_impl(kind: str, s: Sizes) -> Impl:
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, n_out), y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
 
     def loss() -> float:
         model.eval()
         with torch.no_grad():
             val = torch.nn.functional.cross_entropy(model(x).reshape(-1, n_out), y).item()
-        model.train()
+        model.train(dropout)
         return float(val)
+
+    model.train(dropout)
 
     return Impl(step, loss)
 
 
-FLOORS: dict[str, Callable[..., Any]] = {}
+FLOORS: dict[str, Callable[..., Any]] = {"cnn": cnn_floor, "lstm": lstm_floor}
 
 
-def floor_impl(kind: str, s: Sizes) -> Impl | None:
+def floor_impl(kind: str, s: Sizes, dropout: bool = True, lr: float = LR, clip: float = CLIP) -> Impl | None:
     make = FLOORS.get(kind)
     if make is None:
         return None
     _, src = build_og(kind, s)
     params = {name: p.numpy() for name, p in src.named_parameters()}
     x, y = problem(kind, s)
-    step = make(params, s, LR, CLIP)
+    step = make(params, s, lr, clip, dropout)
     return Impl(lambda: step(x, y, True) and None, lambda: float(step(x, y, False)))
 
 
@@ -324,12 +329,31 @@ def time_interleaved(impls: dict[str, Impl], repeats: int, block_s: float) -> di
     return times
 
 
-def check_losses(kind: str, impls: dict[str, Impl]) -> list[str]:
-    """The first batch's loss, dropout off, of every implementation against torch's (float32: 1e-4)."""
+def implementations(kind: str, s: Sizes, dropout: bool = True, lr: float = LR, clip: float = CLIP) -> dict[str, Impl]:
+    impls = {"torch": torch_impl(kind, s, dropout, lr, clip), "eager": og_impl(kind, s, False, dropout, lr, clip),
+             "captured": og_impl(kind, s, True, dropout, lr, clip)}
+    floor = floor_impl(kind, s, dropout, lr, clip)
+    if floor is not None:
+        impls["floor"] = floor
+    return impls
+
+
+def check_losses(kind: str, impls: dict[str, Impl], when: str) -> list[str]:
+    """The first batch's loss, dropout off, of every implementation against torch's (float32: 2e-5)."""
     losses = {name: impl.loss() for name, impl in impls.items()}
     ref = losses["torch"]
-    return [f"{kind}: {name}'s first loss {v:.6f} differs from torch's {ref:.6f}"
-            for name, v in losses.items() if not abs(v - ref) <= 1e-4 * max(1.0, abs(ref))]
+    return [f"!! {kind}: {name}'s loss {when} {v:.6f} differs from torch's {ref:.6f}"
+            for name, v in losses.items() if not abs(v - ref) <= 2e-5 * max(1.0, abs(ref))]
+
+
+def check_training(kind: str, s: Sizes) -> list[str]:
+    """Every implementation's loss after two training steps without dropout and with large unclipped
+    updates against torch's: the backward passes (and the captured replay) compute the same gradients."""
+    impls = implementations(kind, s, dropout=False, lr=1.0, clip=1e9)
+    for impl in impls.values():
+        impl.step()
+        impl.step()
+    return check_losses(kind, impls, "after two steps")
 
 
 def cell(ts: list[float], ref: float) -> tuple[str, str]:
@@ -351,11 +375,8 @@ def run(kinds: list[str], s: Sizes, repeats: int, block_s: float) -> tuple[list[
             "| floor / torch |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     verdicts: list[str] = []
     for kind in kinds:
-        impls = {"torch": torch_impl(kind, s), "eager": og_impl(kind, s, False), "captured": og_impl(kind, s, True)}
-        floor = floor_impl(kind, s)
-        if floor is not None:
-            impls["floor"] = floor
-        verdicts += check_losses(kind, impls)
+        impls = implementations(kind, s)
+        verdicts += check_losses(kind, impls, "before training") + check_training(kind, s)
         times = time_interleaved(impls, repeats, block_s)
         ref = statistics.median(times["torch"])
         tt, _ = cell(times["torch"], ref)
