@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from . import kernels
 from .backend import Array, scatter_add, to_device, xp_of
 from .shapes import axes_of, expand_reduced, unbroadcast
 from .views import apply_path, scatter_path
@@ -93,7 +94,7 @@ def _matmul_vjp_x(g: Array, ans: Array, x: Array, y: Array, shapes: Any = ()) ->
         return g * y if len(shapes[0]) == 1 else g[..., None] * y
     if len(shapes[0]) == 1:
         return (g[..., None, :] @ _mT(y))[..., 0, :]
-    return g @ _mT(y)
+    return kernels.matmul(g, _mT(y))
 
 
 def _matmul_vjp_y(g: Array, ans: Array, x: Array, y: Array, shapes: Any = ()) -> Array:
@@ -101,6 +102,8 @@ def _matmul_vjp_y(g: Array, ans: Array, x: Array, y: Array, shapes: Any = ()) ->
         return g * x if len(shapes[1]) == 1 else x[:, None] * g[..., None, :]
     if len(shapes[1]) == 1:
         return (_mT(x) @ g[..., None])[..., 0]
+    if len(shapes[1]) == 2 and x.ndim > 2:
+        return kernels.matmul_grad_y(x, g)
     return _mT(x) @ g
 
 
@@ -283,7 +286,7 @@ defrule("div", lambda xp, x, y: x / y, (lambda g, ans, x, y: g / y, "y"),
 defrule("rdiv", lambda xp, x, y: (x / y, 1 / y), (None, ""), (lambda g, ans, x, y, aux=None: -g * x * aux * aux, "x"),
         aux=True)
 defrule("pow", lambda xp, x, y: x ** y, (_pow_vjp_x, "xy"), (_pow_vjp_y, "axy"))
-defrule("matmul", lambda xp, x, y: x @ y, (_matmul_vjp_x, "y"), (_matmul_vjp_y, "x"), shapes=True)
+defrule("matmul", lambda xp, x, y: kernels.matmul(x, y), (_matmul_vjp_x, "y"), (_matmul_vjp_y, "x"), shapes=True)
 defrule("maximum", lambda xp, x, y: xp.maximum(x, y),
         (lambda g, ans, x, y: g * _pick(x, y, True), "xy"), (lambda g, ans, x, y: g * _pick(y, x, True), "xy"))
 defrule("minimum", lambda xp, x, y: xp.minimum(x, y),

@@ -142,6 +142,8 @@ def scatter_path(g: Array, root_shape: tuple[int, ...], path: tuple[Step, ...]) 
     shape with ``g`` in the view's place. A broadcast step sums the gradient back to the shape
     before it (several view elements read one root element)."""
     xp = xp_of(g)
+    if all(kind in _EVERY_ELEMENT for kind, _ in path):
+        return _unpermute(g, root_shape, path)
     if not any(kind is StepKind.EXPAND for kind, _ in path):
         z = xp.zeros(root_shape, dtype=g.dtype)
         apply_path(z, path)[...] = g
@@ -159,6 +161,26 @@ def scatter_path(g: Array, root_shape: tuple[int, ...], path: tuple[Step, ...]) 
             z = xp.zeros(before, dtype=g.dtype)
             apply_path(z, (step,))[...] = g
             g = z
+    return g
+
+
+# steps whose view holds every element of what it was cut from, once: their gradient is a
+# rearrangement of the view's gradient, with no zeros to scatter it into
+_EVERY_ELEMENT = frozenset({StepKind.TRANSPOSE, StepKind.SQUEEZE, StepKind.UNSQUEEZE, StepKind.RESHAPE})
+
+
+def _unpermute(g: Array, root_shape: tuple[int, ...], path: tuple[Step, ...]) -> Array:
+    """The gradient of a path of :data:`_EVERY_ELEMENT` steps: ``g`` walked back through them (a view of
+    ``g`` where it can be; the graph never writes into a gradient it hands on)."""
+    import numpy as np
+
+    probe = np.broadcast_to(np.empty((), dtype=bool), root_shape)  # shapes only: no memory per element
+    shapes = [root_shape]
+    for step in path[:-1]:
+        probe = apply_path(probe, (step,))
+        shapes.append(tuple(probe.shape))
+    for (kind, arg), before in zip(reversed(path), reversed(shapes)):
+        g = g.transpose(tuple(np.argsort(arg))) if kind is StepKind.TRANSPOSE else g.reshape(before)
     return g
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Array, scatter_add, to_device, xp_of
+from .. import kernels
+from ..backend import Array, to_device, xp_of
 from ..capture import recorded
 from ..errors import ShapeError
 from ..handle import array_of
@@ -237,35 +238,17 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 def _conv2d_fwd(xp: Any, x: Array, w: Array, stride: tuple[int, int] = (1, 1),
                 padding: tuple[int, int] = (0, 0)) -> Array:
-    kh, kw = w.shape[2], w.shape[3]
-    cols = _windows(xp, _pad(xp, x, *padding), kh, kw, *stride)       # (N, C, Ho, Wo, kh, kw)
-    out = xp.tensordot(cols, w, axes=([1, 4, 5], [1, 2, 3]))          # (N, Ho, Wo, O)
-    return out.transpose(0, 3, 1, 2)
+    return kernels.conv2d_forward(x, w, stride, padding)
 
 
 def _conv2d_vjp_x(g: Array, ans: Array, x: Array, w: Array, stride: tuple[int, int] = (1, 1),
                   padding: tuple[int, int] = (0, 0), shapes: Any = ()) -> Array:
-    xp = xp_of(g)
-    n, c, h, wd = shapes[0]
-    kh, kw = w.shape[2], w.shape[3]
-    sh, sw = stride
-    ph, pw = padding
-    ho, wo = g.shape[2], g.shape[3]
-    gcols = xp.tensordot(g, w, axes=([1], [0]))                        # (N, Ho, Wo, C, kh, kw)
-    gx = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=g.dtype)
-    for a in range(kh):
-        for b in range(kw):
-            rows, cols = slice(a, a + sh * (ho - 1) + 1, sh), slice(b, b + sw * (wo - 1) + 1, sw)
-            gx[:, :, rows, cols] += gcols[:, :, :, :, a, b].transpose(0, 3, 1, 2)
-    return gx[:, :, ph:ph + h, pw:pw + wd]
+    return kernels.conv2d_grad_input(g, w, shapes[0], stride, padding)
 
 
 def _conv2d_vjp_w(g: Array, ans: Array, x: Array, w: Array, stride: tuple[int, int] = (1, 1),
                   padding: tuple[int, int] = (0, 0), shapes: Any = ()) -> Array:
-    xp = xp_of(g)
-    kh, kw = shapes[1][2], shapes[1][3]
-    cols = _windows(xp, _pad(xp, x, *padding), kh, kw, *stride)
-    return xp.tensordot(g, cols, axes=([0, 2, 3], [0, 2, 3]))          # (O, C, kh, kw)
+    return kernels.conv2d_grad_weight(g, x, shapes[1], stride, padding)
 
 
 defrule("conv2d", _conv2d_fwd, (_conv2d_vjp_x, "y"), (_conv2d_vjp_w, "x"), shapes=True)
@@ -298,23 +281,12 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
 
 def _max_pool_fwd(xp: Any, x: Array, kernel: tuple[int, int] = (2, 2),
                   stride: tuple[int, int] = (2, 2)) -> tuple[Array, Array]:
-    win = _windows(xp, xp.ascontiguousarray(x), *kernel, *stride)
-    flat = win.reshape(win.shape[:4] + (-1,))
-    arg = flat.argmax(axis=-1)                      # first maximum, as torch
-    return xp.take_along_axis(flat, arg[..., None], axis=-1)[..., 0], arg
+    return kernels.max_pool2d_forward(x, kernel, stride)
 
 
 def _max_pool_vjp(g: Array, ans: Array, x: Array, kernel: tuple[int, int] = (2, 2),
                   stride: tuple[int, int] = (2, 2), shapes: Any = (), aux: Array = None) -> Array:
-    xp = xp_of(g)
-    n, c, ho, wo = g.shape
-    a, b = aux // kernel[1], aux % kernel[1]
-    rows = xp.arange(ho).reshape(1, 1, ho, 1) * stride[0] + a
-    cols = xp.arange(wo).reshape(1, 1, 1, wo) * stride[1] + b
-    key = (xp.arange(n).reshape(n, 1, 1, 1), xp.arange(c).reshape(1, c, 1, 1), rows, cols)
-    gx = xp.zeros(shapes[0], dtype=g.dtype)
-    scatter_add(gx, key, g)
-    return gx
+    return kernels.max_pool2d_grad(g, aux, shapes[0], kernel, stride)
 
 
 defrule("max_pool2d", _max_pool_fwd, (_max_pool_vjp, ""), aux=True, shapes=True)

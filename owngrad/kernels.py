@@ -1,0 +1,181 @@
+"""Array kernels behind the heavier rules: pure functions of numpy or cupy arrays, no graph, no borrows.
+
+The rules in :mod:`owngrad.rules` and :mod:`owngrad.nn.functional` keep their calculus one line
+long by calling these; what lives here is only *how* an array result is computed fast on a
+BLAS-backed array module:
+
+- **matmul** with a 2-d right operand flattens the left operand's leading axes into one GEMM
+  (numpy would otherwise loop over them one small GEMM at a time), and the right operand's
+  gradient is one GEMM over the flattened rows instead of a stack of per-batch products summed
+  afterwards.
+- **conv2d** (NCHW, stride, zero padding, dilation) is im2col + batched GEMM: one copy of the
+  sliding windows into an ``(N, C*kh*kw, Ho*Wo)`` block, then ``W @ cols[n]`` for every sample,
+  which lands directly in NCHW order (no transpose of the output). The weight's gradient is
+  ``g[n] @ cols[n].T`` summed over samples; the input's gradient is ``W.T @ g[n]`` scattered back
+  by ``kh*kw`` strided adds (col2im) -- no index arrays, no ``add.at``.
+- **max_pool2d** takes the maximum of the ``kh*kw`` strided views of the input (never a copy of
+  the windows) and records which offset won as a small integer per output; its gradient is one
+  masked add per offset.
+- **softmax / log_softmax** and **layer norm** forwards and vjps with in-place updates of their
+  own temporaries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .backend import Array, xp_of
+
+__all__ = ["matmul", "matmul_grad_y", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight",
+           "max_pool2d_forward", "max_pool2d_grad", "conv_out_size"]
+
+Pair = tuple[int, int]
+
+
+# --- matmul --------------------------------------------------------------------------------------
+
+def matmul(x: Array, y: Array) -> Array:
+    """``x @ y``; for ``x`` (..., M, K) with more than two axes and ``y`` (K, N) it is one (M', K) GEMM."""
+    if x.ndim > 2 and y.ndim == 2:
+        return (_rows(x) @ y).reshape(x.shape[:-1] + (y.shape[-1],))
+    return x @ y
+
+
+def matmul_grad_y(x: Array, g: Array) -> Array:
+    """The gradient of a 2-d ``y`` in ``x @ y`` for ``x`` (..., M, K) and ``g`` (..., M, N): ``x^T g`` over
+    every row of every batch at once, (K, N)."""
+    return _rows(x).T @ _rows(g)
+
+
+def _rows(a: Array) -> Array:
+    """``a`` (..., K) as a 2-d (rows, K) array (a view when ``a`` is contiguous)."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+
+
+# --- conv2d --------------------------------------------------------------------------------------
+
+def conv_out_size(size: int, k: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """The output length of a convolution or pooling along one axis (torch's formula)."""
+    return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def _padded(xp: Any, x: Array, padding: Pair) -> Array:
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def _windows(xp: Any, x: Array, kernel: Pair, stride: Pair, dilation: Pair) -> Array:
+    """A zero-copy (N, C, kh, kw, Ho, Wo) view of the sliding windows of an NCHW array: element
+    ``[n, c, a, b, i, j]`` is ``x[n, c, i*sh + a*dh, j*sw + b*dw]``."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    ho, wo = conv_out_size(h, kh, sh, 0, dh), conv_out_size(w, kw, sw, 0, dw)
+    s = x.strides
+    return xp.lib.stride_tricks.as_strided(
+        x, shape=(n, c, kh, kw, ho, wo), strides=(s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw))
+
+
+def im2col(x: Array, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair) -> Array:
+    """The windows of ``x`` (N, C, H, W) as one contiguous (N, C*kh*kw, Ho*Wo) block."""
+    xp = xp_of(x)
+    win = _windows(xp, _padded(xp, x, padding), kernel, stride, dilation)
+    n, c, kh, kw, ho, wo = win.shape
+    return xp.ascontiguousarray(win).reshape(n, c * kh * kw, ho * wo)
+
+
+def conv2d_forward(x: Array, w: Array, stride: Pair = (1, 1), padding: Pair = (0, 0),
+                   dilation: Pair = (1, 1)) -> Array:
+    """Cross-correlation of ``x`` (N, C, H, W) with ``w`` (O, C, kh, kw): (N, O, Ho, Wo), C-contiguous."""
+    n, h, wd = x.shape[0], x.shape[2], x.shape[3]
+    o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    ho = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = conv_out_size(wd, kw, stride[1], padding[1], dilation[1])
+    cols = im2col(x, (kh, kw), stride, padding, dilation)
+    return xp_of(x).matmul(w.reshape(o, -1), cols).reshape(n, o, ho, wo)
+
+
+def conv2d_grad_weight(g: Array, x: Array, w_shape: tuple[int, ...], stride: Pair = (1, 1),
+                       padding: Pair = (0, 0), dilation: Pair = (1, 1)) -> Array:
+    """The weight's gradient ``sum_n g[n] @ cols[n].T``, (O, C, kh, kw)."""
+    xp = xp_of(g)
+    n, o = g.shape[0], g.shape[1]
+    cols = im2col(x, (w_shape[2], w_shape[3]), stride, padding, dilation)
+    per_sample = xp.matmul(g.reshape(n, o, -1), cols.transpose(0, 2, 1))   # (N, O, C*kh*kw)
+    return per_sample.sum(axis=0).reshape(w_shape)
+
+
+def conv2d_grad_input(g: Array, w: Array, x_shape: tuple[int, ...], stride: Pair = (1, 1),
+                      padding: Pair = (0, 0), dilation: Pair = (1, 1)) -> Array:
+    """The input's gradient: the window gradients ``W.T @ g[n]`` added back where each window read (col2im)."""
+    xp = xp_of(g)
+    n, c, h, wd = x_shape
+    o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    ho, wo = g.shape[2], g.shape[3]
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    gcols = xp.matmul(w.reshape(o, -1).T, g.reshape(n, o, ho * wo)).reshape(n, c, kh, kw, ho, wo)
+    gx = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=g.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            gx[:, :, a * dh:a * dh + sh * (ho - 1) + 1:sh, b * dw:b * dw + sw * (wo - 1) + 1:sw] += gcols[:, :, a, b]
+    return gx if ph == 0 and pw == 0 else gx[:, :, ph:ph + h, pw:pw + wd]
+
+
+# --- max_pool2d ----------------------------------------------------------------------------------
+
+def _offset_major(xp: Any, x: Array, kernel: Pair, stride: Pair, out: tuple[int, int]) -> Array:
+    """A zero-copy (kh, kw, N, C, Ho, Wo) view of the pooling windows of ``x`` (N, C, H, W): element
+    ``[a, b, n, c, i, j]`` is ``x[n, c, i*sh + a, j*sw + b]``. Writable when ``x`` is; its elements
+    overlap only when windows do (stride < kernel)."""
+    s = x.strides
+    return xp.lib.stride_tricks.as_strided(
+        x, shape=(kernel[0], kernel[1], x.shape[0], x.shape[1]) + out,
+        strides=(s[2], s[3], s[0], s[1], s[2] * stride[0], s[3] * stride[1]))
+
+
+def max_pool2d_forward(x: Array, kernel: Pair, stride: Pair) -> tuple[Array, Array]:
+    """The window maxima of ``x`` (N, C, H, W) and, per output, the offset ``a*kw + b`` of the window's
+    first maximum (a NaN counts as the maximum, as torch: the window's last NaN). The windows are
+    copied once, offset-major, so every reduction below runs over contiguous memory."""
+    xp = xp_of(x)
+    out = (conv_out_size(x.shape[2], kernel[0], stride[0], 0), conv_out_size(x.shape[3], kernel[1], stride[1], 0))
+    k = kernel[0] * kernel[1]
+    cols = xp.ascontiguousarray(_offset_major(xp, x, kernel, stride, out)).reshape((k,) + x.shape[:2] + out)
+    best = cols.max(axis=0)
+    itype = xp.int8 if k <= 127 else xp.int64
+    arg = xp.full(best.shape, k - 1, dtype=itype)
+    for i in range(k - 2, -1, -1):  # from the last offset back: the first maximum wins
+        arg -= (arg - itype(i)) * (cols[i] == best)  # arg = i where hit (arithmetic: faster than where)
+    if best.dtype.kind == "f" and bool(xp.isnan(best).any()):
+        for i in range(k):
+            arg -= (arg - itype(i)) * xp.isnan(cols[i])
+    return best, arg
+
+
+def max_pool2d_grad(g: Array, arg: Array, x_shape: tuple[int, ...], kernel: Pair, stride: Pair) -> Array:
+    """The input's gradient: each output's gradient added at its window's maximum (and nowhere else, so
+    a non-finite gradient stays where it belongs)."""
+    xp = xp_of(g)
+    k = kernel[0] * kernel[1]
+    finite = bool(xp.isfinite(g).all())
+    picked = xp.empty((k,) + g.shape, dtype=g.dtype)                   # (kh*kw, N, C, Ho, Wo)
+    for i in range(k):
+        if finite:
+            xp.multiply(g, arg == i, out=picked[i])
+        else:
+            picked[i] = xp.where(arg == i, g, xp.zeros((), dtype=g.dtype))
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, g.shape[2:]
+    covered = sh == kh and sw == kw and x_shape[2] == ho * kh and x_shape[3] == wo * kw
+    gx = xp.empty(x_shape, dtype=g.dtype) if covered else xp.zeros(x_shape, dtype=g.dtype)
+    win = _offset_major(xp, gx, kernel, stride, (ho, wo))
+    picked = picked.reshape(win.shape)
+    if sh >= kh and sw >= kw:  # windows do not overlap: one strided write, in the destination's order
+        order = (2, 3, 4, 0, 5, 1)
+        win.transpose(order)[...] = picked.transpose(order)
+        return gx
+    for a in range(kh):
+        for b in range(kw):
+            win[a, b] += picked[a, b]  # each offset's view is free of self-overlap
+    return gx
