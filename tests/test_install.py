@@ -1,14 +1,15 @@
 """The stubs reach a user's own project after every install the README names.
 
 A throwaway virtual environment outside the checkout gets owngrad three ways: the editable
-install (``pip install -e .``, the README's command), a plain install and a built wheel (the
-same artifact: ``pip install .`` builds that wheel, then installs it). A typed script in a
+install (``pip install -e .``, the README's command), a plain ``pip install <project>`` and a built
+wheel. A typed script in a
 directory of its own is then checked with ``mypy --strict`` and with basedpyright in strict
 mode, both pointed at that environment's interpreter: each must see ``owngrad-stubs`` (not the
 runtime package) and report the misuse lines, and nothing on the correct ones.
 
-The wheels are built by hatchling's PEP 517/660 hooks from a copy of the project (no network,
-no build/ left in the checkout); pip installs them into the environment with ``--no-deps``.
+The editable and regular wheels are built by hatchling's PEP 517/660 hooks from a copy of the project
+(no network, no build/ left in the checkout); pip installs them into the environment with ``--no-deps``.
+The plain install is pip's own build of a copy of the project.
 """
 
 from __future__ import annotations
@@ -53,13 +54,19 @@ print(train(g, g.param(np.ones((3, 2))), g.constant(np.ones((4, 3)))))
 MISUSE_LINES = [i for i, line in enumerate(USER_SCRIPT.splitlines(), 1) if line.endswith("# MISUSE")]
 
 
-def _build(kind: str, tmp: Path) -> Path:
-    """An owngrad wheel (``kind`` = "wheel" or "editable") built from a copy of the project."""
+def _copy_project(tmp: Path, kind: str) -> Path:
+    """What a clone holds that a build reads: the two packages, pyproject.toml and the README."""
     proj = tmp / f"proj-{kind}"
     for d in ("owngrad", "stubs"):
         shutil.copytree(ROOT / d, proj / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for f in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / f, proj / f)
+    return proj
+
+
+def _build(kind: str, tmp: Path) -> Path:
+    """An owngrad wheel (``kind`` = "wheel" or "editable") built from a copy of the project."""
+    proj = _copy_project(tmp, kind)
     out = tmp / f"dist-{kind}"
     out.mkdir()
     hook = "build_editable" if kind == "editable" else "build_wheel"
@@ -73,27 +80,46 @@ def _build(kind: str, tmp: Path) -> Path:
     return out / name
 
 
-def _venv_with(wheel: Path, tmp: Path) -> Path:
+def _venv(tmp: Path) -> Path:
     env_dir = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
-    py = env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps",
-                        "--no-index", str(wheel)], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    # numpy (owngrad's one run-time dependency, whose types the stubs use) linked in from this interpreter
+    return env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _link_numpy(py: Path) -> None:
+    """numpy (owngrad's one run-time dependency, whose types the stubs use) linked in from this interpreter."""
     site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True, timeout=120).stdout.strip())
     np_dir = Path(__import__("numpy").__file__).parent
     for d in (np_dir, np_dir.parent / "numpy.libs"):
         if d.exists():
             (site / d.name).symlink_to(d, target_is_directory=True)
+
+
+def _install(kind: str, tmp: Path) -> Path:
+    """A throwaway environment with owngrad installed the ``kind`` way; its interpreter.
+
+    "editable" and "wheel" install what hatchling's hooks built here (no index needed); "plain" is
+    ``pip install <project>`` as a user types it, which builds in an isolated environment and so needs the
+    package index for hatchling (skipped when it cannot be reached)."""
+    py = _venv(tmp)
+    pip = [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps"]
+    if kind == "plain":
+        r = subprocess.run([*pip, str(_copy_project(tmp, kind))], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0 and ("hatchling" in r.stderr or "connection" in r.stderr.lower()):
+            pytest.skip(f"pip could not fetch the build backend: {r.stderr[-300:]}")
+        shutil.rmtree(tmp / f"proj-{kind}")  # a plain install copies its files: the source may go
+    else:
+        r = subprocess.run([*pip, "--no-index", str(_build(kind, tmp))], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    _link_numpy(py)
     return py
 
 
-@pytest.fixture(scope="module", params=["editable", "wheel"])
+@pytest.fixture(scope="module", params=["editable", "plain", "wheel"])
 def user_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp(f"install-{request.param}")
-    py = _venv_with(_build(request.param, tmp), tmp)
+    py = _install(request.param, tmp)
     project = tmp / "myproject"
     project.mkdir()
     (project / "train.py").write_text(USER_SCRIPT)
