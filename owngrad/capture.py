@@ -44,7 +44,7 @@ from .traced import CaptureRefused, TracedArray, TracedNumber, refusal, unwrap
 if TYPE_CHECKING:
     from .graph import Graph
 
-__all__ = ["CapturedStep", "Eqn", "Plan", "Tracer", "interpret", "recorded", "recorded_number"]
+__all__ = ["CapturedStep"]
 
 _SLOT, _CONST, _SEQ = 0, 1, 2
 _PLAIN = (bool, int, float, str)
@@ -136,8 +136,9 @@ class Tracer:
         self.note(fn, args, kwargs, out)
         return out
 
-    def number(self, fn: Callable[..., Any], label: str, *args: Any) -> TracedNumber:
-        """``fn(*args)``, a Python number computed from the step's values: recorded, and traced."""
+    def number(self, fn: Callable[..., Any], label: str, *args: Any) -> Any:
+        """``fn(*args)``, a Python number computed from the step's values: recorded, and traced (a
+        :class:`TracedNumber` that stands for the number)."""
         value = self.call(fn, *args)
         traced = TracedNumber(value, label)
         eqn = self.eqns[-1]
@@ -282,7 +283,8 @@ class Plan:
         """The plan, one equation a line: ``s7 = matmul.forward(s3, c1)    # train.py:24``."""
         lines = [f"plan of the step captured at {format_site(self.site)} (inputs s0..s{self.nin - 1}):"]
         for e in self.eqns:
-            call = f"{_name(e.fn)}({', '.join([_spec_text(a) for a in e.args] + [f'{k}={_spec_text(v)}' for k, v in e.kwargs.items()])})"
+            operands = [_spec_text(a) for a in e.args] + [f"{k}={_spec_text(v)}" for k, v in e.kwargs.items()]
+            call = f"{_name(e.fn)}({', '.join(operands)})"
             out = "" if e.out is None else f"s{e.out[0]} = "
             lines.append(f"  {out}{call}    # {format_site(e.site)}")
         return "\n".join(lines)
@@ -503,7 +505,7 @@ def _fn_site(fn: Any, default: Site) -> Site:
 
 def _bits_equal(a: Any, b: Any) -> bool:
     """Bitwise equality of two values of a step (arrays, numbers, dicts and sequences of them)."""
-    if hasattr(a, "tobytes") and hasattr(b, "tobytes") and hasattr(a, "shape"):
+    if hasattr(a, "tobytes") and hasattr(a, "shape") and not isinstance(a, type):
         return bool(getattr(b, "shape", None) == a.shape and b.dtype == a.dtype and a.tobytes() == b.tobytes())
     if type(a) in (tuple, list) and type(b) is type(a):
         return len(a) == len(b) and all(_bits_equal(x, y) for x, y in zip(a, b))

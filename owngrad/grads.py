@@ -132,8 +132,8 @@ class Grads:
         tr = self.graph._tracer
         if tr is not None:  # a captured step: the norm, and whether to scale, are decided at each replay
             with exclusive(handles, user_site(), "grads.clip_norm_"):
-                norm_traced: float = tr.number(_clip, "the norm returned by grads.clip_norm_", max_norm, *arrays)
-                return norm_traced
+                traced: float = tr.number(_clip, "the norm returned by grads.clip_norm_", max_norm, *arrays)
+                return traced
         norm = _norm(arrays)
         scale = max_norm / (norm + 1e-6)
         if scale < 1:

@@ -27,7 +27,6 @@ import numpy as np
 from .backend import Array, copy_of, is_array, module_for, owned, xp_of
 from .backward import OnGrad, seed_gradient, topo_order, walk
 from .capture import CapturedStep, Tracer
-from .traced import TracedArray, unwrap
 from .errors import DeviceError, GradError, GraphError, ShapeError
 from .factory import TensorFactory
 from .grads import Grads
@@ -38,6 +37,7 @@ from .roles import ReadOnly, Role
 from .rules import ALL_ARGS, RULES, Rule
 from .sites import Site, format_site, user_site
 from .tensor import Tensor
+from .traced import TracedArray, unwrap
 from .views import Step
 
 __all__ = ["Graph", "Node", "Grads"]

@@ -205,7 +205,7 @@ class _Walker:
         for name in dict.fromkeys(_code_names(fn.__code__)):
             if name in glob:
                 self.add(Place.ITEM, glob, name, glob[name], f"the global {name!r}", live, depth)
-        for i, v in enumerate(fn.__defaults__ or ()):
+        for v in fn.__defaults__ or ():
             self.visit(v, f"a default of {fn.__name__}", live, depth + 1)
 
     def instance(self, obj: Any, label: str, live: bool, depth: int) -> None:
@@ -218,7 +218,7 @@ class _Walker:
             if k in skip:
                 continue
             self.add(Place.ATTR, obj, k, v, f"{label}.{k}", live or k in watch, depth)
-        call = getattr(cls, "__call__", None)  # a callable object: what its __call__ reads
+        call = cls.__dict__.get("__call__")  # a callable object: what its __call__ reads
         if isinstance(call, types.FunctionType):
             self.visit(call, f"{label}.__call__", live, depth + 1)
 

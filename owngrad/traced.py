@@ -75,11 +75,13 @@ def _refuser(name: str) -> Any:
     return method
 
 
-_OPERATORS = ("add radd sub rsub mul rmul truediv rtruediv floordiv rfloordiv mod rmod pow rpow matmul rmatmul "
-              "and rand or ror xor rxor lshift rlshift rshift rrshift iadd isub imul itruediv ifloordiv imod "
-              "ipow imatmul iand ior ixor ilshift irshift neg pos abs invert lt le eq ne gt ge bool int float "
-              "complex index iter contains getitem setitem delitem round trunc floor ceil divmod rdivmod "
-              "copy deepcopy reduce reduce_ex format").split()
+_OPERATORS = ["add", "radd", "sub", "rsub", "mul", "rmul", "truediv", "rtruediv", "floordiv", "rfloordiv", "mod",
+              "rmod", "pow", "rpow", "matmul", "rmatmul", "and", "rand", "or", "ror", "xor", "rxor", "lshift",
+              "rlshift", "rshift", "rrshift", "iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow",
+              "imatmul", "iand", "ior", "ixor", "ilshift", "irshift", "neg", "pos", "abs", "invert", "lt", "le", "eq",
+              "ne", "gt", "ge", "bool", "int", "float", "complex", "index", "iter", "contains", "getitem", "setitem",
+              "delitem", "round", "trunc", "floor", "ceil", "divmod", "rdivmod", "copy", "deepcopy", "reduce",
+              "reduce_ex", "format"]
 for _name in _OPERATORS:
     setattr(_Traced, f"__{_name}__", _refuser(f"__{_name}__"))
 
@@ -124,7 +126,6 @@ def unwrap(v: Any) -> Any:
     t = type(v)
     if t is TracedArray or t is TracedNumber:
         return v.value
-    if t is tuple or t is list:
-        if any(type(x) in (TracedArray, TracedNumber, tuple, list) for x in v):
-            return t(unwrap(x) for x in v)
+    if (t is tuple or t is list) and any(type(x) in (TracedArray, TracedNumber, tuple, list) for x in v):
+        return t(unwrap(x) for x in v)
     return v
