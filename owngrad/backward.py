@@ -22,7 +22,7 @@ from .handle import TensorHandle
 from .node import PENDING, Node
 from .roles import ReadOnly
 from .shapes import unbroadcast
-from .sites import format_site
+from .sites import Site, format_site
 
 if TYPE_CHECKING:
     from .capture import Tracer
@@ -102,12 +102,19 @@ def _backprop(node: Node, g: Array, grads: dict[Node, Array], check_finite: bool
         assert shape is not None  # a parent that gets a gradient has its shape recorded
         if gi.shape != shape:
             gi = unbroadcast(gi, shape) if tr is None else tr.call(unbroadcast, gi, shape)
-        if check_finite and not bool(xp_of(gi).isfinite(gi).all()):
-            raise GradError(
-                f"g.backward(check_finite=True): the gradient flowing from node #{node.id} {node.op} "
-                f"(recorded at {format_site(node.site)}) into its input {i} is not finite")
+        if check_finite:  # recorded: a captured step checks each replay's gradients
+            if tr is None:
+                _check_finite(gi, node.id, node.op, node.site, i)
+            else:
+                tr.call(_check_finite, gi, node.id, node.op, node.site, i)
         prev = grads.get(p)
         grads[p] = gi if prev is None else prev + gi if tr is None else tr.call(operator.add, prev, gi)
+
+
+def _check_finite(gi: Array, node_id: int, op: str, site: Site, i: int) -> None:
+    if not bool(xp_of(gi).isfinite(gi).all()):
+        raise GradError(f"g.backward(check_finite=True): the gradient flowing from node #{node_id} {op} "
+                        f"(recorded at {format_site(site)}) into its input {i} is not finite")
 
 
 class _Finisher:

@@ -1,44 +1,45 @@
-"""Captured steps: check the borrows once, then replay the step as a flat list of array calls.
+"""Captured steps: a step recorded once as a plan of array calls, replayed while its guards hold.
 
 ``step = g.capture(fn)`` returns a :class:`CapturedStep`. Its first call for a signature (the
-inputs' shapes, dtypes and devices, the non-array inputs' values, and the train/eval mode of
-every module the step calls) runs ``fn`` eagerly -- every borrow check, every error, at the
-user's lines -- while a :class:`Tracer` on the graph records each array call the step makes:
-the rules' forwards and vjps, views, gradient accumulation, the optimizer's update, random
-draws (dropout masks), running statistics. Each recorded call names its operands as *slots*
-(arrays produced earlier in the step, or the step's inputs) or as constants (params and
-optimizer state, which the step updates in place, and values that do not depend on the
-inputs). Later calls with the same signature replay that list: the same array functions in the
-same order on the new inputs, so losses, gradients and parameters are bitwise those of an
-eager step, without a Node or a Tensor per op.
+inputs' shapes, dtypes and devices, which inputs alias, the values of scalar inputs -- numpy
+scalars included -- and the grad mode) runs ``fn`` eagerly -- every borrow check, every error, at
+the user's lines -- while a :class:`Tracer` on the graph records each array call the step makes as
+one :class:`Eqn` (the function, its operands as slots or constants, its output slots, the user's
+line). The list of equations is the :class:`Plan`; :func:`interpret` runs it, and a straight-line
+Python function generated from it runs it faster.
 
-What the plan cannot reproduce is refused at capture, at the line that does it (a
-:class:`~owngrad.errors.GraphError`), or, with ``fallback=True``, makes that signature run
-eagerly every time: converting a traced value to Python (``float(loss)``, ``.item()``, a
-branch on ``bool(t)``), an in-place tensor write other than the optimizer's, creating params,
-``on_grad`` hooks, and results left pending when ``fn`` returns.
-
-A replay takes its borrows as one holder, "captured step at file:line": exclusive on what it
-updates (the params its optimizers step, running statistics), shared on the params it reads.
-A pending eager result that saved one of those params, or any other live borrow, refuses the
-replay with the same :class:`~owngrad.errors.BorrowError` an eager step would raise.
+The contract: a replay equals the eager call bitwise, or the call refuses with a
+:class:`~owngrad.errors.GraphError` naming the user's line. Raw array inputs are traced while a
+step is captured (traced.py), so work on them outside owngrad's operations refuses; everything
+else the step read is guarded (guards.py) and a change captures a new plan (at most ``max_plans``
+per signature, then a warning and eager calls); Python side effects of the step refuse; value
+checks run as recorded calls at every replay. A refused capture is rolled back: params, buffers,
+optimizer state, generators and the Python state it changed are restored and its pending nodes
+released. With ``verify=True`` a new plan's first replay runs on a snapshot and is compared
+with the eager step; a difference warns, naming the first differing equation, and the signature
+runs eagerly from then on. docs/capture.md has the details.
 """
 
 from __future__ import annotations
 
 import threading
+import types
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from .backend import device_of
 from .errors import BorrowError, GraphError
+from .guards import Guard, Place, collect, first_changed
 from .handle import TensorHandle
 from .ledger import EXCLUSIVE, SHARED, acquire_all, release_all
+from .node import NodeState
 from .roles import Role
 from .sites import Site, format_site, user_site
+from .traced import CaptureRefused, TracedArray, TracedNumber, refusal, unwrap
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -50,30 +51,47 @@ _PLAIN = (bool, int, float, str)
 _ACTIVE = threading.local()  # the tracer of the capture running in this thread (for modules' train/eval mode)
 _CAPTURING = 0  # how many captures are running, in any thread (changed under _COUNT_LOCK)
 _COUNT_LOCK = threading.Lock()
+_EAGER = None  # a signature's entry that runs eagerly from now on
+
+
+class Eqn(NamedTuple):
+    """One recorded array call: ``out = fn(*args, **kwargs)``; operands are slot or constant specs."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    out: Any  # (slot, element slots or None) or None
+    site: Site
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
 
 
 class Tracer:
-    """Records the array calls of one eager run of a step, with their operands as slots or constants."""
+    """Records the array calls of one eager run of a step, with their operands as slots or constants,
+    and keeps what it needs to undo the run (the first value of everything it wrote)."""
 
-    def __init__(self, graph: Graph, fallback: bool, site: Site | None = None) -> None:
+    def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.graph_site = site
         #: the capturing thread: work other threads do on the graph meanwhile is not part of the step
         self.thread = threading.get_ident()
-        self.fallback = fallback
         self.ids: dict[int, int] = {}
-        self.keep: list[Any] = []  # every slot's capture-time object stays alive: ids are not reused
-        self.steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]] = []
-        self.nslots = 0
-        self.refused: str | None = None
+        self.keep: list[Any] = []  # slot k's capture-time object is keep[k]: ids are not reused
+        self.alive: list[Any] = []  # traced values handed to the step, kept alive for the same reason
+        self.eqns: list[Eqn] = []
         self.modules: dict[int, tuple[Any, bool]] = {}
         self.reads: dict[int, TensorHandle] = {}
         self.writes: dict[int, TensorHandle] = {}
+        self.undo: dict[int, tuple[Any, Any]] = {}  # id(array) -> (array, its first value)
+        self.objects: dict[int, tuple[Any, dict[str, Any]]] = {}  # objects whose recorded methods ran
+        self.generators: dict[int, tuple[np.random.Generator, Any]] = {}  # drawn from by recorded calls
+        self.exempt: set[tuple[int, Any]] = set()  # (object, attribute) changed by recorded calls
+        self.prev: Tracer | None = None  # the tracer this one's capture interrupted in this thread, if any
 
     # --- slots ---
     def slot(self, obj: Any) -> int:
-        k = self.nslots
-        self.nslots += 1
+        k = len(self.keep)
         self.ids[id(obj)] = k
         self.keep.append(obj)
         return k
@@ -82,7 +100,7 @@ class Tracer:
         k = self.ids.get(id(v))
         if k is not None:
             return (_SLOT, k)
-        if type(v) in (tuple, list) and any(id(x) in self.ids for x in v):
+        if type(v) in (tuple, list) and any(id(x) in self.ids or type(x) in (tuple, list) for x in v):
             return (_SEQ, type(v), tuple(self.ref(x) for x in v))
         return (_CONST, v)
 
@@ -95,70 +113,89 @@ class Tracer:
         return (k, None)
 
     # --- recording ---
+    def mine(self) -> bool:
+        return threading.get_ident() == self.thread
+
     def note(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """Record ``out = fn(*args, **kwargs)``, a call that has just run."""
-        if threading.get_ident() != self.thread:
-            return
-        self.steps.append((fn, tuple(self.ref(a) for a in args), {k: self.ref(v) for k, v in kwargs.items()},
-                           self._out(out)))
+        if self.mine():
+            self.eqns.append(Eqn(fn, tuple(self.ref(a) for a in args), {k: self.ref(v) for k, v in kwargs.items()},
+                                 self._out(out), user_site()))
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        out = fn(*args, **kwargs)
+        """Run ``fn`` on the real values of ``args`` and record it."""
+        if not self.mine():
+            return fn(*args, **kwargs)
+        real = tuple(unwrap(a) for a in args)
+        self._before(fn, real)
+        own = getattr(fn, "__self__", None)
+        before = dict(vars(own)) if own is not None and id(own) in self.objects else None
+        out = fn(*real, **{k: unwrap(v) for k, v in kwargs.items()})
+        if before is not None:
+            self.exempt.update((id(own), k) for k, v in vars(own).items() if before.get(k, self) is not v)
         self.note(fn, args, kwargs, out)
         return out
 
+    def number(self, fn: Callable[..., Any], label: str, *args: Any) -> Any:
+        """``fn(*args)``, a Python number computed from the step's values: recorded, and traced (a
+        :class:`TracedNumber` that stands for the number)."""
+        value = self.call(fn, *args)
+        traced = TracedNumber(value, label)
+        eqn = self.eqns[-1]
+        self.eqns[-1] = eqn._replace(out=(self.slot(value), None))
+        self.ids[id(traced)] = self.ids[id(value)]
+        self.alive.append(traced)
+        return traced
+
+    def _before(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """What a recorded call may change, kept for undo: its object's attributes, generators it draws from."""
+        own = getattr(fn, "__self__", None)
+        if own is not None and hasattr(own, "__dict__") and not isinstance(own, TensorHandle) \
+                and id(own) not in self.objects:
+            self.objects[id(own)] = (own, dict(vars(own)))
+        for a in args:
+            gen = a if isinstance(a, np.random.Generator) else \
+                getattr(a, "rng", None) if a is self.graph else None
+            if isinstance(gen, np.random.Generator) and id(gen) not in self.generators:
+                self.generators[id(gen)] = (gen, gen.bit_generator.state)
+
     def read(self, t: TensorHandle) -> None:
         root = t._root
-        if root._kind is Role.PARAM and threading.get_ident() == self.thread:
+        if root._kind is Role.PARAM and self.mine():
             self.reads[id(root)] = root
 
-    def write(self, ts: list[Any]) -> None:
-        if threading.get_ident() == self.thread:
-            for t in ts:
-                self.writes[id(t._root)] = t._root
-
-    def check_constants(self, inputs: list[Any]) -> None:
-        """A safety net for array work done outside owngrad's recorded calls: a constant operand that is a
-        view or a copy of an input would be frozen at its capture value, so such a step is refused."""
-        arrays = [a for a in inputs if isinstance(a, np.ndarray) and a.size > 1]
-        if not arrays:
+    def write(self, ts: Sequence[Any]) -> None:
+        """Tensors about to be written in place: a replay borrows them exclusively, an undo restores them."""
+        if not self.mine():
             return
-        owned_by_graph = {id(t._data) for t in (*self.reads.values(), *self.writes.values())}  # params, buffers
-        for fn, args, kwargs, _ in self.steps:
-            for spec in (*args, *kwargs.values()):
-                items = spec[2] if spec[0] == _SEQ else (spec,)
-                for item in items:
-                    c = item[1] if item[0] == _CONST else None
-                    if not isinstance(c, np.ndarray) or c.size < 2 or id(c) in owned_by_graph:
-                        continue
-                    for a in arrays:
-                        if np.may_share_memory(c, a) or (c.shape == a.shape and np.array_equal(c, a)):
-                            name = getattr(fn, "__qualname__", type(fn).__name__)
-                            self.refuse(f"an array computed from a step input outside owngrad's recorded calls "
-                                        f"(an operand of {name})", self.graph_site,
-                                        "prepare the array before the call and pass it as an input, or compute "
-                                        "it with tensor ops inside")
-                            return
+        for t in ts:
+            root = t._root
+            self.writes[id(root)] = root
+            arr = root._data
+            if id(arr) not in self.undo and id(arr) not in self.ids:  # the step's own arrays need no undo
+                self.undo[id(arr)] = (arr, arr.copy())
 
     def refuse(self, what: str, site: Site | None = None, help: str = "") -> None:
-        """Something the plan cannot reproduce: an error at the user's line, or (fallback) eager from now on."""
-        if threading.get_ident() != self.thread:
+        """Something the plan cannot reproduce: a GraphError at the user's line."""
+        if not self.mine():
             return
-        where = format_site(site if site is not None else user_site())
         help = help or "keep it outside the captured function (return the tensor and convert it after the call)"
-        msg = (f"g.capture: {what} at {where} cannot be captured: a captured step replays array calls only, "
-               f"so its result would be fixed at capture\n  help: {help}, or pass fallback=True to run such "
-               "steps eagerly")
-        if self.fallback:
-            if self.refused is None:
-                self.refused = msg
-            return
-        raise GraphError(msg)
+        raise refusal(what, format_site(site if site is not None else user_site()), help)
+
+    def rollback(self) -> None:
+        """Undo what the run changed: arrays written, objects of recorded methods, generators drawn from."""
+        for arr, old in self.undo.values():
+            arr[...] = old
+        for obj, attrs in self.objects.values():
+            vars(obj).clear()
+            vars(obj).update(attrs)
+        for gen, state in self.generators.values():
+            gen.bit_generator.state = state
 
 
 def recorded(graph: Graph, fn: Callable[..., Any], *args: Any, writes: Sequence[TensorHandle] = ()) -> Any:
     """``fn(*args)``, recorded when ``graph`` is capturing a step: array work library code does outside
-    the rule table (a dropout mask drawn, a padding mask compared, an optimizer's update). ``writes``: the
+    the rule table (a dropout mask drawn, a label range checked, an optimizer's update). ``writes``: the
     tensors ``fn`` updates in place, which a replay borrows exclusively."""
     tr = graph._tracer
     if tr is None:
@@ -167,13 +204,43 @@ def recorded(graph: Graph, fn: Callable[..., Any], *args: Any, writes: Sequence[
     return tr.call(fn, *args)
 
 
+def recorded_number(graph: Graph, fn: Callable[..., Any], label: str, *args: Any) -> Any:
+    """``fn(*args)``, a number computed from the step's values; while capturing, a traced number."""
+    tr = graph._tracer
+    if tr is None or not tr.mine():
+        return fn(*args)
+    return tr.number(fn, label, *args)
+
+
 def note_module(module: Any) -> None:
-    """A module called while a step is being captured: its train/eval mode becomes part of the signature."""
+    """A module called while a step is being captured: its train/eval mode becomes part of the plan."""
     if not _CAPTURING:  # the eager fast path: one global read per module call
         return
     tr: Tracer | None = getattr(_ACTIVE, "tracer", None)
     if tr is not None and id(module) not in tr.modules:
         tr.modules[id(module)] = (module, bool(module.training))
+
+
+def _value(spec: tuple[Any, ...], env: dict[int, Any]) -> Any:
+    if spec[0] == _SLOT:
+        return env[spec[1]]
+    if spec[0] == _SEQ:
+        return spec[1](_value(p, env) for p in spec[2])
+    return spec[1]
+
+
+def interpret(eqns: Sequence[Eqn], inputs: Sequence[Any]) -> dict[int, Any]:
+    """Run a plan's equations on ``inputs``; every slot's value."""
+    env: dict[int, Any] = dict(enumerate(inputs))
+    for e in eqns:
+        out = e.fn(*[_value(a, env) for a in e.args], **{k: _value(v, env) for k, v in e.kwargs.items()})
+        if e.out is not None:
+            k, elems = e.out
+            env[k] = out
+            for j, kk in enumerate(elems or ()):
+                if kk is not None:
+                    env[kk] = out[j]
+    return env
 
 
 class _StepHolder:
@@ -191,28 +258,50 @@ class _StepHolder:
         return "wait for the captured step to return"
 
 
-class _Plan:
-    """One signature's recorded step, compiled for replay into one straight-line Python function: one
-    line per recorded call, slots as local variables, constants bound as default-free globals."""
+class Plan:
+    """One signature's recorded step: its equations (run by :func:`interpret`, or by the straight-line
+    function compiled from them), what it borrows, and the guards under which it is valid."""
 
-    def __init__(self, tracer: Tracer, nin: int, ret: Any, site: Site) -> None:
+    def __init__(self, tracer: Tracer, nin: int, ret: Any, site: Site, guards: list[Guard]) -> None:
         self.ret = ret
+        self.nin = nin
+        self.eqns = list(tracer.eqns)
+        self.guards = guards
         self.modules = [(m, mode) for m, mode in tracer.modules.values()]
         writes = list(tracer.writes.values())
+        self.written = writes
+        self.objects = [obj for obj, _ in tracer.objects.values()]
+        self.generators = [gen for gen, _ in tracer.generators.values()]
         self.writes = [(t._storage.ledger, t._region) for t in writes]
         self.reads = [(t._storage.ledger, t._region) for k, t in tracer.reads.items() if k not in tracer.writes]
         self.holder = _StepHolder(site)
         self.site = site
-        self.ncalls = len(tracer.steps)
-        self.replay = _compile(tracer.steps, nin, _slots_of(ret))
+        self.verified = False
+        self.replay = _compile(self.eqns, nin, _slots_of(ret))
+
+    def __str__(self) -> str:
+        """The plan, one equation a line: ``s7 = matmul.forward(s3, c1)    # train.py:24``."""
+        lines = [f"plan of the step captured at {format_site(self.site)} (inputs s0..s{self.nin - 1}):"]
+        for e in self.eqns:
+            operands = [_spec_text(a) for a in e.args] + [f"{k}={_spec_text(v)}" for k, v in e.kwargs.items()]
+            call = f"{_name(e.fn)}({', '.join(operands)})"
+            out = "" if e.out is None else f"s{e.out[0]} = "
+            lines.append(f"  {out}{call}    # {format_site(e.site)}")
+        return "\n".join(lines)
+
+    def changed(self) -> str | None:
+        """Why this plan may not run now (a module's mode or a guarded value changed), or None."""
+        for m, mode in self.modules:
+            if bool(m.training) != mode:
+                return f"the train/eval mode of {type(m).__name__}"
+        gd = first_changed(self.guards)
+        return None if gd is None else gd.label
 
     def _borrow(self, requests: list[Any], kind: str, why: str, site: Site | None) -> list[Any]:
         return acquire_all(requests, kind, self.holder, why, site, "captured step") if requests else []
 
-    def matches(self) -> bool:
-        return all(bool(m.training) == mode for m, mode in self.modules)
-
-    def run(self, graph: Graph, inputs: list[Any]) -> Any:
+    def run(self, inputs: list[Any], replay: Callable[..., dict[int, Any]] | None = None) -> dict[int, Any]:
+        """Replay under the step's borrows: exclusive on what it writes, shared on the params it reads."""
         try:
             borrows = self._borrow(self.writes, EXCLUSIVE, "updated by a captured step", None)
         except BorrowError:  # again, for the message: the refused access is the user's call of the step
@@ -224,15 +313,30 @@ class _Plan:
             except BorrowError:
                 self._borrow(self.reads, SHARED, "read by a captured step", user_site())
                 raise
-            values = self.replay(*inputs)
+            return (replay or self.replay)(*inputs)
         finally:
             release_all(borrows)
-        return _rebuild(graph, self.ret, values)
+
+
+def _spec_text(spec: tuple[Any, ...]) -> str:
+    if spec[0] == _SLOT:
+        return f"s{spec[1]}"
+    if spec[0] == _SEQ:
+        return "[" + ", ".join(_spec_text(p) for p in spec[2]) + "]"
+    v = spec[1]
+    if isinstance(v, TensorHandle):
+        return v._label()
+    if isinstance(v, types.ModuleType):
+        return v.__name__
+    if hasattr(v, "shape") and hasattr(v, "dtype") and not callable(v):
+        return f"<{v.dtype} {tuple(v.shape)}>"
+    text = repr(v) if isinstance(v, (int, float, str, bool, type(None), tuple)) else f"<{type(v).__name__}>"
+    return text if len(text) < 40 else text[:37] + "..."
 
 
 def _slots_of(tpl: Any) -> list[int]:
     kind = tpl[0]
-    if kind == "slot":
+    if kind in ("slot", "number"):
         return [tpl[1]]
     if kind == "seq":
         return [k for t in tpl[2] for k in _slots_of(t)]
@@ -241,18 +345,40 @@ def _slots_of(tpl: Any) -> list[int]:
     return []
 
 
-def _compile(steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]], nin: int,
-             ret_slots: list[int]) -> Callable[..., dict[int, Any]]:
-    """The replay function: ``replay(*inputs) -> {slot: value}`` for the slots the step returns."""
+def _last_uses(eqns: list[Eqn], keep: set[int]) -> dict[int, list[int]]:
+    """Equation index -> slots last used there (dropped after it, so a replay frees arrays as eager does)."""
+    last: dict[int, int] = {}
+
+    def uses(spec: tuple[Any, ...], at: int) -> None:
+        if spec[0] == _SLOT:
+            last[spec[1]] = at
+        elif spec[0] == _SEQ:
+            for p in spec[2]:
+                uses(p, at)
+
+    for at, e in enumerate(eqns):
+        for a in (*e.args, *e.kwargs.values()):
+            uses(a, at)
+        if e.out is not None:  # an output never read is dropped at once
+            for k in (e.out[0], *(kk for kk in (e.out[1] or ()) if kk is not None)):
+                last.setdefault(k, at)
+    dead: dict[int, list[int]] = {}
+    for k, at in last.items():
+        if k not in keep:
+            dead.setdefault(at, []).append(k)
+    return dead
+
+
+def _compile(eqns: list[Eqn], nin: int, ret_slots: list[int]) -> Callable[..., dict[int, Any]]:
+    """The plan as one straight-line function ``replay(*inputs) -> {slot: value}`` (the slots returned):
+    what :func:`interpret` does, without its per-equation dispatch."""
     names: dict[int, str] = {}
     space: dict[str, Any] = {}
 
     def const(v: Any) -> str:
-        key = id(v)
-        name = names.get(key)
+        name = names.get(id(v))
         if name is None:
-            name = f"c{len(names)}"
-            names[key] = name
+            name = names[id(v)] = f"c{len(names)}"
             space[name] = v
         return name
 
@@ -264,70 +390,61 @@ def _compile(steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, An
             return f"[{inner}]" if spec[1] is list else f"({inner},)"
         return const(spec[1])
 
-    # each slot is dropped after its last use, so the arrays of a step are freed as early as eager frees them
-    # and the allocator reuses their memory within the step
-    last: dict[int, int] = {}
-    keep = set(ret_slots)
-
-    def uses(spec: tuple[Any, ...], at: int) -> None:
-        if spec[0] == _SLOT:
-            last[spec[1]] = at
-        elif spec[0] == _SEQ:
-            for p in spec[2]:
-                uses(p, at)
-
-    for at, (_, args, kwargs, out) in enumerate(steps):
-        for a in (*args, *kwargs.values()):
-            uses(a, at)
-        if out is not None:  # an output never read is dropped at once
-            for k in (out[0], *(kk for kk in (out[1] or ()) if kk is not None)):
-                last.setdefault(k, at)
-    dead: dict[int, list[int]] = {}
-    for k, at in last.items():
-        if k not in keep:
-            dead.setdefault(at, []).append(k)
+    dead = _last_uses(eqns, set(ret_slots))
     lines = [f"def replay({', '.join(f's{i}' for i in range(nin))}):"]
-    for at, (fn, args, kwargs, out) in enumerate(steps):
-        parts = [expr(a) for a in args]
-        plain = {k: v for k, v in kwargs.items() if k.isidentifier()}
+    for at, e in enumerate(eqns):
+        parts = [expr(a) for a in e.args]
+        plain = {k: v for k, v in e.kwargs.items() if k.isidentifier()}
         parts += [f"{k}={expr(v)}" for k, v in plain.items()]
-        if len(plain) < len(kwargs):
-            parts.append("**{" + ", ".join(f"{k!r}: {expr(v)}" for k, v in kwargs.items() if k not in plain) + "}")
-        call = f"{const(fn)}({', '.join(parts)})"
-        if out is None:
+        if len(plain) < len(e.kwargs):
+            parts.append("**{" + ", ".join(f"{k!r}: {expr(v)}" for k, v in e.kwargs.items() if k not in plain) + "}")
+        call = f"{const(e.fn)}({', '.join(parts)})"
+        if e.out is None:
             lines.append(f"    {call}")
         else:
-            k, elems = out
+            k, elems = e.out
             lines.append(f"    s{k} = {call}")
-            for j, kk in enumerate(elems or ()):
-                if kk is not None:
-                    lines.append(f"    s{kk} = s{k}[{j}]")
+            lines += [f"    s{kk} = s{k}[{j}]" for j, kk in enumerate(elems or ()) if kk is not None]
         if at in dead:
             lines.append(f"    del {', '.join(f's{k}' for k in sorted(dead[at]))}")
     lines.append("    return {" + ", ".join(f"{k}: s{k}" for k in dict.fromkeys(ret_slots)) + "}")
     source = "\n".join(lines) + "\n"
-    code = compile(source, "<owngrad captured step>", "exec")
-    exec(code, space)  # noqa: S102 - the source is generated above from the recorded calls, nothing else
+    exec(compile(source, "<owngrad captured step>", "exec"), space)  # noqa: S102 - generated from the plan above
     replay: Callable[..., dict[int, Any]] = space["replay"]
-    replay.__doc__ = source  # what the step replays, for debugging: print(plan.replay.__doc__)
+    replay.__doc__ = source
     return replay
 
 
 def _template(tracer: Tracer, value: Any) -> Any:
-    """What ``fn`` returned, with its tensors as slots (rebuilt as constants at each replay)."""
+    """What ``fn`` returned, with the step's values as slots (rebuilt at each replay)."""
     if isinstance(value, TensorHandle):
+        root_k = tracer.ids.get(id(value._root._data))
         k = tracer.ids.get(id(value._data))
-        if k is None:  # not made by the step (a param, a constant from outside): the tensor itself, live
+        if k is None or root_k is None:  # a tensor that outlives the step (a param, or a view of one): itself
             return ("tensor", value)
         return ("slot", k)
+    if isinstance(value, TracedNumber):
+        return ("number", tracer.ids[id(value)])
     if type(value) in (tuple, list):
         return ("seq", type(value), [_template(tracer, v) for v in value])
     if isinstance(value, dict):
         return ("dict", {k: _template(tracer, v) for k, v in value.items()})
     if value is None or isinstance(value, (str, bool)):
         return ("value", value)
-    tracer.refuse(f"returning a {type(value).__name__}")
+    tracer.refuse(f"returning a {type(value).__name__}", None,
+                  "return tensors (and numbers made from them after the call)")
     return ("value", value)
+
+
+def _untraced(value: Any) -> Any:
+    """What the capture call returns: the step's result with its traced numbers as their values."""
+    if isinstance(value, TracedNumber):
+        return value.value
+    if type(value) in (tuple, list):
+        return type(value)(_untraced(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _untraced(v) for k, v in value.items()}
+    return value
 
 
 def _rebuild(graph: Graph, tpl: Any, s: dict[int, Any]) -> Any:
@@ -335,8 +452,9 @@ def _rebuild(graph: Graph, tpl: Any, s: dict[int, Any]) -> Any:
 
     kind = tpl[0]
     if kind == "slot":
-        arr = s[tpl[1]]
-        return Tensor._root_of(graph, arr, Role.CONSTANT, None, None, "captured")
+        return Tensor._root_of(graph, s[tpl[1]], Role.CONSTANT, None, None, "captured")
+    if kind == "number":
+        return s[tpl[1]]
     if kind == "tensor":
         return tpl[1]
     if kind == "seq":
@@ -346,26 +464,100 @@ def _rebuild(graph: Graph, tpl: Any, s: dict[int, Any]) -> Any:
     return tpl[1]
 
 
-def _signature(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    sig: list[Any] = []
-    for a in args:
+def _signature(args: tuple[Any, ...], grad_on: bool) -> tuple[Any, ...] | None:
+    """The inputs' shapes, dtypes and devices, scalar values (numpy scalars by value), which array
+    inputs alias, and the grad mode; None for an input no plan can be keyed by."""
+    sig: list[Any] = [grad_on]
+    arrays: list[tuple[int, Any]] = []
+    for i, a in enumerate(args):
         if isinstance(a, TensorHandle):
             sig.append(("t", a.shape, a.dtype.str, a.device))
+            arrays.append((i, a._data))
+        elif isinstance(a, np.generic):
+            sig.append(("v", type(a), a))
         elif hasattr(a, "shape") and hasattr(a, "dtype"):
             sig.append(("a", tuple(a.shape), a.dtype.str, device_of(a)))
+            arrays.append((i, a))
         else:
             try:
                 hash(a)
             except TypeError:
                 return None
             sig.append(("v", type(a), a))
+    for n, (i, a) in enumerate(arrays):
+        for j, b in arrays[n + 1:]:
+            if a is b or (type(a) is np.ndarray and type(b) is np.ndarray and np.may_share_memory(a, b)):
+                sig.append(("alias", i, j))
     return tuple(sig)
+
+
+def _identity_only(obj: Any) -> bool:
+    """Objects guarded by identity, never walked into: tensors, graphs, gradients, nodes, captured steps
+    (their classes say so with ``_capture_stop``)."""
+    return bool(getattr(type(obj), "_capture_stop", False))
+
+
+def _fn_site(fn: Any, default: Site) -> Site:
+    """The step function's own line, for refusals that no single line of it causes (a side effect)."""
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    return default if code is None else ((code.co_filename, code.co_firstlineno, code.co_name),)
+
+
+def _bits_equal(a: Any, b: Any) -> bool:
+    """Bitwise equality of two values of a step (arrays, numbers, dicts and sequences of them)."""
+    if hasattr(a, "tobytes") and hasattr(a, "shape") and not isinstance(a, type):
+        return bool(getattr(b, "shape", None) == a.shape and b.dtype == a.dtype and a.tobytes() == b.tobytes())
+    if type(a) in (tuple, list) and type(b) is type(a):
+        return len(a) == len(b) and all(_bits_equal(x, y) for x, y in zip(a, b))
+    if type(a) is dict and type(b) is dict:
+        return a.keys() == b.keys() and all(_bits_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (int, float, np.generic)) and isinstance(b, (int, float, np.generic)):
+        return bool(a == b or (a != a and b != b))
+    return a is b or bool(type(a) is type(b) and isinstance(a, (str, type(None))) and a == b)
+
+
+class _Snapshot:
+    """The state a plan touches (arrays it writes, objects of its recorded methods, generators it draws
+    from), copied so that a replay can be undone and compared with the eager step."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.arrays = [(t._data, t._data.copy()) for t in plan.written]
+        self.objects = [(o, dict(vars(o))) for o in plan.objects]
+        self.gens = [(gen, gen.bit_generator.state) for gen in plan.generators]
+
+    def restore(self) -> None:
+        for arr, old in self.arrays:
+            arr[...] = old
+        for obj, attrs in self.objects:
+            vars(obj).clear()
+            vars(obj).update(attrs)
+        for gen, state in self.gens:
+            gen.bit_generator.state = state
+
+    def now(self) -> list[Any]:
+        return [[a.copy() for a, _ in self.arrays], [dict(vars(o)) for o, _ in self.objects],
+                [gen.bit_generator.state for gen, _ in self.gens]]
+
+
+def _first_difference(plan: Plan, env: dict[int, Any], tr: Tracer) -> str | None:
+    """The first equation whose output differs between a replay (``env``) and an eager run (``tr``)."""
+    for k, (a, b) in enumerate(zip(plan.eqns, tr.eqns)):
+        where = f"equation {k}, {_name(a.fn)} at {format_site(a.site)}"
+        if _name(a.fn) != _name(b.fn):
+            return f"{where} (the eager step called {_name(b.fn)} there)"
+        if a.out is not None and b.out is not None and not _bits_equal(env.get(a.out[0]), tr.keep[b.out[0]]):
+            return where
+    if len(plan.eqns) != len(tr.eqns):
+        return f"equation {min(len(plan.eqns), len(tr.eqns))} (the eager step made {len(tr.eqns)} array calls, " \
+               f"the plan {len(plan.eqns)})"
+    return None
 
 
 class CapturedStep:
     """``g.capture(fn)``: call it as ``fn``; see the module docstring."""
 
-    def __init__(self, graph: Graph, fn: Callable[..., Any], fallback: bool, max_plans: int, site: Site) -> None:
+    def __init__(self, graph: Graph, fn: Callable[..., Any], fallback: bool, max_plans: int, site: Site,
+                 verify: bool = False) -> None:
         if not callable(fn):
             raise TypeError(f"g.capture: expected a function, got {type(fn).__name__}")
         if not isinstance(max_plans, int) or max_plans < 1:
@@ -373,10 +565,11 @@ class CapturedStep:
         self.graph = graph
         self.fn = fn
         self.fallback = fallback
+        self.verify = verify
         self.max_plans = max_plans
         self.site = site
-        self._plans: OrderedDict[tuple[Any, ...], list[_Plan | None]] = OrderedDict()
-        #: calls answered by replaying a plan / by running ``fn`` (captures and eager fallbacks)
+        self._plans: OrderedDict[tuple[Any, ...], list[Plan | None]] = OrderedDict()
+        #: calls answered by replaying a plan / by running ``fn`` (captures, verifications, eager fallbacks)
         self.replays = 0
         self.eager_calls = 0
 
@@ -389,70 +582,230 @@ class CapturedStep:
         """How many signatures have a plan (or are marked to run eagerly)."""
         return len(self._plans)
 
+    def plans_of(self) -> list[Plan]:
+        """Every plan kept, most recently used signature last (print one to read it)."""
+        return [p for entry in self._plans.values() for p in entry if p is not None]
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs:
             raise TypeError(f"a captured step takes its inputs by position (got keywords {sorted(kwargs)}); "
                             "bind constant options with functools.partial before g.capture")
-        sig = _signature(args)
+        sig = _signature(args, self.graph._mode.enabled)
         if sig is None:  # an input that is neither an array, a tensor nor a hashable value: no plan can key it
-            self.eager_calls += 1
-            return self.fn(*args)
-        entry = self._plans.get(sig)
-        if entry is not None:
-            self._plans.move_to_end(sig)
-            for plan in entry:
-                if plan is None:  # this signature falls back to eager
-                    self.eager_calls += 1
-                    return self.fn(*args)
-                if plan.matches():
-                    out = plan.run(self.graph, [a._data if isinstance(a, TensorHandle) else a for a in args])
-                    self.replays += 1
-                    return out
-        return self._capture(sig, args)
+            return self._eager(args)
+        found = self._lookup(sig, args)
+        return self._capture(sig, args) if found is _MISS else found
 
+    def _lookup(self, sig: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+        entry = self._plans.get(sig)
+        if entry is None:
+            return _MISS
+        self._plans.move_to_end(sig)
+        if entry and entry[0] is _EAGER:
+            return self._eager(args)
+        for plan in entry:
+            if plan is not None and plan.changed() is None:
+                return self._replay(plan, sig, args)
+        return _MISS
+
+    def _eager(self, args: tuple[Any, ...]) -> Any:
+        self.eager_calls += 1
+        return self.fn(*args)
+
+    def _replay(self, plan: Plan, sig: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+        inputs = [a._data if isinstance(a, TensorHandle) else a for a in args]
+        if self.verify and not plan.verified:
+            return self._verify(plan, sig, args, inputs)
+        values = plan.run(inputs)
+        self.replays += 1
+        return _rebuild(self.graph, plan.ret, values)
+
+    def _mark_eager(self, sig: tuple[Any, ...]) -> None:
+        self._plans[sig] = [_EAGER]
+        self._bound()
+
+    def _bound(self) -> None:
+        while len(self._plans) > self.max_plans:
+            self._plans.popitem(last=False)
+
+    _capture_stop = True
+
+    # --- capturing ---
     def _capture(self, sig: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         g = self.graph
-        if g._tracer is not None:
+        tr0 = g._tracer
+        if tr0 is not None and tr0.mine():
             raise GraphError("g.capture: a captured step cannot call another captured step of the same graph")
-        tr = Tracer(g, self.fallback, self.site)
-        inputs: list[Any] = []
-        for a in args:
-            if isinstance(a, TensorHandle) and (a.graph is not g or a._root._kind is Role.PARAM):
-                raise GraphError(f"g.capture: the inputs of a captured step are data (arrays, numbers, constant "
-                                 f"tensors of this graph); got {a._label()}, "
-                                 f"{'a param' if a.graph is g else 'a tensor of another graph'}\n  help: use "
-                                 "the param inside the step function instead of passing it in")
-            arr = a._data if isinstance(a, TensorHandle) else a
-            tr.slot(arr)
-            inputs.append(arr)
+        with g._capture_lock:  # one capture at a time per graph: a second thread's first call waits, then replays
+            found = self._lookup(sig, args)
+            if found is not _MISS:
+                return found
+            entry = self._plans.get(sig) or []
+            if len(entry) >= self.max_plans:
+                why = next((p.changed() for p in entry if p is not None), None) or "a guarded value"
+                warnings.warn(f"g.capture: {_name(self.fn)} was captured {len(entry)} times for one input signature "
+                              f"because {why} keeps changing between calls; it runs eagerly from now on (pass "
+                              "the changing value as an input to key plans by it)", RuntimeWarning, stacklevel=3)
+                self._mark_eager(sig)
+                return self._eager(args)
+            try:
+                tr, out, ret, guards = self._trace(args)
+            except CaptureRefused as e:
+                if not self.fallback:
+                    raise
+                warnings.warn(f"{e}\n  (fallback=True: this signature runs eagerly from now on)", RuntimeWarning,
+                              stacklevel=3)
+                self._mark_eager(sig)
+                return self._eager(args)
+            self.eager_calls += 1
+            self._plans.setdefault(sig, []).append(Plan(tr, len(args), ret, self.site, guards))
+            self._plans.move_to_end(sig)
+            self._bound()
+            return out
+
+    def _inputs(self, tr: Tracer, args: tuple[Any, ...]) -> list[Any]:
+        """The values ``fn`` is called with while captured: raw arrays traced, each input a slot."""
+        g = self.graph
+        traced: list[Any] = []
+        for i, a in enumerate(args):
             if isinstance(a, TensorHandle):
+                if a.graph is not g or a._root._kind is Role.PARAM:
+                    raise GraphError(f"g.capture: the inputs of a captured step are data (arrays, numbers, constant "
+                                     f"tensors of this graph); got {a._label()}, "
+                                     f"{'a param' if a.graph is g else 'a tensor of another graph'}\n  help: use "
+                                     "the param inside the step function instead of passing it in")
+                if a._grad_node() is not None:
+                    raise refusal(f"input #{i} ({a._label()}), which carries gradient history,",
+                                  format_site(user_site()), "a replay cannot extend that history: pass a constant "
+                                  "(t.detach()) and backward the history outside the step")
+                tr.slot(a._data)
                 tr.read(a)
-        before = set(g._pending)
+                traced.append(a)
+            elif hasattr(a, "shape") and hasattr(a, "dtype") and not isinstance(a, np.generic):
+                p = TracedArray(a, f"the step's input #{i}")
+                tr.slot(p)
+                traced.append(p)
+            else:
+                tr.slot(a)
+                traced.append(a)
+        return traced
+
+    def _trace(self, args: tuple[Any, ...]) -> tuple[Tracer, Any, Any, list[Guard]]:
+        """Run ``fn`` eagerly under a tracer; the tracer, the result, its template and the plan's guards.
+        A refusal rolls the run back (state, Python values, pending nodes) and is raised."""
+        g = self.graph
+        tr = Tracer(g)
+        traced = self._inputs(tr, args)
+        guards, gens = collect(self.fn, _identity_only)
+        guards.append(Guard(Place.ATTR, g, "rng", g.rng, "g.rng", False))
+        watched = [(label, gen, gen.bit_generator.state) for label, gen in [*gens, ("g.rng", g.rng)]]
+        world = _World(g, guards, watched)
+        self._enter(tr)
+        try:
+            out = self.fn(*traced)
+            self._check_after(tr, world)
+            ret = _template(tr, out)
+            out = _untraced(out)
+        except CaptureRefused:
+            tr.rollback()
+            world.rollback()
+            raise
+        finally:
+            self._exit(tr)
+        return tr, out, ret, [gd for gd in guards if not gd.live and (id(gd.container), gd.key) not in tr.exempt]
+
+    def _check_after(self, tr: Tracer, world: _World) -> None:
+        """Refuse what the run did that a replay would not redo: results left pending, Python state
+        changed, random numbers drawn outside recorded calls."""
+        g = self.graph
+        site = _fn_site(self.fn, self.site)
+        left = [n for n in g._pending if n not in world.pending]
+        if left:
+            shown = ", ".join(f"#{n.id} {n.op} ({format_site(n.site)})" for n in left[:3])
+            tr.refuse(f"leaving {len(left)} result(s) pending ({shown}{', ...' if len(left) > 3 else ''}) "
+                      "when the step returns", self.site, "call g.backward on them or g.free them inside the step")
+        for gd in world.guards:
+            if (id(gd.container), gd.key) not in tr.exempt and not gd.holds():
+                tr.refuse(f"changing {gd.label} (Python state, which a replay would not change)", site,
+                          "make the change outside the captured function (before or after the call), or pass the "
+                          "value in as an input")
+        for label, gen, state in world.watched:
+            if id(gen) not in tr.generators and gen.bit_generator.state != state:
+                tr.refuse(f"drawing random numbers from {label} outside owngrad's ops", site,
+                          "draw them before the call and pass them in, or use g.randn / g.rand / F.dropout")
+        if not _same_np_state(world.np_state, np.random.get_state()):
+            tr.refuse("drawing random numbers from numpy's global generator (np.random.*)", site,
+                      "draw them before the call and pass them in, or use g.randn / g.rand / F.dropout")
+
+    def _enter(self, tr: Tracer) -> None:
         global _CAPTURING
-        g._tracer = tr
-        prev = getattr(_ACTIVE, "tracer", None)
+        self.graph._tracer = tr
+        tr.prev = getattr(_ACTIVE, "tracer", None)
         _ACTIVE.tracer = tr
         with _COUNT_LOCK:
             _CAPTURING += 1
-        try:
-            out = self.fn(*args)
-            left = [n for n in g._pending if n not in before]
-            if left:
-                shown = ", ".join(f"#{n.id} {n.op} ({format_site(n.site)})" for n in left[:3])
-                tr.refuse(f"leaving {len(left)} result(s) pending ({shown}{', ...' if len(left) > 3 else ''}) "
-                          "when the step returns", self.site)
-            ret = _template(tr, out)
-            tr.check_constants(inputs)
-        finally:
-            g._tracer = None
-            _ACTIVE.tracer = prev
-            with _COUNT_LOCK:
-                _CAPTURING -= 1
+
+    def _exit(self, tr: Tracer) -> None:
+        global _CAPTURING
+        self.graph._tracer = None
+        _ACTIVE.tracer = tr.prev
+        with _COUNT_LOCK:
+            _CAPTURING -= 1
+
+    # --- verification ---
+    def _verify(self, plan: Plan, sig: tuple[Any, ...], args: tuple[Any, ...], inputs: list[Any]) -> Any:
+        """A new plan's first replay, run on a snapshot and compared bitwise with the eager step (which is
+        what this call returns). A difference warns, naming the first differing equation, and the
+        signature runs eagerly from then on."""
+        snap = _Snapshot(plan)
+        env = plan.run(inputs, lambda *ins: interpret(plan.eqns, ins))
+        after = snap.now()
+        snap.restore()
+        with self.graph._capture_lock:
+            try:
+                tr, out, _, _ = self._trace(args)
+            except CaptureRefused:
+                self._mark_eager(sig)
+                return self._eager(args)
         self.eager_calls += 1
-        plan = None if tr.refused is not None else _Plan(tr, len(args), ret, self.site)
-        self._plans.setdefault(sig, []).append(plan)
-        self._plans.move_to_end(sig)
-        while len(self._plans) > self.max_plans:
-            self._plans.popitem(last=False)
+        diff = _first_difference(plan, env, tr)
+        if diff is None and not _bits_equal(after, snap.now()):
+            diff = "the state after the step (params, buffers, optimizer state or generators)"
+        if diff is None:
+            plan.verified = True
+            return out
+        warnings.warn(f"g.capture: the replay of {_name(self.fn)} differs from the eager step at {diff}; this "
+                      "signature runs eagerly from now on", RuntimeWarning, stacklevel=4)
+        self._mark_eager(sig)
         return out
 
+
+class _World:
+    """What a capture may change outside the arrays it writes: the graph's pending nodes, the guarded
+    Python values, the generators it can reach and numpy's global generator -- kept to check and undo."""
+
+    def __init__(self, graph: Graph, guards: list[Guard], watched: list[tuple[str, Any, Any]]) -> None:
+        self.graph = graph
+        self.pending = set(graph._pending)
+        self.guards = guards
+        self.watched = watched
+        self.np_state = np.random.get_state()
+
+    def rollback(self) -> None:
+        g = self.graph
+        for n in [n for n in g._pending if n not in self.pending]:
+            g._pending.pop(n, None)
+            n.release(NodeState.FREED)
+        for gd in self.guards:
+            if not gd.holds():
+                gd.restore()
+        for _, gen, state in self.watched:
+            gen.bit_generator.state = state
+        np.random.set_state(self.np_state)
+
+
+def _same_np_state(a: Any, b: Any) -> bool:
+    return bool(a[0] == b[0] and a[2:] == b[2:] and np.array_equal(a[1], b[1]))
+
+
+_MISS: Any = object()

@@ -28,6 +28,7 @@ class Grads:
     The arrays are kept as they come out of backward; the read-only handle on each is made on
     first request (most training steps hand the arrays straight to an optimizer)."""
 
+    _capture_stop = True  # a captured step guards it by identity, never walks into it
     __slots__ = ("_graph", "_arrays", "_handles", "_pending")
 
     def __init__(self, graph: Graph, arrays: dict[Node, Array]) -> None:
@@ -106,10 +107,14 @@ class Grads:
     def _add_(self, other: Grads, site: Site) -> None:
         """Add ``other``'s gradients into these, all or nothing (``g.backward(into=...)``)."""
         mine = [(n, a) for n, a in other._arrays.items() if n in self._arrays]
+        tr = self._graph._tracer
         with exclusive([t for n, _ in mine if (t := self._handles.get(n)) is not None], site,
                             "g.backward(into=...)"):
             for n, a in mine:
-                self._arrays[n] += a
+                if tr is None:
+                    self._arrays[n] += a
+                else:  # a captured step accumulates at each replay
+                    tr.call(_iadd, self._arrays[n], a)
         for n, a in other._arrays.items():
             if n not in self._arrays:
                 self._arrays[n] = a
@@ -127,7 +132,8 @@ class Grads:
         tr = self.graph._tracer
         if tr is not None:  # a captured step: the norm, and whether to scale, are decided at each replay
             with exclusive(handles, user_site(), "grads.clip_norm_"):
-                return float(tr.call(_clip, max_norm, *arrays))
+                traced: float = tr.number(_clip, "the norm returned by grads.clip_norm_", max_norm, *arrays)
+                return traced
         norm = _norm(arrays)
         scale = max_norm / (norm + 1e-6)
         if scale < 1:
@@ -139,6 +145,10 @@ class Grads:
     def __repr__(self) -> str:
         inner = ", ".join(f"{p._label()}: {tuple(g.shape)}" for p, g in self.items())
         return f"Grads({inner})"
+
+
+def _iadd(a: Array, b: Array) -> None:
+    a += b
 
 
 def _norm(arrays: list[Array]) -> float:

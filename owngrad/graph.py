@@ -37,6 +37,7 @@ from .roles import ReadOnly, Role
 from .rules import ALL_ARGS, RULES, Rule
 from .sites import Site, format_site, user_site
 from .tensor import Tensor
+from .traced import TracedArray, unwrap
 from .views import Step
 
 __all__ = ["Graph", "Node", "Grads"]
@@ -68,6 +69,8 @@ class _GradMode(threading.local):
 class Graph(TensorFactory):
     """Owns every recorded node, the params and constants made in it, and its no-grad state."""
 
+    _capture_stop = True  # a captured step guards a graph by identity (and its rng), never walks into it
+
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
         self.xp = module_for(device)
@@ -82,6 +85,8 @@ class Graph(TensorFactory):
         self.rng = np.random.default_rng(0)
         #: the recorder of the step being captured (g.capture), or None: eager ops check this one attribute
         self._tracer: Tracer | None = None
+        #: held while a step of this graph is captured: captures (first calls) are serialised
+        self._capture_lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"Graph(device={self.device!r}, pending={len(self._pending)})"
@@ -115,7 +120,7 @@ class Graph(TensorFactory):
 
     def constant(self, data: Any, name: str | None = None) -> Tensor:
         """A leaf without gradient; ``data`` is copied in."""
-        arr = as_array(self, data, "g.constant")
+        arr = as_array(self, unwrap(data), "g.constant")
         if self._tracer is not None:
             self._tracer.note(as_array, (self, data, "g.constant"), {}, arr)
         return Tensor._root_of(self, arr, Role.CONSTANT, None, name or None, name or "constant")
@@ -228,7 +233,7 @@ class Graph(TensorFactory):
                     saved[j] = src._data
                     borrow.append((src._storage.ledger, src._region))
                     node.holds_arrays = True
-                elif isinstance(src, np.ndarray) or is_array(src):
+                elif isinstance(src, (np.ndarray, TracedArray)) or is_array(src):
                     # a raw array operand is copied: the caller may change it
                     saved[j] = src.copy() if self._tracer is None else self._tracer.call(copy_of, src)
                     node.holds_arrays = True
@@ -317,13 +322,17 @@ class Graph(TensorFactory):
         return result
 
     # --- captured steps ---
-    def capture(self, fn: Callable[..., Any], fallback: bool = False, max_plans: int = 8) -> CapturedStep:
+    def capture(self, fn: Callable[..., Any], fallback: bool = False, max_plans: int = 8,
+                verify: bool = False) -> CapturedStep:
         """``step = g.capture(fn)``: ``step(*inputs)`` runs ``fn(*inputs)`` (a whole training step) eagerly
         the first time for each signature, recording its array calls, and replays them afterwards with no
-        Node or Tensor per op (bitwise the eager results). What cannot be replayed raises GraphError at
-        capture, naming the line, or with ``fallback=True`` runs that signature eagerly. At most
-        ``max_plans`` signatures are kept (least recently used dropped)."""
-        return CapturedStep(self, fn, fallback, max_plans, user_site())
+        Node or Tensor per op (bitwise the eager results) while everything the step read outside its
+        inputs is unchanged (a change captures a new plan). What cannot be replayed raises GraphError
+        naming the line (nothing changed), or with ``fallback=True`` warns and runs that signature
+        eagerly. At most ``max_plans`` signatures are kept (least recently used dropped), and as many
+        plans per signature. ``verify=True``: each new plan's first replay is compared bitwise with the
+        eager step on a snapshot; a difference warns and runs that signature eagerly."""
+        return CapturedStep(self, fn, fallback, max_plans, user_site(), verify)
 
     # --- freeing ---
     def _consume(self, node: Node) -> None:

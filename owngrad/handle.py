@@ -93,6 +93,7 @@ def exclusive(ts: list[Any], site: Site, what: str, holder: Any = None, why: str
 class TensorHandle:
     """An n-d array in a :class:`Graph`, with a gradient role and borrow-checked writes."""
 
+    _capture_stop = True  # a captured step guards it by identity, never walks into it
     __slots__ = ("_graph", "_storage", "_data", "_region", "_layout", "_rootref", "_path", "_node",
                  "_vcache", "_kind", "_readonly", "_is_view", "_name", "_base", "__weakref__")
 

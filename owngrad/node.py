@@ -41,6 +41,7 @@ PENDING = NodeState.PENDING  # compared with ``is`` on the hot paths (no propert
 class Node:
     """One recorded op: its inputs' nodes, what it saved (and the borrows that protect it)."""
 
+    _capture_stop = True  # a captured step guards it by identity, never walks into it
     __slots__ = ("id", "op", "graph", "rule", "parents", "saved", "attrs", "in_shapes", "borrows", "site",
                  "state", "is_param", "holds_arrays", "_leaf", "out", "shape", "__weakref__")
 

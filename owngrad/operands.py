@@ -17,6 +17,7 @@ import numpy as np
 from .backend import Array, device_of, is_device_array, to_device
 from .errors import DeviceError, GraphError
 from .handle import TensorHandle
+from .traced import TracedArray, unwrap
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -97,8 +98,8 @@ def operand(like: TensorHandle, other: Any, op: str) -> Any:
         _dtype_ok(op, other.dtype)
         return other.item()
     device = like.device
-    if isinstance(other, np.ndarray) or is_device_array(other):
-        dev = device_of(other)
+    if isinstance(other, (np.ndarray, TracedArray)) or is_device_array(other):
+        dev = device_of(unwrap(other))  # a traced input (a step being captured) is an array operand
         if dev != device:
             raise DeviceError(f"{op}: an array on {dev} cannot meet a tensor on {device}; "
                               "make it a tensor of the graph first (g.constant(a)) or move it")

@@ -159,4 +159,9 @@ class ViewOps(TensorHandle):
         # a captured step converts the key at each replay (it may be, or come from, the step's input)
         raw = tuple(k._data if isinstance(k, TensorHandle) else k for k in key) if isinstance(key, tuple) \
             else key._data if isinstance(key, TensorHandle) else key
-        return self._graph.apply("gather", (self,), {"key": tr.call(self._index_arrays, raw)})
+        key = tr.call(self._index_arrays, raw)
+        if any(getattr(k, "dtype", None) is not None and k.dtype.kind == "b" for k in
+               (key if isinstance(key, tuple) else (key,))):
+            tr.refuse(f"indexing {self._label()} with a boolean mask (the result's shape depends on the values)",
+                      None, "use og.where(mask, t, 0) with a fixed shape, or index outside the captured step")
+        return self._graph.apply("gather", (self,), {"key": key})

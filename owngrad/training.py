@@ -106,6 +106,9 @@ def _progress_bar(epochs: int, batches: Iterable[Any]) -> Any:
 class _Step:
     """One batch of ``fit``: forward, backward, optimizer step (captured per batch shape unless told not to)."""
 
+    _capture_walk = True
+    _capture_skip = ("checked", "run")  # set once by the first call / the captured step itself
+
     def __init__(self, model: Any, loss_fn: Callable[[Tensor, Tensor], Tensor], opt: Any,
                  backward: Callable[[Tensor], Grads], capture: bool) -> None:
         self.model, self.loss_fn, self.opt, self.backward = model, loss_fn, opt, backward
@@ -113,7 +116,7 @@ class _Step:
         self.checked = False
         g = model.graph
         self.run: Callable[[Any, Any], tuple[Tensor, Tensor, Tensor]] = (
-            g.capture(self._step, fallback=True) if capture else self._step)
+            g.capture(self._step, fallback=True, verify=True) if capture else self._step)
 
     def _step(self, xb: Any, yb: Any) -> tuple[Tensor, Tensor, Tensor]:
         g = self.model.graph

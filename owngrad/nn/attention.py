@@ -88,11 +88,11 @@ class MultiheadAttention(Module):
             masks.append(~np.tril(np.ones((L, S), dtype=bool)))
         g = scores.graph
         if attn_mask is not None:
-            a = array_of(attn_mask) if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)
+            a = array_of(attn_mask) if isinstance(attn_mask, Tensor) else _array(attn_mask)
             # (B * heads, L, S) as torch; recorded, as the mask may be a captured step's input
             masks.append(recorded(g, _reshaped, a, (B, self.num_heads, L, S)) if a.ndim == 3 else a)
         if key_padding_mask is not None:
-            k = array_of(key_padding_mask) if isinstance(key_padding_mask, Tensor) else np.asarray(key_padding_mask)
+            k = array_of(key_padding_mask) if isinstance(key_padding_mask, Tensor) else _array(key_padding_mask)
             masks.append(recorded(g, _reshaped, k, (B, 1, 1, S)))
         for m in masks:
             scores = where(m, -np.inf, scores) if m.dtype.kind == "b" else scores + m
@@ -104,3 +104,8 @@ class MultiheadAttention(Module):
 
 def _reshaped(a: Any, shape: tuple[int, ...]) -> Any:
     return a.reshape(shape)
+
+
+def _array(mask: Any) -> Any:
+    """A mask given as an array stays itself (a captured step's traced input included); lists become arrays."""
+    return mask if hasattr(mask, "dtype") and hasattr(mask, "shape") else np.asarray(mask)

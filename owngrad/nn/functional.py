@@ -104,9 +104,8 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
         raise ShapeError(f"{op}: expected logits of shape (N, C) and labels of shape (N,) (or (C,) and ()), or "
                          f"class probabilities of the logits' shape, got logits {logits.shape} and labels "
                          f"{tuple(y.shape)}")
-    if y.size and (int(y.min()) < 0 or int(y.max()) >= c):
-        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
-        raise ValueError(f"{op}: label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
+    if y.size:  # recorded: a captured step checks each replay's labels
+        recorded(logits.graph, _check_labels, y, c)
     nll = logits.graph.apply("cross_entropy", (logits, y), {"reduction": reduction})
     if not label_smoothing:
         return nll
@@ -137,6 +136,20 @@ def _weighted_cross_entropy(logits: Tensor, y: Array, weight: Any, ignore_index:
             smooth = reduce(smooth, reduction if reduction != "mean" else "sum")
         loss = loss * (1.0 - eps) + smooth * (eps / c)
     return loss.reshape(()) if single and reduction == "none" else loss
+
+
+def _check_labels(y: Array, c: int) -> None:
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= c:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"cross_entropy: label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
+
+
+def _check_indices(idx: Array, n: int) -> None:
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= n:
+        bad = lo if lo < 0 else hi
+        raise IndexError(f"embedding: index {bad} is out of range for {n} embeddings (indices must be in [0, {n}))")
 
 
 def _is_float_target(labels: Any) -> bool:
@@ -175,7 +188,8 @@ def mse_loss(pred: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     op = "mse_loss"
     pred = tensor_of(pred, op, "pred")
     check_reduction(op, reduction)
-    tshape = tuple(getattr(target if isinstance(target, Tensor) else np.asarray(target), "shape", ()))
+    tshape = tuple(getattr(target if isinstance(target, Tensor) or hasattr(target, "shape") else np.asarray(target),
+                           "shape", ()))
     if tshape != pred.shape:
         raise ShapeError(f"{op}: pred has shape {pred.shape} but target has shape {tshape} (they must match)")
     d: Tensor = pred - target
@@ -215,12 +229,18 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    gen = rng if isinstance(rng, np.random.Generator) else x.graph.rng if rng is None else np.random.default_rng(rng)
     if p == 1.0:
         return x * 0.0
-    mask = recorded(x.graph, _dropout_mask, gen, x.shape, p, x.dtype, x.device)  # a captured step draws afresh
+    if isinstance(rng, np.random.Generator) or rng is None:  # a captured step draws afresh at each replay
+        mask = recorded(x.graph, _dropout_mask, x.graph.rng if rng is None else rng, x.shape, p, x.dtype, x.device)
+    else:  # a seed: a fresh generator at each call, eager or replayed
+        mask = recorded(x.graph, _seeded_dropout_mask, rng, x.shape, p, x.dtype, x.device)
     out: Tensor = x * mask
     return out
+
+
+def _seeded_dropout_mask(seed: Any, shape: tuple[int, ...], p: float, dtype: Any, device: str) -> Array:
+    return _dropout_mask(np.random.default_rng(seed), shape, p, dtype, device)
 
 
 def _dropout_mask(gen: np.random.Generator, shape: tuple[int, ...], p: float, dtype: Any, device: str) -> Array:
@@ -317,9 +337,8 @@ def embedding(weight: Tensor, indices: Any, padding_idx: int | None = None) -> T
         raise ShapeError(f"{op}: weight must be 2-d (num_embeddings, dim), got shape {weight.shape}")
     idx = _index_array(weight, indices, op, "indices")
     n = weight.shape[0]
-    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
-        bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
-        raise IndexError(f"{op}: index {bad} is out of range for {n} embeddings (indices must be in [0, {n}))")
+    if idx.size:  # recorded: a captured step checks each replay's indices
+        recorded(weight.graph, _check_indices, idx, n)
     rows = weight[idx]
     if padding_idx is None:
         return rows
@@ -465,8 +484,9 @@ def cosine_similarity(x1: Tensor, x2: Tensor, axis: int = 1, eps: float = 1e-8) 
     x1 = tensor_of(x1, "cosine_similarity", "x1")
     dot = (x1 * x2).sum(axis=axis)
     n1 = (x1 * x1).sum(axis=axis)
-    n2 = (x2 * x2).sum(axis=axis) if isinstance(x2, Tensor) else x1.graph.constant(
-        np.asarray((np.asarray(x2) ** 2).sum(axis=axis), dtype=x1.dtype))
+    if not isinstance(x2, Tensor):  # an array operand: its norm is an op of the step too
+        x2 = x1.graph.constant(x2 if hasattr(x2, "dtype") else np.asarray(x2, dtype=x1.dtype))
+    n2 = (x2 * x2).sum(axis=axis)
     out: Tensor = dot / maximum((n1 * n2).sqrt(), eps)
     return out
 
@@ -517,7 +537,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Any = No
     if is_causal:
         scores = where(np.tril(np.ones((L, S), dtype=bool)), scores, -np.inf)
     if mask is not None:
-        m = array_of(mask) if isinstance(mask, Tensor) else np.asarray(mask)
+        m = array_of(mask) if isinstance(mask, Tensor) else mask if hasattr(mask, "dtype") else np.asarray(mask)
         scores = where(m, scores, -np.inf) if m.dtype.kind == "b" else scores + mask
     return scores.softmax(axis=-1) @ v
 

@@ -95,13 +95,13 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, ignore_index: int =
     if x.ndim != 2:
         raise ShapeError(f"{op}: expected input of shape (N, C), got {x.shape}")
     n, c = x.shape
-    y = np.asarray(array_of(target) if isinstance(target, Tensor) else target)
-    if y.dtype.kind not in "iu" or y.shape != (n,):
-        raise ShapeError(f"{op}: target must be integer class indices of shape ({n},), got {y.dtype} {y.shape}")
-    keep = y != ignore_index
-    if keep.any() and (y[keep].min() < 0 or y[keep].max() >= c):
-        bad = int(y[keep].min()) if y[keep].min() < 0 else int(y[keep].max())
-        raise ValueError(f"{op}: target {bad} is out of range for {c} classes")
+    y = array_of(target) if isinstance(target, Tensor) else target
+    if not hasattr(y, "dtype"):
+        y = np.asarray(y)
+    if y.dtype.kind not in "iu" or tuple(y.shape) != (n,):
+        raise ShapeError(f"{op}: target must be integer class indices of shape ({n},), got {y.dtype} "
+                         f"{tuple(y.shape)}")
+    recorded(x.graph, _check_targets, y, ignore_index, c)  # recorded: a captured step checks each replay's
     w = np.ones(c, dtype=x.dtype) if weight is None else np.asarray(
         array_of(weight) if isinstance(weight, Tensor) else weight, dtype=x.dtype)
     if w.shape != (c,):
@@ -113,6 +113,13 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, ignore_index: int =
         mean: Tensor = picked.sum() / total
         return mean
     return reduce(picked, reduction)
+
+
+def _check_targets(y: Array, ignore_index: int, c: int) -> None:
+    keep = y != ignore_index
+    if keep.any() and (y[keep].min() < 0 or y[keep].max() >= c):
+        bad = int(y[keep].min()) if y[keep].min() < 0 else int(y[keep].max())
+        raise ValueError(f"nll_loss: target {bad} is out of range for {c} classes")
 
 
 def _nll_weights(y: Array, ignore_index: int, w: Array, dtype: Any) -> tuple[Array, Array, Array]:
@@ -142,15 +149,19 @@ def _bce_vjp_t(g: Array, ans: Array, p: Array, t: Array) -> Array:
 defrule("binary_cross_entropy", _bce_fwd, (_bce_vjp_p, "xy"), (_bce_vjp_t, "x"))
 
 
+def _check_probabilities(pv: Array) -> None:
+    if float(pv.min()) < 0 or float(pv.max()) > 1:
+        raise ValueError("binary_cross_entropy: input values must be probabilities in [0, 1]")
+
+
 def binary_cross_entropy(input: Tensor, target: Any, weight: Any = None, reduction: str = "mean") -> Tensor:
     """``-[t log p + (1 - t) log(1 - p)]`` of probabilities ``input``, each log clamped at -100 as torch."""
     op = "binary_cross_entropy"
     p = tensor_of(input, op, "input")
     check_reduction(op, reduction)
     t = _target(op, p, target)
-    pv = array_of(p)
-    if pv.size and (float(pv.min()) < 0 or float(pv.max()) > 1):
-        raise ValueError(f"{op}: input values must be probabilities in [0, 1]")
+    if p.size:  # recorded: a captured step checks each replay's values
+        recorded(p.graph, _check_probabilities, array_of(p))
     loss = p.graph.apply(op, (p, t))
     if weight is not None:
         loss = loss * weight
@@ -169,8 +180,7 @@ def kl_div(input: Tensor, target: Any, reduction: str = "mean", log_target: bool
     if log_target:
         pointwise = t.exp() * (t - x)
     else:
-        tv = array_of(t) if isinstance(t, Tensor) else t
-        safe = where(tv > 0, t, 1.0)  # xlogy: 0 * log 0 = 0
+        safe = where(t > 0, t, 1.0)  # xlogy: 0 * log 0 = 0 (the mask is an op: it follows each call's target)
         pointwise = t * (safe.log() - x)
     if reduction == "batchmean":
         out: Tensor = pointwise.sum() / float(x.shape[0] if x.ndim else 1)

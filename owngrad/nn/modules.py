@@ -69,6 +69,7 @@ class Module:
     (running statistics). ``module(x)`` calls :meth:`forward`."""
 
     training: bool
+    _capture_walk = True  # a captured step guards its attributes: hyper-parameters, mode, params, sub-modules
 
     def __init__(self, graph: Graph | None = None, name: str | None = None) -> None:
         object.__setattr__(self, "_graph", graph)

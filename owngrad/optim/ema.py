@@ -20,6 +20,10 @@ class EMA:
     BatchNorm's running statistics), all or nothing: the averaged params are borrowed exclusively and
     the model's shared for the update, so a pending forward through ``ema.module`` refuses it."""
 
+    # a captured step reads decay and counts updates at each replay
+    _capture_walk = True
+    _capture_live = ("decay", "num_updates")
+
     def __init__(self, model: Module, decay: float = 0.999) -> None:
         if not isinstance(model, Module):
             raise TypeError(f"EMA: expected an og.nn.Module, got {type(model).__name__}")
@@ -37,11 +41,15 @@ class EMA:
         buffers = list(zip((b for _, b in self.module.named_buffers()), (b for _, b in self.source.named_buffers())))
         targets = [a for a, _ in params + buffers]
         sources = [b for _, b in params + buffers]
-        d = self.decay
         with exclusive(targets, site, "EMA.update"), shared(sources, site, "EMA.update"):
-            if targets:  # a captured step averages at each replay
-                recorded(targets[0].graph, _average, d, len(params), *[array_of(t) for t in targets],
+            if targets:  # a captured step averages (reading decay) and counts at each replay
+                recorded(targets[0].graph, self._average, len(params), *[array_of(t) for t in targets],
                          *[array_of(t) for t in sources], writes=targets)
+            else:
+                self.num_updates += 1
+
+    def _average(self, n_params: int, *arrays: Any) -> None:
+        _average(self.decay, n_params, *arrays)
         self.num_updates += 1
 
     def state_dict(self) -> dict[str, Any]:

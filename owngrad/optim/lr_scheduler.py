@@ -19,6 +19,11 @@ __all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "LinearLR", "OneCycleLR
 class LRScheduler:
     """The base: ``last_epoch`` counts the steps taken; subclasses define :meth:`lr_at`."""
 
+    # a captured step that reads a schedule is not recaptured when it steps between calls (the optimizer
+    # reads its learning rates at each replay); a schedule stepped inside the step is a refused side effect
+    _capture_walk = True
+    _capture_live: tuple[str, ...] = ("last_epoch", "_last_lr", "base_lrs")
+
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(self).__name__}: expected an og.optim optimizer, got {type(optimizer).__name__}")

@@ -54,6 +54,11 @@ class Optimizer:
 
     state_keys: tuple[str, ...] = ()
     hyper_keys: tuple[str, ...] = ("lr",)
+    # a captured step: guards the params by identity, reads the hyper-parameters at each replay (a
+    # change inside the step is a side effect it refuses), and replays the state's updates itself
+    _capture_walk = True
+    _capture_live: tuple[str, ...] = ("param_groups", "defaults")
+    _capture_skip: tuple[str, ...] = ("state",)
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         name = type(self).__name__
@@ -152,6 +157,7 @@ class Optimizer:
         committed: an error (or a KeyboardInterrupt) while computing the third param's update cannot leave
         the first two, or the state, half-stepped."""
         groups = self.param_groups
+        state = list(self.state)  # rebound, never changed in place: a snapshot of the list is a snapshot of it
         staged: list[tuple[int, Array, float, Array, dict[str, Any]]] = []
         for i, arr, gd in zip(index, arrays, grads):
             new_state = dict(self.state[i])  # update rebinds keys, never writes old arrays in place
@@ -161,7 +167,8 @@ class Optimizer:
             if scale != 1.0:
                 arr *= scale
             arr -= delta
-            self.state[i] = new_state
+            state[i] = new_state
+        self.state = state
 
     def _nothing_to_step(self, grads: Grads, what: str) -> str:
         """The message for a step whose gradients hold none of this optimizer's params (a copy-paste

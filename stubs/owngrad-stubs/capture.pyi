@@ -13,9 +13,11 @@ class CapturedStep(Generic[_P, _R]):
 
     graph: Any
     fallback: bool
+    verify: bool
     max_plans: int
     replays: int
     eager_calls: int
     @property
     def plans(self) -> int: ...
+    def plans_of(self) -> list[Any]: ...
     def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R: ...

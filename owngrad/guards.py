@@ -1,0 +1,235 @@
+"""Guards: what a captured step read from outside its inputs, and whether it is still the same.
+
+A plan is valid only while everything the step read outside its inputs is unchanged, as under
+``torch.compile``. :func:`collect` walks what the step function can reach -- its closure cells,
+the globals its code names (and those of the user functions it names), defaults, a bound method's
+object, the attributes of objects (modules and their hyper-parameters and train/eval mode,
+optimizers, user objects), dict entries and list items -- and keeps one :class:`Guard` per place:
+numbers, strings and numpy scalars by value, small arrays by their bytes, everything else (params,
+buffers, optimizers, generators, modules, functions) by identity. A replay first checks every guard
+(:func:`first_changed`); a changed one means a new plan is captured.
+
+The same walk finds the step's Python side effects, which a replay would not repeat: a guarded
+place whose value changed while the step was captured (a counter, a list appended to, a scheduler
+stepped, a numpy generator drawn from outside a recorded call) refuses the capture.
+
+Objects say how they want to be walked with two class attributes: ``_capture_live`` (attributes a
+replay reads at run time, such as an optimizer's hyper-parameters: watched for side effects, not
+guarded) and ``_capture_skip`` (attributes the plan replays itself, such as an optimizer's state).
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Guard", "Place", "collect", "first_changed", "same"]
+
+_PLAIN = (bool, int, float, complex, str, bytes, type(None), np.generic)
+_MAX_GUARDS = 4000
+_MAX_DEPTH = 10
+_ARRAY_BYTES = 1 << 18  # arrays up to this size are guarded by value, larger ones by identity
+_PKG = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_LIBRARY_MODULES = ("numpy", "owngrad", "builtins", "functools", "typing", "collections", "abc", "torch",
+                    "cupy", "scipy", "pytest", "_pytest", "threading", "contextlib")
+
+
+class Place(Enum):
+    """How a guard reads its value from its container."""
+
+    ATTR = 1
+    ITEM = 2
+    CELL = 3
+    ARRAY = 4  # the bytes of an array
+    KEYS = 5  # the keys of a dict or an object's attributes (side effects only)
+    ITEMS = 6  # the items of a list, by identity
+
+
+@dataclass(slots=True)
+class Guard:
+    """One place the step read: ``place`` of ``container`` at ``key``; ``value`` when captured."""
+
+    place: Place
+    container: Any
+    key: Any
+    value: Any
+    label: str
+    live: bool  # read by the replay itself: watched for side effects, never guarded
+
+    def read(self) -> Any:
+        place, c = self.place, self.container
+        if place is Place.ATTR:
+            return getattr(c, self.key, _MISSING)
+        if place is Place.ITEM:
+            return c.get(self.key, _MISSING) if type(c) is dict else c[self.key]
+        if place is Place.CELL:
+            try:
+                return c.cell_contents
+            except ValueError:
+                return _MISSING
+        if place is Place.ARRAY:
+            return c.tobytes()
+        if place is Place.KEYS:
+            return tuple(vars(c)) if not isinstance(c, dict) else tuple(c)
+        return tuple(c)
+
+    def holds(self) -> bool:
+        return same(self.value, self.read(), self.place)
+
+    def restore(self) -> None:
+        """Put the captured value back (a refused capture changes nothing it can undo)."""
+        place, c = self.place, self.container
+        if place is Place.ATTR and self.value is not _MISSING:
+            object.__setattr__(c, self.key, self.value)
+        elif place is Place.ITEM:
+            if self.value is not _MISSING:
+                c[self.key] = self.value
+            elif self.key in c:
+                del c[self.key]
+        elif place is Place.CELL and self.value is not _MISSING:
+            c.cell_contents = self.value
+        elif place is Place.ITEMS:
+            c[:] = list(self.value)
+        elif place is Place.KEYS:
+            d = c if isinstance(c, dict) else vars(c)
+            for k in [k for k in d if k not in self.value]:
+                del d[k]
+
+
+_MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<unset>"})()
+
+
+def same(a: Any, b: Any, place: Place = Place.ATTR) -> bool:
+    """Whether a guarded value still holds: plain values by type and value (NaN equals NaN), sequences of
+    identities item by item, anything else by identity."""
+    if a is b:
+        return True
+    if place in (Place.ITEMS, Place.KEYS):
+        return len(a) == len(b) and all(x is y or (type(x) in _PLAIN and same(x, y)) for x, y in zip(a, b))
+    if place is Place.ARRAY:
+        return bool(a == b)
+    ta = type(a)
+    if ta is not type(b) or not isinstance(a, _PLAIN):
+        return False
+    if a == b:
+        return True
+    return bool(a != a and b != b)  # NaN
+
+
+def first_changed(guards: list[Guard]) -> Guard | None:
+    """The first guard (not live) whose value changed, or None."""
+    for gd in guards:
+        if not gd.live and not gd.holds():
+            return gd
+    return None
+
+
+def _is_library(obj: Any) -> bool:
+    mod = getattr(obj, "__module__", None) or ""
+    return mod.split(".")[0] in _LIBRARY_MODULES
+
+
+def _code_names(code: types.CodeType) -> Iterator[str]:
+    yield from code.co_names
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            yield from _code_names(c)
+
+
+class _Walker:
+    """Collects the guards of everything reachable from a step function."""
+
+    def __init__(self, stop: Callable[[Any], bool]) -> None:
+        self.guards: list[Guard] = []
+        self.seen: set[int] = set()
+        self.keep: list[Any] = []  # what was seen stays alive while walking: ids are not reused
+        self.generators: list[tuple[str, np.random.Generator]] = []
+        self.stop = stop
+
+    def add(self, place: Place, container: Any, key: Any, value: Any, label: str, live: bool, depth: int) -> None:
+        if len(self.guards) >= _MAX_GUARDS:
+            return
+        if isinstance(value, np.ndarray) and value.nbytes <= _ARRAY_BYTES and value.dtype != object:
+            self.guards.append(Guard(place, container, key, value, label, live))
+            self.guards.append(Guard(Place.ARRAY, value, None, value.tobytes(), f"the values of {label}", live))
+            return
+        self.guards.append(Guard(place, container, key, value, label, live))
+        self.visit(value, label, live, depth + 1)
+
+    def visit(self, obj: Any, label: str, live: bool, depth: int) -> None:
+        if isinstance(obj, _PLAIN) or depth > _MAX_DEPTH or id(obj) in self.seen:
+            return
+        self.seen.add(id(obj))
+        self.keep.append(obj)
+        if isinstance(obj, np.random.Generator):
+            self.generators.append((label, obj))
+            return
+        if self.stop(obj) or isinstance(obj, (type, types.ModuleType, np.ndarray, types.BuiltinFunctionType)):
+            return
+        if isinstance(obj, types.FunctionType):
+            self.function(obj, label, live, depth)
+        elif isinstance(obj, types.MethodType):
+            self.visit(obj.__self__, label.rsplit(".", 1)[0], live, depth)
+            self.visit(obj.__func__, label, live, depth)
+        elif type(obj) is dict:
+            self.guards.append(Guard(Place.KEYS, obj, None, tuple(obj), f"the keys of {label}", True))
+            for k, v in list(obj.items())[:256]:
+                self.add(Place.ITEM, obj, k, v, f"{label}[{k!r}]", live, depth)
+        elif type(obj) is list:
+            self.guards.append(Guard(Place.ITEMS, obj, None, tuple(obj), f"the items of {label}", live))
+            for i, v in enumerate(obj[:256]):
+                self.visit(v, f"{label}[{i}]", live, depth + 1)
+        elif type(obj) is tuple:
+            for i, v in enumerate(obj):
+                self.visit(v, f"{label}[{i}]", live, depth + 1)
+        elif hasattr(obj, "__dict__") and not _is_library(type(obj)) or _walkable_owngrad(obj):
+            self.instance(obj, label, live, depth)
+
+    def function(self, fn: types.FunctionType, label: str, live: bool, depth: int) -> None:
+        if _is_library(fn) and not fn.__module__.startswith("owngrad.training"):
+            return
+        names = fn.__code__.co_freevars
+        for name, cell in zip(names, fn.__closure__ or ()):
+            try:
+                value = cell.cell_contents
+            except ValueError:
+                continue
+            self.add(Place.CELL, cell, None, value, f"the closure variable {name!r}", live, depth)
+        glob = fn.__globals__
+        for name in dict.fromkeys(_code_names(fn.__code__)):
+            if name in glob:
+                self.add(Place.ITEM, glob, name, glob[name], f"the global {name!r}", live, depth)
+        for v in fn.__defaults__ or ():
+            self.visit(v, f"a default of {fn.__name__}", live, depth + 1)
+
+    def instance(self, obj: Any, label: str, live: bool, depth: int) -> None:
+        cls = type(obj)
+        attrs = vars(obj)
+        skip = getattr(cls, "_capture_skip", ())
+        watch = getattr(cls, "_capture_live", ())
+        self.guards.append(Guard(Place.KEYS, obj, None, tuple(attrs), f"the attributes of {label}", True))
+        for k, v in list(attrs.items()):
+            if k in skip:
+                continue
+            self.add(Place.ATTR, obj, k, v, f"{label}.{k}", live or k in watch, depth)
+        call = cls.__dict__.get("__call__")  # a callable object: what its __call__ reads
+        if isinstance(call, types.FunctionType):
+            self.visit(call, f"{label}.__call__", live, depth + 1)
+
+
+def _walkable_owngrad(obj: Any) -> bool:
+    return hasattr(obj, "__dict__") and (getattr(type(obj), "_capture_walk", False))
+
+
+def collect(fn: Any, stop: Callable[[Any], bool]) -> tuple[list[Guard], list[tuple[str, np.random.Generator]]]:
+    """The guards of what ``fn`` can reach, and the numpy generators among it (``stop(obj)``: an object
+    guarded by identity only, such as a tensor or a graph)."""
+    w = _Walker(stop)
+    w.visit(fn, getattr(fn, "__qualname__", "the step function"), False, 0)
+    return w.guards, w.generators
