@@ -18,10 +18,11 @@ import numpy as np
 from .. import kernels
 from ..backend import Array, to_device, xp_of
 from ..capture import recorded
-from ..errors import ShapeError
+from ..errors import GraphError, ShapeError
 from ..handle import array_of
 from ..rules import defrule
 from ..tensor import Tensor
+from ..traced import unwrap
 from .losses import binary_cross_entropy, check_reduction, huber_loss, kl_div, l1_loss, nll_loss, reduce, smooth_l1_loss
 from .utils import pair, tensor_of
 
@@ -97,7 +98,9 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
     if _is_float_target(labels):
         return _soft_cross_entropy(logits, labels, reduction, float(label_smoothing))
     y = _index_array(logits, labels, op, "labels")
-    if weight is not None or bool((y == ignore_index).any()):
+    # which path is a decision on the labels' values: a captured step makes it on the capture-time labels, and
+    # its replays check (in _check_labels) that no label equal to ignore_index turns up later
+    if weight is not None or bool((unwrap(y) == ignore_index).any()):
         return _weighted_cross_entropy(logits, y, weight, ignore_index, reduction, float(label_smoothing))
     batched = logits.ndim == 2 and y.ndim == 1 and y.shape[0] == logits.shape[0]
     if not batched and not (logits.ndim == 1 and y.ndim == 0):
@@ -105,7 +108,7 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
                          f"class probabilities of the logits' shape, got logits {logits.shape} and labels "
                          f"{tuple(y.shape)}")
     if y.size:  # recorded: a captured step checks each replay's labels
-        recorded(logits.graph, _check_labels, y, c)
+        recorded(logits.graph, _check_labels, y, c, ignore_index)
     nll = logits.graph.apply("cross_entropy", (logits, y), {"reduction": reduction})
     if not label_smoothing:
         return nll
@@ -138,8 +141,13 @@ def _weighted_cross_entropy(logits: Tensor, y: Array, weight: Any, ignore_index:
     return loss.reshape(()) if single and reduction == "none" else loss
 
 
-def _check_labels(y: Array, c: int) -> None:
+def _check_labels(y: Array, c: int, ignore_index: int) -> None:
     lo, hi = int(y.min()), int(y.max())
+    if ignore_index in (lo, hi) or (lo < ignore_index < hi and bool((y == ignore_index).any())):
+        # only a replay gets here: eagerly such labels take the weighted path
+        raise GraphError(f"captured step: cross_entropy's labels contain ignore_index={ignore_index}, which the "
+                         f"plan, captured on labels without it, does not handle\n"
+                         f"  help: pass fallback=True to g.capture, or filter those samples before the step")
     if lo < 0 or hi >= c:
         bad = lo if lo < 0 else hi
         raise ValueError(f"cross_entropy: label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
