@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .backend import device_of
+from .backend import device_of, to_device
 from .errors import BorrowError, GraphError
-from .guards import Guard, Place, collect, first_changed
+from .guards import Guard, Place, collect, compile_checks
 from .handle import TensorHandle
 from .ledger import EXCLUSIVE, SHARED, acquire_all, release_all
 from .node import NodeState
@@ -267,6 +267,7 @@ class Plan:
         self.nin = nin
         self.eqns = list(tracer.eqns)
         self.guards = guards
+        self._check = compile_checks(guards)
         self.modules = [(m, mode) for m, mode in tracer.modules.values()]
         writes = list(tracer.writes.values())
         self.written = writes
@@ -294,8 +295,8 @@ class Plan:
         for m, mode in self.modules:
             if bool(m.training) != mode:
                 return f"the train/eval mode of {type(m).__name__}"
-        gd = first_changed(self.guards)
-        return None if gd is None else gd.label
+        i = self._check()
+        return None if i < 0 else self.guards[i].label
 
     def _borrow(self, requests: list[Any], kind: str, why: str, site: Site | None) -> list[Any]:
         return acquire_all(requests, kind, self.holder, why, site, "captured step") if requests else []
@@ -505,8 +506,11 @@ def _fn_site(fn: Any, default: Site) -> Site:
 
 def _bits_equal(a: Any, b: Any) -> bool:
     """Bitwise equality of two values of a step (arrays, numbers, dicts and sequences of them)."""
-    if hasattr(a, "tobytes") and hasattr(a, "shape") and not isinstance(a, type):
-        return bool(getattr(b, "shape", None) == a.shape and b.dtype == a.dtype and a.tobytes() == b.tobytes())
+    if hasattr(a, "shape") and hasattr(a, "dtype") and not isinstance(a, (type, np.generic)):
+        if not (hasattr(b, "shape") and hasattr(b, "dtype")) or isinstance(b, (type, np.generic)):
+            return False
+        ha, hb = _host(a), _host(b)
+        return bool(ha.shape == hb.shape and ha.dtype == hb.dtype and ha.tobytes() == hb.tobytes())
     if type(a) in (tuple, list) and type(b) is type(a):
         return len(a) == len(b) and all(_bits_equal(x, y) for x, y in zip(a, b))
     if type(a) is dict and type(b) is dict:
@@ -514,6 +518,10 @@ def _bits_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float, np.generic)) and isinstance(b, (int, float, np.generic)):
         return bool(a == b or (a != a and b != b))
     return a is b or bool(type(a) is type(b) and isinstance(a, (str, type(None))) and a == b)
+
+
+def _host(a: Any) -> np.ndarray:
+    return a if type(a) is np.ndarray else np.asarray(to_device(a, "cpu"))
 
 
 class _Snapshot:
