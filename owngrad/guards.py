@@ -20,6 +20,7 @@ guarded) and ``_capture_skip`` (attributes the plan replays itself, such as an o
 
 from __future__ import annotations
 
+import operator
 import os
 import types
 from collections.abc import Callable, Iterator
@@ -133,7 +134,8 @@ def first_changed(guards: list[Guard]) -> Guard | None:
 def compile_checks(guards: list[Guard]) -> Callable[[], int]:
     """The guards (not live) as one generated function: ``check()`` is the index in ``guards`` of the
     first that no longer holds, or -1 -- a read and an identity test per guard on the hot path."""
-    space: dict[str, Any] = {"_same": same, "_M": _MISSING, "ITEMS": Place.ITEMS, "ARRAY": Place.ARRAY}
+    space: dict[str, Any] = {"_same": same, "_M": _MISSING, "ITEMS": Place.ITEMS, "ARRAY": Place.ARRAY,
+                             "_is": operator.is_}
     lines = ["def check():"]
     for i, gd in enumerate(guards):
         if gd.live:
@@ -145,6 +147,11 @@ def compile_checks(guards: list[Guard]) -> Callable[[], int]:
         if read is None or (gd.place is Place.ITEM and not _literal(gd.key)):
             space[f"g{i}"] = gd
             lines.append(f"    if not g{i}.holds(): return {i}")
+            continue
+        if gd.place is Place.ITEMS:  # a list: its items by identity first (at C speed), then by value
+            lines.append(f"    x = c{i}")
+            lines.append(f"    if (len(x) != {len(gd.value)} or not all(map(_is, x, v{i}))) and "
+                         f"not _same(v{i}, tuple(x), ITEMS): return {i}")
             continue
         kind = {Place.ITEMS: "ITEMS", Place.ARRAY: "ARRAY"}.get(gd.place)
         test = f"not _same(v{i}, x, {kind})" if kind else f"x is not v{i} and not _same(v{i}, x)"
