@@ -22,6 +22,7 @@ runs eagerly from then on. docs/capture.md has the details.
 
 from __future__ import annotations
 
+import random
 import threading
 import types
 import warnings
@@ -39,7 +40,7 @@ from .ledger import EXCLUSIVE, SHARED, acquire_all, release_all
 from .node import NodeState
 from .roles import Role
 from .sites import Site, format_site, user_site
-from .traced import CaptureRefused, TracedArray, TracedNumber, refusal, unwrap
+from .traced import CaptureRefused, TracedArray, TracedGenerator, TracedNumber, refusal, unwrap
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -88,6 +89,8 @@ class Tracer:
         self.generators: dict[int, tuple[np.random.Generator, Any]] = {}  # drawn from by recorded calls
         self.exempt: set[tuple[int, Any]] = set()  # (object, attribute) changed by recorded calls
         self.prev: Tracer | None = None  # the tracer this one's capture interrupted in this thread, if any
+        self.rng: Any = None  # the graph's generator, while g.rng is traced
+        self.rebound_rng: Any = None  # what the step set g.rng to, if it rebound it
 
     # --- slots ---
     def slot(self, obj: Any) -> int:
@@ -102,7 +105,7 @@ class Tracer:
             return (_SLOT, k)
         if type(v) in (tuple, list) and any(id(x) in self.ids or type(x) in (tuple, list) for x in v):
             return (_SEQ, type(v), tuple(self.ref(x) for x in v))
-        return (_CONST, v)
+        return (_CONST, v.value if type(v) is TracedGenerator else v)  # the plan draws from the generator itself
 
     def _out(self, out: Any) -> Any:
         if out is None or type(out) in _PLAIN:  # exactly: numpy's float64 scalars are floats too
@@ -155,7 +158,7 @@ class Tracer:
             self.objects[id(own)] = (own, dict(vars(own)))
         for a in args:
             gen = a if isinstance(a, np.random.Generator) else \
-                getattr(a, "rng", None) if a is self.graph else None
+                unwrap(getattr(a, "rng", None)) if a is self.graph else None
             if isinstance(gen, np.random.Generator) and id(gen) not in self.generators:
                 self.generators[id(gen)] = (gen, gen.bit_generator.state)
 
@@ -710,7 +713,10 @@ class CapturedStep:
         world = _World(g, guards, watched)
         self._enter(tr)
         try:
-            out = self.fn(*traced)
+            try:
+                out = self.fn(*traced)
+            finally:
+                self._exit(tr)
             self._check_after(tr, world)
             ret = _template(tr, out)
             out = _untraced(out)
@@ -718,8 +724,6 @@ class CapturedStep:
             tr.rollback()
             world.rollback()
             raise
-        finally:
-            self._exit(tr)
         return tr, out, ret, [gd for gd in guards if not gd.live and (id(gd.container), gd.key) not in tr.exempt]
 
     def _check_after(self, tr: Tracer, world: _World) -> None:
@@ -741,13 +745,21 @@ class CapturedStep:
             if id(gen) not in tr.generators and gen.bit_generator.state != state:
                 tr.refuse(f"drawing random numbers from {label} outside owngrad's ops", site,
                           "draw them before the call and pass them in, or use g.randn / g.rand / F.dropout")
+        if tr.rebound_rng is not None:
+            tr.refuse("rebinding g.rng", site, "replace g.rng before or after the call")
+        if world.py_state != random.getstate():
+            tr.refuse("drawing random numbers from Python's random module", site,
+                      "draw them before the call and pass them in, or use g.randn / g.rand / F.dropout")
         if not _same_np_state(world.np_state, np.random.get_state()):
             tr.refuse("drawing random numbers from numpy's global generator (np.random.*)", site,
                       "draw them before the call and pass them in, or use g.randn / g.rand / F.dropout")
 
     def _enter(self, tr: Tracer) -> None:
         global _CAPTURING
-        self.graph._tracer = tr
+        g = self.graph
+        g._tracer = tr
+        tr.rng = g.rng
+        g.rng = TracedGenerator(g.rng, "g.rng")  # recorded draws unwrap it; a direct draw refuses
         tr.prev = getattr(_ACTIVE, "tracer", None)
         _ACTIVE.tracer = tr
         with _COUNT_LOCK:
@@ -755,7 +767,13 @@ class CapturedStep:
 
     def _exit(self, tr: Tracer) -> None:
         global _CAPTURING
-        self.graph._tracer = None
+        g = self.graph
+        g._tracer = None
+        if type(g.rng) is TracedGenerator:
+            g.rng = tr.rng
+        else:  # the step rebound g.rng: refused below, as a changed guard; put the original back for the undo
+            tr.rebound_rng = g.rng
+            g.rng = tr.rng
         _ACTIVE.tracer = tr.prev
         with _COUNT_LOCK:
             _CAPTURING -= 1
@@ -798,6 +816,7 @@ class _World:
         self.guards = guards
         self.watched = watched
         self.np_state = np.random.get_state()
+        self.py_state = random.getstate()
 
     def rollback(self) -> None:
         g = self.graph
@@ -810,6 +829,7 @@ class _World:
         for _, gen, state in self.watched:
             gen.bit_generator.state = state
         np.random.set_state(self.np_state)
+        random.setstate(self.py_state)
 
 
 def _same_np_state(a: Any, b: Any) -> bool:

@@ -633,6 +633,45 @@ def _set_p(ns: dict[str, Any], i: int) -> None:
     ns["cfg"]["p"] = [0.5, 0.2, 0.0, 0.7][i % 4]
 
 
+def _direct_graph_rng(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    g = ns["g"]
+    noise = g.rng.normal(size=(6, 4)).astype(F32)  # beside dropout, which draws from g.rng too
+    return train(ns, F.cross_entropy(ns["model"](g.constant(x) + g.constant(noise)), y))
+
+
+def _python_random(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    import random
+
+    return train(ns, ce(ns, x, y) * random.random())
+
+
+def _index_add(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    g = ns["g"]
+    h = ns["model"](g.constant(x))
+    acc = g.zeros((3, 3))
+    acc.index_add_(0, y, h)  # rows picked by the labels: converted and range-checked at every replay
+    return train(ns, (acc * acc).sum())
+
+
+def _load_inside(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    ns["model"].load_state_dict(ns["model"].state_dict())
+    return train(ns, ce(ns, x, y))
+
+
+def _nll_weighted(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    logp = ns["model"](ns["g"].constant(x)).log_softmax(axis=-1)
+    return train(ns, F.nll_loss(logp, y, weight=ns["cw"]))
+
+
+def _with_class_weights(g: og.Graph, model: og.nn.Module, opt: Any) -> dict[str, Any]:
+    return {"cw": g.constant(np.array([1.0, 2.0, 0.5], F32))}
+
+
+def _edit_class_weights(ns: dict[str, Any], i: int) -> None:
+    with ns["g"].no_grad():
+        ns["cw"][i % 3] = 1.0 + i  # in place, between calls
+
+
 CASES = [
     Case("onehot_eye", classifier(_onehot), xy(), REFUSE),
     Case("standardize_input", classifier(_standardize), xy(), REFUSE),
@@ -698,6 +737,12 @@ CASES = [
     Case("astype_on_input", classifier(_astype_input), xy(), REFUSE),
     Case("dropout_p_from_dict", classifier(_dropout_from_dict, extra=lambda g, m, o: {"cfg": {"p": 0.5}},
                                           change=_set_p), xy()),
+    Case("direct_draw_from_graph_rng", classifier(_direct_graph_rng, drop=0.5), xy(), REFUSE),
+    Case("python_random_module", classifier(_python_random), xy(), REFUSE),
+    Case("index_add_by_labels", classifier(_index_add), _bad_label_batches),
+    Case("load_state_dict_inside", classifier(_load_inside), xy(), REFUSE),
+    Case("nll_class_weights_edited", classifier(_nll_weighted, extra=_with_class_weights,
+                                                change=_edit_class_weights), xy()),
     Case("adam_bn_dropout_small_last_batch", classifier(_plain, adam=True, drop=0.2, bn=True),
          lambda r, i: xy(n=6 if i < 3 else 3)(r, i), steps=5),
 ]
