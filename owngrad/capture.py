@@ -759,7 +759,8 @@ class CapturedStep:
         g = self.graph
         g._tracer = tr
         tr.rng = g.rng
-        g.rng = TracedGenerator(g.rng, "g.rng")  # recorded draws unwrap it; a direct draw refuses
+        traced: Any = TracedGenerator(g.rng, "g.rng")  # recorded draws unwrap it; a direct draw refuses
+        g.rng = traced
         tr.prev = getattr(_ACTIVE, "tracer", None)
         _ACTIVE.tracer = tr
         with _COUNT_LOCK:
@@ -769,11 +770,10 @@ class CapturedStep:
         global _CAPTURING
         g = self.graph
         g._tracer = None
-        if type(g.rng) is TracedGenerator:
-            g.rng = tr.rng
-        else:  # the step rebound g.rng: refused below, as a changed guard; put the original back for the undo
-            tr.rebound_rng = g.rng
-            g.rng = tr.rng
+        now: Any = g.rng
+        if type(now) is not TracedGenerator:  # the step rebound g.rng: refused below; the original goes back
+            tr.rebound_rng = now
+        g.rng = tr.rng
         _ACTIVE.tracer = tr.prev
         with _COUNT_LOCK:
             _CAPTURING -= 1
