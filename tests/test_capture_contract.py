@@ -982,3 +982,38 @@ def test_verification_falls_back_to_eager_naming_the_first_differing_equation() 
     x, y = xy()(rng, 2)
     assert _same(_arrays(eager.fn(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))  # eager from now on
     assert _same(eager.state(), world.state()) and step.replays == 0
+
+
+def _fit_once(capture: bool) -> tuple[dict[str, list[float]], list[Any]]:
+    g = og.Graph()
+    model = mlp(g, drop=0.3, bn=True)
+    opt = og.optim.Adam(model.parameters(), lr=1e-2)
+    sched = og.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+    rng = np.random.default_rng(1)
+    xs, ys = rng.normal(size=(44, 4)).astype(F32), rng.integers(0, 3, 44)
+    hist: dict[str, list[float]] = {"loss": []}
+    for _ in range(2):  # a schedule stepped between fits, outside the step
+        h = og.fit(model, og.data.batches(xs, ys, 8, rng=0), F.cross_entropy, opt, epochs=3, progress=False,
+                   capture=capture, metrics={"acc": og.training.accuracy})
+        hist["loss"] += h["loss"]
+        sched.step()
+    return hist, state_of(model, opt)()
+
+
+def test_fit_captured_equals_fit_eager_bitwise() -> None:
+    with _nothing():
+        a, sa = _fit_once(False)
+        b, sb = _fit_once(True)
+    assert a == b and _same(sa, sb)
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.5])
+def test_verified_plans_replay_after_verification(drop: float) -> None:
+    e, c = classifier(_plain, drop=drop, bn=True, adam=True)(), classifier(_plain, drop=drop, bn=True, adam=True)()
+    step = c.g.capture(c.fn, verify=True)
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        x, y = xy()(rng, i)
+        assert _same(_arrays(e.fn(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
+        assert _same(e.state(), c.state())
+    assert step.replays == 3 and step.eager_calls == 2  # the capture, then the verified first replay
