@@ -22,6 +22,7 @@ runs eagerly from then on. docs/capture.md has the details.
 
 from __future__ import annotations
 
+import random
 import threading
 import types
 import warnings
@@ -31,15 +32,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .backend import device_of
+from .backend import device_of, to_device
 from .errors import BorrowError, GraphError
-from .guards import Guard, Place, collect, first_changed
+from .guards import Guard, Place, collect, compile_checks
 from .handle import TensorHandle
 from .ledger import EXCLUSIVE, SHARED, acquire_all, release_all
 from .node import NodeState
 from .roles import Role
 from .sites import Site, format_site, user_site
-from .traced import CaptureRefused, TracedArray, TracedNumber, refusal, unwrap
+from .traced import CaptureRefused, TracedArray, TracedGenerator, TracedNumber, refusal, unwrap
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -88,6 +89,8 @@ class Tracer:
         self.generators: dict[int, tuple[np.random.Generator, Any]] = {}  # drawn from by recorded calls
         self.exempt: set[tuple[int, Any]] = set()  # (object, attribute) changed by recorded calls
         self.prev: Tracer | None = None  # the tracer this one's capture interrupted in this thread, if any
+        self.rng: Any = None  # the graph's generator, while g.rng is traced
+        self.rebound_rng: Any = None  # what the step set g.rng to, if it rebound it
 
     # --- slots ---
     def slot(self, obj: Any) -> int:
@@ -102,7 +105,7 @@ class Tracer:
             return (_SLOT, k)
         if type(v) in (tuple, list) and any(id(x) in self.ids or type(x) in (tuple, list) for x in v):
             return (_SEQ, type(v), tuple(self.ref(x) for x in v))
-        return (_CONST, v)
+        return (_CONST, v.value if type(v) is TracedGenerator else v)  # the plan draws from the generator itself
 
     def _out(self, out: Any) -> Any:
         if out is None or type(out) in _PLAIN:  # exactly: numpy's float64 scalars are floats too
@@ -155,7 +158,7 @@ class Tracer:
             self.objects[id(own)] = (own, dict(vars(own)))
         for a in args:
             gen = a if isinstance(a, np.random.Generator) else \
-                getattr(a, "rng", None) if a is self.graph else None
+                unwrap(getattr(a, "rng", None)) if a is self.graph else None
             if isinstance(gen, np.random.Generator) and id(gen) not in self.generators:
                 self.generators[id(gen)] = (gen, gen.bit_generator.state)
 
@@ -267,6 +270,7 @@ class Plan:
         self.nin = nin
         self.eqns = list(tracer.eqns)
         self.guards = guards
+        self._check = compile_checks(guards)
         self.modules = [(m, mode) for m, mode in tracer.modules.values()]
         writes = list(tracer.writes.values())
         self.written = writes
@@ -294,8 +298,8 @@ class Plan:
         for m, mode in self.modules:
             if bool(m.training) != mode:
                 return f"the train/eval mode of {type(m).__name__}"
-        gd = first_changed(self.guards)
-        return None if gd is None else gd.label
+        i = self._check()
+        return None if i < 0 else self.guards[i].label
 
     def _borrow(self, requests: list[Any], kind: str, why: str, site: Site | None) -> list[Any]:
         return acquire_all(requests, kind, self.holder, why, site, "captured step") if requests else []
@@ -505,8 +509,11 @@ def _fn_site(fn: Any, default: Site) -> Site:
 
 def _bits_equal(a: Any, b: Any) -> bool:
     """Bitwise equality of two values of a step (arrays, numbers, dicts and sequences of them)."""
-    if hasattr(a, "tobytes") and hasattr(a, "shape") and not isinstance(a, type):
-        return bool(getattr(b, "shape", None) == a.shape and b.dtype == a.dtype and a.tobytes() == b.tobytes())
+    if hasattr(a, "shape") and hasattr(a, "dtype") and not isinstance(a, (type, np.generic)):
+        if not (hasattr(b, "shape") and hasattr(b, "dtype")) or isinstance(b, (type, np.generic)):
+            return False
+        ha, hb = _host(a), _host(b)
+        return bool(ha.shape == hb.shape and ha.dtype == hb.dtype and ha.tobytes() == hb.tobytes())
     if type(a) in (tuple, list) and type(b) is type(a):
         return len(a) == len(b) and all(_bits_equal(x, y) for x, y in zip(a, b))
     if type(a) is dict and type(b) is dict:
@@ -514,6 +521,10 @@ def _bits_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float, np.generic)) and isinstance(b, (int, float, np.generic)):
         return bool(a == b or (a != a and b != b))
     return a is b or bool(type(a) is type(b) and isinstance(a, (str, type(None))) and a == b)
+
+
+def _host(a: Any) -> np.ndarray:
+    return a if type(a) is np.ndarray else np.asarray(to_device(a, "cpu"))
 
 
 class _Snapshot:
@@ -702,7 +713,10 @@ class CapturedStep:
         world = _World(g, guards, watched)
         self._enter(tr)
         try:
-            out = self.fn(*traced)
+            try:
+                out = self.fn(*traced)
+            finally:
+                self._exit(tr)
             self._check_after(tr, world)
             ret = _template(tr, out)
             out = _untraced(out)
@@ -710,8 +724,6 @@ class CapturedStep:
             tr.rollback()
             world.rollback()
             raise
-        finally:
-            self._exit(tr)
         return tr, out, ret, [gd for gd in guards if not gd.live and (id(gd.container), gd.key) not in tr.exempt]
 
     def _check_after(self, tr: Tracer, world: _World) -> None:
@@ -733,13 +745,22 @@ class CapturedStep:
             if id(gen) not in tr.generators and gen.bit_generator.state != state:
                 tr.refuse(f"drawing random numbers from {label} outside owngrad's ops", site,
                           "draw them before the call and pass them in, or use g.randn / g.rand / F.dropout")
+        if tr.rebound_rng is not None:
+            tr.refuse("rebinding g.rng", site, "replace g.rng before or after the call")
+        if world.py_state != random.getstate():
+            tr.refuse("drawing random numbers from Python's random module", site,
+                      "draw them before the call and pass them in, or use g.randn / g.rand / F.dropout")
         if not _same_np_state(world.np_state, np.random.get_state()):
             tr.refuse("drawing random numbers from numpy's global generator (np.random.*)", site,
                       "draw them before the call and pass them in, or use g.randn / g.rand / F.dropout")
 
     def _enter(self, tr: Tracer) -> None:
         global _CAPTURING
-        self.graph._tracer = tr
+        g = self.graph
+        g._tracer = tr
+        tr.rng = g.rng
+        traced: Any = TracedGenerator(g.rng, "g.rng")  # recorded draws unwrap it; a direct draw refuses
+        g.rng = traced
         tr.prev = getattr(_ACTIVE, "tracer", None)
         _ACTIVE.tracer = tr
         with _COUNT_LOCK:
@@ -747,7 +768,12 @@ class CapturedStep:
 
     def _exit(self, tr: Tracer) -> None:
         global _CAPTURING
-        self.graph._tracer = None
+        g = self.graph
+        g._tracer = None
+        now: Any = g.rng
+        if type(now) is not TracedGenerator:  # the step rebound g.rng: refused below; the original goes back
+            tr.rebound_rng = now
+        g.rng = tr.rng
         _ACTIVE.tracer = tr.prev
         with _COUNT_LOCK:
             _CAPTURING -= 1
@@ -790,6 +816,7 @@ class _World:
         self.guards = guards
         self.watched = watched
         self.np_state = np.random.get_state()
+        self.py_state = random.getstate()
 
     def rollback(self) -> None:
         g = self.graph
@@ -802,6 +829,7 @@ class _World:
         for _, gen, state in self.watched:
             gen.bit_generator.state = state
         np.random.set_state(self.np_state)
+        random.setstate(self.py_state)
 
 
 def _same_np_state(a: Any, b: Any) -> bool:

@@ -18,6 +18,7 @@ from .capture import recorded
 from .operands import check_dtype
 from .roles import Role
 from .tensor import Tensor
+from .traced import unwrap
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -147,7 +148,7 @@ class TensorFactory:
 
 
 def _draw(factory: TensorFactory, kind: str, shape: tuple[int, ...], dt: np.dtype[Any]) -> Array:
-    rng = factory.rng
+    rng = unwrap(factory.rng)  # while a step is captured g.rng is traced: only recorded draws may use it
     host = (rng.standard_normal(shape, dtype=np.float64) if kind == "normal" else
             rng.random(shape, dtype=np.float64)).astype(dt)
     return factory._on_device(host)

@@ -20,6 +20,7 @@ guarded) and ``_capture_skip`` (attributes the plan replays itself, such as an o
 
 from __future__ import annotations
 
+import operator
 import os
 import types
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Guard", "Place", "collect", "first_changed", "same"]
+__all__ = ["Guard", "Place", "collect", "compile_checks", "first_changed", "same"]
 
 _PLAIN = (bool, int, float, complex, str, bytes, type(None), np.generic)
 _MAX_GUARDS = 4000
@@ -128,6 +129,43 @@ def first_changed(guards: list[Guard]) -> Guard | None:
         if not gd.live and not gd.holds():
             return gd
     return None
+
+
+def compile_checks(guards: list[Guard]) -> Callable[[], int]:
+    """The guards (not live) as one generated function: ``check()`` is the index in ``guards`` of the
+    first that no longer holds, or -1 -- a read and an identity test per guard on the hot path."""
+    space: dict[str, Any] = {"_same": same, "_M": _MISSING, "ITEMS": Place.ITEMS, "ARRAY": Place.ARRAY,
+                             "_is": operator.is_}
+    lines = ["def check():"]
+    for i, gd in enumerate(guards):
+        if gd.live:
+            continue
+        space[f"c{i}"], space[f"v{i}"] = gd.container, gd.value
+        read = {Place.ATTR: f"getattr(c{i}, {gd.key!r}, _M)", Place.CELL: f"c{i}.cell_contents",
+                Place.ITEM: f"c{i}.get({gd.key!r}, _M)" if type(gd.container) is dict else f"c{i}[{gd.key!r}]",
+                Place.ARRAY: f"c{i}.tobytes()", Place.ITEMS: f"tuple(c{i})"}.get(gd.place)
+        if read is None or (gd.place is Place.ITEM and not _literal(gd.key)):
+            space[f"g{i}"] = gd
+            lines.append(f"    if not g{i}.holds(): return {i}")
+            continue
+        if gd.place is Place.ITEMS:  # a list: its items by identity first (at C speed), then by value
+            lines.append(f"    x = c{i}")
+            lines.append(f"    if (len(x) != {len(gd.value)} or not all(map(_is, x, v{i}))) and "
+                         f"not _same(v{i}, tuple(x), ITEMS): return {i}")
+            continue
+        kind = {Place.ITEMS: "ITEMS", Place.ARRAY: "ARRAY"}.get(gd.place)
+        test = f"not _same(v{i}, x, {kind})" if kind else f"x is not v{i} and not _same(v{i}, x)"
+        lines.append(f"    x = {read}")
+        lines.append(f"    if {test}: return {i}")
+    lines.append("    return -1")
+    exec(compile("\n".join(lines) + "\n", "<owngrad guards>", "exec"), space)  # noqa: S102 - generated above
+    check: Callable[[], int] = space["check"]
+    return check
+
+
+def _literal(key: Any) -> bool:
+    """A dict key that its repr writes back exactly."""
+    return type(key) in (str, int, bool, type(None)) or (type(key) is tuple and all(_literal(k) for k in key))
 
 
 def _is_library(obj: Any) -> bool:

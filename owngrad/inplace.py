@@ -18,6 +18,7 @@ The life of a write, in order -- every check before any change:
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -145,12 +146,16 @@ class InplaceOps(TensorHandle):
         if not isinstance(axis, int) or isinstance(axis, bool) or not -max(self.ndim, 1) <= axis < max(self.ndim, 1):
             raise ShapeError(f"{op}: axis {axis!r} is out of range for a tensor of shape {self.shape}")
         axis %= max(self.ndim, 1)
-        idx = self._index_arrays(index)  # type: ignore[attr-defined]  # ViewOps, beside this mixin in Tensor
+        tr = self._graph._tracer
+        convert = self._index_arrays  # type: ignore[attr-defined]  # ViewOps, beside this mixin in Tensor
+        # a captured step converts (and checks) the index at each replay: it may come from the step's input
+        idx = convert(index) if tr is None else tr.call(convert, index._data if isinstance(index, TensorHandle)
+                                                        else index)
         if getattr(idx, "ndim", None) != 1 or idx.dtype.kind not in "iu":
             raise TypeError(f"{op}: index must be a 1-d integer tensor, array or list")
         n = self.shape[axis]
-        if idx.size and (int(idx.min()) < -n or int(idx.max()) >= n):
-            raise IndexError(f"{op}: index out of range for axis {axis} of size {n}")
+        if idx.size:
+            (_check_index if tr is None else functools.partial(tr.call, _check_index))(idx, n, axis)
         s = operand(self, src, op)
         want = self.shape[:axis] + (len(idx),) + self.shape[axis + 1:]
         if tuple(getattr(s, "shape", ())) != want:
@@ -321,6 +326,11 @@ class InplaceOps(TensorHandle):
             raise ShapeError(f"{what}: {e}") from None
         except TypeError as e:
             raise TypeError(f"{what}: {e}") from None
+
+
+def _check_index(idx: Array, n: int, axis: int) -> None:
+    if int(idx.min()) < -n or int(idx.max()) >= n:
+        raise IndexError(f"index_add_: index out of range for axis {axis} of size {n}")
 
 
 def _fill(dest: Any, value: Any) -> None:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from .errors import GraphError
 from .sites import format_site, user_site
 
-__all__ = ["CaptureRefused", "TracedArray", "TracedNumber", "unwrap", "refusal"]
+__all__ = ["CaptureRefused", "TracedArray", "TracedGenerator", "TracedNumber", "unwrap", "refusal"]
 
 _HELP = ("make the input a tensor (g.constant(x)) and use tensor ops, or prepare the array before the call and "
          "pass it in")
@@ -121,11 +121,25 @@ class TracedNumber(_Traced):
                       "return it from the step and use it after the call")
 
 
+class TracedGenerator(_Traced):
+    """``g.rng`` while a step of ``g`` is captured: owngrad's recorded draws (``g.randn``, dropout masks) use
+    the generator at each replay; a draw made directly in the step would be fixed at capture, so it refuses."""
+
+    __slots__ = ()
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise refusal(f"drawing from {self.label} directly ({what})", format_site(user_site()),
+                      "use g.randn / g.rand / F.dropout, or draw before the call and pass the values in")
+
+
+_TRACED = (TracedArray, TracedNumber, TracedGenerator)
+
+
 def unwrap(v: Any) -> Any:
     """The real value of a traced one; sequences (a key tuple, a list of operands) item by item."""
     t = type(v)
-    if t is TracedArray or t is TracedNumber:
+    if t is TracedArray or t is TracedNumber or t is TracedGenerator:
         return v.value
-    if (t is tuple or t is list) and any(type(x) in (TracedArray, TracedNumber, tuple, list) for x in v):
+    if (t is tuple or t is list) and any(type(x) in _TRACED or type(x) in (tuple, list) for x in v):
         return t(unwrap(x) for x in v)
     return v

@@ -324,7 +324,7 @@ def _np_scalar_scale(ns: dict[str, Any], x: Any, y: Any, s: Any) -> Any:
 
 def _np_scalar_index(ns: dict[str, Any], x: Any, y: Any, k: Any) -> Any:
     out = ns["model"](ns["g"].constant(x))
-    return train(ns, F.cross_entropy(out[:k], y[:3]) + out[k].sum())
+    return train(ns, F.cross_entropy(out, y) + out[:k].sum() * 0.1 + out[k].sum())
 
 
 def _np_scalar_lr(ns: dict[str, Any], x: Any, y: Any, lr: Any) -> Any:
@@ -513,6 +513,165 @@ def _lengths_batches(rng: np.random.Generator, i: int) -> tuple[Any, ...]:
     return rng.normal(size=(5, 4)).astype(F32), rng.integers(1, 5, 5)
 
 
+class Scaled(og.nn.Module):
+    """A user module whose forward reads a plain attribute and branches on its mode."""
+
+    def __init__(self, g: og.Graph) -> None:
+        super().__init__(g)
+        self.inner = og.nn.Linear(g, 4, 3, rng=4)
+        self.scale = 1.0
+
+    def forward(self, x: og.Tensor) -> og.Tensor:
+        out: og.Tensor = self.inner(x) * self.scale
+        return out * 0.5 if self.training else out
+
+
+def _user_module(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    loss = F.cross_entropy(ns["user"](ns["g"].constant(x)), y)
+    ns["uopt"].step(ns["g"].backward(loss))
+    return loss
+
+
+def _with_user_module(g: og.Graph, model: og.nn.Module, opt: Any) -> dict[str, Any]:
+    m = Scaled(g)
+    return {"user": m, "uopt": og.optim.SGD(m.parameters(), lr=0.1), "keep_user": m}
+
+
+def _user_attr(ns: dict[str, Any], i: int) -> None:
+    ns["user"].scale = [1.0, 2.0, 0.5, 3.0][i % 4]
+    ns["user"].train(i != 3)
+
+
+def _randn_noise(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    g = ns["g"]
+    xt = g.constant(x) + g.randn(6, 4) * 0.1
+    return train(ns, F.cross_entropy(ns["model"](xt), y))
+
+
+def _eval_inside(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    ns["model"].eval()
+    loss = ce(ns, x, y)
+    ns["model"].train()
+    return train(ns, loss)
+
+
+def _closure_array(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    g = ns["g"]
+    return train(ns, F.cross_entropy(ns["model"](g.constant(x) * g.constant(ns["w_np"])), y))
+
+
+def _with_array(g: og.Graph, model: og.nn.Module, opt: Any) -> dict[str, Any]:
+    return {"w_np": np.ones(4, F32), "weights": [1.0, 1.0]}
+
+
+def _edit_array(ns: dict[str, Any], i: int) -> None:
+    ns["w_np"][i % 4] = 0.5 * i  # in place: the same array object
+    ns["weights"][0] = 1.0 + i
+
+
+def _list_weights(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    return train(ns, ce(ns, x, y) * ns["weights"][0])
+
+
+def _shape_scale(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    return train(ns, ce(ns, x, y) * (1.0 / x.shape[0]) * float(len(y)))
+
+
+def _int_loop(ns: dict[str, Any], x: Any, y: Any, k: int) -> Any:
+    out = ns["model"](ns["g"].constant(x))
+    for _ in range(k):
+        out = out * 0.9
+    return train(ns, F.cross_entropy(out, y))
+
+
+def _int_batches(rng: np.random.Generator, i: int) -> tuple[Any, ...]:
+    return (*xy()(rng, i), [1, 3, 1, 2][i % 4])
+
+
+def _hand_adam(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    g = ns["g"]
+    loss = ce(ns, x, y)
+    grads = g.backward(loss)
+    with g.no_grad():
+        for p, m in zip(ns["model"].parameters(), ns["moments"]):
+            m *= 0.9
+            m += grads[p] * 0.1
+            p -= m * 0.05
+    return loss
+
+
+def _with_moments(g: og.Graph, model: og.nn.Module, opt: Any) -> dict[str, Any]:
+    ms = [g.zeros(p.shape) for p in model.parameters()]
+    return {"moments": ms, **{f"keep_m{i}": m for i, m in enumerate(ms)}}
+
+
+def _outside_update(ns: dict[str, Any], i: int) -> None:
+    g = ns["g"]
+    with g.no_grad():
+        for p in ns["model"].parameters():
+            p *= 0.99  # weight decay applied outside the step, in place
+    if i == 2:
+        ns["model"].load_state_dict({k: np.asarray(v) * 0.5 for k, v in ns["model"].state_dict().items()})
+
+
+def _dict_return(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    out = ns["model"](ns["g"].constant(x))
+    loss = train(ns, F.cross_entropy(out, y))
+    return {"loss": loss, "out": out, "tag": "step"}
+
+
+def _astype_input(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    return train(ns, ce(ns, x.astype(np.float64), y))
+
+
+def _dropout_from_dict(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    h = ns["model"](ns["g"].constant(x))
+    return train(ns, F.cross_entropy(F.dropout(h, ns["cfg"]["p"]), y))
+
+
+def _set_p(ns: dict[str, Any], i: int) -> None:
+    ns["cfg"]["p"] = [0.5, 0.2, 0.0, 0.7][i % 4]
+
+
+def _direct_graph_rng(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    g = ns["g"]
+    noise = g.rng.normal(size=(6, 4)).astype(F32)  # beside dropout, which draws from g.rng too
+    return train(ns, F.cross_entropy(ns["model"](g.constant(x) + g.constant(noise)), y))
+
+
+def _python_random(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    import random
+
+    return train(ns, ce(ns, x, y) * random.random())
+
+
+def _index_add(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    g = ns["g"]
+    h = ns["model"](g.constant(x))
+    acc = g.zeros((3, 3))
+    acc.index_add_(0, y, h)  # rows picked by the labels: converted and range-checked at every replay
+    return train(ns, (acc * acc).sum())
+
+
+def _load_inside(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    ns["model"].load_state_dict(ns["model"].state_dict())
+    return train(ns, ce(ns, x, y))
+
+
+def _nll_weighted(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    logp = ns["model"](ns["g"].constant(x)).log_softmax(axis=-1)
+    return train(ns, F.nll_loss(logp, y, weight=ns["cw"]))
+
+
+def _with_class_weights(g: og.Graph, model: og.nn.Module, opt: Any) -> dict[str, Any]:
+    return {"cw": g.constant(np.array([1.0, 2.0, 0.5], F32))}
+
+
+def _edit_class_weights(ns: dict[str, Any], i: int) -> None:
+    with ns["g"].no_grad():
+        ns["cw"][i % 3] = 1.0 + i  # in place, between calls
+
+
 CASES = [
     Case("onehot_eye", classifier(_onehot), xy(), REFUSE),
     Case("standardize_input", classifier(_standardize), xy(), REFUSE),
@@ -546,7 +705,7 @@ CASES = [
     Case("python_counter", classifier(_counter), xy(), EITHER),
     Case("history_append", classifier(_append_history), xy(), EITHER),
     Case("numpy_float32_scale", classifier(_np_scalar_scale), _scalar_batches("f")),
-    Case("numpy_int64_index", classifier(_np_scalar_index), _scalar_batches("i"), EITHER),
+    Case("numpy_int64_index", classifier(_np_scalar_index), _scalar_batches("i")),
     Case("numpy_float_lr", classifier(_np_scalar_lr), _scalar_batches("lr"), EITHER),
     Case("aliased_inputs", classifier(_aliased), _alias_batches),
     Case("data_dependent_shape", classifier(_data_dependent), _dd_batches, REFUSE),
@@ -564,6 +723,28 @@ CASES = [
     Case("scheduler_inside", classifier(_sched_inside, extra=_with_sched), xy(), EITHER),
     Case("scheduler_outside", classifier(_plain, extra=_with_sched, change=_sched_outside), xy()),
     Case("adam_plain", classifier(_plain, adam=True, drop=0.3), xy()),
+    Case("user_module_attribute_and_mode", classifier(_user_module, extra=_with_user_module, change=_user_attr),
+         xy()),
+    Case("graph_randn_noise", classifier(_randn_noise), xy()),
+    Case("mode_switched_inside", classifier(_eval_inside, drop=0.5), xy(), EITHER),
+    Case("closure_array_edited_in_place", classifier(_closure_array, extra=_with_array, change=_edit_array), xy()),
+    Case("closure_list_edited_in_place", classifier(_list_weights, extra=_with_array, change=_edit_array), xy()),
+    Case("shape_read_from_input", classifier(_shape_scale), xy()),
+    Case("python_int_input_loop", classifier(_int_loop), _int_batches),
+    Case("hand_written_adam_state", classifier(_hand_adam, extra=_with_moments), xy()),
+    Case("params_updated_outside", classifier(_plain, adam=True, change=_outside_update), xy()),
+    Case("dict_returned", classifier(_dict_return), xy()),
+    Case("astype_on_input", classifier(_astype_input), xy(), REFUSE),
+    Case("dropout_p_from_dict", classifier(_dropout_from_dict, extra=lambda g, m, o: {"cfg": {"p": 0.5}},
+                                          change=_set_p), xy()),
+    Case("direct_draw_from_graph_rng", classifier(_direct_graph_rng, drop=0.5), xy(), REFUSE),
+    Case("python_random_module", classifier(_python_random), xy(), REFUSE),
+    Case("index_add_by_labels", classifier(_index_add), _bad_label_batches),
+    Case("load_state_dict_inside", classifier(_load_inside), xy(), REFUSE),
+    Case("nll_class_weights_edited", classifier(_nll_weighted, extra=_with_class_weights,
+                                                change=_edit_class_weights), xy()),
+    Case("adam_bn_dropout_small_last_batch", classifier(_plain, adam=True, drop=0.2, bn=True),
+         lambda r, i: xy(n=6 if i < 3 else 3)(r, i), steps=5),
 ]
 
 
@@ -574,6 +755,8 @@ def _arrays(out: Any) -> list[Any]:
         return [out.numpy()]
     if isinstance(out, (tuple, list)):
         return [a for o in out for a in _arrays(o)]
+    if isinstance(out, dict):
+        return [a for k in sorted(out) for a in _arrays(out[k])]
     return [np.asarray(out)]
 
 
@@ -799,3 +982,38 @@ def test_verification_falls_back_to_eager_naming_the_first_differing_equation() 
     x, y = xy()(rng, 2)
     assert _same(_arrays(eager.fn(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))  # eager from now on
     assert _same(eager.state(), world.state()) and step.replays == 0
+
+
+def _fit_once(capture: bool) -> tuple[dict[str, list[float]], list[Any]]:
+    g = og.Graph()
+    model = mlp(g, drop=0.3, bn=True)
+    opt = og.optim.Adam(model.parameters(), lr=1e-2)
+    sched = og.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+    rng = np.random.default_rng(1)
+    xs, ys = rng.normal(size=(44, 4)).astype(F32), rng.integers(0, 3, 44)
+    hist: dict[str, list[float]] = {"loss": []}
+    for _ in range(2):  # a schedule stepped between fits, outside the step
+        h = og.fit(model, og.data.batches(xs, ys, 8, rng=0), F.cross_entropy, opt, epochs=3, progress=False,
+                   capture=capture, metrics={"acc": og.training.accuracy})
+        hist["loss"] += h["loss"]
+        sched.step()
+    return hist, state_of(model, opt)()
+
+
+def test_fit_captured_equals_fit_eager_bitwise() -> None:
+    with _nothing():
+        a, sa = _fit_once(False)
+        b, sb = _fit_once(True)
+    assert a == b and _same(sa, sb)
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.5])
+def test_verified_plans_replay_after_verification(drop: float) -> None:
+    e, c = classifier(_plain, drop=drop, bn=True, adam=True)(), classifier(_plain, drop=drop, bn=True, adam=True)()
+    step = c.g.capture(c.fn, verify=True)
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        x, y = xy()(rng, i)
+        assert _same(_arrays(e.fn(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
+        assert _same(e.state(), c.state())
+    assert step.replays == 3 and step.eager_calls == 2  # the capture, then the verified first replay

@@ -102,10 +102,10 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, ignore_index: int =
         raise ShapeError(f"{op}: target must be integer class indices of shape ({n},), got {y.dtype} "
                          f"{tuple(y.shape)}")
     recorded(x.graph, _check_targets, y, ignore_index, c)  # recorded: a captured step checks each replay's
-    w = np.ones(c, dtype=x.dtype) if weight is None else np.asarray(
-        array_of(weight) if isinstance(weight, Tensor) else weight, dtype=x.dtype)
-    if w.shape != (c,):
-        raise ShapeError(f"{op}: weight must have shape ({c},), got {w.shape}")
+    w = np.ones(c, dtype=x.dtype) if weight is None else array_of(weight) if isinstance(weight, Tensor) else \
+        weight if hasattr(weight, "dtype") else np.asarray(weight, dtype=x.dtype)
+    if tuple(w.shape) != (c,):
+        raise ShapeError(f"{op}: weight must have shape ({c},), got {tuple(w.shape)}")
     # recorded: the targets may be a captured step's input
     safe, ws, total = recorded(x.graph, _nll_weights, y, ignore_index, w, x.dtype)
     picked: Tensor = -x[np.arange(n), safe] * ws
@@ -126,7 +126,7 @@ def _nll_weights(y: Array, ignore_index: int, w: Array, dtype: Any) -> tuple[Arr
     """The class index to read per sample (0 where ignored), its weight (0 where ignored), and their sum."""
     keep = y != ignore_index
     safe = np.where(keep, y, 0)
-    ws = (w[safe] * keep).astype(dtype)
+    ws = (np.asarray(w, dtype=dtype)[safe] * keep).astype(dtype)
     return safe, ws, np.asarray(ws.sum())
 
 

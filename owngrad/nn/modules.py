@@ -281,6 +281,9 @@ class Module:
         site = user_site()
         for t in own.values():
             check_writable(t, site, "load_state_dict")
+            tr = t.graph._tracer
+            if tr is not None:
+                tr.refuse("load_state_dict", site, "load the state before or after the captured step")
         if own:
             # every exclusive borrow held for the whole load: all or nothing, also against other threads
             with exclusive(list(own.values()), site, "load_state_dict"):
