@@ -129,6 +129,26 @@ class TensorFactory:
         shp, dt = self._like("g.ones_like", t, dtype, shape)
         return self._made(self.xp.ones(shp, dtype=dt), name, "ones")
 
+    def full_like(self, t: Any, fill_value: Any, dtype: Any = None, name: str | None = None) -> Tensor:
+        """``fill_value`` in ``t``'s shape and dtype (``dtype`` overrides)."""
+        shp, dt = self._like("g.full_like", t, dtype, None)
+        return self.full(shp, fill_value, dtype=dt, name=name)
+
+    def empty_like(self, t: Any, dtype: Any = None, name: str | None = None) -> Tensor:
+        """A constant of ``t``'s shape and dtype; zeros (owngrad never hands out uninitialised memory)."""
+        shp, dt = self._like("g.empty_like", t, dtype, None)
+        return self._made(self.xp.zeros(shp, dtype=dt), name, "zeros")
+
+    def randn_like(self, t: Any, dtype: Any = None, name: str | None = None) -> Tensor:
+        """Standard normal samples from ``g.rng`` in ``t``'s shape and (floating) dtype."""
+        shp, dt = self._like("g.randn_like", t, dtype, None)
+        return self.randn(shp, dtype=dt, name=name)
+
+    def rand_like(self, t: Any, dtype: Any = None, name: str | None = None) -> Tensor:
+        """Uniform samples in [0, 1) from ``g.rng`` in ``t``'s shape and (floating) dtype."""
+        shp, dt = self._like("g.rand_like", t, dtype, None)
+        return self.rand(shp, dtype=dt, name=name)
+
     def randn(self, *shape: Any, dtype: Any = None, name: str | None = None) -> Tensor:
         """Standard normal samples from ``g.rng``: ``g.randn(2, 3)`` or ``g.randn((2, 3))``."""
         dt = _dtype("g.randn", dtype)

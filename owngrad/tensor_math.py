@@ -206,7 +206,11 @@ class MathOps(TensorHandle):
     def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         return self._reduce("min", axis, keepdims)
 
-    def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0, *, unbiased: bool | None = None,
+            correction: int | None = None) -> Tensor:
+        """Variance with numpy's ``ddof`` (0 by default); torch's spellings ``unbiased=True`` (ddof 1) and
+        ``correction=`` are accepted too."""
+        ddof = _ddof("var", ddof, unbiased, correction)
         if not isinstance(ddof, numbers.Integral) or isinstance(ddof, bool) or ddof < 0:
             raise TypeError(f"var: ddof must be a non-negative int, got {ddof!r}")
         return self._reduce("var", axis, keepdims, ddof=ddof)
@@ -250,9 +254,10 @@ class MathOps(TensorHandle):
             self._check_axis("argmin", axis)
         return self._constant(_arg_extreme, (self._graph.xp, self._data, "argmin", axis), "(argmin)")
 
-    def std(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
-        """Standard deviation (numpy's ``ddof``): ``sqrt(var)``."""
-        return self.var(axis, keepdims, ddof).sqrt()
+    def std(self, axis: Any = None, keepdims: bool = False, ddof: int = 0, *, unbiased: bool | None = None,
+            correction: int | None = None) -> Tensor:
+        """Standard deviation (numpy's ``ddof``, or torch's ``unbiased``/``correction``): ``sqrt(var)``."""
+        return self.var(axis, keepdims, _ddof("std", ddof, unbiased, correction)).sqrt()
 
     def norm(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         """The 2-norm over ``axis`` (all elements for None); its gradient at 0 is 0, as torch's."""
@@ -326,3 +331,17 @@ def _fill_value(value: Any, op: str) -> Any:
 def _arg_extreme(xp: Any, a: Any, which: str, axis: int | None) -> Any:
     """``argmax``/``argmin`` of ``a`` as an array (numpy gives a scalar for ``axis=None``)."""
     return xp.asarray(a.argmax(axis=axis) if which == "argmax" else a.argmin(axis=axis))
+
+
+def _ddof(op: str, ddof: Any, unbiased: Any, correction: Any) -> Any:
+    """numpy's ``ddof`` from whichever of ``ddof``, ``unbiased`` (torch: True is ddof 1) and ``correction``
+    (torch's name for ddof) was given; two of them at once are refused."""
+    given = [k for k, v in (("ddof", ddof if ddof != 0 else None), ("unbiased", unbiased),
+                            ("correction", correction)) if v is not None]
+    if len(given) > 1:
+        raise TypeError(f"{op}: give one of ddof, unbiased or correction, got {', '.join(given)}")
+    if unbiased is not None:
+        if not isinstance(unbiased, bool):
+            raise TypeError(f"{op}: unbiased must be True or False, got {unbiased!r}")
+        return 1 if unbiased else 0
+    return correction if correction is not None else ddof

@@ -60,8 +60,35 @@ class ViewOps(TensorHandle):
             return self._view(new, self._region, None, (StepKind.RESHAPE, new_shape))
         return self._graph.apply("reshape_copy", (self,), {"shape": new_shape}, {"src": self.shape})
 
-    def flatten(self) -> Tensor:
-        return self.reshape(-1)
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        """Merge axes ``start_dim..end_dim`` (all by default) into one, as torch's ``flatten``."""
+        if self.ndim == 0:
+            return self.reshape(1)
+        a, b = (self._axis_index("flatten", d) for d in (start_dim, end_dim))
+        if a > b:
+            raise ShapeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {self.shape}")
+        return self.reshape(*self.shape[:a], int(np.prod(self.shape[a:b + 1])), *self.shape[b + 1:])
+
+    def unflatten(self, dim: int, sizes: Any) -> Tensor:
+        """Split axis ``dim`` into ``sizes`` (one may be -1), as torch's ``unflatten``."""
+        d = self._axis_index("unflatten", dim)
+        return self.reshape(*self.shape[:d], *sizes, *self.shape[d + 1:])
+
+    def chunk(self, chunks: int, axis: int = 0) -> list[Tensor]:
+        """torch's ``chunk``: views of ``ceil(n / chunks)`` along ``axis`` (the last may be shorter, and there
+        may be fewer than ``chunks``), where ``og.split`` follows numpy (equal sections or cut indices)."""
+        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+            raise ValueError(f"chunk: chunks must be a positive int, got {chunks!r}")
+        d = self._axis_index("chunk", axis)
+        n = self.shape[d]
+        step = -(-n // chunks) if n else 1
+        lead = (slice(None),) * d
+        return [self[lead + (slice(i, min(i + step, n)),)] for i in range(0, max(n, 1), step)]
+
+    def _axis_index(self, op: str, axis: Any) -> int:
+        if isinstance(axis, bool) or not isinstance(axis, int) or not -self.ndim <= axis < self.ndim:
+            raise ShapeError(f"{op}: axis {axis!r} is out of range for a tensor of shape {self.shape}")
+        return axis % self.ndim
 
     def transpose(self, *axes: Any) -> Tensor:
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):

@@ -285,7 +285,9 @@ def test_clip_norm_with_a_borrowed_gradient_is_all_or_nothing(blocked: str) -> N
 # --- optimizers ---------------------------------------------------------------------------------------
 
 OPTIMS: list[tuple[str, dict[str, Any]]] = [("SGD", {"lr": 0.1}), ("SGD", {"lr": 0.1, "momentum": 0.9}),
-                                            ("Adam", {"lr": 0.01}), ("AdamW", {"lr": 0.01})]
+                                            ("Adam", {"lr": 0.01}), ("AdamW", {"lr": 0.01}),
+                                            ("RMSprop", {"momentum": 0.5, "centered": True}), ("Adadelta", {}),
+                                            ("Adagrad", {}), ("Adamax", {}), ("NAdam", {}), ("RAdam", {})]
 
 
 def _opt_state(opt: Any) -> list[dict[str, Any]]:

@@ -296,3 +296,27 @@ def test_a_user_optimizer_through_the_public_hooks_is_driven_by_a_scheduler() ->
     with pytest.raises(og.BorrowError, match="SignSGD.step"):
         opt.step(g.backward((p * 2.0).sum(), retain=True))
     g.backward(pending)
+
+
+def test_lbfgs_state_dict_roundtrip_continues_identically() -> None:
+    init, x, y = _lbfgs_problem(np.random.default_rng(4))
+
+    def make() -> tuple[list[og.Tensor], Any, Any]:
+        g = og.Graph()
+        ps = [g.param(a) for a in init]
+        xs, ys = g.constant(x), g.constant(y)
+        return ps, og.optim.LBFGS(ps, history_size=4, max_iter=5), \
+            lambda: (((xs @ ps[0].T + ps[1]).tanh() @ ps[2].T - ys) ** 2).mean()
+
+    ps, opt, closure = make()
+    opt.step(closure)
+    qs, opt2, closure2 = make()
+    for p, q in zip(ps, qs):
+        with q.borrow_mut() as a:
+            a[...] = p.numpy()
+    opt2.load_state_dict(opt.state_dict())
+    for _ in range(2):
+        opt.step(closure)
+        opt2.step(closure2)
+    for p, q in zip(ps, qs):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())

@@ -549,12 +549,12 @@ class LayerNorm(Module):
     bias: Tensor | None
 
     def __init__(self, g: Graph, normalized_shape: int | tuple[int, ...], eps: float = 1e-5,
-                 elementwise_affine: bool = True, dtype: Any = np.float32) -> None:
+                 elementwise_affine: bool = True, bias: bool = True, dtype: Any = np.float32) -> None:
         super().__init__(g)
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps = shape, eps
         self.weight = g.param(np.ones(shape, dtype), name="weight") if elementwise_affine else None
-        self.bias = g.param(np.zeros(shape, dtype), name="bias") if elementwise_affine else None
+        self.bias = g.param(np.zeros(shape, dtype), name="bias") if elementwise_affine and bias else None
 
     def forward(self, x: Any) -> Tensor:
         t = tensor_of(x, "LayerNorm")
@@ -565,9 +565,10 @@ class LayerNorm(Module):
         mean = t.mean(axis=axes, keepdims=True)
         var = t.var(axis=axes, keepdims=True)
         xhat = (t - mean) / (var + self.eps).sqrt()
-        if self.weight is not None and self.bias is not None:
-            return xhat * self.weight + self.bias
-        return xhat
+        if self.weight is None:
+            return xhat
+        scaled: Tensor = xhat * self.weight
+        return scaled if self.bias is None else scaled + self.bias
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"

@@ -104,7 +104,8 @@ class LayerNorm(Module):
     weight: Tensor[Mut] | None
     bias: Tensor[Mut] | None
     def __init__(self, g: Graph, normalized_shape: int | tuple[int, ...], eps: float = 1e-5,
-                 elementwise_affine: bool = True, dtype: Any = ..., *, name: str | None = None) -> None: ...
+                 elementwise_affine: bool = True, bias: bool = True, dtype: Any = ..., *,
+                 name: str | None = None) -> None: ...
     def forward(self, x: Any) -> Tensor[Mut]: ...
 
 class Dropout(Module):

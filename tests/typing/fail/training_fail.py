@@ -46,3 +46,13 @@ def captured_step(g: og.Graph, w: og.Tensor[og.Mut]) -> None:
     run = g.capture(step)
     run("big")  # type: ignore[arg-type]
     print(run(1.0).grad)  # type: ignore[attr-defined]
+
+
+def ported_from_torch(g: og.Graph, w: og.Tensor[og.Mut]) -> None:
+    """Initialisations write in place, so a gradient handle is refused; LBFGS steps with a closure."""
+    grads = g.backward((w * w).sum())
+    og.nn.init.zeros_(grads[w])  # type: ignore[type-var]
+    og.nn.init.xavier_uniform_(g.freeze(w))  # type: ignore[type-var]
+    og.nn.init.kaiming_uniform_(w, mode="fan")  # type: ignore[arg-type]
+    og.optim.LBFGS([w]).step(grads)  # type: ignore[arg-type]
+    og.nn.RNN(g, 3, 4, nonlinearity="sigmoid")  # type: ignore[arg-type]
