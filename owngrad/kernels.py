@@ -27,7 +27,7 @@ from typing import Any
 
 from .backend import Array, xp_of
 
-__all__ = ["matmul", "matmul_grad_y", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight",
+__all__ = ["matmul", "matmul_grad_y", "rows", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight",
            "max_pool2d_forward", "max_pool2d_grad", "conv_out_size"]
 
 Pair = tuple[int, int]
@@ -38,17 +38,17 @@ Pair = tuple[int, int]
 def matmul(x: Array, y: Array) -> Array:
     """``x @ y``; for ``x`` (..., M, K) with more than two axes and ``y`` (K, N) it is one (M', K) GEMM."""
     if x.ndim > 2 and y.ndim == 2:
-        return (_rows(x) @ y).reshape(x.shape[:-1] + (y.shape[-1],))
+        return (rows(x) @ y).reshape(x.shape[:-1] + (y.shape[-1],))
     return x @ y
 
 
 def matmul_grad_y(x: Array, g: Array) -> Array:
     """The gradient of a 2-d ``y`` in ``x @ y`` for ``x`` (..., M, K) and ``g`` (..., M, N): ``x^T g`` over
     every row of every batch at once, (K, N)."""
-    return _rows(x).T @ _rows(g)
+    return rows(x).T @ rows(g)
 
 
-def _rows(a: Array) -> Array:
+def rows(a: Array) -> Array:
     """``a`` (..., K) as a 2-d (rows, K) array (a view when ``a`` is contiguous)."""
     return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 

@@ -190,9 +190,32 @@ def _dropout_mask(gen: np.random.Generator, shape: tuple[int, ...], p: float, dt
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``x @ weight.T + bias`` with torch's weight layout (out_features, in_features)."""
-    out = x @ weight.T
-    return out if bias is None else out + bias
+    """``x @ weight.T + bias`` with torch's weight layout (out_features, in_features). One rule: the
+    weight's gradient comes out in the weight's own layout, and an input with leading batch axes is
+    one GEMM each way."""
+    if not (isinstance(x, Tensor) and isinstance(weight, Tensor) and weight.ndim == 2 and x.ndim >= 1
+            and (bias is None or isinstance(bias, Tensor) and bias.shape == (weight.shape[0],))):
+        out = x @ weight.T  # the general case, with the operators' own checks and messages
+        return out if bias is None else out + bias
+    if x.shape[-1] != weight.shape[1]:
+        raise ShapeError(f"linear: x has shape {x.shape} but weight has shape {weight.shape} (x's last axis must "
+                         f"equal the weight's second)")
+    return x.graph.apply("linear", (x, weight) if bias is None else (x, weight, bias))
+
+
+def _linear_fwd(xp: Any, x: Array, w: Array, b: Array | None = None) -> Array:
+    out = kernels.matmul(x, w.T)
+    if b is None:
+        return out
+    if b.dtype == out.dtype:  # the product is ours: add the bias in place
+        out += b
+        return out
+    return out + b
+
+
+defrule("linear", _linear_fwd, (lambda g, ans, x, w, b=None: kernels.matmul(g, w), "y"),
+        (lambda g, ans, x, w, b=None: kernels.matmul_grad_y(g, x), "x"),
+        (lambda g, ans, x, w, b=None: kernels.rows(g).sum(axis=0), ""))
 
 
 # --- conv2d --------------------------------------------------------------------------------
