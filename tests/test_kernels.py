@@ -141,3 +141,25 @@ def test_gradient_through_a_chain_of_rearranging_views() -> None:
     ty = (p.permute(2, 0, 1).reshape(4, 6).unsqueeze(0) * torch.tensor(c)).squeeze(0).T
     (ty * ty).sum().backward()
     np.testing.assert_allclose(grads[t].numpy(), p.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_flushes_subnormal_probabilities(dtype: Any) -> None:
+    """Probabilities below the smallest normal number become 0 (they would slow every GEMM downstream
+    fourfold); everything else is the softmax, to the dtype's rounding, NaN rows stay NaN."""
+    tiny = np.finfo(dtype).tiny
+    x = np.array([[0.0, -88.0, -95.0, -20.0], [1.0, 2.0, 3.0, 4.0], [0.0, -750.0, -740.0, -1.0],
+                  [np.nan, 0.0, 1.0, 2.0]], dtype=dtype)
+    p = kernels.softmax(x, axis=-1)
+    e = np.exp(x.astype(np.float64) - x.astype(np.float64).max(axis=-1, keepdims=True))
+    exact = e / e.sum(axis=-1, keepdims=True)
+    assert not ((p != 0) & (np.abs(p) < tiny)).any()
+    assert np.isnan(p[3]).all()
+    np.testing.assert_allclose(p[:3], exact[:3], rtol=4 * np.finfo(dtype).eps, atol=float(tiny))
+    assert (p[:3][exact[:3] < tiny] == 0).all() and (exact[:3] < tiny).any()
+
+
+def test_softmax_grad_matches_the_formula() -> None:
+    p, g = kernels.softmax(R.standard_normal((3, 5)), axis=1), R.standard_normal((3, 5))
+    np.testing.assert_allclose(kernels.softmax_grad(g, p, 1), p * (g - (g * p).sum(axis=1, keepdims=True)),
+                               rtol=1e-12, atol=1e-15)
