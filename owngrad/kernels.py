@@ -122,12 +122,13 @@ def conv2d_forward(x: Array, w: Array, stride: Pair = (1, 1), padding: Pair = (0
 
 def conv2d_grad_weight(g: Array, x: Array, w_shape: tuple[int, ...], stride: Pair = (1, 1),
                        padding: Pair = (0, 0), dilation: Pair = (1, 1)) -> Array:
-    """The weight's gradient ``sum_n g[n] @ cols[n].T``, (O, C, kh, kw)."""
+    """The weight's gradient ``sum_n g[n] @ cols[n].T``, (O, C, kh, kw), computed transposed
+    (``cols[n] @ g[n].T``: the long axis of both operands is then the contiguous one)."""
     xp = xp_of(g)
     n, o = g.shape[0], g.shape[1]
     cols = im2col(x, (w_shape[2], w_shape[3]), stride, padding, dilation)
-    per_sample = xp.matmul(g.reshape(n, o, -1), cols.transpose(0, 2, 1))   # (N, O, C*kh*kw)
-    return per_sample.sum(axis=0).reshape(w_shape)
+    per_sample = xp.matmul(cols, g.reshape(n, o, -1).transpose(0, 2, 1))   # (N, C*kh*kw, O)
+    return xp.ascontiguousarray(per_sample.sum(axis=0).T).reshape(w_shape)
 
 
 def conv2d_grad_input(g: Array, w: Array, x_shape: tuple[int, ...], stride: Pair = (1, 1),
