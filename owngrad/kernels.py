@@ -21,6 +21,9 @@ BLAS-backed array module:
   row with logits more than ~87 apart otherwise fills every product downstream -- both gradients of
   both matmuls around it -- with subnormal numbers, which the CPU handles about four times slower
   in BLAS. The change is below 1e-38 per element, far under the rounding of any sum it enters.
+- **layer norm** as one forward that keeps only the per-row mean and reciprocal standard deviation
+  (as torch does) and vjps that rebuild the normalised input from them, instead of the eight nodes
+  and their saved temporaries of the composite.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from typing import Any
 
 from .backend import Array, xp_of
 
-__all__ = ["softmax", "softmax_grad", "matmul", "matmul_grad_y", "rows", "conv2d_forward", "conv2d_grad_input",
-           "conv2d_grad_weight", "max_pool2d_forward", "max_pool2d_grad", "conv_out_size"]
+__all__ = ["softmax", "softmax_grad", "layer_norm", "layer_norm_grad_input", "layer_norm_grad_weight", "matmul",
+           "matmul_grad_y", "rows", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_forward",
+           "max_pool2d_grad", "conv_out_size"]
 
 Pair = tuple[int, int]
 
@@ -54,6 +58,58 @@ def softmax_grad(g: Array, ans: Array, axis: Any = -1) -> Array:
     s = out.sum(axis=axis, keepdims=True)
     out -= ans * s
     return out
+
+
+# --- layer norm ------------------------------------------------------------------------------------
+
+def _norm_axes(x: Array, k: int) -> tuple[int, ...]:
+    return tuple(range(x.ndim - k, x.ndim))
+
+
+def layer_norm(x: Array, w: Array | None, b: Array | None, k: int, eps: float) -> tuple[Array, Array]:
+    """``(x - mean) / sqrt(var + eps) * w + b`` over the last ``k`` axes (biased variance, as torch), and
+    the statistics the vjps need, stacked: ``[mean, 1 / sqrt(var + eps)]`` (each keepdims-shaped)."""
+    xp = xp_of(x)
+    axes = _norm_axes(x, k)
+    mean = x.mean(axis=axes, keepdims=True)
+    out = x - mean
+    rstd = 1.0 / xp.sqrt((out * out).mean(axis=axes, keepdims=True) + eps)
+    out *= rstd
+    if w is not None:
+        if w.dtype == out.dtype:
+            out *= w
+        else:
+            out = out * w
+    if b is not None:
+        if b.dtype == out.dtype:
+            out += b
+        else:
+            out = out + b
+    return out, xp.stack((mean, rstd))
+
+
+def _normalized(x: Array, stats: Array) -> Array:
+    """``(x - mean) * rstd`` from the stacked statistics of :func:`layer_norm`."""
+    xhat = x - stats[0]
+    xhat *= stats[1]
+    return xhat
+
+
+def layer_norm_grad_input(g: Array, x: Array, w: Array | None, stats: Array, k: int) -> Array:
+    """``rstd * (d - mean(d) - xhat * mean(d * xhat))`` with ``d = g * w``, over the last ``k`` axes."""
+    axes = _norm_axes(x, k)
+    xhat = _normalized(x, stats)
+    d = g * w if w is not None else g
+    out = d - d.mean(axis=axes, keepdims=True)
+    xhat *= (d * xhat).mean(axis=axes, keepdims=True)
+    out -= xhat
+    out *= stats[1]
+    return out
+
+
+def layer_norm_grad_weight(g: Array, x: Array, stats: Array, k: int) -> Array:
+    """``sum(g * xhat)`` over the leading (batch) axes."""
+    return (g * _normalized(x, stats)).sum(axis=tuple(range(x.ndim - k)))
 
 
 # --- matmul --------------------------------------------------------------------------------------
