@@ -163,3 +163,14 @@ def test_softmax_grad_matches_the_formula() -> None:
     p, g = kernels.softmax(R.standard_normal((3, 5)), axis=1), R.standard_normal((3, 5))
     np.testing.assert_allclose(kernels.softmax_grad(g, p, 1), p * (g - (g * p).sum(axis=1, keepdims=True)),
                                rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_dropout_mask_is_the_scaled_keep_mask(dtype: Any) -> None:
+    from owngrad.nn.functional import _dropout_mask
+
+    for p in (0.1, 0.2, 0.3, 0.5, 0.7):
+        ours = _dropout_mask(np.random.default_rng(5), (40, 30), p, np.dtype(dtype), "cpu")
+        keep = np.random.default_rng(5).random((40, 30)) >= p
+        want = (keep / (1.0 - p)).astype(dtype)
+        assert ours.dtype == dtype and ours.tobytes() == want.tobytes()

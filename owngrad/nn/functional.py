@@ -185,8 +185,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -
 
 
 def _dropout_mask(gen: np.random.Generator, shape: tuple[int, ...], p: float, dtype: Any, device: str) -> Array:
-    keep = gen.random(shape) >= p
-    return to_device((keep / (1.0 - p)).astype(dtype), device)
+    mask = (gen.random(shape) >= p).astype(dtype)  # the scale multiplies in the mask's own dtype: no float64 copy
+    mask *= mask.dtype.type(1.0 / (1.0 - p))
+    return to_device(mask, device)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
