@@ -165,41 +165,78 @@ def im2col(x: Array, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair) 
     return xp.ascontiguousarray(win).reshape(n, c * kh * kw, ho * wo)
 
 
+# the im2col block of one chunk of samples stays under this: it bounds a convolution's extra memory
+# (a whole batch's block is kh*kw times the input) and keeps the block in cache between copy and GEMM
+_COLS_BYTES = 1 << 22
+
+
+def _sample_chunks(n: int, per_sample: int) -> list[tuple[int, int]]:
+    step = max(1, _COLS_BYTES // max(per_sample, 1))
+    return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def _cols_bytes(x: Array, w_shape: tuple[int, ...], out: tuple[int, int]) -> int:
+    return int(w_shape[1] * w_shape[2] * w_shape[3] * out[0] * out[1] * x.dtype.itemsize)
+
+
 def conv2d_forward(x: Array, w: Array, stride: Pair = (1, 1), padding: Pair = (0, 0),
                    dilation: Pair = (1, 1)) -> Array:
-    """Cross-correlation of ``x`` (N, C, H, W) with ``w`` (O, C, kh, kw): (N, O, Ho, Wo), C-contiguous."""
+    """Cross-correlation of ``x`` (N, C, H, W) with ``w`` (O, C, kh, kw): (N, O, Ho, Wo), C-contiguous.
+    ``W @ cols[n]`` per sample, a chunk of samples at a time."""
+    xp = xp_of(x)
     n, h, wd = x.shape[0], x.shape[2], x.shape[3]
     o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     ho = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_out_size(wd, kw, stride[1], padding[1], dilation[1])
-    cols = im2col(x, (kh, kw), stride, padding, dilation)
-    return xp_of(x).matmul(w.reshape(o, -1), cols).reshape(n, o, ho, wo)
+    wm = w.reshape(o, -1)
+    out = None
+    for a, b in _sample_chunks(n, _cols_bytes(x, w.shape, (ho, wo))):
+        part = xp.matmul(wm, im2col(x[a:b], (kh, kw), stride, padding, dilation))   # (chunk, O, Ho*Wo)
+        if out is None:
+            if b == n:
+                return part.reshape(n, o, ho, wo)
+            out = xp.empty((n, o, ho * wo), dtype=part.dtype)
+        out[a:b] = part
+    assert out is not None
+    return out.reshape(n, o, ho, wo)
 
 
 def conv2d_grad_weight(g: Array, x: Array, w_shape: tuple[int, ...], stride: Pair = (1, 1),
                        padding: Pair = (0, 0), dilation: Pair = (1, 1)) -> Array:
     """The weight's gradient ``sum_n g[n] @ cols[n].T``, (O, C, kh, kw), computed transposed
-    (``cols[n] @ g[n].T``: the long axis of both operands is then the contiguous one)."""
+    (``cols[n] @ g[n].T``: the long axis of both operands is then the contiguous one), a chunk of
+    samples at a time."""
     xp = xp_of(g)
     n, o = g.shape[0], g.shape[1]
-    cols = im2col(x, (w_shape[2], w_shape[3]), stride, padding, dilation)
-    per_sample = xp.matmul(cols, g.reshape(n, o, -1).transpose(0, 2, 1))   # (N, C*kh*kw, O)
-    return xp.ascontiguousarray(per_sample.sum(axis=0).T).reshape(w_shape)
+    g3 = g.reshape(n, o, -1)
+    total = None
+    for a, b in _sample_chunks(n, _cols_bytes(x, w_shape, g.shape[2:])):
+        cols = im2col(x[a:b], (w_shape[2], w_shape[3]), stride, padding, dilation)
+        part = xp.matmul(cols, g3[a:b].transpose(0, 2, 1)).sum(axis=0)          # (C*kh*kw, O)
+        total = part if total is None else total + part
+    assert total is not None
+    return xp.ascontiguousarray(total.T).reshape(w_shape)
 
 
 def conv2d_grad_input(g: Array, w: Array, x_shape: tuple[int, ...], stride: Pair = (1, 1),
                       padding: Pair = (0, 0), dilation: Pair = (1, 1)) -> Array:
-    """The input's gradient: the window gradients ``W.T @ g[n]`` added back where each window read (col2im)."""
+    """The input's gradient: the window gradients ``W.T @ g[n]`` added back where each window read (col2im),
+    a chunk of samples at a time."""
     xp = xp_of(g)
     n, c, h, wd = x_shape
     o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     ho, wo = g.shape[2], g.shape[3]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    gcols = xp.matmul(w.reshape(o, -1).T, g.reshape(n, o, ho * wo)).reshape(n, c, kh, kw, ho, wo)
+    wt = w.reshape(o, -1).T
+    g3 = g.reshape(n, o, ho * wo)
     gx = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=g.dtype)
-    for a in range(kh):
-        for b in range(kw):
-            gx[:, :, a * dh:a * dh + sh * (ho - 1) + 1:sh, b * dw:b * dw + sw * (wo - 1) + 1:sw] += gcols[:, :, a, b]
+    for s, e in _sample_chunks(n, c * kh * kw * ho * wo * g.dtype.itemsize):
+        gcols = xp.matmul(wt, g3[s:e]).reshape(e - s, c, kh, kw, ho, wo)
+        part = gx[s:e]
+        for a in range(kh):
+            rows = slice(a * dh, a * dh + sh * (ho - 1) + 1, sh)
+            for b in range(kw):
+                part[:, :, rows, b * dw:b * dw + sw * (wo - 1) + 1:sw] += gcols[:, :, a, b]
     return gx if ph == 0 and pw == 0 else gx[:, :, ph:ph + h, pw:pw + wd]
 
 

@@ -24,3 +24,16 @@ def test_models_benchmark_quick() -> None:
     assert all(len(r.split("|")) == 10 for r in rows)
     goals = [line for line in lines if line.startswith(("[MET ]", "[MISS]"))]
     assert len(goals) == 6 and all("torch (goal <= " in line for line in goals)
+
+
+def test_models_benchmark_memory_probe() -> None:
+    """The memory column's probe: a step's peak above the built model, measured in this process."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux /proc to reset the peak resident set")
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import models
+    finally:
+        sys.path.remove(BENCHMARKS)
+    used = models.probe_memory("cnn", "floor", models.QUICK)
+    assert isinstance(used, int) and used >= 0
