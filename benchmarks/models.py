@@ -47,6 +47,7 @@ from model_floors import cnn_floor, lstm_floor  # noqa: E402
 
 LR, CLIP = 0.05, 0.25
 GOALS = {"captured": 1.5, "eager": 2.0}  # at most this many times torch's CPU time
+MEMORY_GOAL = 1.2  # peak memory a step adds: at most torch's + 20 %
 
 
 @dataclass
@@ -329,13 +330,84 @@ def time_interleaved(impls: dict[str, Impl], repeats: int, block_s: float) -> di
     return times
 
 
+def make_impl(name: str, kind: str, s: Sizes, dropout: bool = True, lr: float = LR, clip: float = CLIP) -> Impl | None:
+    """Implementation ``name`` (torch, eager, captured, floor) of model ``kind``; None for a missing floor."""
+    if name == "torch":
+        return torch_impl(kind, s, dropout, lr, clip)
+    if name == "floor":
+        return floor_impl(kind, s, dropout, lr, clip)
+    return og_impl(kind, s, name == "captured", dropout, lr, clip)
+
+
+IMPLS = ("torch", "eager", "captured", "floor")
+
+
 def implementations(kind: str, s: Sizes, dropout: bool = True, lr: float = LR, clip: float = CLIP) -> dict[str, Impl]:
-    impls = {"torch": torch_impl(kind, s, dropout, lr, clip), "eager": og_impl(kind, s, False, dropout, lr, clip),
-             "captured": og_impl(kind, s, True, dropout, lr, clip)}
-    floor = floor_impl(kind, s, dropout, lr, clip)
-    if floor is not None:
-        impls["floor"] = floor
-    return impls
+    impls = {name: make_impl(name, kind, s, dropout, lr, clip) for name in IMPLS}
+    return {name: impl for name, impl in impls.items() if impl is not None}
+
+
+# --------------------------------------------------------------------------------------------
+# memory: the peak resident memory a training step adds, each implementation in a fresh process
+
+def _proc_status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def probe_memory(kind: str, name: str, s: Sizes) -> int:
+    """Bytes above the resident set of the built model (weights, data) at which the fourth training step
+    peaks: what the step needs, held between steps (gradients, optimizer state, a captured plan's
+    buffers, the libraries' own workspaces) or not (activations, temporaries). Linux: the peak (VmHWM)
+    is reset through /proc/self/clear_refs. Run in a process of its own with glibc's mmap threshold
+    fixed, so that every large array is mapped when allocated and unmapped when freed."""
+    impl = make_impl(name, kind, s)
+    assert impl is not None
+    built = _proc_status_bytes("VmRSS")
+    for _ in range(3):
+        impl.step()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    impl.step()
+    return _proc_status_bytes("VmHWM") - built
+
+
+def step_memory(kind: str, name: str, quick: bool) -> float | None:
+    """:func:`probe_memory` in a fresh process, MiB; None where the platform cannot tell."""
+    import subprocess
+
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    cmd = [sys.executable, os.path.abspath(__file__), "--probe-memory", f"{kind}:{name}"]
+    cmd += ["--quick"] if quick else []
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 or not proc.stdout.strip().isdigit():
+        return None
+    return int(proc.stdout.strip()) / 2**20
+
+
+def memory_rows(kinds: list[str], s: Sizes, quick: bool) -> tuple[list[str], list[str]]:
+    rows = ["| model | torch MiB | eager MiB | eager / torch | captured MiB | captured / torch | numpy floor MiB "
+            "| floor / torch |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    verdicts: list[str] = []
+    for kind in kinds:
+        mib = {name: step_memory(kind, name, quick) for name in IMPLS if name != "floor" or kind in FLOORS}
+        ref = mib["torch"]
+        if ref is None or not ref > 0:
+            verdicts.append(f"{kind}: peak memory per step not measurable here (needs Linux /proc)")
+            continue
+        cells = [f"{mib[n]:.1f} | {mib[n] / ref:.2f}x" if mib.get(n) is not None else "- | -"  # type: ignore[operator]
+                 for n in ("eager", "captured", "floor")]
+        rows.append(f"| {describe(kind, s)} | {ref:.1f} | " + " | ".join(cells) + " |")
+        for name in ("eager", "captured"):
+            m = mib[name]
+            if m is not None:
+                ok = m <= MEMORY_GOAL * ref
+                verdicts.append(f"[{'MET ' if ok else 'MISS'}] {kind}: {name} peak memory per step {m / ref:.2f}x "
+                                f"torch's (goal <= {MEMORY_GOAL}x)")
+    return rows, verdicts
 
 
 def check_losses(kind: str, impls: dict[str, Impl], when: str) -> list[str]:
@@ -395,7 +467,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--block-s", type=float, default=0.4, help="CPU seconds per timed block")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one repeat, one step per block")
+    ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                    help="also measure each step's peak memory, one fresh process per implementation "
+                         "(default: on, off with --quick)")
+    ap.add_argument("--probe-memory", metavar="MODEL:IMPL", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.probe_memory:
+        kind, name = args.probe_memory.split(":")
+        print(probe_memory(kind, name, QUICK if args.quick else FULL))
+        return 0
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -405,8 +485,14 @@ def main(argv: list[str] | None = None) -> int:
     repeats, block = (1, 0.0) if args.quick else (args.repeats, args.block_s)
     print(f"numpy {np.__version__}, torch {torch.__version__}; float32; one thread; clock: process CPU time; "
           f"median of {repeats} interleaved repeats (spread: (max - min) / median)")
-    rows, verdicts = run(args.models.split(","), s, repeats, block)
+    kinds = args.models.split(",")
+    rows, verdicts = run(kinds, s, repeats, block)
     print("\n".join(rows))
+    if args.memory if args.memory is not None else not args.quick:
+        mem_rows, mem_verdicts = memory_rows(kinds, s, args.quick)
+        print("\npeak memory of a training step (MiB above the built model's resident set; a fresh process each)")
+        print("\n".join(mem_rows))
+        verdicts += mem_verdicts
     print("\n".join(verdicts))
     return 0
 

@@ -16,8 +16,14 @@ BLAS-backed array module:
 - **max_pool2d** takes the maximum of the ``kh*kw`` strided views of the input (never a copy of
   the windows) and records which offset won as a small integer per output; its gradient is one
   masked add per offset.
-- **softmax / log_softmax** and **layer norm** forwards and vjps with in-place updates of their
-  own temporaries.
+- **softmax** forward and vjp with in-place updates of their own temporaries. The forward flushes
+  probabilities below the dtype's smallest normal number (~1e-38 in float32) to zero: an attention
+  row with logits more than ~87 apart otherwise fills every product downstream -- both gradients of
+  both matmuls around it -- with subnormal numbers, which the CPU handles about four times slower
+  in BLAS. The change is below 1e-38 per element, far under the rounding of any sum it enters.
+- **layer norm** as one forward that keeps only the per-row mean and reciprocal standard deviation
+  (as torch does) and vjps that rebuild the normalised input from them, instead of the eight nodes
+  and their saved temporaries of the composite.
 """
 
 from __future__ import annotations
@@ -27,10 +33,83 @@ from typing import Any
 
 from .backend import Array, xp_of
 
-__all__ = ["matmul", "matmul_grad_y", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight",
-           "max_pool2d_forward", "max_pool2d_grad", "conv_out_size"]
+__all__ = ["softmax", "softmax_grad", "layer_norm", "layer_norm_grad_input", "layer_norm_grad_weight", "matmul",
+           "matmul_grad_y", "rows", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_forward",
+           "max_pool2d_grad", "conv_out_size"]
 
 Pair = tuple[int, int]
+
+
+# --- softmax ---------------------------------------------------------------------------------------
+
+def softmax(x: Array, axis: Any = -1) -> Array:
+    """``exp(x - max) / sum`` along ``axis``, normalised in place, subnormal results flushed to zero."""
+    xp = xp_of(x)
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    if e.dtype.kind == "f":
+        e *= e >= xp.finfo(e.dtype).tiny  # a NaN row stays NaN
+    return e
+
+
+def softmax_grad(g: Array, ans: Array, axis: Any = -1) -> Array:
+    """``ans * (g - sum(g * ans))``, computed as ``g*ans - ans*sum`` with one temporary."""
+    out = g * ans
+    s = out.sum(axis=axis, keepdims=True)
+    out -= ans * s
+    return out
+
+
+# --- layer norm ------------------------------------------------------------------------------------
+
+def _norm_axes(x: Array, k: int) -> tuple[int, ...]:
+    return tuple(range(x.ndim - k, x.ndim))
+
+
+def layer_norm(x: Array, w: Array | None, b: Array | None, k: int, eps: float) -> tuple[Array, Array]:
+    """``(x - mean) / sqrt(var + eps) * w + b`` over the last ``k`` axes (biased variance, as torch), and
+    the statistics the vjps need, stacked: ``[mean, 1 / sqrt(var + eps)]`` (each keepdims-shaped)."""
+    xp = xp_of(x)
+    axes = _norm_axes(x, k)
+    mean = x.mean(axis=axes, keepdims=True)
+    out = x - mean
+    rstd = 1.0 / xp.sqrt((out * out).mean(axis=axes, keepdims=True) + eps)
+    out *= rstd
+    if w is not None:
+        if w.dtype == out.dtype:
+            out *= w
+        else:
+            out = out * w
+    if b is not None:
+        if b.dtype == out.dtype:
+            out += b
+        else:
+            out = out + b
+    return out, xp.stack((mean, rstd))
+
+
+def _normalized(x: Array, stats: Array) -> Array:
+    """``(x - mean) * rstd`` from the stacked statistics of :func:`layer_norm`."""
+    xhat = x - stats[0]
+    xhat *= stats[1]
+    return xhat
+
+
+def layer_norm_grad_input(g: Array, x: Array, w: Array | None, stats: Array, k: int) -> Array:
+    """``rstd * (d - mean(d) - xhat * mean(d * xhat))`` with ``d = g * w``, over the last ``k`` axes."""
+    axes = _norm_axes(x, k)
+    xhat = _normalized(x, stats)
+    d = g * w if w is not None else g
+    out = d - d.mean(axis=axes, keepdims=True)
+    xhat *= (d * xhat).mean(axis=axes, keepdims=True)
+    out -= xhat
+    out *= stats[1]
+    return out
+
+
+def layer_norm_grad_weight(g: Array, x: Array, stats: Array, k: int) -> Array:
+    """``sum(g * xhat)`` over the leading (batch) axes."""
+    return (g * _normalized(x, stats)).sum(axis=tuple(range(x.ndim - k)))
 
 
 # --- matmul --------------------------------------------------------------------------------------
@@ -38,17 +117,17 @@ Pair = tuple[int, int]
 def matmul(x: Array, y: Array) -> Array:
     """``x @ y``; for ``x`` (..., M, K) with more than two axes and ``y`` (K, N) it is one (M', K) GEMM."""
     if x.ndim > 2 and y.ndim == 2:
-        return (_rows(x) @ y).reshape(x.shape[:-1] + (y.shape[-1],))
+        return (rows(x) @ y).reshape(x.shape[:-1] + (y.shape[-1],))
     return x @ y
 
 
 def matmul_grad_y(x: Array, g: Array) -> Array:
     """The gradient of a 2-d ``y`` in ``x @ y`` for ``x`` (..., M, K) and ``g`` (..., M, N): ``x^T g`` over
     every row of every batch at once, (K, N)."""
-    return _rows(x).T @ _rows(g)
+    return rows(x).T @ rows(g)
 
 
-def _rows(a: Array) -> Array:
+def rows(a: Array) -> Array:
     """``a`` (..., K) as a 2-d (rows, K) array (a view when ``a`` is contiguous)."""
     return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
@@ -86,40 +165,78 @@ def im2col(x: Array, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair) 
     return xp.ascontiguousarray(win).reshape(n, c * kh * kw, ho * wo)
 
 
+# the im2col block of one chunk of samples stays under this: it bounds a convolution's extra memory
+# (a whole batch's block is kh*kw times the input) and keeps the block in cache between copy and GEMM
+_COLS_BYTES = 1 << 22
+
+
+def _sample_chunks(n: int, per_sample: int) -> list[tuple[int, int]]:
+    step = max(1, _COLS_BYTES // max(per_sample, 1))
+    return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def _cols_bytes(x: Array, w_shape: tuple[int, ...], out: tuple[int, int]) -> int:
+    return int(w_shape[1] * w_shape[2] * w_shape[3] * out[0] * out[1] * x.dtype.itemsize)
+
+
 def conv2d_forward(x: Array, w: Array, stride: Pair = (1, 1), padding: Pair = (0, 0),
                    dilation: Pair = (1, 1)) -> Array:
-    """Cross-correlation of ``x`` (N, C, H, W) with ``w`` (O, C, kh, kw): (N, O, Ho, Wo), C-contiguous."""
+    """Cross-correlation of ``x`` (N, C, H, W) with ``w`` (O, C, kh, kw): (N, O, Ho, Wo), C-contiguous.
+    ``W @ cols[n]`` per sample, a chunk of samples at a time."""
+    xp = xp_of(x)
     n, h, wd = x.shape[0], x.shape[2], x.shape[3]
     o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     ho = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_out_size(wd, kw, stride[1], padding[1], dilation[1])
-    cols = im2col(x, (kh, kw), stride, padding, dilation)
-    return xp_of(x).matmul(w.reshape(o, -1), cols).reshape(n, o, ho, wo)
+    wm = w.reshape(o, -1)
+    out = None
+    for a, b in _sample_chunks(n, _cols_bytes(x, w.shape, (ho, wo))):
+        part = xp.matmul(wm, im2col(x[a:b], (kh, kw), stride, padding, dilation))   # (chunk, O, Ho*Wo)
+        if out is None:
+            if b == n:
+                return part.reshape(n, o, ho, wo)
+            out = xp.empty((n, o, ho * wo), dtype=part.dtype)
+        out[a:b] = part
+    assert out is not None
+    return out.reshape(n, o, ho, wo)
 
 
 def conv2d_grad_weight(g: Array, x: Array, w_shape: tuple[int, ...], stride: Pair = (1, 1),
                        padding: Pair = (0, 0), dilation: Pair = (1, 1)) -> Array:
-    """The weight's gradient ``sum_n g[n] @ cols[n].T``, (O, C, kh, kw)."""
+    """The weight's gradient ``sum_n g[n] @ cols[n].T``, (O, C, kh, kw), computed transposed
+    (``cols[n] @ g[n].T``: the long axis of both operands is then the contiguous one), a chunk of
+    samples at a time."""
     xp = xp_of(g)
     n, o = g.shape[0], g.shape[1]
-    cols = im2col(x, (w_shape[2], w_shape[3]), stride, padding, dilation)
-    per_sample = xp.matmul(g.reshape(n, o, -1), cols.transpose(0, 2, 1))   # (N, O, C*kh*kw)
-    return per_sample.sum(axis=0).reshape(w_shape)
+    g3 = g.reshape(n, o, -1)
+    total = None
+    for a, b in _sample_chunks(n, _cols_bytes(x, w_shape, g.shape[2:])):
+        cols = im2col(x[a:b], (w_shape[2], w_shape[3]), stride, padding, dilation)
+        part = xp.matmul(cols, g3[a:b].transpose(0, 2, 1)).sum(axis=0)          # (C*kh*kw, O)
+        total = part if total is None else total + part
+    assert total is not None
+    return xp.ascontiguousarray(total.T).reshape(w_shape)
 
 
 def conv2d_grad_input(g: Array, w: Array, x_shape: tuple[int, ...], stride: Pair = (1, 1),
                       padding: Pair = (0, 0), dilation: Pair = (1, 1)) -> Array:
-    """The input's gradient: the window gradients ``W.T @ g[n]`` added back where each window read (col2im)."""
+    """The input's gradient: the window gradients ``W.T @ g[n]`` added back where each window read (col2im),
+    a chunk of samples at a time."""
     xp = xp_of(g)
     n, c, h, wd = x_shape
     o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     ho, wo = g.shape[2], g.shape[3]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    gcols = xp.matmul(w.reshape(o, -1).T, g.reshape(n, o, ho * wo)).reshape(n, c, kh, kw, ho, wo)
+    wt = w.reshape(o, -1).T
+    g3 = g.reshape(n, o, ho * wo)
     gx = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=g.dtype)
-    for a in range(kh):
-        for b in range(kw):
-            gx[:, :, a * dh:a * dh + sh * (ho - 1) + 1:sh, b * dw:b * dw + sw * (wo - 1) + 1:sw] += gcols[:, :, a, b]
+    for s, e in _sample_chunks(n, c * kh * kw * ho * wo * g.dtype.itemsize):
+        gcols = xp.matmul(wt, g3[s:e]).reshape(e - s, c, kh, kw, ho, wo)
+        part = gx[s:e]
+        for a in range(kh):
+            rows = slice(a * dh, a * dh + sh * (ho - 1) + 1, sh)
+            for b in range(kw):
+                part[:, :, rows, b * dw:b * dw + sw * (wo - 1) + 1:sw] += gcols[:, :, a, b]
     return gx if ph == 0 and pw == 0 else gx[:, :, ph:ph + h, pw:pw + wd]
 
 

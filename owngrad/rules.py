@@ -171,9 +171,6 @@ def _log_softmax(xp: Any, x: Array, axis: int = -1) -> Array:
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 
-def _softmax(xp: Any, x: Array, axis: int = -1) -> Array:
-    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
 
 
 def _cross_entropy_fwd(xp: Any, logits: Array, labels: Array, reduction: str = "mean") -> tuple[Array, Array]:
@@ -309,8 +306,8 @@ defrule("logsumexp", _logsumexp,
         (lambda g, ans, x, axis=None, keepdims=False:
          expand_reduced(g, x.shape, axis, keepdims) * xp_of(x).exp(x - expand_reduced(ans, x.shape, axis, keepdims)),
          "ax"))
-defrule("softmax", _softmax,
-        (lambda g, ans, x, axis=-1: ans * (g - (g * ans).sum(axis=axis, keepdims=True)), "a"))
+defrule("softmax", lambda xp, x, axis=-1: kernels.softmax(x, axis),
+        (lambda g, ans, x, axis=-1: kernels.softmax_grad(g, ans, axis), "a"))
 defrule("log_softmax", _log_softmax,
         (lambda g, ans, x, axis=-1: g - xp_of(ans).exp(ans) * g.sum(axis=axis, keepdims=True), "a"))
 defrule("cross_entropy", _cross_entropy_fwd, (_cross_entropy_vjp, "y"), (None, ""), aux=True)

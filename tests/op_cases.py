@@ -117,6 +117,25 @@ def matmul_shapes(draw: Any, left: str, right: str) -> tuple[Shapes, dict[str, A
 
 
 @st.composite
+def linear_shapes(draw: Any) -> tuple[Shapes, dict[str, Any]]:
+    """x (..., in) with 0-2 leading axes, weight (out, in), bias (out,) or none."""
+    lead = draw(st.lists(st.integers(1, 3), min_size=0, max_size=2))
+    i, o = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    shapes = ((*lead, i), (o, i), (o,)) if draw(st.booleans()) else ((*lead, i), (o, i))
+    return shapes, {}
+
+
+@st.composite
+def layer_norm_shapes(draw: Any) -> tuple[Shapes, dict[str, Any]]:
+    """x (..., *norm) with 0-2 leading axes and 1-2 normalised axes (each of at least 2 elements: the
+    variance of one element is 0 and its gradient is all rounding), with or without weight and bias."""
+    lead = draw(st.lists(st.integers(1, 3), min_size=0, max_size=2))
+    norm = tuple(draw(st.lists(st.integers(2, 4), min_size=1, max_size=2)))
+    shapes = ((*lead, *norm), norm, norm) if draw(st.booleans()) else ((*lead, *norm),)
+    return shapes, {"norm": norm}
+
+
+@st.composite
 def concat_shapes(draw: Any, stack: bool) -> tuple[Shapes, dict[str, Any]]:
     base = draw(shape_st(min_dims=1 if not stack else 0))
     nd = len(base)
@@ -501,6 +520,13 @@ CASES: list[Case] = [
          padding=padding), conv_shapes(), (((2, 2, 5, 4), (3, 2, 3, 2), (3,)), {"stride": 1, "padding": 0}),
          tfn=lambda x, w, b, stride, padding: __import__("torch").nn.functional.conv2d(
              x, w, b, stride=stride, padding=padding), needs="conv2d"),
+    Case("linear", R("linear"), lambda x, w, b=None: _fn("linear")(x, w, b), linear_shapes(),
+         (((2, 3, 4), (5, 4), (5,)), {}),
+         tfn=lambda x, w, b=None: __import__("torch").nn.functional.linear(x, w, b), needs="linear"),
+    Case("layer_norm", R("layer_norm"), lambda x, w=None, b=None, norm=(): _fn("layer_norm")(x, norm, w, b),
+         layer_norm_shapes(), (((2, 3, 4), (3, 4), (3, 4)), {"norm": (3, 4)}),
+         tfn=lambda x, w=None, b=None, norm=(): __import__("torch").nn.functional.layer_norm(x, norm, w, b),
+         needs="layer_norm"),
     Case("max_pool2d", R("max_pool2d"), lambda x, k, stride: _fn("max_pool2d")(x, k, stride), pool_shapes(),
          (((1, 2, 4, 4),), {"k": 2, "stride": None}), (distinct,),
          tfn=lambda x, k, stride: __import__("torch").nn.functional.max_pool2d(x, k, stride), needs="max_pool2d"),
@@ -658,6 +684,10 @@ EXTRA: list[tuple[str, Callable[..., og.Tensor], list[np.ndarray]]] = [
      [R.uniform(-1, 1, (2, 2, 5, 4)), R.uniform(-1, 1, (3, 2, 3, 2)), R.uniform(-1, 1, (3,))]),
     ("F.max_pool2d", lambda x: F("max_pool2d")(x, 2) + F("max_pool2d")(x, (2, 1), (2, 2)),
      [R.permutation(32).reshape(1, 2, 4, 4) * 0.1]),
+    ("F.linear", lambda x, w, b: F("linear")(x, w, b) + F("linear")(x[0], w).sum(),
+     [R.uniform(-1, 1, (2, 3, 4)), R.uniform(-1, 1, (5, 4)), R.uniform(-1, 1, (5,))]),
+    ("F.layer_norm", lambda x, w, b: F("layer_norm")(x, 4, w, b) * F("layer_norm")(x, (3, 4)),
+     [R.uniform(-1, 1, (2, 3, 4)), R.uniform(-1, 1, (4,)), R.uniform(-1, 1, (4,))]),
     ("F.embedding", lambda w: F("embedding")(w, np.array([[0, 2], [2, 2]])), [A]),
     ("F.mse_bce", lambda x, y: F("mse_loss")(x, y) + F("binary_cross_entropy_with_logits")(x, 0.3), [A, B]),
     ("F.dropout", lambda x: F("dropout")(x, 0.5, rng=3) * x, [A]),

@@ -29,7 +29,7 @@ from .utils import pair, tensor_of
 __all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "dropout", "conv2d", "max_pool2d",
            "embedding", "linear", "nll_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy",
            "kl_div", "gelu", "softplus", "logsigmoid", "silu", "leaky_relu", "elu", "cosine_similarity", "normalize",
-           "one_hot", "scaled_dot_product_attention", "avg_pool2d"]
+           "one_hot", "scaled_dot_product_attention", "avg_pool2d", "layer_norm"]
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -252,14 +252,38 @@ def _seeded_dropout_mask(seed: Any, shape: tuple[int, ...], p: float, dtype: Any
 
 
 def _dropout_mask(gen: np.random.Generator, shape: tuple[int, ...], p: float, dtype: Any, device: str) -> Array:
-    keep = gen.random(shape) >= p
-    return to_device((keep / (1.0 - p)).astype(dtype), device)
+    mask = (gen.random(shape) >= p).astype(dtype)  # the scale multiplies in the mask's own dtype: no float64 copy
+    mask *= mask.dtype.type(1.0 / (1.0 - p))
+    return to_device(mask, device)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``x @ weight.T + bias`` with torch's weight layout (out_features, in_features)."""
-    out = x @ weight.T
-    return out if bias is None else out + bias
+    """``x @ weight.T + bias`` with torch's weight layout (out_features, in_features). One rule: the
+    weight's gradient comes out in the weight's own layout, and an input with leading batch axes is
+    one GEMM each way."""
+    if not (isinstance(x, Tensor) and isinstance(weight, Tensor) and weight.ndim == 2 and x.ndim >= 1
+            and (bias is None or isinstance(bias, Tensor) and bias.shape == (weight.shape[0],))):
+        out = x @ weight.T  # the general case, with the operators' own checks and messages
+        return out if bias is None else out + bias
+    if x.shape[-1] != weight.shape[1]:
+        raise ShapeError(f"linear: x has shape {x.shape} but weight has shape {weight.shape} (x's last axis must "
+                         f"equal the weight's second)")
+    return x.graph.apply("linear", (x, weight) if bias is None else (x, weight, bias))
+
+
+def _linear_fwd(xp: Any, x: Array, w: Array, b: Array | None = None) -> Array:
+    out = kernels.matmul(x, w.T)
+    if b is None:
+        return out
+    if b.dtype == out.dtype:  # the product is ours: add the bias in place
+        out += b
+        return out
+    return out + b
+
+
+defrule("linear", _linear_fwd, (lambda g, ans, x, w, b=None: kernels.matmul(g, w), "y"),
+        (lambda g, ans, x, w, b=None: kernels.matmul_grad_y(g, x), "x"),
+        (lambda g, ans, x, w, b=None: kernels.rows(g).sum(axis=0), ""))
 
 
 # --- conv2d --------------------------------------------------------------------------------
@@ -548,6 +572,34 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Any = No
         m = array_of(mask) if isinstance(mask, Tensor) else mask if hasattr(mask, "dtype") else np.asarray(mask)
         scores = where(m, scores, -np.inf) if m.dtype.kind == "b" else scores + mask
     return scores.softmax(axis=-1) @ v
+
+
+# --- layer norm ----------------------------------------------------------------------------
+
+defrule("layer_norm", lambda xp, x, w, b, k=1, eps=1e-5: kernels.layer_norm(x, w, b, k, eps),
+        (lambda g, ans, x, w, b, k=1, eps=1e-5, aux=None: kernels.layer_norm_grad_input(g, x, w, aux, k), "xy"),
+        (lambda g, ans, x, w, b, k=1, eps=1e-5, aux=None: kernels.layer_norm_grad_weight(g, x, aux, k), "x"),
+        (lambda g, ans, x, w, b, k=1, eps=1e-5, aux=None: g.sum(axis=tuple(range(g.ndim - k))), ""), aux=True)
+
+
+def layer_norm(x: Tensor, normalized_shape: Any, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """Normalise over the trailing ``normalized_shape`` axes (biased variance), then ``* weight + bias``
+    (each of ``normalized_shape``, or None), as ``torch.nn.functional.layer_norm``. One rule: it keeps the
+    input (and the weight, for the input's gradient) and per-row statistics, as torch does."""
+    op = "layer_norm"
+    x = tensor_of(x, op)
+    shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or x.ndim < k or x.shape[x.ndim - k:] != shape:
+        raise ShapeError(f"{op}: expected an input ending in normalized_shape {shape}, got shape {x.shape}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: the input must be floating point, got {x.dtype}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and (not isinstance(p, Tensor) or p.shape != shape):
+            raise ShapeError(f"{op}: {name} must be a Tensor of shape {shape}, got "
+                             f"{getattr(p, 'shape', type(p).__name__)}")
+    return x.graph.apply(op, (x, weight, bias), {"k": k, "eps": float(eps)})
 
 
 # --- average pooling ------------------------------------------------------------------------

@@ -561,14 +561,7 @@ class LayerNorm(Module):
         k = len(self.normalized_shape)
         if t.shape[t.ndim - k:] != self.normalized_shape:
             raise ShapeError(f"LayerNorm: expected inputs ending in {self.normalized_shape}, got shape {t.shape}")
-        axes = tuple(range(t.ndim - k, t.ndim))
-        mean = t.mean(axis=axes, keepdims=True)
-        var = t.var(axis=axes, keepdims=True)
-        xhat = (t - mean) / (var + self.eps).sqrt()
-        if self.weight is None:
-            return xhat
-        scaled: Tensor = xhat * self.weight
-        return scaled if self.bias is None else scaled + self.bias
+        return F.layer_norm(t, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"
