@@ -260,6 +260,12 @@ class _StepHolder:
     def hint(self) -> str:
         return "wait for the captured step to return"
 
+    def abandoned(self) -> bool:
+        return False  # ends when the step returns
+
+    def reclaim(self) -> None:
+        raise AssertionError("a replaying step is never abandoned")
+
 
 class Plan:
     """One signature's recorded step: its equations (run by :func:`interpret`, or by the straight-line

@@ -35,7 +35,7 @@ from .node import PENDING, Node, NodeState
 from .operands import as_array
 from .roles import ReadOnly, Role
 from .rules import ALL_ARGS, RULES, Rule
-from .sites import Site, format_site, user_site
+from .sites import Site, format_site, sync_user_frames, user_site
 from .tensor import Tensor
 from .traced import TracedArray, unwrap
 from .views import Step
@@ -60,6 +60,12 @@ class _BackwardHolder:
     def hint(self) -> str:
         return ("leaves cannot change while backward runs (on_grad gets read-only handles); "
                 "update them after g.backward returns")
+
+    def abandoned(self) -> bool:
+        return False  # ends when the backward returns
+
+    def reclaim(self) -> None:
+        raise AssertionError("a running backward is never abandoned")
 
 
 class _GradMode(threading.local):
@@ -372,6 +378,40 @@ class Graph(TensorFactory):
             seen.add(n)
             stack.extend(p for p in n.parents if p is not None)
         return seen
+
+    def _reachable(self) -> set[Node]:
+        """The pending nodes some live tensor still reaches (the others can never be walked). Live tensors are
+        found through the nodes that made them (``Node.out``); CPython frees a tensor when its last reference
+        goes, so the answer is deterministic. While a step is being captured every node counts as reachable
+        (the recorder reaches nodes too)."""
+        sync_user_frames()  # a name the user deleted no longer counts (Python < 3.13 keeps frame snapshots)
+        with self._lock:
+            if self._tracer is not None:
+                return set(self._pending)
+            heads: list[Node] = []
+            for n in tuple(self._pending):
+                t = n.out() if n.out is not None else None
+                if t is not None:
+                    heads.append(n)
+                    if t._root._node is not None:
+                        heads.append(t._root._node)
+            return self._ancestors(heads)
+
+    def _release_abandoned(self) -> None:
+        """Release the pending nodes no live tensor reaches: nothing can ever backward through them, so their
+        borrows protect nothing (an evaluation forward computed and dropped without ``no_grad``). The ledger
+        asks for it when a borrow conflicts only with such nodes."""
+        with self._lock:
+            live = self._reachable()
+            for n in [n for n in tuple(self._pending) if n not in live and n.state is PENDING]:
+                self._pending.pop(n, None)
+                n.release(NodeState.FREED)
+
+    def _results_needing(self, node: Node) -> list[Tensor]:
+        """The live tensors whose history still runs through ``node`` (for the message of a conflict it holds)."""
+        with self._lock:
+            outs = [t for n in tuple(self._pending) if n.out is not None for t in (n.out(),) if t is not None]
+            return [t for t in outs if t._root._node is not None and node in self._ancestors([t._root._node])]
 
     def clear(self) -> None:
         """Drop every pending node and release all their borrows."""

@@ -138,6 +138,26 @@ class Holder(Protocol):
 
     def hint(self) -> str: ...
 
+    def abandoned(self) -> bool:
+        """Whether nothing can ever use this holder's borrows any more (a pending node that no live tensor
+        reaches). Asked before a conflict is reported."""
+        ...
+
+    def reclaim(self) -> None:
+        """Release what an abandoned holder (and whatever else is abandoned with it) holds."""
+        ...
+
+
+def _reclaimed(clash: list[Borrow]) -> bool:
+    """When every holder of a conflicting borrow is abandoned, release them and answer True; otherwise change
+    nothing (a refused borrow leaves the ledger as it was). Called without the ledger's lock (a release takes it)."""
+    holders = list({id(b.holder): b.holder for b in clash}.values())
+    if not all([h.abandoned() for h in holders]):
+        return False
+    for h in holders:
+        h.reclaim()
+    return True
+
 
 class Borrow:
     """One live borrow on a region of a storage."""
@@ -200,22 +220,27 @@ class BorrowLedger:
         access: str = "",
     ) -> Borrow:
         """Take a borrow or raise :class:`BorrowError` naming every conflicting holder."""
-        with self._lock:
-            if self._live:
-                clash = self.conflicts(region, kind)
-                if clash:
-                    raise BorrowError(self.conflict_message(region, kind, clash, site, access))
-            b = Borrow(region, kind, holder, why, self)
-            self._live[b] = None
-            if kind == EXCLUSIVE:
-                self._n_excl += 1
-            return b
+        for retry in (False, True):
+            with self._lock:
+                clash = self.conflicts(region, kind) if self._live else []
+                if not clash:
+                    b = Borrow(region, kind, holder, why, self)
+                    self._live[b] = None
+                    if kind == EXCLUSIVE:
+                        self._n_excl += 1
+                    return b
+            if retry or not _reclaimed(clash):
+                break
+        raise BorrowError(self.conflict_message(region, kind, clash, site, access))
 
     def check(self, region: Region, kind: str, site: Site | None = None, access: str = "") -> None:
         """Raise as :meth:`acquire` would, without taking anything."""
         if self._live:
             with self._lock:
                 clash = self.conflicts(region, kind)
+            if clash and _reclaimed(clash):
+                with self._lock:
+                    clash = self.conflicts(region, kind)
             if clash:
                 raise BorrowError(self.conflict_message(region, kind, clash, site, access))
 
@@ -268,21 +293,25 @@ def acquire_all(requests: list[tuple[BorrowLedger, Region]], kind: str, holder: 
             release_all(taken)
             raise
         return taken
-    with lock:
-        for led, region in requests:
-            if led._live:
-                clash = led.conflicts(region, kind)
-                if clash:
-                    raise BorrowError(led.conflict_message(region, kind, clash, site, access))
-        out = []
-        excl = kind == EXCLUSIVE
-        for led, region in requests:
-            b = Borrow(region, kind, holder, why, led)
-            led._live[b] = None
-            if excl:
-                led._n_excl += 1
-            out.append(b)
-        return out
+    for retry in (False, True):
+        with lock:
+            bad = next(((led, region, clash) for led, region in requests if led._live
+                        for clash in (led.conflicts(region, kind),) if clash), None)
+            if bad is None:
+                out = []
+                excl = kind == EXCLUSIVE
+                for led, region in requests:
+                    b = Borrow(region, kind, holder, why, led)
+                    led._live[b] = None
+                    if excl:
+                        led._n_excl += 1
+                    out.append(b)
+                return out
+        if retry or not _reclaimed(bad[2]):
+            break
+    assert bad is not None
+    led, region, clash = bad
+    raise BorrowError(led.conflict_message(region, kind, clash, site, access))
 
 
 class borrowing:  # noqa: N801 - used as a function: ``with borrowing(...):``
@@ -337,6 +366,12 @@ class BlockHolder:
 
     def hint(self) -> str:
         return self._hint
+
+    def abandoned(self) -> bool:
+        return False  # a block ends when its `with` does
+
+    def reclaim(self) -> None:
+        raise AssertionError("a borrow() block is never abandoned")
 
 
 class Storage:

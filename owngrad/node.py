@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .backend import Array
 from .ledger import Borrow, release_all
 from .rules import Rule
-from .sites import Site, format_site
+from .sites import Site, format_site, user_names_of
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -91,7 +91,20 @@ class Node:
         return f"node #{self.id} {self.op} recorded at {format_site(self.site)}"
 
     def hint(self) -> str:
-        return SAVED_HINT
+        names = user_names_of(list(self.graph._results_needing(self)))
+        if not names:
+            return SAVED_HINT
+        held = ", ".join(f"`{n}`" for n in names[:3])
+        return (f"{held} (live) still need{'s' if len(names) == 1 else ''} it: call g.backward(...) on it first, "
+                f"or g.free(...) it, or drop it (del), or compute under g.no_grad()")
+
+    def abandoned(self) -> bool:
+        """Whether no live tensor reaches this node any more, so no backward can ever walk it."""
+        return self.state is PENDING and self not in self.graph._reachable()
+
+    def reclaim(self) -> None:
+        """Release this node and every other one no live tensor reaches."""
+        self.graph._release_abandoned()
 
     def __repr__(self) -> str:
         held = ", ".join(f"{b.label} ({b.kind}): {b.why}" for b in self.borrows)

@@ -19,7 +19,7 @@ import os
 import sys
 import sysconfig
 
-__all__ = ["Site", "user_site", "format_site", "site_line"]
+__all__ = ["Site", "user_site", "format_site", "site_line", "sync_user_frames", "user_names_of"]
 
 #: ``((filename, lineno, function), ...)``, the innermost user frame first; never empty.
 Site = tuple[tuple[str, int, str], ...]
@@ -96,3 +96,38 @@ def format_site(site: Site) -> str:
     if len(site) == 1:
         return f"{os.path.basename(fn)}:{line}"
     return ", called from ".join(_frame(*fr) for fr in site)
+
+
+def _user_locals() -> list[dict[str, object]]:
+    """The locals of every user frame on the stack, innermost first.
+
+    Before Python 3.13 reading ``frame.f_locals`` leaves a snapshot on the frame that keeps each value alive
+    until the next read, even after the function deletes or rebinds the name; reading every user frame afresh
+    (as this does) brings those snapshots up to date, so a ``del x`` is seen."""
+    out: list[dict[str, object]] = []
+    f = sys._getframe(2)
+    while f is not None:
+        fn = f.f_code.co_filename
+        kind = _KIND.get(fn)
+        if kind is None:
+            kind = _kind_of(fn)
+        if kind == _USER:
+            out.append(dict(f.f_locals))
+        f = f.f_back  # type: ignore[assignment]
+    return out
+
+
+def sync_user_frames() -> None:
+    """Bring the user frames' local snapshots up to date (see :func:`_user_locals`): before asking which
+    objects are still alive."""
+    _user_locals()
+
+
+def user_names_of(targets: list[object]) -> list[str]:
+    """The names the user's code binds to any of ``targets`` (by identity), innermost frame first: for a
+    message that says which variable still holds something. Slow (it reads every user frame's locals), so
+    only for errors."""
+    names: list[str] = []
+    for scope in _user_locals():
+        names.extend(k for k, v in scope.items() if any(v is t for t in targets) and k not in names)
+    return names

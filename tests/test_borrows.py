@@ -460,7 +460,7 @@ def test_no_grad_saves_nothing() -> None:
 def test_writes_inside_no_grad_still_take_exclusive_borrows(here: Callable[[], str]) -> None:
     g = og.Graph()
     w = g.param(np.full(3, 0.5), name="w")
-    rec = here(); w.log()  # noqa: E702
+    rec = here(); _kept = w.log()  # noqa: E702 - kept alive: it holds the borrow
     with g.no_grad():
         with pytest.raises(og.BorrowError) as ei:
             site = here(); w += 1.0  # noqa: E702
@@ -494,7 +494,7 @@ def test_detached_saved_tensor_protects_the_original() -> None:
     g = og.Graph()
     w = g.param(np.full(3, 0.5), name="w")
     v = g.param(np.ones(3), name="v")
-    v * w.detach()  # saves the detached handle, i.e. w's storage
+    _kept = v * w.detach()  # saves the detached handle, i.e. w's storage
     with pytest.raises(og.BorrowError):
         with g.no_grad():
             w += 1.0
@@ -533,3 +533,64 @@ def test_a_refused_write_changes_nothing(target: str) -> None:
         mask[:, 1] = True
     expect[mask] += 1 / 0.5
     np.testing.assert_allclose(grads[x].numpy(), expect)
+
+
+# --- abandoned results: a pending node no live tensor reaches gives its borrows up -------------------------------
+
+def _evaluate(model: og.nn.Module, x: og.Tensor) -> float:
+    """An evaluation forward written without no_grad(): its result dies when the function returns."""
+    return float(model(x).numpy().sum())
+
+
+def test_a_dropped_forward_does_not_block_the_next_step() -> None:
+    g = og.Graph()
+    model = og.nn.Sequential(og.nn.Linear(g, 4, 4, rng=0), og.nn.Tanh(), og.nn.Linear(g, 4, 2, rng=1))
+    opt = og.optim.SGD(model.parameters(), lr=0.1)
+    x = g.constant(np.ones((3, 4), dtype=np.float32))
+    _evaluate(model, x)  # its nodes saved the second layer's weight and are still pending
+    assert g.pending()
+    opt.step(g.backward((model(x) ** 2).sum()))  # the step's write releases them instead of refusing
+    assert not g.pending()
+
+
+def test_a_result_still_held_keeps_its_borrow_and_the_error_names_the_variable(here: Callable[[], str]) -> None:
+    g = og.Graph()
+    w = g.param(np.full(3, 0.5), name="w")
+    held = w.log()
+    before = [n.id for n in g.pending()]
+    with pytest.raises(og.BorrowError) as ei:
+        with g.no_grad():
+            site = here(); w += 1.0  # noqa: E702
+    msg = str(ei.value)
+    assert site in msg and "`held` (live) still needs it" in msg, msg
+    assert [n.id for n in g.pending()] == before and w.numpy().tolist() == [0.5, 0.5, 0.5]
+    del held
+    with g.no_grad():
+        w += 1.0  # nothing reaches the log node now
+    assert w.numpy().tolist() == [1.5, 1.5, 1.5]
+
+
+def test_a_refused_write_releases_nothing() -> None:
+    """A write that conflicts with a live result and with an abandoned one is refused, and the abandoned
+    node stays pending too: a refused call changes nothing."""
+    g = og.Graph()
+    w = g.param(np.full(3, 0.5), name="w")
+    w.log()  # abandoned at once
+    kept = w * w
+    pending = [n.id for n in g.pending()]
+    with pytest.raises(og.BorrowError):
+        with g.no_grad():
+            w.zero_()
+    assert [n.id for n in g.pending()] == pending
+    g.backward(kept.sum())
+
+
+def test_a_view_keeps_its_base_result_reachable() -> None:
+    g = og.Graph()
+    w = g.param(np.full((2, 3), 0.5), name="w")
+    row = (w.exp() * w)[0]  # the product's result lives on through the view
+    with pytest.raises(og.BorrowError):
+        with g.no_grad():
+            w += 1.0
+    grads = g.backward(row.sum())
+    assert grads[w].shape == (2, 3)

@@ -74,6 +74,12 @@ class Holder:
     def hint(self) -> str:
         return f"help for {self.name}"
 
+    def abandoned(self) -> bool:
+        return False
+
+    def reclaim(self) -> None:
+        raise AssertionError("never abandoned")
+
 
 def truly_overlap(a: View, b: View) -> bool:
     return bool(a.elements & b.elements)

@@ -37,7 +37,7 @@ def test_a_borrow_error_names_the_line_in_forward_and_its_caller(caller: object,
     g = og.Graph()
     model = Model(g)
     x = g.constant(np.ones((2, 3)))
-    caller(model, x)  # type: ignore[operator]
+    out = caller(model, x)  # type: ignore[operator]  # kept: a dropped result gives its borrows up
     with pytest.raises(og.BorrowError) as ei:
         with g.no_grad():
             model.w -= 0.1
@@ -45,6 +45,10 @@ def test_a_borrow_error_names_the_line_in_forward_and_its_caller(caller: object,
     fwd, call = _line_of("FORWARD_LINE"), _line_of(marker)
     assert f"test_sites.py:{fwd} in forward, called from test_sites.py:{call} in {caller.__name__}" in msg, msg  # type: ignore[attr-defined]
     assert "modules.py" not in msg and "python" not in msg.lower().split("help")[0], msg
+    assert "`out` (live) still needs it" in msg, msg
+    del out
+    with g.no_grad():
+        model.w -= 0.1  # nothing reaches the forward's nodes now: their borrows are given up
 
 
 def test_pending_nodes_and_dot_show_the_chain() -> None:
