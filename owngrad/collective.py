@@ -179,6 +179,7 @@ class World:
         self.device_direct = False
         self._sends: list[Any] = []
         self._stopped: dict[int, str] = {}  # ranks that sent a notice (or stopped answering): why
+        self._gone: set[int] = set()  # ranks that stopped answering (nothing is sent to them)
         self._broken: str | None = None  # why this rank cannot take part in collectives any more
         self._told = False  # whether the others have been sent this rank's notice
 
@@ -209,7 +210,7 @@ class World:
     def abandon(self, exc: BaseException, what: str) -> None:
         """This rank cannot complete ``what``, a collective step it started: the others are told now
         (they stop instead of waiting for it), and this rank takes no further part."""
-        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (during {what})"
+        why = f"{_first_line(exc)} (during {what})"
         if self._broken is None:
             self._broken = why
         self._notify(why)
@@ -218,7 +219,7 @@ class World:
         if not self._told:
             self._told = True
             for r in self.others():
-                if r not in self._stopped:
+                if r not in self._gone:
                     self.send(why, r, _NOTICE_TAG)
 
     def _check_notices(self) -> None:
@@ -243,6 +244,7 @@ class World:
                 silent = missing() if missing is not None else self.others()
                 for r in silent:
                     self._stopped.setdefault(r, "stopped answering")
+                    self._gone.add(r)
                 names = ", ".join(str(r) for r in silent)
                 self.fail(f"rank {self.rank} waited {self.timeout:g} s at {what} and rank(s) {names} sent nothing: "
                           "stopped, killed or stuck (the limit is distributed.init(timeout=...))")
@@ -263,8 +265,7 @@ class World:
     def stop(self, exc: BaseException) -> None:
         """Tell every other rank why this one stops, wait (up to the timeout) until each has said it
         stops too or is known gone, then end the process with exit code 1."""
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        self._notify(f"it stopped too ({first})" if isinstance(exc, RankFailed) else f"{type(exc).__name__}: {first}")
+        self._notify(f"it stopped too ({str(exc).splitlines()[0]})" if isinstance(exc, RankFailed) else _first_line(exc))
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline and any(r not in self._stopped for r in self.others()):
             with contextlib.suppress(RankFailed):
@@ -303,3 +304,9 @@ class World:
         sys.excepthook = hook
         atexit.register(self._at_exit)
 
+
+
+def _first_line(exc: BaseException) -> str:
+    """``'ValueError: message'`` (its first line), or the bare name for an exception without one."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

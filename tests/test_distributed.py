@@ -68,7 +68,8 @@ def test_gradients_in_flight_are_borrowed_and_the_step_waits() -> None:
         assert len(refused) == 2, proc.stdout
         assert all(f"all-reduce started at in_flight.py:{start}" in ln for ln in refused), proc.stdout
         assert f"rank {rank}: averaged bias gradient [2.0, 2.0, 2.0]" in proc.stdout  # (2 * 1 + 2 * 2) / 2
-        assert f"rank {rank}: mismatch refused: DataParallel: rank {1 - rank}'s model does not match" in proc.stdout
+        assert (f"rank {rank}: mismatch refused: DataParallel(...) (the model check): the ranks do not match: weight of "
+                "shape (3, 4) float32 vs weight of shape (4, 4) float32 (rank 0's first, then rank 1's)") in proc.stdout
     assert "NOT REFUSED" not in proc.stdout
 
 
