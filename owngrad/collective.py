@@ -265,7 +265,8 @@ class World:
     def stop(self, exc: BaseException) -> None:
         """Tell every other rank why this one stops, wait (up to the timeout) until each has said it
         stops too or is known gone, then end the process with exit code 1."""
-        self._notify(f"it stopped too ({str(exc).splitlines()[0]})" if isinstance(exc, RankFailed) else _first_line(exc))
+        first = _first_line(exc)
+        self._notify(f"it stopped too ({first})" if isinstance(exc, RankFailed) else first)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline and any(r not in self._stopped for r in self.others()):
             with contextlib.suppress(RankFailed):

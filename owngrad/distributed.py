@@ -31,7 +31,7 @@ from .collective import Header, Phase, RankFailed, Round, World
 from .errors import GradError
 from .grads import Grads
 from .handle import array_of, exclusive
-from .io import save as _save_file
+from .io import _write_checkpoint
 from .ledger import BlockHolder, borrowing
 from .nn.modules import Module
 from .sites import Site, format_site, user_site
@@ -168,7 +168,7 @@ def save(path: str | os.PathLike[str], module_or_state: Any, world: World) -> No
     error = None
     if world.rank == 0:
         try:
-            _save_file(path, module_or_state)
+            _write_checkpoint(path, module_or_state)
         except Exception as e:  # every rank reports it, not only the one that wrote
             error = f"{type(e).__name__}: {e}"
     headers = world.exchange(Header(Phase.SAVE, site, layout=os.fspath(path), payload=error))
