@@ -29,7 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import numpy as np
+
 from .errors import ShapeError
+from .sites import format_site, user_site
 
 __all__ = ["Phase", "Header", "Round", "RankFailed", "World"]
 
@@ -260,6 +263,27 @@ class World:
     def exchange(self, header: Header) -> list[Header]:
         """One round, waited for: every rank's header, by rank, once they agree."""
         return Round(self, header).finish()
+
+    # --- small collectives ---
+    def allreduce(self, x: np.ndarray) -> np.ndarray:
+        """The sum over ranks of a small host array (metrics, counts); ranks that pass arrays of other
+        shapes or dtypes are refused, every one naming both."""
+        from mpi4py import MPI
+
+        send = np.ascontiguousarray(x)
+        self.exchange(Header(Phase.REDUCE, format_site(user_site()), layout=(("array", send.shape, str(send.dtype)),)))
+        out = np.empty_like(send)
+        self.wait([self.comm.Iallreduce(send, out, op=MPI.SUM)], Phase.REDUCE.value)
+        return out
+
+    def mean(self, value: float, weight: float = 1.0) -> float:
+        """The weighted mean of a number over ranks (a rank with weight 0 contributes nothing)."""
+        total = self.allreduce(np.array([value * weight if weight else 0.0, weight], dtype=np.float64))
+        return float(total[0] / total[1])
+
+    def barrier(self) -> None:
+        """Return once every rank has reached its barrier."""
+        self.exchange(Header(Phase.BARRIER, format_site(user_site())))
 
     # --- stopping ---
     def stop(self, exc: BaseException) -> None:

@@ -218,6 +218,7 @@ class _Reduction:
         self.round = None if headers is not None else Round(self.world, dp.header(Phase.GRADIENTS, site, samples))
         self.headers = headers
         self.started = 0
+        self.closed = False
         self.holder = BlockHolder("the gradient all-reduce started", where,
                                   "call grads.wait() first (opt.step(grads) waits by itself)")
         self.borrows: list[borrowing] = []
@@ -240,10 +241,11 @@ class _Reduction:
             self.start_ready(closing=False)
 
     def start_ready(self, closing: bool) -> None:
-        """Start the buckets that are full, in their fixed order, once the round has agreed."""
+        """Start the buckets that are full (every one once backward is over), in their fixed order, once
+        the round has agreed (without waiting for it: what is not started here, finish() starts)."""
         if self.headers is None:
             assert self.round is not None
-            if not (closing or self.round.agreed()):
+            if not self.round.agreed():
                 return
             self.headers = self.round.finish()
         while self.started < len(self.buckets):
@@ -252,37 +254,40 @@ class _Reduction:
                 return
             self.start(b)
             self.started += 1
+        if closing and self.dp.broadcast_buffers and self.dp.buffers and not self.buffer_transfers:
+            self.start_buffers()
+
+    def hold(self, ts: list[Tensor], what: str) -> None:
+        """Exclusive borrows on ``ts`` until finish(): nothing may read or write them meanwhile."""
+        borrow = exclusive(ts, self.where, what, self.holder, "in flight")
+        borrow.__enter__()  # released by finish(), once the reduction has completed
+        self.borrows.append(borrow)
 
     def start(self, b: _Bucket) -> None:
         if self.total > 0:
             b.send[:b.size] *= 1.0 / self.total  # each rank sends (sum of its samples' gradients) / (global count)
-        handles = list(b.arrived.values())
-        borrow = exclusive(handles, self.where, "all-reduce", self.holder, "in flight")
-        borrow.__enter__()  # released by finish(), once the reduction has completed
-        self.borrows.append(borrow)
+        if not self.closed:
+            self.hold(list(b.arrived.values()), "all-reduce")
         b.transfer = _allreduce(self.world, b.send, b.recv)
 
     def close(self, grads: Grads) -> None:
-        """After backward: fill what on_grad did not bring (accumulated or unused gradients), then start
-        every bucket and the buffer broadcast."""
+        """After backward: fill what on_grad did not bring (accumulated or unused gradients), hold every
+        gradient and buffer not in flight yet, and start what the round allows."""
         for b in self.buckets:
             for i, p in enumerate(b.params):
                 if i not in b.arrived and p in grads:
                     handle = grads[p]
                     b.put(i, array_of(handle), handle)
         self.used = [n for n, p in zip(self.dp.names, self.dp.params) if p in grads]
+        waiting = [h for b in self.buckets[self.started:] for h in b.arrived.values()]
+        self.hold(waiting + (self.dp.buffers if self.dp.broadcast_buffers else []), "all-reduce")
+        self.closed = True
         self.start_ready(closing=True)
-        if self.dp.broadcast_buffers and self.dp.buffers:
-            self.start_buffers()
 
     def start_buffers(self) -> None:
         assert self.headers is not None
         root = next((r for r, h in enumerate(self.headers) if h.samples > 0), 0)
-        bufs = self.dp.buffers
-        borrow = exclusive(bufs, self.where, "buffer broadcast", self.holder, "in flight")
-        borrow.__enter__()
-        self.borrows.append(borrow)
-        for t in bufs:
+        for t in self.dp.buffers:
             a = array_of(t)
             flat = xp_of(a).ascontiguousarray(a).reshape(-1).copy()
             self.buffer_flats.append(flat)
@@ -295,6 +300,10 @@ class _Reduction:
             raise self.error
         if self.done:
             return
+        if self.headers is None:
+            assert self.round is not None
+            self.headers = self.round.finish()
+            self.start_ready(closing=True)
         transfers = [b.transfer for b in self.buckets if b.transfer is not None] + self.buffer_transfers
         _complete(self.world, transfers, f"the gradient reduction started at {self.site}")
         try:

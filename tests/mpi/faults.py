@@ -58,4 +58,4 @@ def main() -> None:
     print(f"rank {world.rank}: trained to the end", flush=True)
 
 
-main()
+main()  # MAIN_CALL
