@@ -252,7 +252,7 @@ class World:
                 self.fail(f"rank {self.rank} waited {self.timeout:g} s at {what} and rank(s) {names} sent nothing: "
                           "stopped, killed or stuck (the limit is distributed.init(timeout=...))")
             time.sleep(delay)
-            delay = min(1e-3, delay * 2 or 2e-5)
+            delay = min(2.5e-4, delay * 2 or 2e-5)  # MPI progresses only inside MPI calls: poll often
 
     def wait(self, requests: list[Any], what: str = "a collective step") -> None:
         """Complete MPI ``requests``, watching for notices meanwhile, within the timeout."""
