@@ -43,7 +43,7 @@ __all__ = ["World", "RankFailed", "init", "current", "broadcast_parameters", "br
 _WORLD: World | None = None  # the world of this process once init() ran (as torch.distributed's state)
 
 
-def init(comm: Any = None, timeout: float = 120.0) -> World:
+def init(comm: Any = None, timeout: float = 300.0) -> World:
     """The world of this process (MPI's ``COMM_WORLD`` unless ``comm`` is given). ``timeout``: the
     longest any rank waits for the others at a collective step before it stops, naming them.
 
