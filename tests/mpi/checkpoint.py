@@ -23,11 +23,11 @@ for _ in range(2):
 og.save(path, model)
 on_disk = og.load(path)  # complete on every rank once save returned
 complete = all(np.array_equal(on_disk[k], v) for k, v in model.state_dict().items())
-print(f"rank {world.rank}: checkpoint complete: {complete}")
+print(f"rank {world.rank}: checkpoint complete: {complete}", flush=True)
 fresh = og.optim.Adam(model.parameters(), lr=0.1)
 if world.rank == 0:
     fresh.load_state_dict(opt.state_dict())  # as after reading a checkpoint of the optimizer on rank 0
 broadcast_optimizer_state(fresh, world)
 mine, ref = fresh.state_dict()["state"], opt.state_dict()["state"]
 same = all(np.array_equal(a[k], b[k]) for a, b in zip(mine, ref) for k in b)
-print(f"rank {world.rank}: optimizer state equals rank 0's: {same and len(mine[0]) > 0}")
+print(f"rank {world.rank}: optimizer state equals rank 0's: {same and len(mine[0]) > 0}", flush=True)
