@@ -64,6 +64,9 @@ class Grads:
     def __getitem__(self, p: Tensor) -> Tensor:
         node = self._leaf_node(p)
         if node not in self._arrays:
+            if self._pending:  # another rank's gradient for it may still arrive
+                raise GradError(f"grads[...]: no gradient for {p._label()} yet: a reduction over ranks is still in "
+                                "flight; call grads.wait() first (opt.step(grads) waits by itself)")
             raise GradError(f"grads[...]: the loss does not depend on {p._label()}, so it has no gradient")
         t = self._handle(node)
         if self._pending:  # a gradient still in flight (an all-reduce) may not be read yet
