@@ -6,7 +6,7 @@ buffers (and fit's history) to ``OUT_DIR/rank{r}.npz``. The single-process refer
 Cases: ``shares`` (global batches of 11 and 32 out of 33 samples: shares of 6/5 and 1/0, SGD with
 momentum and Adam), ``fit`` (og.fit with an empty share in the last batch, metrics), ``join``
 (og.fit over per-rank lists of different lengths), ``unused`` (a head only some batches use,
-find_unused_parameters), ``batchnorm`` (running statistics broadcast), ``accumulate`` (no_sync).
+find_unused_parameters), ``batchnorm`` (running statistics broadcast), ``accumulate`` (no_sync), ``dtypes`` (float32 and float64 params).
 """
 
 from __future__ import annotations
@@ -60,6 +60,21 @@ def shares_schedule() -> list[tuple[int, str]]:
     return [(11, "sgd"), (32, "sgd"), (11, "adam"), (32, "adam")]
 
 
+class Mixed(og.nn.Module):
+    """A float32 head and a float64 head on the same inputs: their gradients never share a bucket, so
+    the float64 ones are never rounded through float32."""
+
+    def __init__(self, g: og.Graph) -> None:
+        super().__init__(g)
+        self.wide = og.nn.Linear(g, 5, 3, rng=0, dtype=np.float64)
+        self.narrow = og.nn.Linear(g, 5, 3, rng=1, dtype=np.float32)
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> og.Tensor:
+        g = self.graph
+        return (F.cross_entropy(self.wide(g.constant(x)), y)
+                + F.cross_entropy(self.narrow(g.constant(x.astype(np.float32))), y))
+
+
 def make_opt(model: og.nn.Module, kind: str) -> Any:
     if kind == "adam":
         return og.optim.Adam(model.parameters(), lr=0.05)
@@ -87,6 +102,16 @@ def single_shares() -> dict[str, np.ndarray]:
                 opt.step(g.backward(F.cross_entropy(model(g.constant(xb)), yb)))
         out.update({f"{bs}{kind}.{k}": v for k, v in model.state_dict().items()})
     return out
+
+
+def single_dtypes() -> dict[str, np.ndarray]:
+    g = og.Graph()
+    model = Mixed(g)
+    opt = make_opt(model, "sgd")
+    x, y = data()
+    for xb, yb in og.data.batches(x, y, 11, rng=3):
+        opt.step(g.backward(model.loss(xb, yb)))
+    return model.state_dict()
 
 
 def single_fit() -> dict[str, np.ndarray]:
@@ -186,6 +211,19 @@ def run_shares(world: Any) -> dict[str, np.ndarray]:
                 opt.step(grads)
         out.update({f"{bs}{kind}.{k}": v for k, v in model.state_dict().items()})
     return out
+
+
+def run_dtypes(world: Any) -> dict[str, np.ndarray]:
+    from owngrad.distributed import DataParallel
+
+    g = og.Graph()
+    model = Mixed(g)
+    dp = DataParallel(model, world)  # one bucket would fit them all: one per dtype
+    opt = make_opt(model, "sgd")
+    x, y = data()
+    for xb, yb in og.data.batches(x, y, 11, rng=3, world=world):
+        opt.step(dp.backward(model.loss(xb, yb), samples=len(xb)))
+    return model.state_dict()
 
 
 def run_fit(world: Any) -> dict[str, np.ndarray]:
