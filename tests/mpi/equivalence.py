@@ -6,7 +6,8 @@ buffers (and fit's history) to ``OUT_DIR/rank{r}.npz``. The single-process refer
 Cases: ``shares`` (global batches of 11 and 32 out of 33 samples: shares of 6/5 and 1/0, SGD with
 momentum and Adam), ``fit`` (og.fit with an empty share in the last batch, metrics), ``join``
 (og.fit over per-rank lists of different lengths), ``unused`` (a head only some batches use,
-find_unused_parameters), ``batchnorm`` (running statistics broadcast), ``accumulate`` (no_sync), ``dtypes`` (float32 and float64 params).
+find_unused_parameters), ``batchnorm`` (running statistics broadcast), ``accumulate`` (no_sync),
+``dtypes`` (float32 and float64 params).
 """
 
 from __future__ import annotations
