@@ -161,6 +161,18 @@ def test_every_fault_stops_every_rank_with_a_clear_message(tmp_path: object, cas
     assert elapsed < 3 * TIMEOUT + 6, f"{case} took {elapsed:.1f} s to end"
 
 
+def test_under_the_default_launcher_every_rank_still_prints_why_it_stops() -> None:
+    """MPICH's launcher kills the other ranks as soon as one exits non-zero: a rank that fails waits
+    for the others' notices first, so each has printed its message by then."""
+    start = time.monotonic()
+    proc = _run("faults.py", "raise", str(TIMEOUT), expect_ok=False)
+    assert proc.returncode == 1
+    assert "rank 1 failed:" in proc.stderr and "ValueError: deliberate failure on rank 1" in proc.stderr
+    assert "rank 0: RankFailed: rank 1 stopped: ValueError: deliberate failure on rank 1" in proc.stderr
+    assert "trained to the end" not in proc.stdout
+    assert time.monotonic() - start < 3 * TIMEOUT + 6
+
+
 def test_device_graphs_reduce_device_buffers() -> None:
     proc = _run("device.py")
     for r in (0, 1):
