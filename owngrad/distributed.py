@@ -422,10 +422,12 @@ class DataParallel:
         self._local: _Local | None = None
         self._samples: int | None = None
         world.exchange(Header(Phase.CHECK, _site(), layout=self.layout[0] + self.layout[1] + self.layout[3:]))
+        #: what every step's header carries: the layout was compared in full above, a digest suffices
+        self.digest = hashlib.sha256(repr(self.layout).encode()).hexdigest()[:16]
 
     def header(self, phase: Phase, site: str, samples: int) -> Header:
         cursor = self.world.cursor if phase is Phase.GRADIENTS else None
-        return Header(phase, site, cursor, self.layout, samples, payload=self.steps)
+        return Header(phase, site, cursor, ("DataParallel layout", self.digest), samples, payload=self.steps)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         first = args[0] if args else None

@@ -19,7 +19,9 @@ import owngrad as og
 from owngrad.collective import Header, Phase, disagreement
 
 MPI_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+# buffered output (no PYTHONUNBUFFERED): each rank then writes whole lines, which the launcher does not split
+ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}, "OMP_NUM_THREADS": "1",
+       "OPENBLAS_NUM_THREADS": "1"}
 
 
 def _mpiexec() -> str:

@@ -31,6 +31,7 @@ class DataParallel:
     broadcast_buffers: bool
     plan: list[list[int]]
     layout: tuple[Any, ...]
+    digest: str
     steps: int
     def __init__(self, model: Module, world: World, bucket_mb: float = 25.0, find_unused_parameters: bool = False,
                  broadcast_buffers: bool = True) -> None: ...

@@ -12,6 +12,7 @@ import owngrad as og
 from owngrad.distributed import DataParallel, broadcast_optimizer_state, init
 
 world = init(timeout=20)
+sys.stdout.reconfigure(line_buffering=True)  # whole lines: the launcher interleaves the ranks
 path = sys.argv[1]
 g = og.Graph()
 model = og.nn.Linear(g, 4, 3, rng=0, dtype=np.float64)
@@ -23,11 +24,11 @@ for _ in range(2):
 og.save(path, model)
 on_disk = og.load(path)  # complete on every rank once save returned
 complete = all(np.array_equal(on_disk[k], v) for k, v in model.state_dict().items())
-print(f"rank {world.rank}: checkpoint complete: {complete}", flush=True)
+print(f"rank {world.rank}: checkpoint complete: {complete}")
 fresh = og.optim.Adam(model.parameters(), lr=0.1)
 if world.rank == 0:
     fresh.load_state_dict(opt.state_dict())  # as after reading a checkpoint of the optimizer on rank 0
 broadcast_optimizer_state(fresh, world)
 mine, ref = fresh.state_dict()["state"], opt.state_dict()["state"]
 same = all(np.array_equal(a[k], b[k]) for a, b in zip(mine, ref) for k in b)
-print(f"rank {world.rank}: optimizer state equals rank 0's: {same and len(mine[0]) > 0}", flush=True)
+print(f"rank {world.rank}: optimizer state equals rank 0's: {same and len(mine[0]) > 0}")

@@ -18,6 +18,7 @@ import backend_double  # noqa: E402
 
 backend_double.register()
 world = dist.init(timeout=20)
+sys.stdout.reconfigure(line_buffering=True)  # whole lines: the launcher interleaves the ranks
 seen: list[str] = []
 plain = dist._allreduce
 
@@ -40,6 +41,6 @@ for device in ("cpu", backend_double.DEVICE):
     for xb, yb in og.data.batches(x, y, 11, rng=1, world=world):
         opt.step(dp.backward(og.nn.functional.cross_entropy(dp(g.constant(xb)), yb)))
     got[device] = model.state_dict()
-    print(f"rank {world.rank}: {device} buckets {sorted(set(seen))}", flush=True)
+    print(f"rank {world.rank}: {device} buckets {sorted(set(seen))}")
 same = all(np.array_equal(got["cpu"][k], got[backend_double.DEVICE][k]) for k in got["cpu"])
-print(f"rank {world.rank}: device equals host: {same}", flush=True)
+print(f"rank {world.rank}: device equals host: {same}")

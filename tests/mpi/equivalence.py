@@ -254,9 +254,9 @@ def run_unused(world: Any) -> dict[str, np.ndarray]:
         xb, yb = unused_batches()[0]
         mine = np.array_split(np.arange(4), world.size)[world.rank]
         strict.backward(model.loss(g.constant(xb[mine]), yb[mine]), samples=len(mine)).wait()
-        print(f"rank {world.rank}: unused NOT REFUSED", flush=True)
+        print(f"rank {world.rank}: unused NOT REFUSED")
     except og.GradError as e:
-        print(f"rank {world.rank}: unused refused: {e}", flush=True)
+        print(f"rank {world.rank}: unused refused: {e}")
     dp = DataParallel(model, world, find_unused_parameters=True)
     opt = make_opt(model, "sgd")
     for xb, yb in unused_batches():
@@ -291,7 +291,7 @@ def run_accumulate(world: Any) -> dict[str, np.ndarray]:
             acc = dp.backward(F.cross_entropy(dp(g.constant(x1)), y1))
         try:
             acc[model.parameters()[0]]
-            print(f"rank {world.rank}: accumulated gradient NOT REFUSED", flush=True)
+            print(f"rank {world.rank}: accumulated gradient NOT REFUSED")
         except og.BorrowError:
             pass
         opt.step(dp.backward(F.cross_entropy(dp(g.constant(x2)), y2), into=acc))
@@ -303,6 +303,7 @@ def main() -> None:
 
     case, out_dir = sys.argv[1], sys.argv[2]
     world = init(timeout=20)
+    sys.stdout.reconfigure(line_buffering=True)  # whole lines: the launcher interleaves the ranks
     got = globals()[f"run_{case}"](world)
     np.savez(os.path.join(out_dir, f"rank{world.rank}.npz"), **got)
 

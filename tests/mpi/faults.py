@@ -19,6 +19,7 @@ from owngrad.distributed import DataParallel, init
 
 CASE = sys.argv[1]
 world = init(timeout=float(sys.argv[2]))
+sys.stdout.reconfigure(line_buffering=True)  # whole lines: the launcher interleaves the ranks
 g = og.Graph()
 model = og.nn.Linear(g, 4, 3, rng=0, dtype=np.float64)
 dp = DataParallel(model, world)
@@ -55,7 +56,7 @@ def main() -> None:
                 continue
         loss = og.nn.functional.cross_entropy(dp(g.constant(xb)), yb)
         opt.step(dp.backward(loss))  # STEP_LINE
-    print(f"rank {world.rank}: trained to the end", flush=True)
+    print(f"rank {world.rank}: trained to the end")
 
 
 main()  # MAIN_CALL

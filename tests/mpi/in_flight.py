@@ -6,6 +6,7 @@ first), naming both ranks' shapes, rank 0's first."""
 from __future__ import annotations
 
 import signal
+import sys
 
 import numpy as np
 
@@ -14,6 +15,7 @@ from owngrad.distributed import DataParallel, broadcast_parameters, init
 from owngrad.grads import raw_gradients
 
 world = init(timeout=20)
+sys.stdout.reconfigure(line_buffering=True)  # whole lines: the launcher interleaves the ranks
 g = og.Graph()
 model = og.nn.Linear(g, 4, 3, rng=0, dtype=np.float64)
 dp = DataParallel(model, world)
@@ -22,12 +24,12 @@ grads = dp.backward(dp(x).sum())  # START_LINE
 for attempt in (lambda: grads[model.weight], lambda: grads.clip_norm_(0.001)):
     try:
         attempt()
-        print(f"rank {world.rank}: NOT REFUSED", flush=True)
+        print(f"rank {world.rank}: NOT REFUSED")
     except og.BorrowError as e:
-        print(f"rank {world.rank}: refused: {str(e).splitlines()[1].strip()}", flush=True)
+        print(f"rank {world.rank}: refused: {str(e).splitlines()[1].strip()}")
 opt = og.optim.SGD(model.parameters(), lr=1.0)
 opt.step(grads)  # waits for the reduction
-print(f"rank {world.rank}: averaged bias gradient {grads[model.bias].numpy().tolist()}", flush=True)
+print(f"rank {world.rank}: averaged bias gradient {grads[model.bias].numpy().tolist()}")
 
 
 def interrupt(*_: object) -> None:
@@ -42,21 +44,21 @@ if world.rank == 0:
     signal.setitimer(signal.ITIMER_REAL, 0.2)
     try:
         grads.wait()
-        print("rank 0: wait NOT INTERRUPTED", flush=True)
+        print("rank 0: wait NOT INTERRUPTED")
     except KeyboardInterrupt:
         for what, attempt in (("read", lambda: grads[model.bias]), ("raw", lambda: raw_gradients(grads, [model.bias]))):
             try:
                 attempt()
-                print(f"rank 0: interrupted {what} NOT REFUSED", flush=True)
+                print(f"rank 0: interrupted {what} NOT REFUSED")
             except (og.BorrowError, og.GradError) as e:
-                print(f"rank 0: interrupted {what} refused: {type(e).__name__}", flush=True)
+                print(f"rank 0: interrupted {what} refused: {type(e).__name__}")
     world.comm.send("go on", dest=1, tag=7)
 opt.step(grads)  # waits again: the step uses the averaged gradients
-print(f"rank {world.rank}: after the interrupted wait, bias gradient {grads[model.bias].numpy().tolist()}", flush=True)
+print(f"rank {world.rank}: after the interrupted wait, bias gradient {grads[model.bias].numpy().tolist()}")
 for first in ("broadcast", "DataParallel"):
     other = og.nn.Linear(g, 4, 3 + world.rank, rng=0)
     try:
         broadcast_parameters(other, world) if first == "broadcast" else DataParallel(other, world)
-        print(f"rank {world.rank}: mismatch NOT REFUSED", flush=True)
+        print(f"rank {world.rank}: mismatch NOT REFUSED")
     except og.ShapeError as e:
-        print(f"rank {world.rank}: {first} mismatch refused: {e}", flush=True)
+        print(f"rank {world.rank}: {first} mismatch refused: {e}")
