@@ -157,9 +157,10 @@ class Grads:
                     a *= scale
         return norm
 
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{p._label()}: {tuple(g.shape)}" for p, g in self.items())
-        return f"Grads({inner})"
+    def __repr__(self) -> str:  # shapes only: no value is read, so gradients in flight may be shown
+        inner = ", ".join(f"{p._label()}: {tuple(a.shape)}" for n, a in self._arrays.items()
+                          if (p := n.leaf) is not None)
+        return f"Grads({inner}{', in flight' if self._pending else ''})"
 
 
 def _norm(arrays: list[Array]) -> float:

@@ -27,6 +27,7 @@ for attempt in (lambda: grads[model.weight], lambda: grads.clip_norm_(0.001)):
         print(f"rank {world.rank}: NOT REFUSED")
     except og.BorrowError as e:
         print(f"rank {world.rank}: refused: {str(e).splitlines()[1].strip()}")
+print(f"rank {world.rank}: shown in flight: {grads!r}")
 opt = og.optim.SGD(model.parameters(), lr=1.0)
 opt.step(grads)  # waits for the reduction
 print(f"rank {world.rank}: averaged bias gradient {grads[model.bias].numpy().tolist()}")
