@@ -133,7 +133,8 @@ def single_join(size: int = 2) -> dict[str, np.ndarray]:
         part = [s[k] for s in shares if k < len(s)]
         xb, yb = np.concatenate([p[0] for p in part]), np.concatenate([p[1] for p in part])
         opt.step(g.backward(F.cross_entropy(model(g.constant(xb)), yb)))
-    return model.state_dict()
+    state = model.state_dict()
+    return {**state, **{f"manual.{k}": v for k, v in state.items()}}
 
 
 def single_unused() -> dict[str, np.ndarray]:
@@ -237,11 +238,20 @@ def run_fit(world: Any) -> dict[str, np.ndarray]:
 
 
 def run_join(world: Any) -> dict[str, np.ndarray]:
+    from owngrad.distributed import DataParallel
+
     g = og.Graph()
     model = mlp(g)
     og.fit(model, uneven_lists(world.rank, world.size), F.cross_entropy, make_opt(model, "sgd"), progress=False,
            world=world)
-    return model.state_dict()
+    out = model.state_dict()
+    g2 = og.Graph()
+    manual = mlp(g2)  # a manual loop; join without the optimizer: the last rank's params are broadcast
+    dp, opt = DataParallel(manual, world), make_opt(manual, "sgd")
+    with dp.join():
+        for xb, yb in uneven_lists(world.rank, world.size):
+            opt.step(dp.backward(F.cross_entropy(dp(g2.constant(xb)), yb)))
+    return {**out, **{f"manual.{k}": v for k, v in manual.state_dict().items()}}
 
 
 def run_unused(world: Any) -> dict[str, np.ndarray]:
