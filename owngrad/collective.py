@@ -180,7 +180,7 @@ class World:
         #: staged: device buffers are copied to the host around each collective; set True for an MPI
         #: built CUDA-aware, which takes device (cupy) buffers directly
         self.device_direct = False
-        self._sends: list[Any] = []
+        self._sends: list[tuple[Any, tuple[Any, ...]]] = []  # requests in flight and their buffers
         self._stopped: dict[int, str] = {}  # ranks that sent a notice (or stopped answering): why
         self._gone: set[int] = set()  # ranks that stopped answering (nothing is sent to them)
         self._broken: str | None = None  # why this rank cannot take part in collectives any more
@@ -195,9 +195,14 @@ class World:
     # --- messages ---
     def send(self, obj: Any, dest: int, tag: int) -> None:
         """A non-blocking point-to-point message (completed later, by polling)."""
-        self._sends.append(self.comm.isend(obj, dest=dest, tag=tag))
+        self.keep(self.comm.isend(obj, dest=dest, tag=tag))
+
+    def keep(self, request: Any, *buffers: Any) -> None:
+        """Keep ``request`` and the buffers MPI reads or writes alive until it completes, whoever still
+        refers to them (gradients dropped while their reduction is in flight must not free its memory)."""
+        self._sends.append((request, buffers))
         if len(self._sends) > 64:
-            self._sends = [q for q in self._sends if not q.Test()]
+            self._sends = [(q, b) for q, b in self._sends if not q.Test()]
 
     def check_alive(self) -> None:
         """Raise RankFailed if an earlier failure broke this rank's place among the others."""
@@ -315,7 +320,7 @@ class World:
             self.exchange(Header(Phase.EXIT, ""))
             deadline = time.monotonic() + self.timeout
             while self._sends and time.monotonic() < deadline:
-                self._sends = [q for q in self._sends if not q.Test()]
+                self._sends = [(q, b) for q, b in self._sends if not q.Test()]
         except RankFailed as e:
             print(f"rank {self.rank}: {type(e).__name__}: {e}", file=sys.stderr)
             self.stop(e)

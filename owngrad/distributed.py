@@ -98,18 +98,26 @@ def _staged(world: World, a: Array) -> bool:
 def _allreduce(world: World, send: Array, recv: Array) -> _Transfer:
     from mpi4py import MPI
 
-    if not _staged(world, send):
-        return _Transfer(world.comm.Iallreduce(send, recv, op=MPI.SUM), None, None)
-    host = to_device(send, "cpu")
-    out = np.empty_like(host)
-    return _Transfer(world.comm.Iallreduce(host, out, op=MPI.SUM), out, recv)
+    if _staged(world, send):
+        host = to_device(send, "cpu")
+        out = np.empty_like(host)
+        request = world.comm.Iallreduce(host, out, op=MPI.SUM)
+        world.keep(request, host, out)
+        return _Transfer(request, out, recv)
+    request = world.comm.Iallreduce(send, recv, op=MPI.SUM)
+    world.keep(request, send, recv)
+    return _Transfer(request, None, None)
 
 
 def _broadcast(world: World, buf: Array, root: int) -> _Transfer:
-    if not _staged(world, buf):
-        return _Transfer(world.comm.Ibcast(buf, root=root), None, None)
-    host = np.ascontiguousarray(to_device(buf, "cpu"))
-    return _Transfer(world.comm.Ibcast(host, root=root), host, buf)
+    if _staged(world, buf):
+        host = np.ascontiguousarray(to_device(buf, "cpu"))
+        request = world.comm.Ibcast(host, root=root)
+        world.keep(request, host)
+        return _Transfer(request, host, buf)
+    request = world.comm.Ibcast(buf, root=root)
+    world.keep(request, buf)
+    return _Transfer(request, None, None)
 
 
 def _complete(world: World, transfers: list[_Transfer], what: str) -> None:

@@ -109,6 +109,7 @@ def test_gradients_in_flight_are_borrowed_and_the_step_waits() -> None:
         assert f"rank {rank}: averaged bias gradient [2.0, 2.0, 2.0]" in proc.stdout  # (2 * 1 + 2 * 2) / 2
         assert f"rank {rank}: shown in flight: Grads(bias: (3,), weight: (3, 4), in flight)" in proc.stdout
         assert f"rank {rank}: after the interrupted wait, bias gradient [2.0, 2.0, 2.0]" in proc.stdout
+        assert f"rank {rank}: after a dropped step, bias gradient [2.0, 2.0, 2.0]" in proc.stdout
         for first, what in (("broadcast", "broadcast_parameters"),
                             ("DataParallel", "DataParallel(...) (the model check)")):
             assert (f"rank {rank}: {first} mismatch refused: {what}: the ranks do not match: weight of shape (3, 4) "

@@ -5,6 +5,7 @@ first), naming both ranks' shapes, rank 0's first."""
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 
@@ -56,6 +57,12 @@ if world.rank == 0:
     world.comm.send("go on", dest=1, tag=7)
 opt.step(grads)  # waits again: the step uses the averaged gradients
 print(f"rank {world.rank}: after the interrupted wait, bias gradient {grads[model.bias].numpy().tolist()}")
+dropped = dp.backward(dp(x).sum())  # dropped in flight: the reduction keeps its buffers until it completes
+del dropped
+gc.collect()
+grads = dp.backward(dp(x).sum())
+grads.wait()
+print(f"rank {world.rank}: after a dropped step, bias gradient {grads[model.bias].numpy().tolist()}")
 for first in ("broadcast", "DataParallel"):
     other = og.nn.Linear(g, 4, 3 + world.rank, rng=0)
     try:
