@@ -185,6 +185,8 @@ class World:
         self._gone: set[int] = set()  # ranks that stopped answering (nothing is sent to them)
         self._broken: str | None = None  # why this rank cannot take part in collectives any more
         self._told = False  # whether the others have been sent this rank's notice
+        self._deferred: list[Callable[[], None]] = []  # collectives agreed but not started yet, in order
+        self._flushing = False
 
     def __repr__(self) -> str:
         return f"World(rank={self.rank}, size={self.size}, timeout={self.timeout:g})"
@@ -203,6 +205,24 @@ class World:
         self._sends.append((request, buffers))
         if len(self._sends) > 64:
             self._sends = [(q, b) for q, b in self._sends if not q.Test()]
+
+    def defer(self, launch: Callable[[], None]) -> None:
+        """``launch`` starts collectives whose round had not agreed yet: it runs before this rank starts
+        any later collective (:meth:`flush`), so every rank starts them in the same order, even when
+        the gradients they belong to are dropped without a wait."""
+        self._deferred.append(launch)
+
+    def flush(self) -> None:
+        """Run the deferred launches, oldest first (before any new collective starts)."""
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self._deferred:
+                self._deferred[0]()
+                self._deferred.pop(0)
+        finally:
+            self._flushing = False
 
     def check_alive(self) -> None:
         """Raise RankFailed if an earlier failure broke this rank's place among the others."""
@@ -285,6 +305,7 @@ class World:
         send = np.ascontiguousarray(x)
         self.exchange(Header(Phase.REDUCE, format_site(user_site()), layout=(("array", send.shape, str(send.dtype)),)))
         out = np.empty_like(send)
+        self.flush()
         self.wait([self.comm.Iallreduce(send, out, op=MPI.SUM)], Phase.REDUCE.value)
         return out
 
@@ -317,6 +338,7 @@ class World:
         if self._broken is not None:
             return
         try:
+            self.flush()
             self.exchange(Header(Phase.EXIT, ""))
             deadline = time.monotonic() + self.timeout
             while self._sends and time.monotonic() < deadline:

@@ -98,6 +98,7 @@ def _staged(world: World, a: Array) -> bool:
 def _allreduce(world: World, send: Array, recv: Array) -> _Transfer:
     from mpi4py import MPI
 
+    world.flush()  # collectives deferred earlier start first: the same order on every rank
     if _staged(world, send):
         host = to_device(send, "cpu")
         out = np.empty_like(host)
@@ -110,6 +111,7 @@ def _allreduce(world: World, send: Array, recv: Array) -> _Transfer:
 
 
 def _broadcast(world: World, buf: Array, root: int) -> _Transfer:
+    world.flush()
     if _staged(world, buf):
         host = np.ascontiguousarray(to_device(buf, "cpu"))
         request = world.comm.Ibcast(host, root=root)
@@ -227,6 +229,7 @@ class _Reduction:
         self.headers = headers
         self.started = 0
         self.closed = False
+        self.deferred = False
         self.holder = BlockHolder("the gradient all-reduce started", where,
                                   "call grads.wait() first (opt.step(grads) waits by itself)")
         self.borrows: list[borrowing] = []
@@ -254,6 +257,9 @@ class _Reduction:
         if self.headers is None:
             assert self.round is not None
             if not self.round.agreed():
+                if closing and not self.deferred:
+                    self.deferred = True
+                    self.world.defer(self.launch)  # started before any later collective, or by finish()
                 return
             self.headers = self.round.finish()
         while self.started < len(self.buckets):
@@ -264,6 +270,13 @@ class _Reduction:
             self.started += 1
         if closing and self.dp.broadcast_buffers and self.dp.buffers and not self.buffer_transfers:
             self.start_buffers()
+
+    def launch(self) -> None:
+        """Wait for the round, then start every bucket and buffer not started yet."""
+        if self.headers is None:
+            assert self.round is not None
+            self.headers = self.round.finish()
+        self.start_ready(closing=True)
 
     def hold(self, ts: list[Tensor], what: str) -> None:
         """Exclusive borrows on ``ts`` until finish(): nothing may read or write them meanwhile."""
@@ -308,10 +321,7 @@ class _Reduction:
             raise self.error
         if self.done:
             return
-        if self.headers is None:
-            assert self.round is not None
-            self.headers = self.round.finish()
-            self.start_ready(closing=True)
+        self.world.flush()  # this reduction's launch, and older ones, if they were deferred
         transfers = [b.transfer for b in self.buckets if b.transfer is not None] + self.buffer_transfers
         _complete(self.world, transfers, f"the gradient reduction started at {self.site}")
         try:
