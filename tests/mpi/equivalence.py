@@ -299,11 +299,13 @@ def run_accumulate(world: Any) -> dict[str, np.ndarray]:
     for (x1, y1), (x2, y2) in micro_batches(world.rank, world.size):
         with dp.no_sync():
             acc = dp.backward(F.cross_entropy(dp(g.constant(x1)), y1))
-        try:
-            acc[model.parameters()[0]]
-            print(f"rank {world.rank}: accumulated gradient NOT REFUSED")
-        except og.BorrowError:
-            pass
+        for attempt, refusal in ((lambda: acc[model.parameters()[0]], og.BorrowError),
+                                 (lambda: opt.step(acc), og.GradError)):
+            try:
+                attempt()
+                print(f"rank {world.rank}: accumulated gradient NOT REFUSED")
+            except refusal:
+                pass
         opt.step(dp.backward(F.cross_entropy(dp(g.constant(x2)), y2), into=acc))
     return model.state_dict()
 
