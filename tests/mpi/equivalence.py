@@ -289,6 +289,14 @@ def run_batchnorm(world: Any) -> dict[str, np.ndarray]:
     return model.state_dict()
 
 
+def refused(rank: int, attempt: Any, refusal: type[Exception]) -> None:
+    try:
+        attempt()
+        print(f"rank {rank}: accumulated gradient NOT REFUSED")
+    except refusal:
+        pass
+
+
 def run_accumulate(world: Any) -> dict[str, np.ndarray]:
     from owngrad.distributed import DataParallel
 
@@ -299,13 +307,8 @@ def run_accumulate(world: Any) -> dict[str, np.ndarray]:
     for (x1, y1), (x2, y2) in micro_batches(world.rank, world.size):
         with dp.no_sync():
             acc = dp.backward(F.cross_entropy(dp(g.constant(x1)), y1))
-        for attempt, refusal in ((lambda: acc[model.parameters()[0]], og.BorrowError),
-                                 (lambda: opt.step(acc), og.GradError)):
-            try:
-                attempt()
-                print(f"rank {world.rank}: accumulated gradient NOT REFUSED")
-            except refusal:
-                pass
+        refused(world.rank, lambda a=acc: a[model.parameters()[0]], og.BorrowError)
+        refused(world.rank, lambda a=acc: opt.step(a), og.GradError)
         opt.step(dp.backward(F.cross_entropy(dp(g.constant(x2)), y2), into=acc))
     return model.state_dict()
 
