@@ -180,7 +180,7 @@ class World:
         #: staged: device buffers are copied to the host around each collective; set True for an MPI
         #: built CUDA-aware, which takes device (cupy) buffers directly
         self.device_direct = False
-        self._sends: list[tuple[Any, tuple[Any, ...]]] = []  # requests in flight and their buffers
+        self._inflight: list[tuple[Any, tuple[Any, ...]]] = []  # requests in flight and their buffers
         self._stopped: dict[int, str] = {}  # ranks that sent a notice (or stopped answering): why
         self._gone: set[int] = set()  # ranks that stopped answering (nothing is sent to them)
         self._broken: str | None = None  # why this rank cannot take part in collectives any more
@@ -202,9 +202,9 @@ class World:
     def keep(self, request: Any, *buffers: Any) -> None:
         """Keep ``request`` and the buffers MPI reads or writes alive until it completes, whoever still
         refers to them (gradients dropped while their reduction is in flight must not free its memory)."""
-        self._sends.append((request, buffers))
-        if len(self._sends) > 64:
-            self._sends = [(q, b) for q, b in self._sends if not q.Test()]
+        self._inflight.append((request, buffers))
+        if len(self._inflight) > 64:
+            self._inflight = [(q, b) for q, b in self._inflight if not q.Test()]
 
     def defer(self, launch: Callable[[], None]) -> None:
         """``launch`` starts collectives whose round had not agreed yet: it runs before this rank starts
@@ -341,8 +341,8 @@ class World:
             self.flush()
             self.exchange(Header(Phase.EXIT, ""))
             deadline = time.monotonic() + self.timeout
-            while self._sends and time.monotonic() < deadline:
-                self._sends = [(q, b) for q, b in self._sends if not q.Test()]
+            while self._inflight and time.monotonic() < deadline:
+                self._inflight = [(q, b) for q, b in self._inflight if not q.Test()]
         except RankFailed as e:
             print(f"rank {self.rank}: {type(e).__name__}: {e}", file=sys.stderr)
             self.stop(e)
