@@ -33,8 +33,8 @@ def _mpiexec() -> str:
     return found
 
 
-def _run(script: str, *args: str, expect_ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, os.path.join(MPI_DIR, script), *args],
+def _run(script: str, *args: str, expect_ok: bool = True, ranks: int = 2) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([_mpiexec(), "-n", str(ranks), sys.executable, os.path.join(MPI_DIR, script), *args],
                           capture_output=True, text=True, timeout=120, env=ENV)
     if expect_ok:
         assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr}"
@@ -96,6 +96,21 @@ def test_any_split_equals_single_process_training(tmp_path: object, case: str) -
                     f"equivalence.py:{line}") in proc.stdout
         assert proc.stdout.count("  b.weight: no gradient on rank(s) [1] (rank(s) [0] produced one)") == 2
         assert "find_unused_parameters=True" in proc.stdout
+
+
+@pytest.mark.parametrize("case", ["shares", "join"])
+def test_three_ranks_equal_single_process_training(tmp_path: object, case: str) -> None:
+    """Shares of 4/4/3 and 1/0/0, and ranks with 3, 2 and 1 batches (join), on three ranks."""
+    sys.path.insert(0, MPI_DIR)
+    import equivalence
+
+    _run("equivalence.py", case, str(tmp_path), ranks=3)
+    ref = equivalence.single_join(3) if case == "join" else equivalence.single_shares()
+    ranks = [np.load(os.path.join(str(tmp_path), f"rank{r}.npz")) for r in range(3)]
+    for k, v in ref.items():
+        for r in (1, 2):
+            np.testing.assert_array_equal(ranks[r][k], ranks[0][k], err_msg=f"{k}: rank {r} differs")
+        np.testing.assert_allclose(ranks[0][k], v, rtol=1e-12, atol=1e-15, err_msg=k)
 
 
 def test_gradients_in_flight_are_borrowed_and_the_step_waits() -> None:
