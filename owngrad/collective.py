@@ -177,6 +177,8 @@ class World:
         #: this rank's position in the data, (epoch, batch), set by og.data.batches(..., world=world):
         #: gradient rounds compare it, so a rank that skipped a step is caught at the next one
         self.cursor: tuple[int, int] | None = None
+        #: the number of samples of this rank's current batch (set there too): dp.backward's default
+        self.batch_samples: int | None = None
         #: staged: device buffers are copied to the host around each collective; set True for an MPI
         #: built CUDA-aware, which takes device (cupy) buffers directly
         self.device_direct = False

@@ -407,8 +407,9 @@ class DataParallel:
     """``dp = DataParallel(model, world)``; ``dp(x)`` runs the model (and notes the batch size);
     ``dp.backward(loss)`` returns the gradients of the global batch, reduced while backward runs.
 
-    - ``loss`` is the mean over this rank's samples (``samples=``, by default the first axis of the
-      first argument of the last ``dp(...)`` call); each rank's gradient is weighted by its samples, so
+    - ``loss`` is the mean over this rank's samples (``samples=``; by default the first axis of the
+      first argument of this step's ``dp(...)`` call, else the size of this rank's current batch of
+      ``og.data.batches(..., world=world)``); each rank's gradient is weighted by its samples, so
       any split of a global batch (uneven, or empty on some rank: :meth:`empty_backward`) gives the
       gradient of the mean over the global batch, as one process would.
     - Gradients travel in buckets of at most ``bucket_mb`` (one dtype each) in an order fixed here and
@@ -470,10 +471,13 @@ class DataParallel:
         starts as soon as its gradients are final; the returned ``Grads`` are refused until
         ``grads.wait()`` (which ``opt.step`` calls). ``into``: the Grads accumulated under no_sync."""
         where = user_site()
-        n = self._samples if samples is None else int(samples)
-        if n is None or n < 0:
-            raise ValueError("dp.backward: pass samples= (the number of samples whose mean the loss is), or call "
-                             "the model as dp(x) so the batch size is known")
+        n = samples if samples is not None else self._samples if self._samples is not None else self.world.batch_samples
+        self._samples = None
+        if n is None or int(n) < 0:
+            raise ValueError("dp.backward: pass samples= (the number of samples whose mean the loss is), call the "
+                             "model as dp(x), or draw batches from og.data.batches(..., world=world), so that "
+                             "this rank's batch size is known")
+        n = int(n)
         if not self._sync:
             return self._accumulate(loss, n, into, where)
         done = self._take_local(into)

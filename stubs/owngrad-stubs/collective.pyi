@@ -48,6 +48,7 @@ class World:
     size: int
     timeout: float
     cursor: tuple[int, int] | None
+    batch_samples: int | None
     device_direct: bool
     def __init__(self, comm: Any, timeout: float = 300.0) -> None: ...
     def others(self) -> list[int]: ...

@@ -284,8 +284,8 @@ def run_batchnorm(world: Any) -> dict[str, np.ndarray]:
     dp = DataParallel(model, world)
     opt = make_opt(model, "sgd")
     x, y = data(32)
-    for xb, yb in og.data.batches(x, y, 16, rng=3, world=world):
-        opt.step(dp.backward(F.cross_entropy(dp(g.constant(xb)), yb)))
+    for xb, yb in og.data.batches(x, y, 16, rng=3, world=world):  # the model called directly: the sample
+        opt.step(dp.backward(F.cross_entropy(model(g.constant(xb)), yb)))  # count comes from the batches
     return model.state_dict()
 
 
