@@ -50,11 +50,11 @@ class Batches:
         self._epoch += 1
         for i in range(0, stop, self.batch_size):
             idx = order[i:i + self.batch_size]
+            if self.size > 1:
+                idx = np.array_split(idx, self.size)[self.rank]  # this rank's part of the global batch
             if self._world is not None:
                 self._world.cursor = (self._epoch, i // self.batch_size)
                 self._world.batch_samples = len(idx)
-            if self.size > 1:
-                idx = np.array_split(idx, self.size)[self.rank]  # this rank's part of the global batch
             yield self.x[idx], self.y[idx]
 
 

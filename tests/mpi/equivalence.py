@@ -160,8 +160,8 @@ def single_batchnorm(size: int = 2) -> dict[str, np.ndarray]:
     model = mlp(g, batchnorm=True)
     opt = make_opt(model, "sgd")
     bn = model[1]  # type: ignore[index]
-    x, y = data(32)
-    for xb, yb in og.data.batches(x, y, 16, rng=3):
+    x, y = data(30)
+    for xb, yb in og.data.batches(x, y, 15, rng=3):
         parts = np.array_split(np.arange(len(xb)), size)
         total: Any = 0.0
         kept: list[np.ndarray] = []
@@ -283,8 +283,8 @@ def run_batchnorm(world: Any) -> dict[str, np.ndarray]:
     broadcast_parameters(model, world)  # a 0-d buffer (num_batches_tracked) among them
     dp = DataParallel(model, world)
     opt = make_opt(model, "sgd")
-    x, y = data(32)
-    for xb, yb in og.data.batches(x, y, 16, rng=3, world=world):  # the model called directly: the sample
+    x, y = data(30)
+    for xb, yb in og.data.batches(x, y, 15, rng=3, world=world):  # the model called directly: the sample
         opt.step(dp.backward(F.cross_entropy(model(g.constant(xb)), yb)))  # count comes from the batches
     return model.state_dict()
 
