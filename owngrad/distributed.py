@@ -406,6 +406,8 @@ class _Local:
 class DataParallel:
     """``dp = DataParallel(model, world)``; ``dp(x)`` runs the model (and notes the batch size);
     ``dp.backward(loss)`` returns the gradients of the global batch, reduced while backward runs.
+    Construction checks that every rank's model has the same params and buffers (names, shapes,
+    dtypes), then copies rank 0's values to every rank, as DDP does.
 
     - ``loss`` is the mean over this rank's samples (``samples=``; by default the first axis of the
       first argument of this step's ``dp(...)`` call, else the size of this rank's current batch of
@@ -443,6 +445,7 @@ class DataParallel:
         world.exchange(Header(Phase.CHECK, _site(), layout=self.layout[0] + self.layout[1] + self.layout[3:]))
         #: what every step's header carries: the layout was compared in full above, a digest suffices
         self.digest = hashlib.sha256(repr(self.layout).encode()).hexdigest()[:16]
+        broadcast_parameters(model, world)  # every rank starts from rank 0's params and buffers (as DDP)
 
     def header(self, phase: Phase, site: str, samples: int) -> Header:
         cursor = self.world.cursor if phase is Phase.GRADIENTS else None

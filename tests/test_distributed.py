@@ -129,6 +129,8 @@ def test_gradients_in_flight_are_borrowed_and_the_step_waits() -> None:
                             ("DataParallel", "DataParallel(...) (the model check)")):
             assert (f"rank {rank}: {first} mismatch refused: {what}: the ranks do not match: weight of shape (3, 4) "
                     "float32 vs weight of shape (4, 4) float32 (rank 0's first, then rank 1's)") in proc.stdout
+    weights = sorted(ln.split(": ")[-1] for ln in lines if "weights after DataParallel" in ln)
+    assert len(weights) == 2 and weights[0] == weights[1], proc.stdout
     # an interrupted wait leaves the gradients refused (a read, the optimizers' raw access) until completed
     assert "rank 0: interrupted read refused: BorrowError" in proc.stdout
     assert "rank 0: interrupted raw refused: GradError" in proc.stdout

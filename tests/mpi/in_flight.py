@@ -63,6 +63,9 @@ gc.collect()
 grads = dp.backward(dp(x).sum())
 grads.wait()
 print(f"rank {world.rank}: after a dropped step, bias gradient {grads[model.bias].numpy().tolist()}")
+seeded = og.nn.Linear(g, 4, 3, rng=world.rank, dtype=np.float64)  # different weights on each rank
+DataParallel(seeded, world)  # rank 0's are copied everywhere
+print(f"rank {world.rank}: weights after DataParallel(...): {seeded.weight.numpy().sum():.12f}")
 for first in ("broadcast", "DataParallel"):
     other = og.nn.Linear(g, 4, 3 + world.rank, rng=0)
     try:
