@@ -32,6 +32,10 @@ class Batches:
         # sharding: every rank draws the same global order (same seed) and takes its part of each batch
         self.size = 1 if world is None else int(world) if isinstance(world, int) else int(world.size)
         self.rank = (0 if world is None or isinstance(world, int) else int(world.rank)) if rank is None else int(rank)
+        #: a World (not a plain count) is told the (epoch, batch) each rank is at: its gradient
+        #: reductions compare them, so a rank that skipped a step is caught at the next one
+        self._world = None if world is None or isinstance(world, int) else world
+        self._epoch = -1
         if not 0 <= self.rank < self.size:
             raise ValueError(f"batches: rank {self.rank} is out of range for a world of {self.size}")
 
@@ -43,10 +47,14 @@ class Batches:
         n = len(self.x)
         order = self._gen.permutation(n) if self.shuffle else np.arange(n)
         stop = n - n % self.batch_size if self.drop_last else n
+        self._epoch += 1
         for i in range(0, stop, self.batch_size):
             idx = order[i:i + self.batch_size]
             if self.size > 1:
                 idx = np.array_split(idx, self.size)[self.rank]  # this rank's part of the global batch
+            if self._world is not None:
+                self._world.cursor = (self._epoch, i // self.batch_size)
+                self._world.batch_samples = len(idx)
             yield self.x[idx], self.y[idx]
 
 

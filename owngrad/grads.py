@@ -19,7 +19,8 @@ from .tensor import Tensor
 if TYPE_CHECKING:
     from .graph import Graph
 
-__all__ = ["Grads", "raw_gradient", "raw_gradients"]
+# raw_gradient(s) are for optimizers only: they check that no gradient is still in flight
+__all__ = ["Grads"]
 
 
 class Grads:
@@ -64,6 +65,9 @@ class Grads:
     def __getitem__(self, p: Tensor) -> Tensor:
         node = self._leaf_node(p)
         if node not in self._arrays:
+            if self._pending:  # another rank's gradient for it may still arrive
+                raise GradError(f"grads[...]: no gradient for {p._label()} yet: a reduction over ranks is still in "
+                                "flight; call grads.wait() first (opt.step(grads) waits by itself)")
             raise GradError(f"grads[...]: the loss does not depend on {p._label()}, so it has no gradient")
         t = self._handle(node)
         if self._pending:  # a gradient still in flight (an all-reduce) may not be read yet
@@ -76,9 +80,26 @@ class Grads:
         self._pending.append(completion)
 
     def wait(self) -> None:
-        """Complete every registered completion (a no-op when nothing is in flight)."""
+        """Complete every registered completion (a no-op when nothing is in flight). A completion that
+        raises (an interrupted wait, a failed rank) stays registered: the gradients stay refused until a
+        later ``wait()`` completes it, or the ``Grads`` are dropped."""
         while self._pending:
-            self._pending.pop(0)()
+            self._pending[0]()
+            self._pending.pop(0)
+
+    def _drop_pending(self) -> None:
+        """Forget the registered completions (their owner has taken the gradients back: accumulation)."""
+        self._pending.clear()
+
+    def _array_of(self, param: Tensor) -> Array | None:
+        """The gradient array of ``param`` (no handle, no check), or None: for the reduction that owns it."""
+        return self._arrays.get(self._leaf_node(param))
+
+    def _set_array(self, param: Tensor, array: Array) -> None:
+        """Give ``param`` a gradient it did not get from this backward (a reduction over ranks did)."""
+        node = self._leaf_node(param)
+        self._arrays[node] = array
+        self._handles.pop(node, None)
 
     def __contains__(self, p: object) -> bool:
         try:
@@ -142,9 +163,10 @@ class Grads:
                     a *= scale
         return norm
 
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{p._label()}: {tuple(g.shape)}" for p, g in self.items())
-        return f"Grads({inner})"
+    def __repr__(self) -> str:  # shapes only: no value is read, so gradients in flight may be shown
+        inner = ", ".join(f"{p._label()}: {tuple(a.shape)}" for n, a in self._arrays.items()
+                          if (p := n.leaf) is not None)
+        return f"Grads({inner}{', in flight' if self._pending else ''})"
 
 
 def _iadd(a: Array, b: Array) -> None:
@@ -169,14 +191,22 @@ def _clip(max_norm: float, *arrays: Array) -> float:
     return norm
 
 
+def _check_settled(grads: Grads) -> None:
+    if grads._pending:  # noqa: SLF001
+        raise GradError("the gradients are still in flight (an all-reduce over ranks, or accumulated under "
+                        "dp.no_sync()): call grads.wait() first (opt.step(grads) waits by itself)")
+
+
 def raw_gradient(grads: Grads, param: Tensor) -> Array | None:
     """The gradient array of a param (itself, no handle), or None: for optimizers, which read it under
-    the exclusive borrows of their step."""
+    the exclusive borrows of their step. Refused while a gradient is in flight (never un-averaged)."""
+    _check_settled(grads)
     node = param._node  # noqa: SLF001 - the graph layer owns the tensor's node
     return None if node is None else grads._arrays.get(node)  # noqa: SLF001
 
 
 def raw_gradients(grads: Grads, params: list[Tensor]) -> list[Array | None]:
     """:func:`raw_gradient` of several params (one call for an optimizer's step)."""
+    _check_settled(grads)
     arrays = grads._arrays  # noqa: SLF001
     return [None if (n := p._node) is None else arrays.get(n) for p in params]  # noqa: SLF001

@@ -75,13 +75,21 @@ def _fsync_dir(folder: str) -> None:
 def save(path: str | os.PathLike[str], module_or_state: Any) -> None:
     """Write ``module_or_state`` (an ``og.nn.Module``: its ``state_dict()``; or a mapping of
     names to arrays/tensors) to ``path`` as an ``.npz`` archive, atomically. Once
-    ``og.distributed.init()`` has run, only rank 0 writes."""
-    arrays = _arrays(module_or_state)
+    ``og.distributed.init()`` has run, saving is a step every rank takes: rank 0 writes once every
+    rank has reached it, and every rank returns once it is written (``distributed.save``)."""
     from .distributed import current
+    from .distributed import save as save_on_rank_0
 
     world = current()
-    if world is not None and world.rank != 0:
-        return  # in data-parallel training every rank holds the same weights: rank 0 writes them
+    if world is not None:
+        save_on_rank_0(path, module_or_state, world)
+        return
+    _write_checkpoint(path, module_or_state)
+
+
+def _write_checkpoint(path: str | os.PathLike[str], module_or_state: Any) -> None:
+    """Write the checkpoint on this process, atomically (what :func:`save` does on rank 0)."""
+    arrays = _arrays(module_or_state)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
+
+import numpy as np
 
 from .graph import Grads
 from .tensor import Tensor
@@ -34,8 +37,10 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
     - ``metrics``: ``{name: fn(output, y) -> float}``, or a list of such functions (named by their
       ``__name__``, as Keras does); ``fn`` gets a read-only (frozen) output.
     - ``progress``: a tqdm bar on stderr (if tqdm is installed); ``False`` for none.
-    - ``world``: an ``og.distributed.World``: gradients are averaged over the ranks (``DataParallel``),
-      the reported loss and metrics are averaged over every rank's samples, and only rank 0 shows a bar.
+    - ``world``: an ``og.distributed.World``: gradients are averaged over the ranks (``DataParallel``,
+      weighted by each rank's samples; a rank with an empty share contributes nothing), each epoch runs
+      under ``dp.join(opt)`` (ranks may have different numbers of batches), the reported loss and metrics
+      are averaged over every rank's samples, and only rank 0 shows a bar.
     - ``capture``: run each batch through ``g.capture`` (the default): the first batch of each shape
       is recorded, later ones replay it with bitwise the same numbers and less overhead; a step that
       cannot be captured runs eagerly (``fallback=True``). Python code in ``loss_fn`` or a module's
@@ -55,18 +60,23 @@ def fit(model: Any, batches: Iterable[tuple[Any, Any]], loss_fn: Callable[[Tenso
     named = _named_metrics(metrics)
     history: dict[str, list[float]] = {"loss": [], **{k: [] for k in named}}
     bar = _progress_bar(epochs, batches) if progress and (world is None or world.rank == 0) else None
-    backward: Callable[[Tensor], Grads] = model.graph.backward
+    dp = None
     if world is not None:
         from .distributed import DataParallel
 
-        backward = DataParallel(model, world).backward
+        dp = DataParallel(model, world)
     model.train()
     try:
-        step = _Step(model, loss_fn, opt, backward, capture and world is None)
+        step = _Step(model, loss_fn, opt, dp, capture and world is None)
         for epoch in range(epochs):
             sums, count = _epoch(model, batches, named, epoch, bar, step)
+            if world is not None:
+                total = world.allreduce(np.array([*sums.values(), count], dtype=np.float64))
+                sums, count = dict(zip(sums, total[:-1].tolist())), int(total[-1])
+            if count == 0:
+                raise ValueError(f"fit: batches yielded no samples in epoch {epoch + 1}")
             for k in history:
-                history[k].append(sums[k] / count if world is None else world.mean(sums[k] / count, count))
+                history[k].append(sums[k] / count)
     finally:
         if bar is not None:
             bar.close()
@@ -109,9 +119,9 @@ class _Step:
     _capture_walk = True
     _capture_skip = ("checked", "run")  # set once by the first call / the captured step itself
 
-    def __init__(self, model: Any, loss_fn: Callable[[Tensor, Tensor], Tensor], opt: Any,
-                 backward: Callable[[Tensor], Grads], capture: bool) -> None:
-        self.model, self.loss_fn, self.opt, self.backward = model, loss_fn, opt, backward
+    def __init__(self, model: Any, loss_fn: Callable[[Tensor, Tensor], Tensor], opt: Any, dp: Any,
+                 capture: bool) -> None:
+        self.model, self.loss_fn, self.opt, self.dp = model, loss_fn, opt, dp
         self.opt_params = list(getattr(opt, "params", []))
         self.checked = False
         g = model.graph
@@ -121,7 +131,10 @@ class _Step:
     def _step(self, xb: Any, yb: Any) -> tuple[Tensor, Tensor, Tensor]:
         g = self.model.graph
         y = g.constant(yb)
-        out, loss, grads = _forward_backward(self.model, self.loss_fn, g.constant(xb), y, self.backward)
+        dp = self.dp
+        backward: Callable[[Tensor], Grads] = (
+            g.backward if dp is None else lambda loss: dp.backward(loss, samples=len(xb)))
+        out, loss, grads = _forward_backward(self.model, self.loss_fn, g.constant(xb), y, backward)
         if self.opt_params and not self.checked:
             if not any(p in grads for p in self.opt_params):
                 raise ValueError("fit: the loss does not depend on any param of the optimizer: build it over "
@@ -130,6 +143,11 @@ class _Step:
         self.opt.step(grads)
         return out, loss, y
 
+    def joined(self) -> AbstractContextManager[None]:
+        """One epoch's batches: under ``dp.join(opt)`` when distributed (ranks may run out at different
+        batches), else as they are."""
+        return nullcontext() if self.dp is None else self.dp.join(self.opt)
+
 
 def _epoch(model: Any, batches: Iterable[tuple[Any, Any]], metrics: dict[str, Metric], epoch: int, bar: Any,
            step: _Step) -> tuple[dict[str, float], int]:
@@ -137,20 +155,22 @@ def _epoch(model: Any, batches: Iterable[tuple[Any, Any]], metrics: dict[str, Me
     g = model.graph
     sums = {"loss": 0.0, **{k: 0.0 for k in metrics}}
     count = 0
-    for xb, yb in batches:
-        out, loss, y = step.run(xb, yb)
-        n = len(xb)
-        count += n
-        sums["loss"] += float(loss.item()) * n
-        if metrics:
-            frozen = g.freeze(out)
-            for k, fn in metrics.items():
-                sums[k] += float(fn(frozen, y)) * n
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / count:.4f}", refresh=False)
-    if count == 0:
-        raise ValueError(f"fit: batches yielded no samples in epoch {epoch + 1}")
+    with step.joined():
+        for xb, yb in batches:
+            n = len(xb)
+            if n == 0 and step.dp is not None:  # this rank's share of the global batch is empty
+                step.opt.step(step.dp.empty_backward())
+                continue
+            out, loss, y = step.run(xb, yb)
+            count += n
+            sums["loss"] += float(loss.item()) * n
+            if metrics:
+                frozen = g.freeze(out)
+                for k, fn in metrics.items():
+                    sums[k] += float(fn(frozen, y)) * n
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / max(count, 1):.4f}", refresh=False)
     return sums, count
 
 
