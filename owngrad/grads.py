@@ -164,8 +164,8 @@ class Grads:
         return norm
 
     def __repr__(self) -> str:  # shapes only: no value is read, so gradients in flight may be shown
-        inner = ", ".join(f"{p._label()}: {tuple(a.shape)}" for n, a in self._arrays.items()
-                          if (p := n.leaf) is not None)
+        made = sorted(self._arrays.items(), key=lambda kv: kv[0].id)  # in the order the params were made
+        inner = ", ".join(f"{p._label()}: {tuple(a.shape)}" for n, a in made if (p := n.leaf) is not None)
         return f"Grads({inner}{', in flight' if self._pending else ''})"
 
 

@@ -122,7 +122,7 @@ def test_gradients_in_flight_are_borrowed_and_the_step_waits() -> None:
         assert len(refused) == 2, proc.stdout
         assert all(f"all-reduce started at in_flight.py:{start}" in ln for ln in refused), proc.stdout
         assert f"rank {rank}: averaged bias gradient [2.0, 2.0, 2.0]" in proc.stdout  # (2 * 1 + 2 * 2) / 2
-        assert f"rank {rank}: shown in flight: Grads(bias: (3,), weight: (3, 4), in flight)" in proc.stdout
+        assert f"rank {rank}: shown in flight: Grads(weight: (3, 4), bias: (3,), in flight)" in proc.stdout
         assert f"rank {rank}: after the interrupted wait, bias gradient [2.0, 2.0, 2.0]" in proc.stdout
         assert f"rank {rank}: after a dropped step, bias gradient [2.0, 2.0, 2.0]" in proc.stdout
         for first, what in (("broadcast", "broadcast_parameters"),
