@@ -25,9 +25,9 @@ from .shapes import unbroadcast
 from .sites import Site, format_site
 
 if TYPE_CHECKING:
-    from .capture import Tracer
     from .grads import Grads
     from .tensor import Tensor
+    from .tracer import Tracer
 
 __all__ = ["seed_gradient", "topo_order", "walk"]
 

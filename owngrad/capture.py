@@ -23,12 +23,11 @@ runs eagerly from then on. docs/capture.md has the details.
 from __future__ import annotations
 
 import random
-import threading
 import types
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -40,210 +39,40 @@ from .ledger import EXCLUSIVE, SHARED, acquire_all, release_all
 from .node import NodeState
 from .roles import Role
 from .sites import Site, format_site, user_site
-from .traced import CaptureRefused, TracedArray, TracedGenerator, TracedNumber, refusal, unwrap
-
-if TYPE_CHECKING:
-    from .graph import Graph
+from .tensor import Tensor
+from .traced import CaptureRefused, TracedArray, TracedGenerator, TracedNumber, refusal
+from .tracer import (
+    CONST,
+    SEQ,
+    SLOT,
+    Eqn,
+    Tracer,
+    activate,
+    deactivate,
+    interpret,
+    name_of,
+    note_module,
+    recorded,
+    recorded_number,
+)
 
 __all__ = ["CapturedStep"]
+# the recorder's entry points, for library code written against this module
+_REEXPORTED = (note_module, recorded, recorded_number)
 
-_SLOT, _CONST, _SEQ = 0, 1, 2
-_PLAIN = (bool, int, float, str)
-_ACTIVE = threading.local()  # the tracer of the capture running in this thread (for modules' train/eval mode)
-_CAPTURING = 0  # how many captures are running, in any thread (changed under _COUNT_LOCK)
-_COUNT_LOCK = threading.Lock()
+
+class _Graph(Protocol):
+    """What a captured step uses of its graph (graph.py sits above this module and makes the steps)."""
+
+    _tracer: Tracer | None
+    _capture_lock: Any
+    _mode: Any
+    _pending: dict[Any, None]
+    rng: np.random.Generator
+
+
+_SLOT, _CONST, _SEQ = SLOT, CONST, SEQ
 _EAGER = None  # a signature's entry that runs eagerly from now on
-
-
-class Eqn(NamedTuple):
-    """One recorded array call: ``out = fn(*args, **kwargs)``; operands are slot or constant specs."""
-
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    out: Any  # (slot, element slots or None) or None
-    site: Site
-
-
-def _name(fn: Any) -> str:
-    return getattr(fn, "__qualname__", None) or type(fn).__name__
-
-
-class Tracer:
-    """Records the array calls of one eager run of a step, with their operands as slots or constants,
-    and keeps what it needs to undo the run (the first value of everything it wrote)."""
-
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
-        #: the capturing thread: work other threads do on the graph meanwhile is not part of the step
-        self.thread = threading.get_ident()
-        self.ids: dict[int, int] = {}
-        self.keep: list[Any] = []  # slot k's capture-time object is keep[k]: ids are not reused
-        self.alive: list[Any] = []  # traced values handed to the step, kept alive for the same reason
-        self.eqns: list[Eqn] = []
-        self.modules: dict[int, tuple[Any, bool]] = {}
-        self.reads: dict[int, TensorHandle] = {}
-        self.writes: dict[int, TensorHandle] = {}
-        self.undo: dict[int, tuple[Any, Any]] = {}  # id(array) -> (array, its first value)
-        self.objects: dict[int, tuple[Any, dict[str, Any]]] = {}  # objects whose recorded methods ran
-        self.generators: dict[int, tuple[np.random.Generator, Any]] = {}  # drawn from by recorded calls
-        self.exempt: set[tuple[int, Any]] = set()  # (object, attribute) changed by recorded calls
-        self.prev: Tracer | None = None  # the tracer this one's capture interrupted in this thread, if any
-        self.rng: Any = None  # the graph's generator, while g.rng is traced
-        self.rebound_rng: Any = None  # what the step set g.rng to, if it rebound it
-
-    # --- slots ---
-    def slot(self, obj: Any) -> int:
-        k = len(self.keep)
-        self.ids[id(obj)] = k
-        self.keep.append(obj)
-        return k
-
-    def ref(self, v: Any) -> tuple[Any, ...]:
-        k = self.ids.get(id(v))
-        if k is not None:
-            return (_SLOT, k)
-        if type(v) in (tuple, list) and any(id(x) in self.ids or type(x) in (tuple, list) for x in v):
-            return (_SEQ, type(v), tuple(self.ref(x) for x in v))
-        return (_CONST, v.value if type(v) is TracedGenerator else v)  # the plan draws from the generator itself
-
-    def _out(self, out: Any) -> Any:
-        if out is None or type(out) in _PLAIN:  # exactly: numpy's float64 scalars are floats too
-            return None
-        k = self.slot(out)
-        if type(out) is tuple:
-            return (k, tuple(None if x is None or type(x) in _PLAIN else self.slot(x) for x in out))
-        return (k, None)
-
-    # --- recording ---
-    def mine(self) -> bool:
-        return threading.get_ident() == self.thread
-
-    def note(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-        """Record ``out = fn(*args, **kwargs)``, a call that has just run."""
-        if self.mine():
-            self.eqns.append(Eqn(fn, tuple(self.ref(a) for a in args), {k: self.ref(v) for k, v in kwargs.items()},
-                                 self._out(out), user_site()))
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn`` on the real values of ``args`` and record it."""
-        if not self.mine():
-            return fn(*args, **kwargs)
-        real = tuple(unwrap(a) for a in args)
-        self._before(fn, real)
-        own = getattr(fn, "__self__", None)
-        before = dict(vars(own)) if own is not None and id(own) in self.objects else None
-        out = fn(*real, **{k: unwrap(v) for k, v in kwargs.items()})
-        if before is not None:
-            self.exempt.update((id(own), k) for k, v in vars(own).items() if before.get(k, self) is not v)
-        self.note(fn, args, kwargs, out)
-        return out
-
-    def number(self, fn: Callable[..., Any], label: str, *args: Any) -> Any:
-        """``fn(*args)``, a Python number computed from the step's values: recorded, and traced (a
-        :class:`TracedNumber` that stands for the number)."""
-        value = self.call(fn, *args)
-        traced = TracedNumber(value, label)
-        eqn = self.eqns[-1]
-        self.eqns[-1] = eqn._replace(out=(self.slot(value), None))
-        self.ids[id(traced)] = self.ids[id(value)]
-        self.alive.append(traced)
-        return traced
-
-    def _before(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        """What a recorded call may change, kept for undo: its object's attributes, generators it draws from."""
-        own = getattr(fn, "__self__", None)
-        if own is not None and hasattr(own, "__dict__") and not isinstance(own, TensorHandle) \
-                and id(own) not in self.objects:
-            self.objects[id(own)] = (own, dict(vars(own)))
-        for a in args:
-            gen = a if isinstance(a, np.random.Generator) else \
-                unwrap(getattr(a, "rng", None)) if a is self.graph else None
-            if isinstance(gen, np.random.Generator) and id(gen) not in self.generators:
-                self.generators[id(gen)] = (gen, gen.bit_generator.state)
-
-    def read(self, t: TensorHandle) -> None:
-        root = t._root
-        if root._kind is Role.PARAM and self.mine():
-            self.reads[id(root)] = root
-
-    def write(self, ts: Sequence[Any]) -> None:
-        """Tensors about to be written in place: a replay borrows them exclusively, an undo restores them."""
-        if not self.mine():
-            return
-        for t in ts:
-            root = t._root
-            self.writes[id(root)] = root
-            arr = root._data
-            if id(arr) not in self.undo and id(arr) not in self.ids:  # the step's own arrays need no undo
-                self.undo[id(arr)] = (arr, arr.copy())
-
-    def refuse(self, what: str, site: Site | None = None, help: str = "") -> None:
-        """Something the plan cannot reproduce: a GraphError at the user's line."""
-        if not self.mine():
-            return
-        help = help or "keep it outside the captured function (return the tensor and convert it after the call)"
-        raise refusal(what, format_site(site if site is not None else user_site()), help)
-
-    def rollback(self) -> None:
-        """Undo what the run changed: arrays written, objects of recorded methods, generators drawn from."""
-        for arr, old in self.undo.values():
-            arr[...] = old
-        for obj, attrs in self.objects.values():
-            vars(obj).clear()
-            vars(obj).update(attrs)
-        for gen, state in self.generators.values():
-            gen.bit_generator.state = state
-
-
-def recorded(graph: Graph, fn: Callable[..., Any], *args: Any, writes: Sequence[TensorHandle] = ()) -> Any:
-    """``fn(*args)``, recorded when ``graph`` is capturing a step: array work library code does outside
-    the rule table (a dropout mask drawn, a label range checked, an optimizer's update). ``writes``: the
-    tensors ``fn`` updates in place, which a replay borrows exclusively."""
-    tr = graph._tracer
-    if tr is None:
-        return fn(*args)
-    tr.write(list(writes))
-    return tr.call(fn, *args)
-
-
-def recorded_number(graph: Graph, fn: Callable[..., Any], label: str, *args: Any) -> Any:
-    """``fn(*args)``, a number computed from the step's values; while capturing, a traced number."""
-    tr = graph._tracer
-    if tr is None or not tr.mine():
-        return fn(*args)
-    return tr.number(fn, label, *args)
-
-
-def note_module(module: Any) -> None:
-    """A module called while a step is being captured: its train/eval mode becomes part of the plan."""
-    if not _CAPTURING:  # the eager fast path: one global read per module call
-        return
-    tr: Tracer | None = getattr(_ACTIVE, "tracer", None)
-    if tr is not None and id(module) not in tr.modules:
-        tr.modules[id(module)] = (module, bool(module.training))
-
-
-def _value(spec: tuple[Any, ...], env: dict[int, Any]) -> Any:
-    if spec[0] == _SLOT:
-        return env[spec[1]]
-    if spec[0] == _SEQ:
-        return spec[1](_value(p, env) for p in spec[2])
-    return spec[1]
-
-
-def interpret(eqns: Sequence[Eqn], inputs: Sequence[Any]) -> dict[int, Any]:
-    """Run a plan's equations on ``inputs``; every slot's value."""
-    env: dict[int, Any] = dict(enumerate(inputs))
-    for e in eqns:
-        out = e.fn(*[_value(a, env) for a in e.args], **{k: _value(v, env) for k, v in e.kwargs.items()})
-        if e.out is not None:
-            k, elems = e.out
-            env[k] = out
-            for j, kk in enumerate(elems or ()):
-                if kk is not None:
-                    env[kk] = out[j]
-    return env
 
 
 class _StepHolder:
@@ -288,7 +117,7 @@ class Plan:
         lines = [f"plan of the step captured at {format_site(self.site)} (inputs s0..s{self.nin - 1}):"]
         for e in self.eqns:
             operands = [_spec_text(a) for a in e.args] + [f"{k}={_spec_text(v)}" for k, v in e.kwargs.items()]
-            call = f"{_name(e.fn)}({', '.join(operands)})"
+            call = f"{name_of(e.fn)}({', '.join(operands)})"
             out = "" if e.out is None else f"s{e.out[0]} = "
             lines.append(f"  {out}{call}    # {format_site(e.site)}")
         return "\n".join(lines)
@@ -451,9 +280,7 @@ def _untraced(value: Any) -> Any:
     return value
 
 
-def _rebuild(graph: Graph, tpl: Any, s: dict[int, Any]) -> Any:
-    from .tensor import Tensor
-
+def _rebuild(graph: Any, tpl: Any, s: dict[int, Any]) -> Any:  # graph: the og.Graph (above this module)
     kind = tpl[0]
     if kind == "slot":
         return Tensor._root_of(graph, s[tpl[1]], Role.CONSTANT, None, None, "captured")
@@ -553,9 +380,9 @@ class _Snapshot:
 def _first_difference(plan: Plan, env: dict[int, Any], tr: Tracer) -> str | None:
     """The first equation whose output differs between a replay (``env``) and an eager run (``tr``)."""
     for k, (a, b) in enumerate(zip(plan.eqns, tr.eqns)):
-        where = f"equation {k}, {_name(a.fn)} at {format_site(a.site)}"
-        if _name(a.fn) != _name(b.fn):
-            return f"{where} (the eager step called {_name(b.fn)} there)"
+        where = f"equation {k}, {name_of(a.fn)} at {format_site(a.site)}"
+        if name_of(a.fn) != name_of(b.fn):
+            return f"{where} (the eager step called {name_of(b.fn)} there)"
         if a.out is not None and b.out is not None and not _bits_equal(env.get(a.out[0]), tr.keep[b.out[0]]):
             return where
     if len(plan.eqns) != len(tr.eqns):
@@ -567,7 +394,7 @@ def _first_difference(plan: Plan, env: dict[int, Any], tr: Tracer) -> str | None
 class CapturedStep:
     """``g.capture(fn)``: call it as ``fn``; see the module docstring."""
 
-    def __init__(self, graph: Graph, fn: Callable[..., Any], fallback: bool, max_plans: int, site: Site,
+    def __init__(self, graph: _Graph, fn: Callable[..., Any], fallback: bool, max_plans: int, site: Site,
                  verify: bool = False) -> None:
         if not callable(fn):
             raise TypeError(f"g.capture: expected a function, got {type(fn).__name__}")
@@ -654,7 +481,7 @@ class CapturedStep:
             entry = self._plans.get(sig) or []
             if len(entry) >= self.max_plans:
                 why = next((p.changed() for p in entry if p is not None), None) or "a guarded value"
-                warnings.warn(f"g.capture: {_name(self.fn)} was captured {len(entry)} times for one input signature "
+                warnings.warn(f"g.capture: {name_of(self.fn)} was captured {len(entry)} times for one input signature "
                               f"because {why} keeps changing between calls; it runs eagerly from now on (pass "
                               "the changing value as an input to key plans by it)", RuntimeWarning, stacklevel=3)
                 self._mark_eager(sig)
@@ -755,28 +582,21 @@ class CapturedStep:
                       "draw them before the call and pass them in, or use g.randn / g.rand / F.dropout")
 
     def _enter(self, tr: Tracer) -> None:
-        global _CAPTURING
         g = self.graph
         g._tracer = tr
         tr.rng = g.rng
         traced: Any = TracedGenerator(g.rng, "g.rng")  # recorded draws unwrap it; a direct draw refuses
         g.rng = traced
-        tr.prev = getattr(_ACTIVE, "tracer", None)
-        _ACTIVE.tracer = tr
-        with _COUNT_LOCK:
-            _CAPTURING += 1
+        tr.prev = activate(tr)
 
     def _exit(self, tr: Tracer) -> None:
-        global _CAPTURING
         g = self.graph
         g._tracer = None
         now: Any = g.rng
         if type(now) is not TracedGenerator:  # the step rebound g.rng: refused below; the original goes back
             tr.rebound_rng = now
         g.rng = tr.rng
-        _ACTIVE.tracer = tr.prev
-        with _COUNT_LOCK:
-            _CAPTURING -= 1
+        deactivate(tr.prev)
 
     # --- verification ---
     def _verify(self, plan: Plan, sig: tuple[Any, ...], args: tuple[Any, ...], inputs: list[Any]) -> Any:
@@ -800,7 +620,7 @@ class CapturedStep:
         if diff is None:
             plan.verified = True
             return out
-        warnings.warn(f"g.capture: the replay of {_name(self.fn)} differs from the eager step at {diff}; this "
+        warnings.warn(f"g.capture: the replay of {name_of(self.fn)} differs from the eager step at {diff}; this "
                       "signature runs eagerly from now on", RuntimeWarning, stacklevel=4)
         self._mark_eager(sig)
         return out
@@ -810,7 +630,7 @@ class _World:
     """What a capture may change outside the arrays it writes: the graph's pending nodes, the guarded
     Python values, the generators it can reach and numpy's global generator -- kept to check and undo."""
 
-    def __init__(self, graph: Graph, guards: list[Guard], watched: list[tuple[str, Any, Any]]) -> None:
+    def __init__(self, graph: _Graph, guards: list[Guard], watched: list[tuple[str, Any, Any]]) -> None:
         self.graph = graph
         self.pending = set(graph._pending)
         self.guards = guards

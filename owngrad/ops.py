@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from .capture import recorded
 from .errors import GraphError, ShapeError
 from .operands import check_bound, operand, scalar
 from .tensor import Tensor
+from .tracer import recorded
 
 __all__ = ["einsum", "split", "pad", "take_along_axis", "maximum", "minimum", "where", "clip", "concatenate",
            "stack", "matmul", "exp", "log", "tanh",

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, scatter_add, to_device, xp_of
-from ..capture import recorded
 from ..errors import ShapeError
 from ..handle import array_of
 from ..rules import defrule
 from ..tensor import Tensor
+from ..tracer import recorded
 from .losses import binary_cross_entropy, check_reduction, huber_loss, kl_div, l1_loss, nll_loss, reduce, smooth_l1_loss
 from .utils import pair, tensor_of
 

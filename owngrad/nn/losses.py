@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, xp_of
-from ..capture import recorded
 from ..errors import ShapeError
 from ..handle import array_of
 from ..ops import where
 from ..rules import defrule
 from ..tensor import Tensor
+from ..tracer import recorded
 from .utils import tensor_of
 
 __all__ = ["check_reduction", "reduce", "nll_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
