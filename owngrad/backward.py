@@ -97,7 +97,8 @@ def _backprop(node: Node, g: Array, grads: dict[Node, Array], check_finite: bool
     for i, p in enumerate(node.parents):
         if p is None:
             continue
-        gi = node.vjp(i, g) if tr is None else tr.call(node.vjp_fn(i), g, *node.saved, **node.attrs)
+        gi = node.vjp(i, g) if tr is None else tr.call_rule(f"{node.op}.vjp[{i}]", node.vjp_fn(i), g, *node.saved,
+                                                                        **node.attrs)
         shape = node.in_shapes[i]
         assert shape is not None  # a parent that gets a gradient has its shape recorded
         if gi.shape != shape:

@@ -117,7 +117,7 @@ class Plan:
         lines = [f"plan of the step captured at {format_site(self.site)} (inputs s0..s{self.nin - 1}):"]
         for e in self.eqns:
             operands = [_spec_text(a) for a in e.args] + [f"{k}={_spec_text(v)}" for k, v in e.kwargs.items()]
-            call = f"{name_of(e.fn)}({', '.join(operands)})"
+            call = f"{e.rule}({', '.join(operands)})"
             out = "" if e.out is None else f"s{e.out[0]} = "
             lines.append(f"  {out}{call}    # {format_site(e.site)}")
         return "\n".join(lines)
@@ -380,9 +380,9 @@ class _Snapshot:
 def _first_difference(plan: Plan, env: dict[int, Any], tr: Tracer) -> str | None:
     """The first equation whose output differs between a replay (``env``) and an eager run (``tr``)."""
     for k, (a, b) in enumerate(zip(plan.eqns, tr.eqns)):
-        where = f"equation {k}, {name_of(a.fn)} at {format_site(a.site)}"
-        if name_of(a.fn) != name_of(b.fn):
-            return f"{where} (the eager step called {name_of(b.fn)} there)"
+        where = f"equation {k}, {a.rule} at {format_site(a.site)}"
+        if a.rule != b.rule:
+            return f"{where} (the eager step called {b.rule} there)"
         if a.out is not None and b.out is not None and not _bits_equal(env.get(a.out[0]), tr.keep[b.out[0]]):
             return where
     if len(plan.eqns) != len(tr.eqns):

@@ -190,7 +190,8 @@ class Graph(TensorFactory):
         xp = self.xp if first is None else np if type(first) is np.ndarray else xp_of(first)
         tr = self._tracer
         try:
-            out = rule.forward(xp, *arrays, **attrs) if tr is None else tr.call(rule.forward, xp, *arrays, **attrs)
+            out = rule.forward(xp, *arrays, **attrs) if tr is None else \
+                tr.call_rule(name, rule.forward, xp, *arrays, **attrs)
         except (ValueError, IndexError, TypeError) as e:  # numpy's AxisError is a ValueError too
             raise _forward_error(name, arrays, e) from None
         aux = None

@@ -320,7 +320,7 @@ class InplaceOps(TensorHandle):
         tr = self._graph._tracer
         try:
             if tr is not None:
-                return tr.call(RULES[rule].forward, xp_of(dest), dest, *raw, **attrs)
+                return tr.call_rule(rule, RULES[rule].forward, xp_of(dest), dest, *raw, **attrs)
             return RULES[rule].forward(xp_of(dest), dest, *raw, **attrs)
         except ValueError as e:
             raise ShapeError(f"{what}: {e}") from None

@@ -36,8 +36,10 @@ _COUNT_LOCK = threading.Lock()
 
 
 class Eqn(NamedTuple):
-    """One recorded array call: ``out = fn(*args, **kwargs)``; operands are slot or constant specs."""
+    """One recorded array call: ``out = fn(*args, **kwargs)``; operands are slot or constant specs; ``rule``
+    names it (the op's rule, ``matmul.vjp[1]`` for a vjp, else the function's name)."""
 
+    rule: str
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
@@ -100,14 +102,19 @@ class Tracer:
     def mine(self) -> bool:
         return threading.get_ident() == self.thread
 
-    def note(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+    def note(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+             rule: str | None = None) -> None:
         """Record ``out = fn(*args, **kwargs)``, a call that has just run."""
         if self.mine():
-            self.eqns.append(Eqn(fn, tuple(self.ref(a) for a in args), {k: self.ref(v) for k, v in kwargs.items()},
-                                 self._out(out), user_site()))
+            self.eqns.append(Eqn(rule or name_of(fn), fn, tuple(self.ref(a) for a in args),
+                                 {k: self.ref(v) for k, v in kwargs.items()}, self._out(out), user_site()))
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` on the real values of ``args`` and record it."""
+        return self.call_rule(None, fn, *args, **kwargs)
+
+    def call_rule(self, rule: str | None, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """:meth:`call`, the equation named ``rule``."""
         if not self.mine():
             return fn(*args, **kwargs)
         real = tuple(unwrap(a) for a in args)
@@ -117,7 +124,7 @@ class Tracer:
         out = fn(*real, **{k: unwrap(v) for k, v in kwargs.items()})
         if before is not None:
             self.exempt.update((id(own), k) for k, v in vars(own).items() if before.get(k, self) is not v)
-        self.note(fn, args, kwargs, out)
+        self.note(fn, args, kwargs, out, rule)
         return out
 
     def number(self, fn: Callable[..., Any], label: str, *args: Any) -> Any:
