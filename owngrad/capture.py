@@ -534,10 +534,11 @@ class CapturedStep:
         g = self.graph
         tr = Tracer(g)
         traced = self._inputs(tr, args)
-        guards, gens = collect(self.fn, _identity_only)
+        reach = collect(self.fn, _identity_only)
+        guards = reach.guards
         guards.append(Guard(Place.ATTR, g, "rng", g.rng, "g.rng", False))
-        watched = [(label, gen, gen.bit_generator.state) for label, gen in [*gens, ("g.rng", g.rng)]]
-        world = _World(g, guards, watched)
+        watched = [(label, gen, gen.bit_generator.state) for label, gen in [*reach.generators, ("g.rng", g.rng)]]
+        world = _World(g, guards, watched, reach.seen | {id(g.rng)})
         self._enter(tr)
         try:
             try:
@@ -572,6 +573,16 @@ class CapturedStep:
             if id(gen) not in tr.generators and gen.bit_generator.state != state:
                 tr.refuse(f"drawing random numbers from {label} outside owngrad's ops", site,
                           "draw them before the call and pass them in, or use g.randn / g.rand / F.dropout")
+        for obj, _ in tr.objects.values():
+            if id(obj) not in world.reached:
+                tr.refuse(f"a {type(obj).__name__} made inside the step (a replay would run its recorded method "
+                          "on the capture-time object, whose state carries over)", site,
+                          f"make the {type(obj).__name__} outside the captured function")
+        for gen, _ in tr.generators.values():
+            if id(gen) not in world.reached:
+                tr.refuse("a numpy generator made inside the step and drawn from by owngrad (a replay would keep "
+                          "drawing from the capture-time generator)", site,
+                          "pass a seed (rng=seed makes a fresh generator at every call), or make it outside")
         if tr.rebound_rng is not None:
             tr.refuse("rebinding g.rng", site, "replace g.rng before or after the call")
         if world.py_state != random.getstate():
@@ -630,8 +641,10 @@ class _World:
     """What a capture may change outside the arrays it writes: the graph's pending nodes, the guarded
     Python values, the generators it can reach and numpy's global generator -- kept to check and undo."""
 
-    def __init__(self, graph: _Graph, guards: list[Guard], watched: list[tuple[str, Any, Any]]) -> None:
+    def __init__(self, graph: _Graph, guards: list[Guard], watched: list[tuple[str, Any, Any]],
+                 reached: set[int]) -> None:
         self.graph = graph
+        self.reached = reached  # ids of the objects the step could reach when the capture began
         self.pending = set(graph._pending)
         self.guards = guards
         self.watched = watched

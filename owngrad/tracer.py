@@ -15,6 +15,7 @@ This module names no tensor, graph or gradient type: it sits below all of them.
 from __future__ import annotations
 
 import threading
+import types
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -119,7 +120,7 @@ class Tracer:
             return fn(*args, **kwargs)
         real = tuple(unwrap(a) for a in args)
         self._before(fn, real)
-        own = getattr(fn, "__self__", None)
+        own = fn.__self__ if type(fn) is types.MethodType else None
         before = dict(vars(own)) if own is not None and id(own) in self.objects else None
         out = fn(*real, **{k: unwrap(v) for k, v in kwargs.items()})
         if before is not None:
@@ -140,7 +141,7 @@ class Tracer:
 
     def _before(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         """What a recorded call may change, kept for undo: its object's attributes, generators it draws from."""
-        own = getattr(fn, "__self__", None)
+        own = fn.__self__ if type(fn) is types.MethodType else None  # a Python method: its object's state
         if own is not None and hasattr(own, "__dict__") and not getattr(type(own), "_capture_stop", False) \
                 and id(own) not in self.objects:
             self.objects[id(own)] = (own, dict(vars(own)))

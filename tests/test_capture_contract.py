@@ -12,6 +12,7 @@ the captured one must raise too.
 from __future__ import annotations
 
 import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -672,6 +673,61 @@ def _edit_class_weights(ns: dict[str, Any], i: int) -> None:
         ns["cw"][i % 3] = 1.0 + i  # in place, between calls
 
 
+def _opt_inside(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    opt = og.optim.SGD(ns["model"].parameters(), lr=0.1, momentum=0.9)  # fresh momentum at every eager call
+    loss = ce(ns, x, y)
+    opt.step(ns["g"].backward(loss))
+    return loss
+
+
+def _gen_inside(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    gen = np.random.default_rng(5)  # the same mask at every eager call
+    h = ns["model"](ns["g"].constant(x))
+    return train(ns, F.cross_entropy(F.dropout(h, 0.5, rng=gen), y))
+
+
+class Config:
+    """A class used as a namespace of settings."""
+
+    scale = 1.0
+    skip: set[str] = set()
+
+
+CFGMOD = types.ModuleType("capture_settings")  # a user module of settings (``import settings``)
+CFGMOD.__file__ = __file__
+CFGMOD.scale = 1.0  # type: ignore[attr-defined]
+
+
+def _class_and_module_settings(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    loss = ce(ns, x, y) * Config.scale * CFGMOD.scale  # type: ignore[attr-defined]
+    if "extra" not in Config.skip:
+        loss = loss + (ns["model"](ns["g"].constant(x)) ** 2).mean() * 0.1
+    return train(ns, loss)
+
+
+def _set_settings(ns: dict[str, Any], i: int) -> None:
+    Config.scale = 1.0 + i
+    CFGMOD.scale = 2.0 - 0.25 * i  # type: ignore[attr-defined]
+    if i == 2:
+        Config.skip.add("extra")
+    if i == 3:
+        Config.skip.discard("extra")
+
+
+class Trainer:
+    """A user object whose method reads a module global."""
+
+    def __init__(self, ns: dict[str, Any]) -> None:
+        self.ns = ns
+
+    def loss(self, x: Any, y: Any) -> og.Tensor:
+        return ce(self.ns, x, y) * GLOBAL_SCALE
+
+
+def _trainer_method(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    return train(ns, ns["trainer"].loss(x, y))
+
+
 CASES = [
     Case("onehot_eye", classifier(_onehot), xy(), REFUSE),
     Case("standardize_input", classifier(_standardize), xy(), REFUSE),
@@ -743,6 +799,13 @@ CASES = [
     Case("load_state_dict_inside", classifier(_load_inside), xy(), REFUSE),
     Case("nll_class_weights_edited", classifier(_nll_weighted, extra=_with_class_weights,
                                                 change=_edit_class_weights), xy()),
+    Case("optimizer_made_inside", classifier(_opt_inside), xy(), EITHER),
+    Case("generator_made_inside", classifier(_gen_inside), xy(), EITHER),
+    Case("class_and_module_settings", classifier(_class_and_module_settings, change=_set_settings), xy()),
+    Case("user_method_reads_global", classifier(_trainer_method, extra=lambda g, m, o: {"trainer": None},
+                                                change=lambda ns, i: (ns.update(trainer=ns.get("trainer") or
+                                                                                Trainer(ns)), _set_global(ns, i))),
+         xy()),
     Case("adam_bn_dropout_small_last_batch", classifier(_plain, adam=True, drop=0.2, bn=True),
          lambda r, i: xy(n=6 if i < 3 else 3)(r, i), steps=5),
 ]
