@@ -295,10 +295,10 @@ def _rebuild(graph: Any, tpl: Any, s: dict[int, Any]) -> Any:  # graph: the og.G
     return tpl[1]
 
 
-def _signature(args: tuple[Any, ...], grad_on: bool) -> tuple[Any, ...] | None:
+def _signature(args: tuple[Any, ...], grad_on: bool, keys: tuple[str, ...] = ()) -> tuple[Any, ...] | None:
     """The inputs' shapes, dtypes and devices, scalar values (numpy scalars by value), which array
     inputs alias, and the grad mode; None for an input no plan can be keyed by."""
-    sig: list[Any] = [grad_on]
+    sig: list[Any] = [grad_on, keys]
     arrays: list[tuple[int, Any]] = []
     for i, a in enumerate(args):
         if isinstance(a, TensorHandle):
@@ -425,12 +425,12 @@ class CapturedStep:
         return [p for entry in self._plans.values() for p in entry if p is not None]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs:
-            raise TypeError(f"a captured step takes its inputs by position (got keywords {sorted(kwargs)}); "
-                            "bind constant options with functools.partial before g.capture")
-        sig = _signature(args, self.graph._mode.enabled)
+        keys = tuple(sorted(kwargs))
+        if keys:  # keyword inputs: inputs like the others, after the positional ones (their names key the plan)
+            args = (*args, *(kwargs[k] for k in keys))
+        sig = _signature(args, self.graph._mode.enabled, keys)
         if sig is None:  # an input that is neither an array, a tensor nor a hashable value: no plan can key it
-            return self._eager(args)
+            return self._eager(args, keys)
         found = self._lookup(sig, args)
         return self._capture(sig, args) if found is _MISS else found
 
@@ -440,15 +440,22 @@ class CapturedStep:
             return _MISS
         self._plans.move_to_end(sig)
         if entry and entry[0] is _EAGER:
-            return self._eager(args)
+            return self._eager(args, sig[1])
         for plan in entry:
             if plan is not None and plan.changed() is None:
                 return self._replay(plan, sig, args)
         return _MISS
 
-    def _eager(self, args: tuple[Any, ...]) -> Any:
+    def _eager(self, args: tuple[Any, ...], keys: tuple[str, ...]) -> Any:
         self.eager_calls += 1
-        return self.fn(*args)
+        return self._run(args, keys)
+
+    def _run(self, args: tuple[Any, ...], keys: tuple[str, ...]) -> Any:
+        """``fn`` on the inputs: the last ``len(keys)`` by keyword."""
+        if not keys:
+            return self.fn(*args)
+        n = len(args) - len(keys)
+        return self.fn(*args[:n], **dict(zip(keys, args[n:])))
 
     def _replay(self, plan: Plan, sig: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         inputs = [a._data if isinstance(a, TensorHandle) else a for a in args]
@@ -485,16 +492,16 @@ class CapturedStep:
                               f"because {why} keeps changing between calls; it runs eagerly from now on (pass "
                               "the changing value as an input to key plans by it)", RuntimeWarning, stacklevel=3)
                 self._mark_eager(sig)
-                return self._eager(args)
+                return self._eager(args, sig[1])
             try:
-                tr, out, ret, guards = self._trace(args)
+                tr, out, ret, guards = self._trace(args, sig[1])
             except CaptureRefused as e:
                 if not self.fallback:
                     raise
                 warnings.warn(f"{e}\n  (fallback=True: this signature runs eagerly from now on)", RuntimeWarning,
                               stacklevel=3)
                 self._mark_eager(sig)
-                return self._eager(args)
+                return self._eager(args, sig[1])
             self.eager_calls += 1
             self._plans.setdefault(sig, []).append(Plan(tr, len(args), ret, self.site, guards))
             self._plans.move_to_end(sig)
@@ -528,7 +535,7 @@ class CapturedStep:
                 traced.append(a)
         return traced
 
-    def _trace(self, args: tuple[Any, ...]) -> tuple[Tracer, Any, Any, list[Guard]]:
+    def _trace(self, args: tuple[Any, ...], keys: tuple[str, ...]) -> tuple[Tracer, Any, Any, list[Guard]]:
         """Run ``fn`` eagerly under a tracer; the tracer, the result, its template and the plan's guards.
         A refusal rolls the run back (state, Python values, pending nodes) and is raised."""
         g = self.graph
@@ -542,7 +549,7 @@ class CapturedStep:
         self._enter(tr)
         try:
             try:
-                out = self.fn(*traced)
+                out = self._run(tuple(traced), keys)
             finally:
                 self._exit(tr)
             self._check_after(tr, world)
@@ -620,10 +627,10 @@ class CapturedStep:
         snap.restore()
         with self.graph._capture_lock:
             try:
-                tr, out, _, _ = self._trace(args)
+                tr, out, _, _ = self._trace(args, sig[1])
             except CaptureRefused:
                 self._mark_eager(sig)
-                return self._eager(args)
+                return self._eager(args, sig[1])
         self.eager_calls += 1
         diff = _first_difference(plan, env, tr)
         if diff is None and not _bits_equal(after, snap.now()):

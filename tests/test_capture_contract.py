@@ -113,8 +113,8 @@ def classifier(step_body: Callable[..., Any], *, drop: float = 0.0, bn: bool = F
         if extra is not None:
             ns.update(extra(g, model, opt))
 
-        def fn(*args: Any) -> Any:
-            return step_body(ns, *args)
+        def fn(*args: Any, **kwargs: Any) -> Any:
+            return step_body(ns, *args, **kwargs)
 
         things: list[Any] = [model, lambda: ns["opt"]]
         things += [v for k, v in ns.items() if k.startswith("keep_")]
@@ -1094,3 +1094,25 @@ def test_a_plan_prints_its_equations_with_rule_names_and_user_lines() -> None:
     assert any(ln.lstrip().startswith("s") and " = matmul(" in ln for ln in lines)
     assert any("cross_entropy.vjp[0](" in ln for ln in lines) and any("_check_labels(s1, 3)" in ln for ln in lines)
     assert all("# test_capture_contract.py:" in ln for ln in lines[1:])
+
+
+def test_keyword_inputs_are_inputs_too() -> None:
+    def body(ns: dict[str, Any], x: Any, y: Any, scale: float = 1.0, mask: Any = None) -> Any:
+        out = ns["model"](ns["g"].constant(x))
+        if mask is not None:
+            out = out * ns["g"].constant(mask)
+        return train(ns, F.cross_entropy(out, y) * scale)
+
+    e, c = classifier(body)(), classifier(body)()
+    step = c.g.capture(c.fn)
+    rng = np.random.default_rng(4)
+    for i in range(5):
+        x, y = xy()(rng, i)
+        mask = (rng.random((6, 3)) > 0.3).astype(F32)
+        kw = {"scale": 1.0 + (i % 2), "mask": mask}
+        a = e.fn(x.copy(), y.copy(), **kw)
+        b = step(x.copy(), y.copy(), **kw)
+        assert _same(_arrays(a), _arrays(b)) and _same(e.state(), c.state())
+    assert step.replays == 3  # two plans: scale 1.0 and 2.0, each captured once
+    with pytest.raises(og.GraphError, match="test_capture_contract.py"):
+        c.g.capture(lambda x, *, m: (m * 2.0))(np.ones(3), m=np.ones(3))  # a keyword input is traced too
