@@ -54,7 +54,8 @@ def seed_gradient(loss: TensorHandle, seed: Any) -> Array:
             kind = np.asarray(seed).dtype.kind if not hasattr(seed, "dtype") else seed.dtype.kind
             if kind not in "biuf":
                 raise TypeError
-            g0 = xp.asarray(seed, dtype=data.dtype)
+            tr = loss.graph._tracer  # a captured step converts each call's seed (it may be the step's input)
+            g0 = xp.asarray(seed, dtype=data.dtype) if tr is None else tr.call(xp.asarray, seed, dtype=data.dtype)
         except (TypeError, ValueError):
             got = f"an array of dtype {seed.dtype}" if hasattr(seed, "dtype") else type(seed).__name__
             raise TypeError(f"g.backward: seed must be a real array or tensor of the loss's shape "

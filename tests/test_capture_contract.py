@@ -1116,3 +1116,19 @@ def test_keyword_inputs_are_inputs_too() -> None:
     assert step.replays == 3  # two plans: scale 1.0 and 2.0, each captured once
     with pytest.raises(og.GraphError, match="test_capture_contract.py"):
         c.g.capture(lambda x, *, m: (m * 2.0))(np.ones(3), m=np.ones(3))  # a keyword input is traced too
+
+
+def test_a_seed_given_as_an_input_is_each_call_s_seed() -> None:
+    def body(ns: dict[str, Any], x: Any, seed: Any) -> Any:
+        out = ns["model"](ns["g"].constant(x))
+        ns["opt"].step(ns["g"].backward(out, seed=seed))
+        return out
+
+    e, c = classifier(body)(), classifier(body)()
+    step = c.g.capture(c.fn)
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        x, seed = rng.normal(size=(6, 4)).astype(F32), rng.normal(size=(6, 3)).astype(F32)
+        assert _same(_arrays(e.fn(x.copy(), seed.copy())), _arrays(step(x.copy(), seed.copy())))
+        assert _same(e.state(), c.state())
+    assert step.replays == 3
