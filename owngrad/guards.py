@@ -91,7 +91,10 @@ class Guard:
         """Put the captured value back (a refused capture changes nothing it can undo)."""
         place, c = self.place, self.container
         if place is Place.ATTR and self.value is not _MISSING:
-            object.__setattr__(c, self.key, self.value)
+            if isinstance(c, (type, types.ModuleType)):
+                setattr(c, self.key, self.value)
+            else:  # as it was stored: around a class's own __setattr__ (a Module registers params there)
+                object.__setattr__(c, self.key, self.value)
         elif place is Place.ITEM:
             if self.value is not _MISSING:
                 c[self.key] = self.value
@@ -101,6 +104,9 @@ class Guard:
             c.cell_contents = self.value
         elif place is Place.ITEMS:
             c[:] = list(self.value)
+        elif place is Place.MEMBERS and type(c) is set:
+            c.clear()
+            c.update(self.value)
         elif place is Place.KEYS:
             d = c if isinstance(c, dict) else vars(c)
             for k in [k for k in d if k not in self.value]:

@@ -1132,3 +1132,24 @@ def test_a_seed_given_as_an_input_is_each_call_s_seed() -> None:
         assert _same(_arrays(e.fn(x.copy(), seed.copy())), _arrays(step(x.copy(), seed.copy())))
         assert _same(e.state(), c.state())
     assert step.replays == 3
+
+
+def test_a_refused_capture_restores_the_python_state_it_changed() -> None:
+    world = classifier(_plain)()
+    hist: list[Any] = []
+    seen: set[str] = set()
+
+    def fn(x: Any, y: Any) -> Any:
+        Config.scale = 7.0
+        CFGMOD.scale = 9.0  # type: ignore[attr-defined]
+        seen.add("called")
+        hist.append(1)
+        return train(world.extra, ce(world.extra, x, y))
+
+    Config.scale, CFGMOD.scale = 1.0, 1.0  # type: ignore[attr-defined]
+    x, y = xy()(np.random.default_rng(0), 0)
+    before = world.state()
+    with pytest.raises(og.GraphError, match="changing"):
+        world.g.capture(fn)(x, y)
+    assert Config.scale == 1.0 and CFGMOD.scale == 1.0 and not hist and not seen  # type: ignore[attr-defined]
+    assert _same(before, world.state()) and not world.g.pending()
