@@ -253,11 +253,16 @@ class _Walker:
             self.guards.append(Guard(Place.ITEMS, obj, None, tuple(obj), f"the items of {label}", live))
             for i, v in enumerate(obj[:256]):
                 self.visit(v, f"{label}[{i}]", live, depth + 1)
-        elif type(obj) is tuple:
+        elif isinstance(obj, tuple):  # named tuples too
             for i, v in enumerate(obj):
                 self.visit(v, f"{label}[{i}]", live, depth + 1)
         elif hasattr(obj, "__dict__") and not _is_library(type(obj)) or _walkable_owngrad(obj):
             self.instance(obj, label, live, depth)
+        elif not _is_library(type(obj)):  # a user object with __slots__ only (a slotted dataclass)
+            for name in _slot_names(type(obj)):
+                if hasattr(obj, name):
+                    self.add(Place.ATTR, obj, name, getattr(obj, name), f"{label}.{name}", live, depth)
+            self.visit(type(obj), label, live, depth + 1)
 
     def function(self, fn: types.FunctionType, label: str, live: bool, depth: int) -> None:
         if _is_library(fn) and not fn.__module__.startswith("owngrad.training"):
@@ -315,6 +320,14 @@ class _Walker:
         call = cls.__dict__.get("__call__")  # a callable object: what its __call__ reads
         if isinstance(call, types.FunctionType):
             self.visit(call, f"{label}.__call__", live, depth + 1)
+
+
+def _slot_names(cls: type) -> list[str]:
+    names: list[str] = []
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else [s for s in slots if s not in ("__dict__", "__weakref__")]
+    return names
 
 
 def _walkable_owngrad(obj: Any) -> bool:

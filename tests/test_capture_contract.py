@@ -1153,3 +1153,28 @@ def test_a_refused_capture_restores_the_python_state_it_changed() -> None:
         world.g.capture(fn)(x, y)
     assert Config.scale == 1.0 and CFGMOD.scale == 1.0 and not hist and not seen  # type: ignore[attr-defined]
     assert _same(before, world.state()) and not world.g.pending()
+
+
+@dataclass(slots=True)
+class SlottedSettings:
+    scale: float = 1.0
+
+
+def test_settings_in_slotted_objects_and_namespaces_are_guarded() -> None:
+    import argparse
+
+    def body(ns: dict[str, Any], x: Any, y: Any) -> Any:
+        return train(ns, ce(ns, x, y) * ns["s"].scale * ns["args"].lr)
+
+    worlds = [classifier(body, extra=lambda g, m, o: {"s": SlottedSettings(), "args": argparse.Namespace(lr=1.0)})()
+              for _ in range(2)]
+    e, c = worlds
+    step = c.g.capture(c.fn)
+    rng = np.random.default_rng(6)
+    for i in range(4):
+        for w in worlds:
+            w.extra["s"].scale = 1.0 + i
+            w.extra["args"].lr = 0.5 * (i % 2 + 1)
+        x, y = xy()(rng, i)
+        assert _same(_arrays(e.fn(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
+        assert _same(e.state(), c.state())
