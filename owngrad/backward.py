@@ -23,6 +23,7 @@ from .node import PENDING, Node
 from .roles import ReadOnly
 from .shapes import unbroadcast
 from .sites import Site, format_site
+from .tracer import value_check
 
 if TYPE_CHECKING:
     from .grads import Grads
@@ -113,6 +114,7 @@ def _backprop(node: Node, g: Array, grads: dict[Node, Array], check_finite: bool
         grads[p] = gi if prev is None else prev + gi if tr is None else tr.call(operator.add, prev, gi)
 
 
+@value_check
 def _check_finite(gi: Array, node_id: int, op: str, site: Site, i: int) -> None:
     if not bool(xp_of(gi).isfinite(gi).all()):
         raise GradError(f"g.backward(check_finite=True): the gradient flowing from node #{node_id} {op} "

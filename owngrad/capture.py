@@ -36,7 +36,7 @@ from .errors import BorrowError, GraphError
 from .guards import Guard, Place, collect, compile_checks
 from .handle import TensorHandle
 from .ledger import EXCLUSIVE, SHARED, acquire_all, release_all
-from .node import NodeState
+from .node import Node, NodeState
 from .roles import Role
 from .sites import Site, format_site, user_site
 from .tensor import Tensor
@@ -68,6 +68,7 @@ class _Graph(Protocol):
     _capture_lock: Any
     _mode: Any
     _pending: dict[Any, None]
+    _ids: Any
     rng: np.random.Generator
 
 
@@ -110,7 +111,18 @@ class Plan:
         self.holder = _StepHolder(site)
         self.site = site
         self.verified = False
-        self.replay = _compile(self.eqns, nin, _slots_of(ret))
+        self.failable = tracer.failable
+        self.replay, self._eqn_at_line = _compile(self.eqns, nin, _slots_of(ret))
+
+    def failed_at(self, exc: BaseException) -> int | None:
+        """The equation a compiled replay raised ``exc`` in (from its traceback), or None."""
+        tb = exc.__traceback__
+        at = None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == _REPLAY_FILE:
+                at = self._eqn_at_line.get(tb.tb_lineno)
+            tb = tb.tb_next
+        return at
 
     def __str__(self) -> str:
         """The plan, one equation a line: ``s7 = matmul.forward(s3, c1)    # train.py:24``."""
@@ -130,22 +142,29 @@ class Plan:
         i = self._check()
         return None if i < 0 else self.guards[i].label
 
-    def _borrow(self, requests: list[Any], kind: str, why: str, site: Site | None) -> list[Any]:
-        return acquire_all(requests, kind, self.holder, why, site, "captured step") if requests else []
+    def _borrows(self) -> list[Any] | None:
+        """The step's borrows, all or none: exclusive on what it writes, shared on the params it reads."""
+        try:
+            borrows = acquire_all(self.writes, EXCLUSIVE, self.holder, "updated by a captured step", None,
+                                  "captured step") if self.writes else []
+        except BorrowError:
+            return None
+        try:
+            if self.reads:
+                borrows += acquire_all(self.reads, SHARED, self.holder, "read by a captured step", None,
+                                       "captured step")
+        except BorrowError:
+            release_all(borrows)
+            return None
+        return borrows
 
-    def run(self, inputs: list[Any], replay: Callable[..., dict[int, Any]] | None = None) -> dict[int, Any]:
-        """Replay under the step's borrows: exclusive on what it writes, shared on the params it reads."""
+    def run(self, inputs: list[Any], replay: Callable[..., dict[int, Any]] | None = None) -> dict[int, Any] | None:
+        """Replay under the step's borrows; None, having touched nothing, when a live borrow conflicts with
+        them (the caller runs the step eagerly then, so it fails at the line and with the state it would)."""
+        borrows = self._borrows()
+        if borrows is None:
+            return None
         try:
-            borrows = self._borrow(self.writes, EXCLUSIVE, "updated by a captured step", None)
-        except BorrowError:  # again, for the message: the refused access is the user's call of the step
-            self._borrow(self.writes, EXCLUSIVE, "updated by a captured step", user_site())
-            raise
-        try:
-            try:
-                borrows += self._borrow(self.reads, SHARED, "read by a captured step", None)
-            except BorrowError:
-                self._borrow(self.reads, SHARED, "read by a captured step", user_site())
-                raise
             return (replay or self.replay)(*inputs)
         finally:
             release_all(borrows)
@@ -202,9 +221,9 @@ def _last_uses(eqns: list[Eqn], keep: set[int]) -> dict[int, list[int]]:
     return dead
 
 
-def _compile(eqns: list[Eqn], nin: int, ret_slots: list[int]) -> Callable[..., dict[int, Any]]:
+def _compile(eqns: list[Eqn], nin: int, ret_slots: list[int]) -> tuple[Callable[..., dict[int, Any]], dict[int, int]]:
     """The plan as one straight-line function ``replay(*inputs) -> {slot: value}`` (the slots returned):
-    what :func:`interpret` does, without its per-equation dispatch."""
+    what :func:`interpret` does, without its per-equation dispatch; and which equation each line runs."""
     names: dict[int, str] = {}
     space: dict[str, Any] = {}
 
@@ -224,6 +243,7 @@ def _compile(eqns: list[Eqn], nin: int, ret_slots: list[int]) -> Callable[..., d
         return const(spec[1])
 
     dead = _last_uses(eqns, set(ret_slots))
+    line_of: dict[int, int] = {}
     lines = [f"def replay({', '.join(f's{i}' for i in range(nin))}):"]
     for at, e in enumerate(eqns):
         parts = [expr(a) for a in e.args]
@@ -232,6 +252,7 @@ def _compile(eqns: list[Eqn], nin: int, ret_slots: list[int]) -> Callable[..., d
         if len(plain) < len(e.kwargs):
             parts.append("**{" + ", ".join(f"{k!r}: {expr(v)}" for k, v in e.kwargs.items() if k not in plain) + "}")
         call = f"{const(e.fn)}({', '.join(parts)})"
+        line_of[len(lines) + 1] = at
         if e.out is None:
             lines.append(f"    {call}")
         else:
@@ -242,10 +263,13 @@ def _compile(eqns: list[Eqn], nin: int, ret_slots: list[int]) -> Callable[..., d
             lines.append(f"    del {', '.join(f's{k}' for k in sorted(dead[at]))}")
     lines.append("    return {" + ", ".join(f"{k}: s{k}" for k in dict.fromkeys(ret_slots)) + "}")
     source = "\n".join(lines) + "\n"
-    exec(compile(source, "<owngrad captured step>", "exec"), space)  # noqa: S102 - generated from the plan above
+    exec(compile(source, _REPLAY_FILE, "exec"), space)  # noqa: S102 - generated from the plan above
     replay: Callable[..., dict[int, Any]] = space["replay"]
     replay.__doc__ = source
-    return replay
+    return replay, line_of
+
+
+_REPLAY_FILE = "<owngrad captured step>"
 
 
 def _template(tracer: Tracer, value: Any) -> Any:
@@ -461,9 +485,32 @@ class CapturedStep:
         inputs = [a._data if isinstance(a, TensorHandle) else a for a in args]
         if self.verify and not plan.verified:
             return self._verify(plan, sig, args, inputs)
-        values = plan.run(inputs)
+        try:
+            values = plan.run(inputs)
+        except Exception as e:
+            self._leave_pending(plan, plan.failed_at(e))
+            raise
+        if values is None:  # a live borrow conflicts with the step's: eagerly, it fails where it would
+            return self._eager(args, sig[1])
         self.replays += 1
         return _rebuild(self.graph, plan.ret, values)
+
+    def _leave_pending(self, plan: Plan, at: int | None) -> None:
+        """A replay raised in equation ``at`` (a value check): what the eager step leaves pending there --
+        its recorded nodes, with their shared borrows on the params they saved -- stands as one node, so
+        later writes and steps meet the same BorrowError as eagerly, until ``g.clear()``."""
+        held = plan.failable.get(at) if at is not None else None
+        if not held:
+            return
+        g: Any = self.graph  # the og.Graph (named by duck type: graph.py sits above this module)
+        e = plan.eqns[at]  # type: ignore[index]
+        node = Node(next(g._ids), g, f"{e.rule} (a captured step that raised)", (), (), e.site)
+        try:
+            node.borrows = acquire_all(held, SHARED, node, "saved for backward by the step that raised", e.site,
+                                       "save")
+        except BorrowError:
+            return
+        g._pending[node] = None
 
     def _mark_eager(self, sig: tuple[Any, ...]) -> None:
         self._plans[sig] = [_EAGER]
@@ -540,6 +587,7 @@ class CapturedStep:
         A refusal rolls the run back (state, Python values, pending nodes) and is raised."""
         g = self.graph
         tr = Tracer(g)
+        tr.pending_before = set(g._pending)
         traced = self._inputs(tr, args)
         reach = collect(self.fn, _identity_only)
         guards = reach.guards
@@ -622,7 +670,17 @@ class CapturedStep:
         what this call returns). A difference warns, naming the first differing equation, and the
         signature runs eagerly from then on."""
         snap = _Snapshot(plan)
-        env = plan.run(inputs, lambda *ins: interpret(plan.eqns, ins))
+        try:
+            env = plan.run(inputs, lambda *ins: interpret(plan.eqns, ins))
+            if env is None:  # a live borrow conflicts with the step's: eagerly, it fails where it would
+                return self._eager(args, sig[1])
+        except Exception:  # the eager step decides: it raises as it would, or the plan is not the step
+            snap.restore()
+            out = self._eager(args, sig[1])
+            warnings.warn(f"g.capture: the replay of {name_of(self.fn)} raised where the eager step did not; this "
+                          "signature runs eagerly from now on", RuntimeWarning, stacklevel=4)
+            self._mark_eager(sig)
+            return out
         after = snap.now()
         snap.restore()
         with self.graph._capture_lock:

@@ -26,7 +26,7 @@ from .sites import Site, format_site, user_site
 from .traced import TracedGenerator, TracedNumber, refusal, unwrap
 
 __all__ = ["Eqn", "Tracer", "interpret", "name_of", "note_module", "recorded", "recorded_number", "SLOT", "CONST",
-           "SEQ", "activate", "deactivate"]
+           "SEQ", "activate", "deactivate", "value_check", "ValueCheck"]
 
 SLOT, CONST, SEQ = 0, 1, 2  # operand specs: (SLOT, k), (CONST, value), (SEQ, type, specs)
 _SLOT, _CONST, _SEQ = SLOT, CONST, SEQ
@@ -46,6 +46,26 @@ class Eqn(NamedTuple):
     kwargs: dict[str, Any]
     out: Any  # (slot, element slots or None) or None
     site: Site
+
+
+class ValueCheck:
+    """A check library code records (a label or index range, ``check_finite``): it raises on bad values, at
+    capture and at every replay; a replay that raises there leaves pending what the eager step would
+    (``Tracer.failable``). Made by the decorator :func:`value_check`."""
+
+    __slots__ = ("fn", "__qualname__")
+
+    def __init__(self, fn: Callable[..., None]) -> None:
+        self.fn = fn
+        self.__qualname__ = fn.__qualname__
+
+    def __call__(self, *args: Any) -> None:
+        self.fn(*args)
+
+
+def value_check(fn: Callable[..., None]) -> ValueCheck:
+    """``@value_check``: ``fn`` as a :class:`ValueCheck`."""
+    return ValueCheck(fn)
 
 
 def name_of(fn: Any) -> str:
@@ -73,6 +93,11 @@ class Tracer:
         self.generators: dict[int, tuple[np.random.Generator, Any]] = {}  # drawn from by recorded calls
         self.exempt: set[tuple[int, Any]] = set()  # (object, attribute) changed by recorded calls
         self.prev: Tracer | None = None  # the tracer this one's capture interrupted in this thread, if any
+        #: the graph's pending nodes when the capture began
+        self.pending_before: set[Any] = set()
+        #: equation -> the borrows the step's pending nodes held when it ran, for the equations a replay can
+        #: raise in (value checks, gathers): an eager step that raises there leaves those nodes pending
+        self.failable: dict[int, list[tuple[Any, Any]]] = {}
         self.rng: Any = None  # the graph's generator, while g.rng is traced
         self.rebound_rng: Any = None  # what the step set g.rng to, if it rebound it
 
@@ -109,6 +134,9 @@ class Tracer:
         if self.mine():
             self.eqns.append(Eqn(rule or name_of(fn), fn, tuple(self.ref(a) for a in args),
                                  {k: self.ref(v) for k, v in kwargs.items()}, self._out(out), user_site()))
+            if type(fn) is ValueCheck or rule == "gather":
+                self.failable[len(self.eqns) - 1] = [(b.ledger, b.region) for n in self.graph._pending
+                                                     if n not in self.pending_before for b in n.borrows]
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` on the real values of ``args`` and record it."""
@@ -221,11 +249,16 @@ def _value(spec: tuple[Any, ...], env: dict[int, Any]) -> Any:
     return spec[1]
 
 
-def interpret(eqns: Sequence[Eqn], inputs: Sequence[Any]) -> dict[int, Any]:
-    """Run a plan's equations on ``inputs``; every slot's value."""
+def interpret(eqns: Sequence[Eqn], inputs: Sequence[Any], where: list[int] | None = None) -> dict[int, Any]:
+    """Run a plan's equations on ``inputs``; every slot's value. If one raises, its index goes into ``where``."""
     env: dict[int, Any] = dict(enumerate(inputs))
-    for e in eqns:
-        out = e.fn(*[_value(a, env) for a in e.args], **{k: _value(v, env) for k, v in e.kwargs.items()})
+    for at, e in enumerate(eqns):
+        try:
+            out = e.fn(*[_value(a, env) for a in e.args], **{k: _value(v, env) for k, v in e.kwargs.items()})
+        except BaseException:
+            if where is not None:
+                where.append(at)
+            raise
         if e.out is not None:
             k, elems = e.out
             env[k] = out

@@ -20,7 +20,7 @@ from ..errors import ShapeError
 from ..handle import array_of
 from ..rules import defrule
 from ..tensor import Tensor
-from ..tracer import recorded
+from ..tracer import recorded, value_check
 from .losses import binary_cross_entropy, check_reduction, huber_loss, kl_div, l1_loss, nll_loss, reduce, smooth_l1_loss
 from .utils import pair, tensor_of
 
@@ -109,6 +109,7 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
     return out
 
 
+@value_check
 def _check_labels(y: Array, c: int) -> None:
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= c:
@@ -116,6 +117,7 @@ def _check_labels(y: Array, c: int) -> None:
         raise ValueError(f"cross_entropy: label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
 
 
+@value_check
 def _check_indices(idx: Array, n: int) -> None:
     lo, hi = int(idx.min()), int(idx.max())
     if lo < 0 or hi >= n:
