@@ -440,6 +440,12 @@ def _one_bad_label(rng: np.random.Generator, i: int) -> tuple[Any, ...]:
     return x, y
 
 
+def _isinstance_branch(ns: dict[str, Any], x: Any, y: Any) -> Any:
+    if isinstance(x, np.ndarray) and x.dtype == np.float32:  # taken eagerly: so it is while capturing
+        x = x.astype(np.float64)
+    return train(ns, ce(ns, x, y))
+
+
 def _embedding_step(ns: dict[str, Any], idx: Any, y: Any) -> Any:
     h = ns["emb"](idx).sum(axis=1)
     loss = F.cross_entropy(ns["model"](h), y)
@@ -779,6 +785,7 @@ CASES = [
     Case("clip_norm_value_returned", classifier(_clip_value_returned), xy()),
     Case("dropout_seeded", classifier(_dropout_seed), xy()),
     Case("label_out_of_range", classifier(_plain), _bad_label_batches),
+    Case("isinstance_branch_on_input", classifier(_isinstance_branch), xy(), REFUSE),
     # the eager step that raised leaves its forward pending: every later step is refused at opt.step
     Case("steps_after_a_raised_step", classifier(_plain, bn=True), _one_bad_label, steps=4),
     Case("embedding_index_out_of_range", classifier(_embedding_step, extra=_with_embedding), _emb_batches),
