@@ -11,6 +11,7 @@ the captured one must raise too.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import types
 from collections.abc import Callable
@@ -1196,3 +1197,40 @@ def test_settings_in_slotted_objects_and_namespaces_are_guarded() -> None:
         x, y = xy()(rng, i)
         assert _same(_arrays(e.fn(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
         assert _same(e.state(), c.state())
+
+
+FEATURES = ("dropout", "batchnorm", "adam", "clip", "accumulate", "scale", "toggle_eval")
+
+
+def _combined(features: frozenset[str]) -> Case:
+    """One program from a set of features, with the outside changes that go with them."""
+    def body(ns: dict[str, Any], x: Any, y: Any) -> Any:
+        g = ns["g"]
+        loss = ce(ns, x, y) * (ns["cfg"]["scale"] if "scale" in features else 1.0)
+        grads = g.backward(loss)
+        if "accumulate" in features:
+            g.backward(ce(ns, x, y) * 0.5, into=grads)
+        if "clip" in features:
+            grads.clip_norm_(ns["cfg"]["clip"])
+        ns["opt"].step(grads)
+        return loss
+
+    def change(ns: dict[str, Any], i: int) -> None:
+        ns["cfg"]["scale"] = 1.0 + 0.5 * i
+        ns["cfg"]["clip"] = [0.05, 10.0, 0.2, 0.01][i % 4]
+        if "toggle_eval" in features:
+            ns["model"].train(i != 2)
+
+    build = classifier(body, drop=0.3 if "dropout" in features else 0.0, bn="batchnorm" in features,
+                       adam="adam" in features, extra=lambda g, m, o: {"cfg": {"scale": 1.0, "clip": 1.0}},
+                       change=change)
+    return Case("+".join(sorted(features)) or "plain", build, xy(), steps=5)
+
+
+COMBOS = [frozenset(f for f, on in zip(FEATURES, bits) if on)
+          for bits in itertools.product((False, True), repeat=len(FEATURES))][::3]
+
+
+@pytest.mark.parametrize("features", COMBOS, ids=lambda f: "+".join(sorted(f)) or "plain")
+def test_combined_programs_equal_eager(features: frozenset[str]) -> None:
+    assert run_case(_combined(features)) == "eq"
