@@ -527,7 +527,8 @@ class CapturedStep:
         g = self.graph
         tr0 = g._tracer
         if tr0 is not None and tr0.mine():
-            raise GraphError("g.capture: a captured step cannot call another captured step of the same graph")
+            raise GraphError(f"g.capture: a captured step cannot call another captured step of the same graph (at "
+                             f"{format_site(user_site())})\n  help: call the inner function directly")
         with g._capture_lock:  # one capture at a time per graph: a second thread's first call waits, then replays
             found = self._lookup(sig, args)
             if found is not _MISS:
@@ -562,10 +563,10 @@ class CapturedStep:
         for i, a in enumerate(args):
             if isinstance(a, TensorHandle):
                 if a.graph is not g or a._root._kind is Role.PARAM:
-                    raise GraphError(f"g.capture: the inputs of a captured step are data (arrays, numbers, constant "
-                                     f"tensors of this graph); got {a._label()}, "
-                                     f"{'a param' if a.graph is g else 'a tensor of another graph'}\n  help: use "
-                                     "the param inside the step function instead of passing it in")
+                    kind = "a param" if a.graph is g else "a tensor of another graph"
+                    raise refusal(f"input #{i} ({a._label()}, {kind}): the inputs of a captured step are data "
+                                  "(arrays, numbers, constant tensors of this graph), and", format_site(user_site()),
+                                  "use the param inside the step function instead of passing it in")
                 if a._grad_node() is not None:
                     raise refusal(f"input #{i} ({a._label()}), which carries gradient history,",
                                   format_site(user_site()), "a replay cannot extend that history: pass a constant "

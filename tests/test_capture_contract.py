@@ -1228,7 +1228,7 @@ def _combined(features: frozenset[str]) -> Case:
 
 
 COMBOS = [frozenset(f for f, on in zip(FEATURES, bits) if on)
-          for bits in itertools.product((False, True), repeat=len(FEATURES))][::3]
+          for bits in itertools.product((False, True), repeat=len(FEATURES))][::5]
 
 
 @pytest.mark.parametrize("features", COMBOS, ids=lambda f: "+".join(sorted(f)) or "plain")
