@@ -321,7 +321,8 @@ def test_inputs_are_data_and_a_returned_param_is_the_live_tensor() -> None:
         assert same is w
     assert np.allclose(w.numpy(), 1 - 1.5 * np.arange(3.0)) and run.replays == 2
     with pytest.raises(og.GraphError,
-                       match=r"input #0 \(.*, a param\): the inputs of a captured step are data .* at test_capture\.py:\d+"):
+                       match=r"input #0 \(.*, a param\): the inputs of a captured step are data .* at "
+                             r"test_capture\.py:\d+"):
         g.capture(lambda t: (t * 2).sum())(w)
     loss, same = run(x=np.arange(3.0))  # a keyword input is an input like the others
     assert same is w and run.plans == 2
