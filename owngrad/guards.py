@@ -211,6 +211,7 @@ class _Walker:
         self.keep: list[Any] = []  # what was seen stays alive while walking: ids are not reused
         self.generators: list[tuple[str, np.random.Generator]] = []
         self.stop = stop
+        self.names: set[str] = set()  # every name the user code walked mentions (attributes it may read)
 
     def add(self, place: Place, container: Any, key: Any, value: Any, label: str, live: bool, depth: int) -> None:
         if len(self.guards) >= _MAX_GUARDS:
@@ -275,6 +276,7 @@ class _Walker:
             self.add(Place.CELL, cell, None, value, f"the closure variable {name!r}", live, depth)
         glob = fn.__globals__
         names = list(dict.fromkeys(_code_names(fn.__code__)))
+        self.names.update(names)
         for name in names:
             if name in glob:
                 value = glob[name]
@@ -350,4 +352,13 @@ def collect(fn: Any, stop: Callable[[Any], bool]) -> Reach:
     tensor or a graph)."""
     w = _Walker(stop)
     w.visit(fn, getattr(fn, "__qualname__", "the step function"), False, 0)
-    return Reach(w.guards, w.generators, w.seen, w.keep)
+    # a plain user object's attributes are guarded when user code names them (a trainer's counter that
+    # the step never reads does not invalidate the plan); owngrad's objects are read by owngrad: all of them
+    guards = [gd for gd in w.guards if gd.place is not Place.ATTR or gd.key in w.names or
+              not _plain_user_object(gd.container)]
+    return Reach(guards, w.generators, w.seen, w.keep)
+
+
+def _plain_user_object(obj: Any) -> bool:
+    return not isinstance(obj, (type, types.ModuleType)) and not getattr(type(obj), "_capture_walk", False) \
+        and not _is_library(type(obj))

@@ -1234,3 +1234,27 @@ COMBOS = [frozenset(f for f, on in zip(FEATURES, bits) if on)
 @pytest.mark.parametrize("features", COMBOS, ids=lambda f: "+".join(sorted(f)) or "plain")
 def test_combined_programs_equal_eager(features: frozenset[str]) -> None:
     assert run_case(_combined(features)) == "eq"
+
+
+def test_an_attribute_the_step_never_names_does_not_invalidate_the_plan() -> None:
+    class Loop:
+        def __init__(self, ns: dict[str, Any]) -> None:
+            self.ns = ns
+            self.iteration = 0  # counted outside the step, never read by it
+            self.weight = 1.0
+
+        def step(self, x: Any, y: Any) -> Any:
+            return train(self.ns, ce(self.ns, x, y) * self.weight)
+
+    e, c = classifier(_plain)(), classifier(_plain)()
+    le, lc = Loop(e.extra), Loop(c.extra)
+    step = c.g.capture(lc.step)
+    rng = np.random.default_rng(7)
+    for i in range(5):
+        for lp in (le, lc):
+            lp.iteration += 1
+            lp.weight = 2.0 if i == 3 else 1.0  # read by the step: a new plan, then the first again
+        x, y = xy()(rng, i)
+        assert _same(_arrays(le.step(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
+        assert _same(e.state(), c.state())
+    assert step.replays == 3 and step.eager_calls == 2
