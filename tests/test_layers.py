@@ -14,10 +14,10 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parent.parent / "owngrad"
 
 #: the modules of the one cycle left in the core (see docs/architecture.md); it may shrink, never grow
-KNOWN_CYCLE = {"backward", "capture", "factory", "grads", "graph", "handle", "inplace", "node", "operands", "ops",
-               "tensor", "tensor_math", "tensor_views"}
+KNOWN_CYCLE = {"backward", "capture", "factory", "grads", "graph", "handle", "inplace", "node", "operands", "tensor",
+               "tensor_math", "tensor_views"}
 ENGINE_RECORD = {"traced", "tracer", "guards"}
-UPPER = KNOWN_CYCLE | {"nn", "optim", "training", "data", "io", "distributed"}
+UPPER = KNOWN_CYCLE | {"ops", "nn", "optim", "training", "data", "io", "distributed"}
 
 
 def _module(path: Path) -> str:
@@ -129,7 +129,7 @@ def test_the_engine_record_imports_no_tensor_graph_or_gradient_module() -> None:
 def test_no_module_joins_an_import_cycle() -> None:
     found = cycles(import_graph())
     assert all(comp <= KNOWN_CYCLE for comp in found), [sorted(c) for c in found]
-    assert not any(comp & ENGINE_RECORD for comp in found)
+    assert not any(comp & (ENGINE_RECORD | {"ops"}) for comp in found)
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
