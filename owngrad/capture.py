@@ -26,7 +26,7 @@ import random
 import types
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -107,6 +107,7 @@ class Plan:
         self.objects = [obj for obj, _ in tracer.objects.values()]
         self.generators = [gen for gen, _ in tracer.generators.values()]
         self.writes = [(t._storage.ledger, t._region) for t in writes]
+        self.input_writes = sorted(tracer.input_writes)
         self.reads = [(t._storage.ledger, t._region) for k, t in tracer.reads.items() if k not in tracer.writes]
         self.holder = _StepHolder(site)
         self.site = site
@@ -142,11 +143,18 @@ class Plan:
         i = self._check()
         return None if i < 0 else self.guards[i].label
 
-    def _borrows(self) -> list[Any] | None:
-        """The step's borrows, all or none: exclusive on what it writes, shared on the params it reads."""
+    def _borrows(self, args: Sequence[Any] = ()) -> list[Any] | None:
+        """The step's borrows, all or none: exclusive on what it writes (the input tensors it writes among
+        them: this call's ``args``), shared on the params it reads."""
+        writes = self.writes
+        if self.input_writes:
+            ts = [args[i] for i in self.input_writes]
+            if any(t._readonly for t in ts):  # a read-only input: eagerly, the write is refused
+                return None
+            writes = writes + [(t._storage.ledger, t._region) for t in ts]
         try:
-            borrows = acquire_all(self.writes, EXCLUSIVE, self.holder, "updated by a captured step", None,
-                                  "captured step") if self.writes else []
+            borrows = acquire_all(writes, EXCLUSIVE, self.holder, "updated by a captured step", None,
+                                  "captured step") if writes else []
         except BorrowError:
             return None
         try:
@@ -158,10 +166,11 @@ class Plan:
             return None
         return borrows
 
-    def run(self, inputs: list[Any], replay: Callable[..., dict[int, Any]] | None = None) -> dict[int, Any] | None:
+    def run(self, inputs: list[Any], replay: Callable[..., dict[int, Any]] | None = None,
+            args: Sequence[Any] = ()) -> dict[int, Any] | None:
         """Replay under the step's borrows; None, having touched nothing, when a live borrow conflicts with
         them (the caller runs the step eagerly then, so it fails at the line and with the state it would)."""
-        borrows = self._borrows()
+        borrows = self._borrows(args)
         if borrows is None:
             return None
         try:
@@ -486,7 +495,7 @@ class CapturedStep:
         if self.verify and not plan.verified:
             return self._verify(plan, sig, args, inputs)
         try:
-            values = plan.run(inputs)
+            values = plan.run(inputs, None, args)
         except Exception as e:
             self._leave_pending(plan, plan.failed_at(e))
             raise
@@ -589,6 +598,7 @@ class CapturedStep:
         g = self.graph
         tr = Tracer(g)
         tr.pending_before = set(g._pending)
+        tr.ninputs = len(args)
         traced = self._inputs(tr, args)
         reach = collect(self.fn, _identity_only)
         guards = reach.guards
@@ -672,7 +682,7 @@ class CapturedStep:
         signature runs eagerly from then on."""
         snap = _Snapshot(plan)
         try:
-            env = plan.run(inputs, lambda *ins: interpret(plan.eqns, ins))
+            env = plan.run(inputs, lambda *ins: interpret(plan.eqns, ins), args)
             if env is None:  # a live borrow conflicts with the step's: eagerly, it fails where it would
                 return self._eager(args, sig[1])
         except Exception:  # the eager step decides: it raises as it would, or the plan is not the step

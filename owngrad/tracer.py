@@ -95,6 +95,8 @@ class Tracer:
         self.prev: Tracer | None = None  # the tracer this one's capture interrupted in this thread, if any
         #: the graph's pending nodes when the capture began
         self.pending_before: set[Any] = set()
+        self.ninputs = 0  # the step's inputs are slots 0 .. ninputs - 1
+        self.input_writes: set[int] = set()  # the input tensors the step writes in place
         #: equation -> the borrows the step's pending nodes held when it ran, for the equations a replay can
         #: raise in (value checks, gathers): an eager step that raises there leaves those nodes pending
         self.failable: dict[int, list[tuple[Any, Any]]] = {}
@@ -190,10 +192,14 @@ class Tracer:
             return
         for t in ts:
             root = t._root
-            self.writes[id(root)] = root
             arr = root._data
-            if id(arr) not in self.undo and id(arr) not in self.ids:  # the step's own arrays need no undo
-                self.undo[id(arr)] = (arr, arr.copy())
+            k = self.ids.get(id(arr), self.ids.get(id(t._data)))
+            if k is not None and k < self.ninputs:  # an input tensor: each call's own input is borrowed
+                self.input_writes.add(k)
+            else:
+                self.writes[id(root)] = root
+            if id(arr) not in self.undo and (id(arr) not in self.ids or k is not None and k < self.ninputs):
+                self.undo[id(arr)] = (arr, arr.copy())  # the step's own new arrays need no undo
 
     def refuse(self, what: str, site: Site | None = None, help: str = "") -> None:
         """Something the plan cannot reproduce: a GraphError at the user's line."""

@@ -1258,3 +1258,31 @@ def test_an_attribute_the_step_never_names_does_not_invalidate_the_plan() -> Non
         assert _same(_arrays(le.step(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
         assert _same(e.state(), c.state())
     assert step.replays == 3 and step.eager_calls == 2
+
+
+def test_a_step_that_writes_into_its_input_tensor_borrows_each_call_s_input() -> None:
+    def body(ns: dict[str, Any], xt: Any, y: Any) -> Any:
+        with ns["g"].no_grad():
+            xt *= 0.5  # in place, into the caller's tensor
+        return train(ns, F.cross_entropy(ns["model"](xt), y))
+
+    e, c = classifier(body)(), classifier(body)()
+    step = c.g.capture(c.fn)
+    rng = np.random.default_rng(8)
+    for i in range(4):
+        x, y = xy()(rng, i)
+        xe, xc = e.g.constant(x), c.g.constant(x)
+        if i == 2:  # a frozen input: the write is refused, eagerly and captured
+            xe, xc = e.g.freeze(xe), c.g.freeze(xc)
+        if i == 3:  # a pending result saved the input (matmul saves it for the weight's gradient)
+            pe, pc = e.extra["model"](xe).sum(), c.extra["model"](xc).sum()
+        oe, oc = _attempt(e, e.fn, (xe, y.copy())), _attempt(c, step, (xc, y.copy()))
+        assert oe[0] == oc[0], (i, oe, oc)
+        if oe[0] == "err":
+            assert type(oe[1]) is type(oc[1]) is og.BorrowError
+        else:
+            assert _same(_arrays(oe[1]), _arrays(oc[1]))
+        assert _same([xe.numpy()], [xc.numpy()]) and _same(e.state(), c.state())
+    assert step.replays == 1  # the call with a frozen input, and the one with a borrowed input, ran eagerly
+    e.g.free(pe)
+    c.g.free(pc)
