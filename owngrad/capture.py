@@ -458,8 +458,9 @@ class CapturedStep:
         return [p for entry in self._plans.values() for p in entry if p is not None]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        keys = tuple(sorted(kwargs))
-        if keys:  # keyword inputs: inputs like the others, after the positional ones (their names key the plan)
+        keys: tuple[str, ...] = ()
+        if kwargs:  # keyword inputs: inputs like the others, after the positional ones (their names key the plan)
+            keys = tuple(sorted(kwargs))
             args = (*args, *(kwargs[k] for k in keys))
         sig = _signature(args, self.graph._mode.enabled, keys)
         if sig is None:  # an input that is neither an array, a tensor nor a hashable value: no plan can key it
