@@ -7,8 +7,9 @@ refusals that keep the replay honest.
 It trains two identical models (same seeds, same batches), one eagerly and one through a captured
 step, checks that their losses and weights are bitwise equal after every step, and prints the time
 per step of each. Then it shows two refusals: converting the loss to a Python float inside the
-captured function (refused at capture, naming the line), and replaying while an eager result still
-holds a borrow on a weight the step updates (the same BorrowError an eager step raises).
+captured function (refused at capture, naming the line, with everything the step did undone), and
+calling the step while an eager result still holds a borrow on a weight the step updates (it is not
+replayed: it runs eagerly and raises the eager step's BorrowError, at the optimizer's line).
 """
 
 from __future__ import annotations

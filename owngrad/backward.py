@@ -23,11 +23,12 @@ from .node import PENDING, Node
 from .roles import ReadOnly
 from .shapes import unbroadcast
 from .sites import Site, format_site
+from .tracer import value_check
 
 if TYPE_CHECKING:
-    from .capture import Tracer
     from .grads import Grads
     from .tensor import Tensor
+    from .tracer import Tracer
 
 __all__ = ["seed_gradient", "topo_order", "walk"]
 
@@ -54,7 +55,8 @@ def seed_gradient(loss: TensorHandle, seed: Any) -> Array:
             kind = np.asarray(seed).dtype.kind if not hasattr(seed, "dtype") else seed.dtype.kind
             if kind not in "biuf":
                 raise TypeError
-            g0 = xp.asarray(seed, dtype=data.dtype)
+            tr = loss.graph._tracer  # a captured step converts each call's seed (it may be the step's input)
+            g0 = xp.asarray(seed, dtype=data.dtype) if tr is None else tr.call(xp.asarray, seed, dtype=data.dtype)
         except (TypeError, ValueError):
             got = f"an array of dtype {seed.dtype}" if hasattr(seed, "dtype") else type(seed).__name__
             raise TypeError(f"g.backward: seed must be a real array or tensor of the loss's shape "
@@ -97,7 +99,8 @@ def _backprop(node: Node, g: Array, grads: dict[Node, Array], check_finite: bool
     for i, p in enumerate(node.parents):
         if p is None:
             continue
-        gi = node.vjp(i, g) if tr is None else tr.call(node.vjp_fn(i), g, *node.saved, **node.attrs)
+        gi = node.vjp(i, g) if tr is None else tr.call_rule(f"{node.op}.vjp[{i}]", node.vjp_fn(i), g, *node.saved,
+                                                                        **node.attrs)
         shape = node.in_shapes[i]
         assert shape is not None  # a parent that gets a gradient has its shape recorded
         if gi.shape != shape:
@@ -111,6 +114,7 @@ def _backprop(node: Node, g: Array, grads: dict[Node, Array], check_finite: bool
         grads[p] = gi if prev is None else prev + gi if tr is None else tr.call(operator.add, prev, gi)
 
 
+@value_check
 def _check_finite(gi: Array, node_id: int, op: str, site: Site, i: int) -> None:
     if not bool(xp_of(gi).isfinite(gi).all()):
         raise GradError(f"g.backward(check_finite=True): the gradient flowing from node #{node_id} {op} "

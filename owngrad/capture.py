@@ -23,12 +23,11 @@ runs eagerly from then on. docs/capture.md has the details.
 from __future__ import annotations
 
 import random
-import threading
 import types
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,213 +36,44 @@ from .errors import BorrowError, GraphError
 from .guards import Guard, Place, collect, compile_checks
 from .handle import TensorHandle
 from .ledger import EXCLUSIVE, SHARED, acquire_all, release_all
-from .node import NodeState
+from .node import Node, NodeState
 from .roles import Role
 from .sites import Site, format_site, user_site
-from .traced import CaptureRefused, TracedArray, TracedGenerator, TracedNumber, refusal, unwrap
-
-if TYPE_CHECKING:
-    from .graph import Graph
+from .tensor import Tensor
+from .traced import CaptureRefused, TracedArray, TracedGenerator, TracedNumber, refusal
+from .tracer import (
+    CONST,
+    SEQ,
+    SLOT,
+    Eqn,
+    Tracer,
+    activate,
+    deactivate,
+    interpret,
+    name_of,
+    note_module,
+    recorded,
+    recorded_number,
+)
 
 __all__ = ["CapturedStep"]
+# the recorder's entry points, for library code written against this module
+_REEXPORTED = (note_module, recorded, recorded_number)
 
-_SLOT, _CONST, _SEQ = 0, 1, 2
-_PLAIN = (bool, int, float, str)
-_ACTIVE = threading.local()  # the tracer of the capture running in this thread (for modules' train/eval mode)
-_CAPTURING = 0  # how many captures are running, in any thread (changed under _COUNT_LOCK)
-_COUNT_LOCK = threading.Lock()
+
+class _Graph(Protocol):
+    """What a captured step uses of its graph (graph.py sits above this module and makes the steps)."""
+
+    _tracer: Tracer | None
+    _capture_lock: Any
+    _mode: Any
+    _pending: dict[Any, None]
+    _ids: Any
+    rng: np.random.Generator
+
+
+_SLOT, _CONST, _SEQ = SLOT, CONST, SEQ
 _EAGER = None  # a signature's entry that runs eagerly from now on
-
-
-class Eqn(NamedTuple):
-    """One recorded array call: ``out = fn(*args, **kwargs)``; operands are slot or constant specs."""
-
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    out: Any  # (slot, element slots or None) or None
-    site: Site
-
-
-def _name(fn: Any) -> str:
-    return getattr(fn, "__qualname__", None) or type(fn).__name__
-
-
-class Tracer:
-    """Records the array calls of one eager run of a step, with their operands as slots or constants,
-    and keeps what it needs to undo the run (the first value of everything it wrote)."""
-
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
-        #: the capturing thread: work other threads do on the graph meanwhile is not part of the step
-        self.thread = threading.get_ident()
-        self.ids: dict[int, int] = {}
-        self.keep: list[Any] = []  # slot k's capture-time object is keep[k]: ids are not reused
-        self.alive: list[Any] = []  # traced values handed to the step, kept alive for the same reason
-        self.eqns: list[Eqn] = []
-        self.modules: dict[int, tuple[Any, bool]] = {}
-        self.reads: dict[int, TensorHandle] = {}
-        self.writes: dict[int, TensorHandle] = {}
-        self.undo: dict[int, tuple[Any, Any]] = {}  # id(array) -> (array, its first value)
-        self.objects: dict[int, tuple[Any, dict[str, Any]]] = {}  # objects whose recorded methods ran
-        self.generators: dict[int, tuple[np.random.Generator, Any]] = {}  # drawn from by recorded calls
-        self.exempt: set[tuple[int, Any]] = set()  # (object, attribute) changed by recorded calls
-        self.prev: Tracer | None = None  # the tracer this one's capture interrupted in this thread, if any
-        self.rng: Any = None  # the graph's generator, while g.rng is traced
-        self.rebound_rng: Any = None  # what the step set g.rng to, if it rebound it
-
-    # --- slots ---
-    def slot(self, obj: Any) -> int:
-        k = len(self.keep)
-        self.ids[id(obj)] = k
-        self.keep.append(obj)
-        return k
-
-    def ref(self, v: Any) -> tuple[Any, ...]:
-        k = self.ids.get(id(v))
-        if k is not None:
-            return (_SLOT, k)
-        if type(v) in (tuple, list) and any(id(x) in self.ids or type(x) in (tuple, list) for x in v):
-            return (_SEQ, type(v), tuple(self.ref(x) for x in v))
-        return (_CONST, v.value if type(v) is TracedGenerator else v)  # the plan draws from the generator itself
-
-    def _out(self, out: Any) -> Any:
-        if out is None or type(out) in _PLAIN:  # exactly: numpy's float64 scalars are floats too
-            return None
-        k = self.slot(out)
-        if type(out) is tuple:
-            return (k, tuple(None if x is None or type(x) in _PLAIN else self.slot(x) for x in out))
-        return (k, None)
-
-    # --- recording ---
-    def mine(self) -> bool:
-        return threading.get_ident() == self.thread
-
-    def note(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
-        """Record ``out = fn(*args, **kwargs)``, a call that has just run."""
-        if self.mine():
-            self.eqns.append(Eqn(fn, tuple(self.ref(a) for a in args), {k: self.ref(v) for k, v in kwargs.items()},
-                                 self._out(out), user_site()))
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn`` on the real values of ``args`` and record it."""
-        if not self.mine():
-            return fn(*args, **kwargs)
-        real = tuple(unwrap(a) for a in args)
-        self._before(fn, real)
-        own = getattr(fn, "__self__", None)
-        before = dict(vars(own)) if own is not None and id(own) in self.objects else None
-        out = fn(*real, **{k: unwrap(v) for k, v in kwargs.items()})
-        if before is not None:
-            self.exempt.update((id(own), k) for k, v in vars(own).items() if before.get(k, self) is not v)
-        self.note(fn, args, kwargs, out)
-        return out
-
-    def number(self, fn: Callable[..., Any], label: str, *args: Any) -> Any:
-        """``fn(*args)``, a Python number computed from the step's values: recorded, and traced (a
-        :class:`TracedNumber` that stands for the number)."""
-        value = self.call(fn, *args)
-        traced = TracedNumber(value, label)
-        eqn = self.eqns[-1]
-        self.eqns[-1] = eqn._replace(out=(self.slot(value), None))
-        self.ids[id(traced)] = self.ids[id(value)]
-        self.alive.append(traced)
-        return traced
-
-    def _before(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        """What a recorded call may change, kept for undo: its object's attributes, generators it draws from."""
-        own = getattr(fn, "__self__", None)
-        if own is not None and hasattr(own, "__dict__") and not isinstance(own, TensorHandle) \
-                and id(own) not in self.objects:
-            self.objects[id(own)] = (own, dict(vars(own)))
-        for a in args:
-            gen = a if isinstance(a, np.random.Generator) else \
-                unwrap(getattr(a, "rng", None)) if a is self.graph else None
-            if isinstance(gen, np.random.Generator) and id(gen) not in self.generators:
-                self.generators[id(gen)] = (gen, gen.bit_generator.state)
-
-    def read(self, t: TensorHandle) -> None:
-        root = t._root
-        if root._kind is Role.PARAM and self.mine():
-            self.reads[id(root)] = root
-
-    def write(self, ts: Sequence[Any]) -> None:
-        """Tensors about to be written in place: a replay borrows them exclusively, an undo restores them."""
-        if not self.mine():
-            return
-        for t in ts:
-            root = t._root
-            self.writes[id(root)] = root
-            arr = root._data
-            if id(arr) not in self.undo and id(arr) not in self.ids:  # the step's own arrays need no undo
-                self.undo[id(arr)] = (arr, arr.copy())
-
-    def refuse(self, what: str, site: Site | None = None, help: str = "") -> None:
-        """Something the plan cannot reproduce: a GraphError at the user's line."""
-        if not self.mine():
-            return
-        help = help or "keep it outside the captured function (return the tensor and convert it after the call)"
-        raise refusal(what, format_site(site if site is not None else user_site()), help)
-
-    def rollback(self) -> None:
-        """Undo what the run changed: arrays written, objects of recorded methods, generators drawn from."""
-        for arr, old in self.undo.values():
-            arr[...] = old
-        for obj, attrs in self.objects.values():
-            vars(obj).clear()
-            vars(obj).update(attrs)
-        for gen, state in self.generators.values():
-            gen.bit_generator.state = state
-
-
-def recorded(graph: Graph, fn: Callable[..., Any], *args: Any, writes: Sequence[TensorHandle] = ()) -> Any:
-    """``fn(*args)``, recorded when ``graph`` is capturing a step: array work library code does outside
-    the rule table (a dropout mask drawn, a label range checked, an optimizer's update). ``writes``: the
-    tensors ``fn`` updates in place, which a replay borrows exclusively."""
-    tr = graph._tracer
-    if tr is None:
-        return fn(*args)
-    tr.write(list(writes))
-    return tr.call(fn, *args)
-
-
-def recorded_number(graph: Graph, fn: Callable[..., Any], label: str, *args: Any) -> Any:
-    """``fn(*args)``, a number computed from the step's values; while capturing, a traced number."""
-    tr = graph._tracer
-    if tr is None or not tr.mine():
-        return fn(*args)
-    return tr.number(fn, label, *args)
-
-
-def note_module(module: Any) -> None:
-    """A module called while a step is being captured: its train/eval mode becomes part of the plan."""
-    if not _CAPTURING:  # the eager fast path: one global read per module call
-        return
-    tr: Tracer | None = getattr(_ACTIVE, "tracer", None)
-    if tr is not None and id(module) not in tr.modules:
-        tr.modules[id(module)] = (module, bool(module.training))
-
-
-def _value(spec: tuple[Any, ...], env: dict[int, Any]) -> Any:
-    if spec[0] == _SLOT:
-        return env[spec[1]]
-    if spec[0] == _SEQ:
-        return spec[1](_value(p, env) for p in spec[2])
-    return spec[1]
-
-
-def interpret(eqns: Sequence[Eqn], inputs: Sequence[Any]) -> dict[int, Any]:
-    """Run a plan's equations on ``inputs``; every slot's value."""
-    env: dict[int, Any] = dict(enumerate(inputs))
-    for e in eqns:
-        out = e.fn(*[_value(a, env) for a in e.args], **{k: _value(v, env) for k, v in e.kwargs.items()})
-        if e.out is not None:
-            k, elems = e.out
-            env[k] = out
-            for j, kk in enumerate(elems or ()):
-                if kk is not None:
-                    env[kk] = out[j]
-    return env
 
 
 class _StepHolder:
@@ -283,18 +113,30 @@ class Plan:
         self.objects = [obj for obj, _ in tracer.objects.values()]
         self.generators = [gen for gen, _ in tracer.generators.values()]
         self.writes = [(t._storage.ledger, t._region) for t in writes]
+        self.input_writes = sorted(tracer.input_writes)
         self.reads = [(t._storage.ledger, t._region) for k, t in tracer.reads.items() if k not in tracer.writes]
         self.holder = _StepHolder(site)
         self.site = site
         self.verified = False
-        self.replay = _compile(self.eqns, nin, _slots_of(ret))
+        self.failable = tracer.failable
+        self.replay, self._eqn_at_line = _compile(self.eqns, nin, _slots_of(ret))
+
+    def failed_at(self, exc: BaseException) -> int | None:
+        """The equation a compiled replay raised ``exc`` in (from its traceback), or None."""
+        tb = exc.__traceback__
+        at = None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == _REPLAY_FILE:
+                at = self._eqn_at_line.get(tb.tb_lineno)
+            tb = tb.tb_next
+        return at
 
     def __str__(self) -> str:
         """The plan, one equation a line: ``s7 = matmul.forward(s3, c1)    # train.py:24``."""
         lines = [f"plan of the step captured at {format_site(self.site)} (inputs s0..s{self.nin - 1}):"]
         for e in self.eqns:
             operands = [_spec_text(a) for a in e.args] + [f"{k}={_spec_text(v)}" for k, v in e.kwargs.items()]
-            call = f"{_name(e.fn)}({', '.join(operands)})"
+            call = f"{e.rule}({', '.join(operands)})"
             out = "" if e.out is None else f"s{e.out[0]} = "
             lines.append(f"  {out}{call}    # {format_site(e.site)}")
         return "\n".join(lines)
@@ -307,22 +149,37 @@ class Plan:
         i = self._check()
         return None if i < 0 else self.guards[i].label
 
-    def _borrow(self, requests: list[Any], kind: str, why: str, site: Site | None) -> list[Any]:
-        return acquire_all(requests, kind, self.holder, why, site, "captured step") if requests else []
+    def _borrows(self, args: Sequence[Any] = ()) -> list[Any] | None:
+        """The step's borrows, all or none: exclusive on what it writes (the input tensors it writes among
+        them: this call's ``args``), shared on the params it reads."""
+        writes = self.writes
+        if self.input_writes:
+            ts = [args[i] for i in self.input_writes]
+            if any(t._readonly for t in ts):  # a read-only input: eagerly, the write is refused
+                return None
+            writes = writes + [(t._storage.ledger, t._region) for t in ts]
+        try:
+            borrows = acquire_all(writes, EXCLUSIVE, self.holder, "updated by a captured step", None,
+                                  "captured step") if writes else []
+        except BorrowError:
+            return None
+        try:
+            if self.reads:
+                borrows += acquire_all(self.reads, SHARED, self.holder, "read by a captured step", None,
+                                       "captured step")
+        except BorrowError:
+            release_all(borrows)
+            return None
+        return borrows
 
-    def run(self, inputs: list[Any], replay: Callable[..., dict[int, Any]] | None = None) -> dict[int, Any]:
-        """Replay under the step's borrows: exclusive on what it writes, shared on the params it reads."""
+    def run(self, inputs: list[Any], replay: Callable[..., dict[int, Any]] | None = None,
+            args: Sequence[Any] = ()) -> dict[int, Any] | None:
+        """Replay under the step's borrows; None, having touched nothing, when a live borrow conflicts with
+        them (the caller runs the step eagerly then, so it fails at the line and with the state it would)."""
+        borrows = self._borrows(args)
+        if borrows is None:
+            return None
         try:
-            borrows = self._borrow(self.writes, EXCLUSIVE, "updated by a captured step", None)
-        except BorrowError:  # again, for the message: the refused access is the user's call of the step
-            self._borrow(self.writes, EXCLUSIVE, "updated by a captured step", user_site())
-            raise
-        try:
-            try:
-                borrows += self._borrow(self.reads, SHARED, "read by a captured step", None)
-            except BorrowError:
-                self._borrow(self.reads, SHARED, "read by a captured step", user_site())
-                raise
             return (replay or self.replay)(*inputs)
         finally:
             release_all(borrows)
@@ -379,9 +236,9 @@ def _last_uses(eqns: list[Eqn], keep: set[int]) -> dict[int, list[int]]:
     return dead
 
 
-def _compile(eqns: list[Eqn], nin: int, ret_slots: list[int]) -> Callable[..., dict[int, Any]]:
+def _compile(eqns: list[Eqn], nin: int, ret_slots: list[int]) -> tuple[Callable[..., dict[int, Any]], dict[int, int]]:
     """The plan as one straight-line function ``replay(*inputs) -> {slot: value}`` (the slots returned):
-    what :func:`interpret` does, without its per-equation dispatch."""
+    what :func:`interpret` does, without its per-equation dispatch; and which equation each line runs."""
     names: dict[int, str] = {}
     space: dict[str, Any] = {}
 
@@ -401,6 +258,7 @@ def _compile(eqns: list[Eqn], nin: int, ret_slots: list[int]) -> Callable[..., d
         return const(spec[1])
 
     dead = _last_uses(eqns, set(ret_slots))
+    line_of: dict[int, int] = {}
     lines = [f"def replay({', '.join(f's{i}' for i in range(nin))}):"]
     for at, e in enumerate(eqns):
         parts = [expr(a) for a in e.args]
@@ -409,6 +267,7 @@ def _compile(eqns: list[Eqn], nin: int, ret_slots: list[int]) -> Callable[..., d
         if len(plain) < len(e.kwargs):
             parts.append("**{" + ", ".join(f"{k!r}: {expr(v)}" for k, v in e.kwargs.items() if k not in plain) + "}")
         call = f"{const(e.fn)}({', '.join(parts)})"
+        line_of[len(lines) + 1] = at
         if e.out is None:
             lines.append(f"    {call}")
         else:
@@ -419,10 +278,13 @@ def _compile(eqns: list[Eqn], nin: int, ret_slots: list[int]) -> Callable[..., d
             lines.append(f"    del {', '.join(f's{k}' for k in sorted(dead[at]))}")
     lines.append("    return {" + ", ".join(f"{k}: s{k}" for k in dict.fromkeys(ret_slots)) + "}")
     source = "\n".join(lines) + "\n"
-    exec(compile(source, "<owngrad captured step>", "exec"), space)  # noqa: S102 - generated from the plan above
+    exec(compile(source, _REPLAY_FILE, "exec"), space)  # noqa: S102 - generated from the plan above
     replay: Callable[..., dict[int, Any]] = space["replay"]
     replay.__doc__ = source
-    return replay
+    return replay, line_of
+
+
+_REPLAY_FILE = "<owngrad captured step>"
 
 
 def _template(tracer: Tracer, value: Any) -> Any:
@@ -457,9 +319,7 @@ def _untraced(value: Any) -> Any:
     return value
 
 
-def _rebuild(graph: Graph, tpl: Any, s: dict[int, Any]) -> Any:
-    from .tensor import Tensor
-
+def _rebuild(graph: Any, tpl: Any, s: dict[int, Any]) -> Any:  # graph: the og.Graph (above this module)
     kind = tpl[0]
     if kind == "slot":
         return Tensor._root_of(graph, s[tpl[1]], Role.CONSTANT, None, None, "captured")
@@ -474,10 +334,10 @@ def _rebuild(graph: Graph, tpl: Any, s: dict[int, Any]) -> Any:
     return tpl[1]
 
 
-def _signature(args: tuple[Any, ...], grad_on: bool) -> tuple[Any, ...] | None:
+def _signature(args: tuple[Any, ...], grad_on: bool, keys: tuple[str, ...] = ()) -> tuple[Any, ...] | None:
     """The inputs' shapes, dtypes and devices, scalar values (numpy scalars by value), which array
     inputs alias, and the grad mode; None for an input no plan can be keyed by."""
-    sig: list[Any] = [grad_on]
+    sig: list[Any] = [grad_on, keys]
     arrays: list[tuple[int, Any]] = []
     for i, a in enumerate(args):
         if isinstance(a, TensorHandle):
@@ -559,9 +419,9 @@ class _Snapshot:
 def _first_difference(plan: Plan, env: dict[int, Any], tr: Tracer) -> str | None:
     """The first equation whose output differs between a replay (``env``) and an eager run (``tr``)."""
     for k, (a, b) in enumerate(zip(plan.eqns, tr.eqns)):
-        where = f"equation {k}, {_name(a.fn)} at {format_site(a.site)}"
-        if _name(a.fn) != _name(b.fn):
-            return f"{where} (the eager step called {_name(b.fn)} there)"
+        where = f"equation {k}, {a.rule} at {format_site(a.site)}"
+        if a.rule != b.rule:
+            return f"{where} (the eager step called {b.rule} there)"
         if a.out is not None and b.out is not None and not _bits_equal(env.get(a.out[0]), tr.keep[b.out[0]]):
             return where
     if len(plan.eqns) != len(tr.eqns):
@@ -573,7 +433,7 @@ def _first_difference(plan: Plan, env: dict[int, Any], tr: Tracer) -> str | None
 class CapturedStep:
     """``g.capture(fn)``: call it as ``fn``; see the module docstring."""
 
-    def __init__(self, graph: Graph, fn: Callable[..., Any], fallback: bool, max_plans: int, site: Site,
+    def __init__(self, graph: _Graph, fn: Callable[..., Any], fallback: bool, max_plans: int, site: Site,
                  verify: bool = False) -> None:
         if not callable(fn):
             raise TypeError(f"g.capture: expected a function, got {type(fn).__name__}")
@@ -604,12 +464,13 @@ class CapturedStep:
         return [p for entry in self._plans.values() for p in entry if p is not None]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs:
-            raise TypeError(f"a captured step takes its inputs by position (got keywords {sorted(kwargs)}); "
-                            "bind constant options with functools.partial before g.capture")
-        sig = _signature(args, self.graph._mode.enabled)
+        keys: tuple[str, ...] = ()
+        if kwargs:  # keyword inputs: inputs like the others, after the positional ones (their names key the plan)
+            keys = tuple(sorted(kwargs))
+            args = (*args, *(kwargs[k] for k in keys))
+        sig = _signature(args, self.graph._mode.enabled, keys)
         if sig is None:  # an input that is neither an array, a tensor nor a hashable value: no plan can key it
-            return self._eager(args)
+            return self._eager(args, keys)
         found = self._lookup(sig, args)
         return self._capture(sig, args) if found is _MISS else found
 
@@ -619,23 +480,53 @@ class CapturedStep:
             return _MISS
         self._plans.move_to_end(sig)
         if entry and entry[0] is _EAGER:
-            return self._eager(args)
+            return self._eager(args, sig[1])
         for plan in entry:
             if plan is not None and plan.changed() is None:
                 return self._replay(plan, sig, args)
         return _MISS
 
-    def _eager(self, args: tuple[Any, ...]) -> Any:
+    def _eager(self, args: tuple[Any, ...], keys: tuple[str, ...]) -> Any:
         self.eager_calls += 1
-        return self.fn(*args)
+        return self._run(args, keys)
+
+    def _run(self, args: tuple[Any, ...], keys: tuple[str, ...]) -> Any:
+        """``fn`` on the inputs: the last ``len(keys)`` by keyword."""
+        if not keys:
+            return self.fn(*args)
+        n = len(args) - len(keys)
+        return self.fn(*args[:n], **dict(zip(keys, args[n:])))
 
     def _replay(self, plan: Plan, sig: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         inputs = [a._data if isinstance(a, TensorHandle) else a for a in args]
         if self.verify and not plan.verified:
             return self._verify(plan, sig, args, inputs)
-        values = plan.run(inputs)
+        try:
+            values = plan.run(inputs, None, args)
+        except Exception as e:
+            self._leave_pending(plan, plan.failed_at(e))
+            raise
+        if values is None:  # a live borrow conflicts with the step's: eagerly, it fails where it would
+            return self._eager(args, sig[1])
         self.replays += 1
         return _rebuild(self.graph, plan.ret, values)
+
+    def _leave_pending(self, plan: Plan, at: int | None) -> None:
+        """A replay raised in equation ``at`` (a value check): what the eager step leaves pending there --
+        its recorded nodes, with their shared borrows on the params they saved -- stands as one node, so
+        later writes and steps meet the same BorrowError as eagerly, until ``g.clear()``."""
+        held = plan.failable.get(at) if at is not None else None
+        if not held:
+            return
+        g: Any = self.graph  # the og.Graph (named by duck type: graph.py sits above this module)
+        e = plan.eqns[at]  # type: ignore[index]
+        node = Node(next(g._ids), g, f"{e.rule} (a captured step that raised)", (), (), e.site)
+        try:
+            node.borrows = acquire_all(held, SHARED, node, "saved for backward by the step that raised", e.site,
+                                       "save")
+        except BorrowError:
+            return
+        g._pending[node] = None
 
     def _mark_eager(self, sig: tuple[Any, ...]) -> None:
         self._plans[sig] = [_EAGER]
@@ -652,7 +543,8 @@ class CapturedStep:
         g = self.graph
         tr0 = g._tracer
         if tr0 is not None and tr0.mine():
-            raise GraphError("g.capture: a captured step cannot call another captured step of the same graph")
+            raise GraphError(f"g.capture: a captured step cannot call another captured step of the same graph (at "
+                             f"{format_site(user_site())})\n  help: call the inner function directly")
         with g._capture_lock:  # one capture at a time per graph: a second thread's first call waits, then replays
             found = self._lookup(sig, args)
             if found is not _MISS:
@@ -660,20 +552,20 @@ class CapturedStep:
             entry = self._plans.get(sig) or []
             if len(entry) >= self.max_plans:
                 why = next((p.changed() for p in entry if p is not None), None) or "a guarded value"
-                warnings.warn(f"g.capture: {_name(self.fn)} was captured {len(entry)} times for one input signature "
+                warnings.warn(f"g.capture: {name_of(self.fn)} was captured {len(entry)} times for one input signature "
                               f"because {why} keeps changing between calls; it runs eagerly from now on (pass "
                               "the changing value as an input to key plans by it)", RuntimeWarning, stacklevel=3)
                 self._mark_eager(sig)
-                return self._eager(args)
+                return self._eager(args, sig[1])
             try:
-                tr, out, ret, guards = self._trace(args)
+                tr, out, ret, guards = self._trace(args, sig[1])
             except CaptureRefused as e:
                 if not self.fallback:
                     raise
                 warnings.warn(f"{e}\n  (fallback=True: this signature runs eagerly from now on)", RuntimeWarning,
                               stacklevel=3)
                 self._mark_eager(sig)
-                return self._eager(args)
+                return self._eager(args, sig[1])
             self.eager_calls += 1
             self._plans.setdefault(sig, []).append(Plan(tr, len(args), ret, self.site, guards))
             self._plans.move_to_end(sig)
@@ -687,10 +579,10 @@ class CapturedStep:
         for i, a in enumerate(args):
             if isinstance(a, TensorHandle):
                 if a.graph is not g or a._root._kind is Role.PARAM:
-                    raise GraphError(f"g.capture: the inputs of a captured step are data (arrays, numbers, constant "
-                                     f"tensors of this graph); got {a._label()}, "
-                                     f"{'a param' if a.graph is g else 'a tensor of another graph'}\n  help: use "
-                                     "the param inside the step function instead of passing it in")
+                    kind = "a param" if a.graph is g else "a tensor of another graph"
+                    raise refusal(f"input #{i} ({a._label()}, {kind}): the inputs of a captured step are data "
+                                  "(arrays, numbers, constant tensors of this graph), and", format_site(user_site()),
+                                  "use the param inside the step function instead of passing it in")
                 if a._grad_node() is not None:
                     raise refusal(f"input #{i} ({a._label()}), which carries gradient history,",
                                   format_site(user_site()), "a replay cannot extend that history: pass a constant "
@@ -707,20 +599,23 @@ class CapturedStep:
                 traced.append(a)
         return traced
 
-    def _trace(self, args: tuple[Any, ...]) -> tuple[Tracer, Any, Any, list[Guard]]:
+    def _trace(self, args: tuple[Any, ...], keys: tuple[str, ...]) -> tuple[Tracer, Any, Any, list[Guard]]:
         """Run ``fn`` eagerly under a tracer; the tracer, the result, its template and the plan's guards.
         A refusal rolls the run back (state, Python values, pending nodes) and is raised."""
         g = self.graph
         tr = Tracer(g)
+        tr.pending_before = set(g._pending)
+        tr.ninputs = len(args)
         traced = self._inputs(tr, args)
-        guards, gens = collect(self.fn, _identity_only)
+        reach = collect(self.fn, _identity_only)
+        guards = reach.guards
         guards.append(Guard(Place.ATTR, g, "rng", g.rng, "g.rng", False))
-        watched = [(label, gen, gen.bit_generator.state) for label, gen in [*gens, ("g.rng", g.rng)]]
-        world = _World(g, guards, watched)
+        watched = [(label, gen, gen.bit_generator.state) for label, gen in [*reach.generators, ("g.rng", g.rng)]]
+        world = _World(g, guards, watched, reach.seen | {id(g.rng)})
         self._enter(tr)
         try:
             try:
-                out = self.fn(*traced)
+                out = self._run(tuple(traced), keys)
             finally:
                 self._exit(tr)
             self._check_after(tr, world)
@@ -751,6 +646,16 @@ class CapturedStep:
             if id(gen) not in tr.generators and gen.bit_generator.state != state:
                 tr.refuse(f"drawing random numbers from {label} outside owngrad's ops", site,
                           "draw them before the call and pass them in, or use g.randn / g.rand / F.dropout")
+        for obj, _ in tr.objects.values():
+            if id(obj) not in world.reached:
+                tr.refuse(f"a {type(obj).__name__} made inside the step (a replay would run its recorded method "
+                          "on the capture-time object, whose state carries over)", site,
+                          f"make the {type(obj).__name__} outside the captured function")
+        for gen, _ in tr.generators.values():
+            if id(gen) not in world.reached:
+                tr.refuse("a numpy generator made inside the step and drawn from by owngrad (a replay would keep "
+                          "drawing from the capture-time generator)", site,
+                          "pass a seed (rng=seed makes a fresh generator at every call), or make it outside")
         if tr.rebound_rng is not None:
             tr.refuse("rebinding g.rng", site, "replace g.rng before or after the call")
         if world.py_state != random.getstate():
@@ -761,28 +666,21 @@ class CapturedStep:
                       "draw them before the call and pass them in, or use g.randn / g.rand / F.dropout")
 
     def _enter(self, tr: Tracer) -> None:
-        global _CAPTURING
         g = self.graph
         g._tracer = tr
         tr.rng = g.rng
         traced: Any = TracedGenerator(g.rng, "g.rng")  # recorded draws unwrap it; a direct draw refuses
         g.rng = traced
-        tr.prev = getattr(_ACTIVE, "tracer", None)
-        _ACTIVE.tracer = tr
-        with _COUNT_LOCK:
-            _CAPTURING += 1
+        tr.prev = activate(tr)
 
     def _exit(self, tr: Tracer) -> None:
-        global _CAPTURING
         g = self.graph
         g._tracer = None
         now: Any = g.rng
         if type(now) is not TracedGenerator:  # the step rebound g.rng: refused below; the original goes back
             tr.rebound_rng = now
         g.rng = tr.rng
-        _ACTIVE.tracer = tr.prev
-        with _COUNT_LOCK:
-            _CAPTURING -= 1
+        deactivate(tr.prev)
 
     # --- verification ---
     def _verify(self, plan: Plan, sig: tuple[Any, ...], args: tuple[Any, ...], inputs: list[Any]) -> Any:
@@ -790,15 +688,25 @@ class CapturedStep:
         what this call returns). A difference warns, naming the first differing equation, and the
         signature runs eagerly from then on."""
         snap = _Snapshot(plan)
-        env = plan.run(inputs, lambda *ins: interpret(plan.eqns, ins))
+        try:
+            env = plan.run(inputs, lambda *ins: interpret(plan.eqns, ins), args)
+            if env is None:  # a live borrow conflicts with the step's: eagerly, it fails where it would
+                return self._eager(args, sig[1])
+        except Exception:  # the eager step decides: it raises as it would, or the plan is not the step
+            snap.restore()
+            out = self._eager(args, sig[1])
+            warnings.warn(f"g.capture: the replay of {name_of(self.fn)} raised where the eager step did not; this "
+                          "signature runs eagerly from now on", RuntimeWarning, stacklevel=4)
+            self._mark_eager(sig)
+            return out
         after = snap.now()
         snap.restore()
         with self.graph._capture_lock:
             try:
-                tr, out, _, _ = self._trace(args)
+                tr, out, _, _ = self._trace(args, sig[1])
             except CaptureRefused:
                 self._mark_eager(sig)
-                return self._eager(args)
+                return self._eager(args, sig[1])
         self.eager_calls += 1
         diff = _first_difference(plan, env, tr)
         if diff is None and not _bits_equal(after, snap.now()):
@@ -806,7 +714,7 @@ class CapturedStep:
         if diff is None:
             plan.verified = True
             return out
-        warnings.warn(f"g.capture: the replay of {_name(self.fn)} differs from the eager step at {diff}; this "
+        warnings.warn(f"g.capture: the replay of {name_of(self.fn)} differs from the eager step at {diff}; this "
                       "signature runs eagerly from now on", RuntimeWarning, stacklevel=4)
         self._mark_eager(sig)
         return out
@@ -816,8 +724,10 @@ class _World:
     """What a capture may change outside the arrays it writes: the graph's pending nodes, the guarded
     Python values, the generators it can reach and numpy's global generator -- kept to check and undo."""
 
-    def __init__(self, graph: Graph, guards: list[Guard], watched: list[tuple[str, Any, Any]]) -> None:
+    def __init__(self, graph: _Graph, guards: list[Guard], watched: list[tuple[str, Any, Any]],
+                 reached: set[int]) -> None:
         self.graph = graph
+        self.reached = reached  # ids of the objects the step could reach when the capture began
         self.pending = set(graph._pending)
         self.guards = guards
         self.watched = watched

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Array, xp_of
-from .capture import recorded
+from .tracer import recorded
 from .errors import ShapeError
 from .graph import Graph
 from .handle import array_of

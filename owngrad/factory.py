@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backend import Array, copy_of, to_device
-from .capture import recorded
 from .operands import check_dtype
 from .roles import Role
 from .tensor import Tensor
 from .traced import unwrap
+from .tracer import recorded
 
 if TYPE_CHECKING:
     from .graph import Graph

@@ -26,7 +26,7 @@ import numpy as np
 
 from .backend import Array, copy_of, is_array, module_for, owned, xp_of
 from .backward import OnGrad, seed_gradient, topo_order, walk
-from .capture import CapturedStep, Tracer
+from .capture import CapturedStep
 from .errors import DeviceError, GradError, GraphError, ShapeError
 from .factory import TensorFactory
 from .grads import Grads
@@ -38,6 +38,7 @@ from .rules import ALL_ARGS, RULES, Rule
 from .sites import Site, format_site, sync_user_frames, user_site
 from .tensor import Tensor
 from .traced import TracedArray, unwrap
+from .tracer import Tracer
 from .views import Step
 
 __all__ = ["Graph", "Node", "Grads"]
@@ -195,7 +196,8 @@ class Graph(TensorFactory):
         xp = self.xp if first is None else np if type(first) is np.ndarray else xp_of(first)
         tr = self._tracer
         try:
-            out = rule.forward(xp, *arrays, **attrs) if tr is None else tr.call(rule.forward, xp, *arrays, **attrs)
+            out = rule.forward(xp, *arrays, **attrs) if tr is None else \
+                tr.call_rule(name, rule.forward, xp, *arrays, **attrs)
         except (ValueError, IndexError, TypeError) as e:  # numpy's AxisError is a ValueError too
             raise _forward_error(name, arrays, e) from None
         aux = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import operator
 import os
+import sysconfig
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Guard", "Place", "collect", "compile_checks", "first_changed", "same"]
+__all__ = ["Guard", "Place", "Reach", "collect", "compile_checks", "first_changed", "same"]
 
 _PLAIN = (bool, int, float, complex, str, bytes, type(None), np.generic)
 _MAX_GUARDS = 4000
@@ -50,6 +51,7 @@ class Place(Enum):
     ARRAY = 4  # the bytes of an array
     KEYS = 5  # the keys of a dict or an object's attributes (side effects only)
     ITEMS = 6  # the items of a list, by identity
+    MEMBERS = 7  # the members of a set of plain values
 
 
 @dataclass(slots=True)
@@ -78,6 +80,8 @@ class Guard:
             return c.tobytes()
         if place is Place.KEYS:
             return tuple(vars(c)) if not isinstance(c, dict) else tuple(c)
+        if place is Place.MEMBERS:
+            return frozenset(c)
         return tuple(c)
 
     def holds(self) -> bool:
@@ -87,7 +91,10 @@ class Guard:
         """Put the captured value back (a refused capture changes nothing it can undo)."""
         place, c = self.place, self.container
         if place is Place.ATTR and self.value is not _MISSING:
-            object.__setattr__(c, self.key, self.value)
+            if isinstance(c, (type, types.ModuleType)):
+                setattr(c, self.key, self.value)
+            else:  # as it was stored: around a class's own __setattr__ (a Module registers params there)
+                object.__setattr__(c, self.key, self.value)
         elif place is Place.ITEM:
             if self.value is not _MISSING:
                 c[self.key] = self.value
@@ -97,6 +104,9 @@ class Guard:
             c.cell_contents = self.value
         elif place is Place.ITEMS:
             c[:] = list(self.value)
+        elif place is Place.MEMBERS and type(c) is set:
+            c.clear()
+            c.update(self.value)
         elif place is Place.KEYS:
             d = c if isinstance(c, dict) else vars(c)
             for k in [k for k in d if k not in self.value]:
@@ -113,7 +123,7 @@ def same(a: Any, b: Any, place: Place = Place.ATTR) -> bool:
         return True
     if place in (Place.ITEMS, Place.KEYS):
         return len(a) == len(b) and all(x is y or (type(x) in _PLAIN and same(x, y)) for x, y in zip(a, b))
-    if place is Place.ARRAY:
+    if place in (Place.ARRAY, Place.MEMBERS):
         return bool(a == b)
     ta = type(a)
     if ta is not type(b) or not isinstance(a, _PLAIN):
@@ -135,7 +145,7 @@ def compile_checks(guards: list[Guard]) -> Callable[[], int]:
     """The guards (not live) as one generated function: ``check()`` is the index in ``guards`` of the
     first that no longer holds, or -1 -- a read and an identity test per guard on the hot path."""
     space: dict[str, Any] = {"_same": same, "_M": _MISSING, "ITEMS": Place.ITEMS, "ARRAY": Place.ARRAY,
-                             "_is": operator.is_}
+                             "MEMBERS": Place.MEMBERS, "_is": operator.is_}
     lines = ["def check():"]
     for i, gd in enumerate(guards):
         if gd.live:
@@ -143,7 +153,8 @@ def compile_checks(guards: list[Guard]) -> Callable[[], int]:
         space[f"c{i}"], space[f"v{i}"] = gd.container, gd.value
         read = {Place.ATTR: f"getattr(c{i}, {gd.key!r}, _M)", Place.CELL: f"c{i}.cell_contents",
                 Place.ITEM: f"c{i}.get({gd.key!r}, _M)" if type(gd.container) is dict else f"c{i}[{gd.key!r}]",
-                Place.ARRAY: f"c{i}.tobytes()", Place.ITEMS: f"tuple(c{i})"}.get(gd.place)
+                Place.ARRAY: f"c{i}.tobytes()", Place.ITEMS: f"tuple(c{i})",
+                Place.MEMBERS: f"frozenset(c{i})"}.get(gd.place)
         if read is None or (gd.place is Place.ITEM and not _literal(gd.key)):
             space[f"g{i}"] = gd
             lines.append(f"    if not g{i}.holds(): return {i}")
@@ -153,7 +164,7 @@ def compile_checks(guards: list[Guard]) -> Callable[[], int]:
             lines.append(f"    if (len(x) != {len(gd.value)} or not all(map(_is, x, v{i}))) and "
                          f"not _same(v{i}, tuple(x), ITEMS): return {i}")
             continue
-        kind = {Place.ITEMS: "ITEMS", Place.ARRAY: "ARRAY"}.get(gd.place)
+        kind = {Place.ITEMS: "ITEMS", Place.ARRAY: "ARRAY", Place.MEMBERS: "MEMBERS"}.get(gd.place)
         test = f"not _same(v{i}, x, {kind})" if kind else f"x is not v{i} and not _same(v{i}, x)"
         lines.append(f"    x = {read}")
         lines.append(f"    if {test}: return {i}")
@@ -173,6 +184,17 @@ def _is_library(obj: Any) -> bool:
     return mod.split(".")[0] in _LIBRARY_MODULES
 
 
+_LIBRARY_DIRS = tuple(os.path.abspath(p) + os.sep for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                      if (p := sysconfig.get_paths().get(key)))
+
+
+def _is_user_module(mod: types.ModuleType) -> bool:
+    """A module of the user's own code (not owngrad, numpy, the standard library or an installed package)."""
+    path = getattr(mod, "__file__", None)
+    return bool(path) and mod.__name__.split(".")[0] not in _LIBRARY_MODULES and \
+        not os.path.abspath(str(path)).startswith(_LIBRARY_DIRS)
+
+
 def _code_names(code: types.CodeType) -> Iterator[str]:
     yield from code.co_names
     for c in code.co_consts:
@@ -189,6 +211,7 @@ class _Walker:
         self.keep: list[Any] = []  # what was seen stays alive while walking: ids are not reused
         self.generators: list[tuple[str, np.random.Generator]] = []
         self.stop = stop
+        self.names: set[str] = set()  # every name the user code walked mentions (attributes it may read)
 
     def add(self, place: Place, container: Any, key: Any, value: Any, label: str, live: bool, depth: int) -> None:
         if len(self.guards) >= _MAX_GUARDS:
@@ -208,7 +231,15 @@ class _Walker:
         if isinstance(obj, np.random.Generator):
             self.generators.append((label, obj))
             return
-        if self.stop(obj) or isinstance(obj, (type, types.ModuleType, np.ndarray, types.BuiltinFunctionType)):
+        if isinstance(obj, type):
+            if not _is_library(obj) and obj.__module__ != "builtins":
+                self.klass(obj, label, live, depth)
+            return
+        if self.stop(obj) or isinstance(obj, (types.ModuleType, np.ndarray, types.BuiltinFunctionType)):
+            return
+        if type(obj) in (set, frozenset):
+            if all(isinstance(x, _PLAIN) for x in obj):
+                self.guards.append(Guard(Place.MEMBERS, obj, None, frozenset(obj), f"the members of {label}", live))
             return
         if isinstance(obj, types.FunctionType):
             self.function(obj, label, live, depth)
@@ -223,31 +254,63 @@ class _Walker:
             self.guards.append(Guard(Place.ITEMS, obj, None, tuple(obj), f"the items of {label}", live))
             for i, v in enumerate(obj[:256]):
                 self.visit(v, f"{label}[{i}]", live, depth + 1)
-        elif type(obj) is tuple:
+        elif isinstance(obj, tuple):  # named tuples too
             for i, v in enumerate(obj):
                 self.visit(v, f"{label}[{i}]", live, depth + 1)
         elif hasattr(obj, "__dict__") and not _is_library(type(obj)) or _walkable_owngrad(obj):
             self.instance(obj, label, live, depth)
+        elif not _is_library(type(obj)):  # a user object with __slots__ only (a slotted dataclass)
+            for name in _slot_names(type(obj)):
+                if hasattr(obj, name):
+                    self.add(Place.ATTR, obj, name, getattr(obj, name), f"{label}.{name}", live, depth)
+            self.visit(type(obj), label, live, depth + 1)
 
     def function(self, fn: types.FunctionType, label: str, live: bool, depth: int) -> None:
         if _is_library(fn) and not fn.__module__.startswith("owngrad.training"):
             return
-        names = fn.__code__.co_freevars
-        for name, cell in zip(names, fn.__closure__ or ()):
+        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
             try:
                 value = cell.cell_contents
             except ValueError:
                 continue
             self.add(Place.CELL, cell, None, value, f"the closure variable {name!r}", live, depth)
         glob = fn.__globals__
-        for name in dict.fromkeys(_code_names(fn.__code__)):
+        names = list(dict.fromkeys(_code_names(fn.__code__)))
+        self.names.update(names)
+        for name in names:
             if name in glob:
-                self.add(Place.ITEM, glob, name, glob[name], f"the global {name!r}", live, depth)
+                value = glob[name]
+                self.add(Place.ITEM, glob, name, value, f"the global {name!r}", live, depth)
+                if isinstance(value, types.ModuleType) and _is_user_module(value):
+                    self.module_attrs(value, names, name, live, depth)
         for v in fn.__defaults__ or ():
             self.visit(v, f"a default of {fn.__name__}", live, depth + 1)
 
+    def module_attrs(self, mod: types.ModuleType, names: list[str], label: str, live: bool, depth: int) -> None:
+        """A user module the code names (``cfg.lr``): the attributes the code could read from it."""
+        attrs = vars(mod)
+        for name in names:
+            if name in attrs and not name.startswith("__"):
+                self.add(Place.ATTR, mod, name, attrs[name], f"{label}.{name}", live, depth)
+
+    def klass(self, cls: type, label: str, live: bool, depth: int) -> None:
+        """A user class: its plain class attributes (a config namespace) and what its methods read."""
+        for k, v in list(vars(cls).items()):
+            if k.startswith("__"):
+                continue
+            if isinstance(v, (staticmethod, classmethod)):
+                self.visit(v.__func__, f"{cls.__name__}.{k}", live, depth + 1)
+            elif isinstance(v, property):
+                self.visit(v.fget, f"{cls.__name__}.{k}", live, depth + 1)
+            elif isinstance(v, types.FunctionType):
+                self.visit(v, f"{cls.__name__}.{k}", live, depth + 1)
+            elif isinstance(v, _PLAIN) or type(v) in (dict, list, tuple, set, frozenset):
+                self.add(Place.ATTR, cls, k, v, f"{cls.__name__}.{k}", live, depth)
+
     def instance(self, obj: Any, label: str, live: bool, depth: int) -> None:
         cls = type(obj)
+        if not _is_library(cls):  # a user class: what its methods read (globals, class attributes)
+            self.visit(cls, label, live, depth + 1)
         attrs = vars(obj)
         skip = getattr(cls, "_capture_skip", ())
         watch = getattr(cls, "_capture_live", ())
@@ -261,13 +324,41 @@ class _Walker:
             self.visit(call, f"{label}.__call__", live, depth + 1)
 
 
+def _slot_names(cls: type) -> list[str]:
+    names: list[str] = []
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else [s for s in slots if s not in ("__dict__", "__weakref__")]
+    return names
+
+
 def _walkable_owngrad(obj: Any) -> bool:
     return hasattr(obj, "__dict__") and (getattr(type(obj), "_capture_walk", False))
 
 
-def collect(fn: Any, stop: Callable[[Any], bool]) -> tuple[list[Guard], list[tuple[str, np.random.Generator]]]:
-    """The guards of what ``fn`` can reach, and the numpy generators among it (``stop(obj)``: an object
-    guarded by identity only, such as a tensor or a graph)."""
+@dataclass(slots=True)
+class Reach:
+    """What a step function can reach: the guards, the numpy generators, and the ids of every object
+    seen (``keep`` holds them, so the ids stay theirs while a capture runs)."""
+
+    guards: list[Guard]
+    generators: list[tuple[str, np.random.Generator]]
+    seen: set[int]
+    keep: list[Any]
+
+
+def collect(fn: Any, stop: Callable[[Any], bool]) -> Reach:
+    """The guards of what ``fn`` can reach (``stop(obj)``: an object guarded by identity only, such as a
+    tensor or a graph)."""
     w = _Walker(stop)
     w.visit(fn, getattr(fn, "__qualname__", "the step function"), False, 0)
-    return w.guards, w.generators
+    # a plain user object's attributes are guarded when user code names them (a trainer's counter that
+    # the step never reads does not invalidate the plan); owngrad's objects are read by owngrad: all of them
+    guards = [gd for gd in w.guards if gd.place is not Place.ATTR or gd.key in w.names or
+              not _plain_user_object(gd.container)]
+    return Reach(guards, w.generators, w.seen, w.keep)
+
+
+def _plain_user_object(obj: Any) -> bool:
+    return not isinstance(obj, (type, types.ModuleType)) and not getattr(type(obj), "_capture_walk", False) \
+        and not _is_library(type(obj))

@@ -33,6 +33,7 @@ from .operands import check_bound, operand, same_device, same_graph, scalar
 from .roles import Role
 from .rules import RULES
 from .sites import Site, format_site, user_site
+from .tracer import value_check
 from .views import Step, StepKind, check_broadcast_into, is_basic_key, normalize_key, sub_region
 
 if TYPE_CHECKING:
@@ -320,7 +321,7 @@ class InplaceOps(TensorHandle):
         tr = self._graph._tracer
         try:
             if tr is not None:
-                return tr.call(RULES[rule].forward, xp_of(dest), dest, *raw, **attrs)
+                return tr.call_rule(rule, RULES[rule].forward, xp_of(dest), dest, *raw, **attrs)
             return RULES[rule].forward(xp_of(dest), dest, *raw, **attrs)
         except ValueError as e:
             raise ShapeError(f"{what}: {e}") from None
@@ -328,6 +329,7 @@ class InplaceOps(TensorHandle):
             raise TypeError(f"{what}: {e}") from None
 
 
+@value_check
 def _check_index(idx: Array, n: int, axis: int) -> None:
     if int(idx.min()) < -n or int(idx.max()) >= n:
         raise IndexError(f"index_add_: index out of range for axis {axis} of size {n}")

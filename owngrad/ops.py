@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from .capture import recorded
 from .errors import GraphError, ShapeError
-from .operands import check_bound, operand, scalar
+from .operands import operand, scalar
 from .tensor import Tensor
+from .tracer import recorded
 
 __all__ = ["einsum", "split", "pad", "take_along_axis", "maximum", "minimum", "where", "clip", "concatenate",
            "stack", "matmul", "exp", "log", "tanh",
@@ -50,12 +50,7 @@ def clip(x: Tensor, lo: Any = None, hi: Any = None) -> Tensor:
     bounds get the gradient where they are the result (as torch.clamp with tensor min/max)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"og.clip: x must be a Tensor, got {type(x).__name__}")
-    check_bound("og.clip", lo, hi)
-    if isinstance(lo, Tensor) or isinstance(hi, Tensor):
-        lo_ = operand(x, -float("inf") if lo is None else lo, "og.clip")
-        hi_ = operand(x, float("inf") if hi is None else hi, "og.clip")
-        return x.graph.apply("clip_t", (x, lo_, hi_))
-    return x.graph.apply("clip", (x,), {"lo": scalar(lo), "hi": scalar(hi)})
+    return x.clip(lo, hi)
 
 
 def _seq(op: str, xs: Sequence[Any]) -> tuple[Tensor, list[Any]]:

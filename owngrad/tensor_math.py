@@ -17,7 +17,7 @@ import numpy as np
 from .backend import module_for, owned
 from .errors import ShapeError
 from .handle import TensorHandle
-from .operands import check_dtype, operand, same_graph
+from .operands import check_bound, check_dtype, operand, same_graph, scalar
 from .roles import Role
 
 if TYPE_CHECKING:
@@ -164,9 +164,14 @@ class MathOps(TensorHandle):
         return self._graph.apply("abs", (self,))
 
     def clip(self, lo: Any = None, hi: Any = None) -> Tensor:
-        from .ops import clip
-
-        return clip(self._tensor(), lo, hi)
+        """Clamp to ``[lo, hi]``; the gradient passes where ``lo <= x <= hi`` (as torch.clamp). Tensor
+        bounds get the gradient where they are the result (as torch.clamp with tensor min/max)."""
+        check_bound("og.clip", lo, hi)
+        if isinstance(lo, TensorHandle) or isinstance(hi, TensorHandle):
+            lo_ = operand(self, -float("inf") if lo is None else lo, "og.clip")
+            hi_ = operand(self, float("inf") if hi is None else hi, "og.clip")
+            return self._graph.apply("clip_t", (self, lo_, hi_))
+        return self._graph.apply("clip", (self,), {"lo": scalar(lo), "hi": scalar(hi)})
 
     def astype(self, dtype: Any) -> Tensor:
         try:

@@ -87,9 +87,15 @@ for _name in _OPERATORS:
 
 
 class TracedArray(_Traced):
-    """A raw array input of a step being captured: shape, dtype, ndim, size and len; nothing else."""
+    """A raw array input of a step being captured: shape, dtype, ndim, size and len; nothing else. It
+    answers ``isinstance(x, np.ndarray)`` as the array it stands for, so the step takes the branches it
+    takes eagerly (and then refuses the numpy work there, rather than skipping it)."""
 
     __slots__ = ()
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # noqa: D105
+        return type(self.value)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -115,6 +121,10 @@ class TracedNumber(_Traced):
     """A number computed from the step's values (``grads.clip_norm_``'s norm) while the step is captured."""
 
     __slots__ = ()
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # noqa: D105
+        return type(self.value)
 
     def _refuse(self, what: str) -> NoReturn:
         raise refusal(f"using {self.label} in Python ({what})", format_site(user_site()),

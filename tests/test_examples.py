@@ -90,7 +90,8 @@ def test_captured_step() -> None:
     assert "losses and weights bitwise equal to eager after every step: True" in out
     assert re.search(r"eager \d+ us/step, captured \d+ us/step \(39 replays of 1 plan\)", out)
     assert re.search(r"GraphError: g\.capture: float\(t\) of .* at captured_step\.py:\d+ in logging_step", out)
-    assert re.search(r"BorrowError: cannot write 3\.weight \(exclusive borrow for captured step\) at captured_step\.py",
+    # the replay's borrows conflict, so the step runs eagerly and is refused where an eager step is
+    assert re.search(r"BorrowError: cannot write 3\.weight \(exclusive borrow for Adam\.step\) at captured_step\.py",
                      out)
     assert "saved for backward" in out
     assert out.rstrip().endswith("after g.free(pending) the replay went through")

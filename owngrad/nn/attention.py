@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from ..capture import recorded
 from ..errors import ShapeError
 from ..graph import Graph
 from ..handle import array_of
 from ..ops import where
 from ..tensor import Tensor
+from ..tracer import recorded
 from . import functional as F
 from .modules import Linear, Module, Rng, _rng, _uniform
 

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from .. import kernels
-from ..backend import Array, to_device, xp_of
-from ..capture import recorded
+from ..backend import Array, scatter_add, to_device, xp_of
 from ..errors import GraphError, ShapeError
 from ..handle import array_of
 from ..rules import defrule
 from ..tensor import Tensor
 from ..traced import unwrap
+from ..tracer import recorded, value_check
 from .losses import binary_cross_entropy, check_reduction, huber_loss, kl_div, l1_loss, nll_loss, reduce, smooth_l1_loss
 from .utils import pair, tensor_of
 
@@ -141,6 +141,7 @@ def _weighted_cross_entropy(logits: Tensor, y: Array, weight: Any, ignore_index:
     return loss.reshape(()) if single and reduction == "none" else loss
 
 
+@value_check
 def _check_labels(y: Array, c: int, ignore_index: int) -> None:
     lo, hi = int(y.min()), int(y.max())
     if ignore_index in (lo, hi) or (lo < ignore_index < hi and bool((y == ignore_index).any())):
@@ -153,6 +154,7 @@ def _check_labels(y: Array, c: int, ignore_index: int) -> None:
         raise ValueError(f"cross_entropy: label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
 
 
+@value_check
 def _check_indices(idx: Array, n: int) -> None:
     lo, hi = int(idx.min()), int(idx.max())
     if lo < 0 or hi >= n:

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, xp_of
-from ..capture import recorded
 from ..errors import ShapeError
 from ..handle import array_of
 from ..ops import where
 from ..rules import defrule
 from ..tensor import Tensor
+from ..tracer import recorded, value_check
 from .utils import tensor_of
 
 __all__ = ["check_reduction", "reduce", "nll_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
@@ -115,6 +115,7 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, ignore_index: int =
     return reduce(picked, reduction)
 
 
+@value_check
 def _check_targets(y: Array, ignore_index: int, c: int) -> None:
     keep = y != ignore_index
     if keep.any() and (y[keep].min() < 0 or y[keep].max() >= c):
@@ -149,6 +150,7 @@ def _bce_vjp_t(g: Array, ans: Array, p: Array, t: Array) -> Array:
 defrule("binary_cross_entropy", _bce_fwd, (_bce_vjp_p, "xy"), (_bce_vjp_t, "x"))
 
 
+@value_check
 def _check_probabilities(pv: Array) -> None:
     if float(pv.min()) < 0 or float(pv.max()) > 1:
         raise ValueError("binary_cross_entropy: input values must be probabilities in [0, 1]")

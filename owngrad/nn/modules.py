@@ -18,12 +18,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import to_device
-from ..capture import note_module, recorded
 from ..errors import GraphError, ShapeError
 from ..graph import Graph
 from ..handle import array_of, arrays_of, check_writable, exclusive, is_param, relabel
 from ..sites import user_site
 from ..tensor import Tensor
+from ..tracer import note_module, recorded
 from . import functional as F
 from .utils import pair, tensor_of
 

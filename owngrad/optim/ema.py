@@ -5,10 +5,10 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from ..capture import recorded
 from ..handle import array_of, exclusive, shared
 from ..nn.modules import Module
 from ..sites import user_site
+from ..tracer import recorded
 
 __all__ = ["EMA"]
 

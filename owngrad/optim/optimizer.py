@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, to_device, xp_of
-from ..capture import recorded
 from ..errors import GradError, ShapeError
 from ..grads import raw_gradients
 from ..graph import Grads
 from ..handle import array_of, arrays_of, check_writable, exclusive, is_param, label_of
 from ..sites import user_site
 from ..tensor import Tensor
+from ..tracer import recorded
 
 __all__ = ["Optimizer"]
 
