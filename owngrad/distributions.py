@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Array, xp_of
+from .backend import Array, device_of, to_device, xp_of
 from .capture import recorded
 from .errors import ShapeError
 from .graph import Graph
@@ -91,32 +91,50 @@ class Distribution:
 
 class Categorical(Distribution):
     """Categories ``0..K-1`` with ``probs`` (normalised along the last axis) or ``logits`` (unnormalised log
-    probabilities), as ``torch.distributions.Categorical``; samples are int64."""
+    probabilities), as ``torch.distributions.Categorical``; samples are int64. The other parameter is
+    computed when first asked for (as torch's lazy properties), so no unused node is recorded."""
 
     def __init__(self, probs: Any = None, logits: Any = None) -> None:
         _one_of("Categorical", probs, logits, "probs or logits")
         self.graph = g = _graph_of("Categorical", probs, logits)
-        if probs is not None:
-            p = _tensor(g, probs, np.float32)
-            p = p / p.sum(axis=-1, keepdims=True)
-            eps = float(np.finfo(p.dtype).eps)
-            self.probs, self.logits = p, p.clip(eps, 1 - eps).log()  # torch's probs_to_logits
-        else:
-            lg = _tensor(g, logits, np.float32)
-            self.logits = lg - lg.logsumexp(axis=-1, keepdims=True)
-            self.probs = self.logits.softmax(axis=-1)
-        if self.probs.ndim < 1:
+        given = _tensor(g, probs if probs is not None else logits, np.float32)
+        if given.ndim < 1:
             raise ShapeError("Categorical: probs/logits need at least one axis (the categories)")
-        self.batch_shape = self.probs.shape[:-1]
+        self._probs: Tensor | None = None
+        self._logits: Tensor | None = None
+        if probs is not None:
+            self._probs = given / given.sum(axis=-1, keepdims=True)
+        else:
+            self._logits = given - given.logsumexp(axis=-1, keepdims=True)
+        self.batch_shape = given.shape[:-1]
+        self._k = given.shape[-1]
+
+    @property
+    def probs(self) -> Tensor:
+        if self._probs is None:
+            assert self._logits is not None
+            self._probs = self._logits.softmax(axis=-1)
+        return self._probs
+
+    @property
+    def logits(self) -> Tensor:
+        if self._logits is None:
+            p = self.probs
+            eps = float(np.finfo(p.dtype).eps)
+            self._logits = p.clip(eps, 1 - eps).log()  # torch's probs_to_logits
+        return self._logits
 
     @property
     def num_categories(self) -> int:
-        return self.probs.shape[-1]
+        return self._k
 
     def sample(self, sample_shape: Any = ()) -> Tensor:
         shape = _shape(sample_shape) + self.batch_shape
-        return self.graph.constant(recorded(self.graph, _categorical_draw, self.graph.rng, array_of(self.probs),
-                                            shape))
+        from_logits = self._probs is None
+        given = self._logits if from_logits else self._probs
+        assert given is not None
+        return self.graph.constant(recorded(self.graph, _categorical_draw, self.graph.rng, array_of(given),
+                                            from_logits, shape))
 
     def log_prob(self, value: Any) -> Tensor:
         v = self._value(value, np.int64)
@@ -144,33 +162,59 @@ def _index_column(idx: Array, shape: tuple[int, ...]) -> Array:
     return xp_of(idx).broadcast_to(idx, shape)[..., None]
 
 
-def _categorical_draw(rng: np.random.Generator, probs: Array, shape: tuple[int, ...]) -> Array:
-    p = np.asarray(probs, dtype=np.float64)
+def _categorical_draw(rng: np.random.Generator, given: Array, from_logits: bool, shape: tuple[int, ...]) -> Array:
+    """Inverse-CDF draws of categories (on the host), from probabilities or normalised logits."""
+    p = np.asarray(to_device(given, "cpu"), dtype=np.float64)
+    if from_logits:
+        p = np.exp(p)
     cdf = np.cumsum(p, axis=-1)
     u = rng.random(shape + (1,)) * cdf[..., -1:]
-    return np.minimum((u >= cdf).sum(axis=-1), p.shape[-1] - 1).astype(np.int64)
+    return to_device(np.minimum((u >= cdf).sum(axis=-1), p.shape[-1] - 1).astype(np.int64), device_of(given))
+
+
+def _bernoulli_draw(rng: np.random.Generator, given: Array, from_logits: bool, shape: tuple[int, ...]) -> Array:
+    p = np.asarray(to_device(given, "cpu"), dtype=np.float64)
+    if from_logits:
+        p = 1.0 / (1.0 + np.exp(-p))
+    return to_device((rng.random(shape) < p).astype(given.dtype), device_of(given))
 
 
 class Bernoulli(Distribution):
-    """0/1 outcomes with ``probs`` or ``logits``, as ``torch.distributions.Bernoulli``; samples are floats."""
+    """0/1 outcomes with ``probs`` or ``logits``, as ``torch.distributions.Bernoulli``; samples are floats.
+    The other parameter is computed when first asked for."""
 
     def __init__(self, probs: Any = None, logits: Any = None) -> None:
         _one_of("Bernoulli", probs, logits, "probs or logits")
         self.graph = g = _graph_of("Bernoulli", probs, logits)
-        if probs is not None:
-            p = _tensor(g, probs, np.float32)
+        self._probs = None if probs is None else _tensor(g, probs, np.float32)
+        self._logits = None if logits is None else _tensor(g, logits, np.float32)
+        given = self._probs if self._probs is not None else self._logits
+        assert given is not None
+        self.batch_shape = given.shape
+
+    @property
+    def probs(self) -> Tensor:
+        if self._probs is None:
+            assert self._logits is not None
+            self._probs = self._logits.sigmoid()
+        return self._probs
+
+    @property
+    def logits(self) -> Tensor:
+        if self._logits is None:
+            p = self.probs
             eps = float(np.finfo(p.dtype).eps)
             clamped = p.clip(eps, 1 - eps)  # torch's probs_to_logits clamps the same way
-            self.probs, self.logits = p, clamped.log() - (1.0 - clamped).log()
-        else:
-            self.logits = _tensor(g, logits, np.float32)
-            self.probs = self.logits.sigmoid()
-        self.batch_shape = self.probs.shape
+            self._logits = clamped.log() - (1.0 - clamped).log()
+        return self._logits
 
     def sample(self, sample_shape: Any = ()) -> Tensor:
         shape = _shape(sample_shape) + self.batch_shape
-        u = self.graph.rand(shape, dtype=self.probs.dtype)
-        return (u < self.probs).astype(self.probs.dtype)
+        from_logits = self._probs is None
+        given = self._logits if from_logits else self._probs
+        assert given is not None
+        return self.graph.constant(recorded(self.graph, _bernoulli_draw, self.graph.rng, array_of(given),
+                                            from_logits, shape))
 
     def log_prob(self, value: Any) -> Tensor:
         v = self._value(value, self.logits.dtype)
