@@ -91,3 +91,14 @@ def test_loss_modules_check_their_reduction() -> None:
         og.nn.L1Loss("batchmean")
     assert og.nn.KLDivLoss("batchmean").reduction == "batchmean"
     assert repr(og.nn.HuberLoss()) == "HuberLoss(reduction='mean')"
+
+
+def test_class_weights_given_as_tensors_are_buffers_under_torchs_keys() -> None:
+    torch = pytest.importorskip("torch")
+    g = og.Graph()
+    for name, kw in [("CrossEntropyLoss", ["weight"]), ("NLLLoss", ["weight"]), ("BCELoss", ["weight"]),
+                     ("BCEWithLogitsLoss", ["weight", "pos_weight"])]:
+        ours = getattr(og.nn, name)(**{k: g.constant(W) for k in kw})
+        theirs = getattr(torch.nn, name)(**{k: torch.tensor(W) for k in kw})
+        assert list(ours.state_dict()) == list(theirs.state_dict()), name
+    assert list(og.nn.CrossEntropyLoss(weight=W).state_dict()) == []  # an array stays a plain attribute
