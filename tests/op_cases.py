@@ -595,6 +595,19 @@ def _recorded_inplace(x: og.Tensor, y: og.Tensor) -> og.Tensor:
     return (z * x).sum(axis=0)
 
 
+def _recurrences(x: og.Tensor, h: og.Tensor) -> og.Tensor:
+    """The ``recurrence`` rule of og.nn's GRU, LSTM and RNN, both directions, with initial states."""
+    g = x.graph
+    gru = og.nn.GRU(g, 3, 2, bidirectional=True, rng=0, dtype=np.float64)
+    lstm = og.nn.LSTM(g, 3, 2, num_layers=2, rng=1, dtype=np.float64)
+    rnn = og.nn.RNN(g, 3, 2, nonlinearity="relu", bias=False, rng=2, dtype=np.float64)
+    a, hn = gru(x, h)
+    b, (hl, cl) = lstm(x, (h, h * 0.5))
+    c, _ = rnn(x)
+    out: og.Tensor = a.sum(axis=-1) + b.sum(axis=-1) + c.sum(axis=-1) + (hn * hl).sum() + cl.sum()
+    return out
+
+
 def _view_zoo(x: og.Tensor) -> og.Tensor:
     return (x[1, 2] * x[::-1, None, 1:] + x[..., 0:1].T.squeeze(0).unsqueeze(-1)[0]).sum(axis=1)
 
@@ -672,5 +685,6 @@ EXTRA: list[tuple[str, Callable[..., og.Tensor], list[np.ndarray]]] = [
      + F("leaky_relu")(x) + F("elu")(x), [A]),
     ("F.bce_avg_pool", lambda p, x: F("binary_cross_entropy")(p, p.graph.constant(POS / 2.5))
      + F("avg_pool2d")(x, 2).sum(), [POS / 2.5, R.uniform(-1, 1, (1, 2, 4, 4))]),
+    ("nn.recurrence", _recurrences, [R.uniform(-1, 1, (4, 2, 3)), R.uniform(-1, 1, (2, 2, 2))]),
 ]
 EXTRA_IDS = [c[0] for c in EXTRA]
