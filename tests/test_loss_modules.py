@@ -32,6 +32,8 @@ CASES: list[tuple[str, Callable[[Any, Any], Any], np.ndarray, Callable[[Any], An
                                                                      label_smoothing=0.1), X, lambda t: t(CLEAN), ""),
     ("ce probabilities", lambda nn, t: nn.CrossEntropyLoss(label_smoothing=0.1), X,
      lambda t: t(T / T.sum(1, keepdims=True)), ""),
+    ("ce probabilities weight", lambda nn, t: nn.CrossEntropyLoss(weight=t(W), label_smoothing=0.1), X,
+     lambda t: t(T / T.sum(1, keepdims=True)), ""),
     ("mse", lambda nn, t: nn.MSELoss(), X, lambda t: t(Y), ""),
     ("l1", lambda nn, t: nn.L1Loss(), X, lambda t: t(Y), ""),
     ("smooth l1", lambda nn, t: nn.SmoothL1Loss(beta=0.5), X, lambda t: t(Y), ""),

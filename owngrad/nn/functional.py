@@ -94,7 +94,7 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
         raise ShapeError(f"{op}: expected logits of shape (N, C) or (C,), got {logits.shape}")
     c = logits.shape[-1]
     if _is_float_target(labels):
-        return _soft_cross_entropy(logits, labels, reduction, float(label_smoothing))
+        return _soft_cross_entropy(logits, labels, reduction, float(label_smoothing), weight)
     y = _index_array(logits, labels, op, "labels")
     if weight is not None or bool((y == ignore_index).any()):
         return _weighted_cross_entropy(logits, y, weight, ignore_index, reduction, float(label_smoothing))
@@ -148,7 +148,7 @@ def _is_float_target(labels: Any) -> bool:
     return bool(dt.kind == "f")
 
 
-def _soft_cross_entropy(logits: Tensor, target: Any, reduction: str, eps: float) -> Tensor:
+def _soft_cross_entropy(logits: Tensor, target: Any, reduction: str, eps: float, weight: Any = None) -> Tensor:
     op = "cross_entropy"
     if isinstance(target, Tensor):
         if target.graph is not logits.graph:
@@ -165,6 +165,8 @@ def _soft_cross_entropy(logits: Tensor, target: Any, reduction: str, eps: float)
                         f"the logits' shape {logits.shape}")
     if eps:
         t = t * (1.0 - eps) + eps / logits.shape[-1]
+    if weight is not None:  # per class, as torch (and "mean" stays the mean over samples)
+        t = t * (weight if isinstance(weight, Tensor) else np.asarray(weight, dtype=logits.dtype))
     loss: Tensor = -(t * logits.log_softmax(axis=-1)).sum(axis=-1)
     return reduce(loss, reduction if logits.ndim == 2 or reduction != "mean" else "none")
 
