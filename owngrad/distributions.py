@@ -306,7 +306,7 @@ class MultivariateNormal(Distribution):
         if np.count_nonzero(m - np.diag(np.diag(m))):
             raise ValueError(f"{name}: a matrix with a gradient must be diagonal (a full matrix is supported as a "
                              "constant only)")
-        diag = (self.matrix * np.eye(k, dtype=self.matrix.dtype)).sum(axis=-1)
+        diag = (self.matrix * g.eye(k, dtype=self.matrix.dtype)).sum(axis=-1)
         self._scale = diag if self._kind == "tril" else diag.sqrt() if self._kind == "cov" else 1.0 / diag.sqrt()
 
     def _tangent(self) -> Tensor:
@@ -330,7 +330,7 @@ class MultivariateNormal(Distribution):
         out: Tensor = self.loc + eps * self._scale
         # the derivative of the Cholesky factor in the off-diagonal entries, as torch's symmetric gradient
         s = self._scale.detach()
-        lower = np.tril(np.ones((self._k, self._k), dtype=self.loc.dtype), -1)
+        lower = self.graph.constant(np.tril(np.ones((self._k, self._k), dtype=self.loc.dtype), -1))
         d = self._tangent()
         sym = (d + d.T) * (0.5 * lower)
         if self._kind == "cov":
@@ -354,7 +354,7 @@ class MultivariateNormal(Distribution):
         # the off-diagonal derivatives at a diagonal matrix (zero in value): cov 0.5 w_i w_j with w = r / s^2,
         # precision -0.5 r_i r_j, scale_tril z_i z_j / L_ii below the diagonal (torch's, entry for entry)
         r, s = diff.detach(), self._scale.detach()
-        off = 1.0 - np.eye(self._k, dtype=self.loc.dtype)
+        off = 1.0 - self.graph.eye(self._k, dtype=self.loc.dtype)
         if self._kind == "cov":
             w = r / (s * s)
             coef = w.unsqueeze(-1) * w.unsqueeze(-2) * (0.5 * off)
@@ -362,7 +362,7 @@ class MultivariateNormal(Distribution):
             coef = r.unsqueeze(-1) * r.unsqueeze(-2) * (-0.5 * off)
         else:
             zd = r / s
-            coef = (zd / s).unsqueeze(-1) * zd.unsqueeze(-2) * np.tril(off)
+            coef = (zd / s).unsqueeze(-1) * zd.unsqueeze(-2) * off.tril()
         return out + (coef * self._tangent()).sum(axis=(-2, -1))
 
     def entropy(self) -> Tensor:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Array, xp_of
+from ..backend import Array, to_device, xp_of
 from ..capture import recorded
 from ..errors import ShapeError
 from ..handle import array_of
@@ -95,7 +95,7 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, ignore_index: int =
     if x.ndim != 2:
         raise ShapeError(f"{op}: expected input of shape (N, C), got {x.shape}")
     n, c = x.shape
-    y = np.asarray(array_of(target) if isinstance(target, Tensor) else target)
+    y = np.asarray(to_device(array_of(target), "cpu") if isinstance(target, Tensor) else target)  # read on the host
     if y.dtype.kind not in "iu" or y.shape != (n,):
         raise ShapeError(f"{op}: target must be integer class indices of shape ({n},), got {y.dtype} {y.shape}")
     keep = y != ignore_index
@@ -103,11 +103,11 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, ignore_index: int =
         bad = int(y[keep].min()) if y[keep].min() < 0 else int(y[keep].max())
         raise ValueError(f"{op}: target {bad} is out of range for {c} classes")
     w = np.ones(c, dtype=x.dtype) if weight is None else np.asarray(
-        array_of(weight) if isinstance(weight, Tensor) else weight, dtype=x.dtype)
+        to_device(array_of(weight), "cpu") if isinstance(weight, Tensor) else weight, dtype=x.dtype)
     if w.shape != (c,):
         raise ShapeError(f"{op}: weight must have shape ({c},), got {w.shape}")
     # recorded: the targets may be a captured step's input
-    safe, ws, total = recorded(x.graph, _nll_weights, y, ignore_index, w, x.dtype)
+    safe, ws, total = recorded(x.graph, _nll_weights, y, ignore_index, w, x.dtype, x.device)
     picked: Tensor = -x[np.arange(n), safe] * ws
     if reduction == "mean":
         mean: Tensor = picked.sum() / total
@@ -115,12 +115,13 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, ignore_index: int =
     return reduce(picked, reduction)
 
 
-def _nll_weights(y: Array, ignore_index: int, w: Array, dtype: Any) -> tuple[Array, Array, Array]:
-    """The class index to read per sample (0 where ignored), its weight (0 where ignored), and their sum."""
+def _nll_weights(y: Array, ignore_index: int, w: Array, dtype: Any, device: str) -> tuple[Array, Array, Array]:
+    """The class index to read per sample (0 where ignored, on the host), its weight (0 where ignored) and
+    their sum (both on ``device``)."""
     keep = y != ignore_index
     safe = np.where(keep, y, 0)
     ws = (w[safe] * keep).astype(dtype)
-    return safe, ws, np.asarray(ws.sum())
+    return safe, to_device(ws, device), to_device(np.asarray(ws.sum()), device)
 
 
 def _bce_fwd(xp: Any, p: Array, t: Array) -> Array:
