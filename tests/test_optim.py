@@ -320,3 +320,28 @@ def test_lbfgs_state_dict_roundtrip_continues_identically() -> None:
         opt2.step(closure2)
     for p, q in zip(ps, qs):
         np.testing.assert_array_equal(p.numpy(), q.numpy())
+
+
+NEW_OPTIMIZERS = [c for c in CONFIGS if c[0].split()[0] in ("adadelta", "rmsprop", "adagrad", "adamax", "nadam",
+                                                             "radam")]
+
+
+@pytest.mark.parametrize("name,make", NEW_OPTIMIZERS, ids=[c[0] for c in NEW_OPTIMIZERS])
+def test_state_dict_roundtrip_of_every_optimizer(name: str, make: Callable[..., Any]) -> None:
+    r = np.random.default_rng(5)
+    init = [r.standard_normal(s) for s in SHAPES]
+    coefs = [r.standard_normal(s) for s in SHAPES]
+    g = og.Graph()
+    ps = [g.param(a) for a in init]
+    opt = make(og.optim, ps)
+    for _ in range(3):
+        opt.step(g.backward(_loss(ps, coefs)))
+    g2 = og.Graph()
+    qs = [g2.param(p.numpy()) for p in ps]
+    opt2 = make(og.optim, qs)
+    opt2.load_state_dict(opt.state_dict())
+    for _ in range(2):
+        opt.step(g.backward(_loss(ps, coefs)))
+        opt2.step(g2.backward(_loss(qs, coefs)))
+    for p, q in zip(ps, qs):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
