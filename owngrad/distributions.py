@@ -12,6 +12,7 @@ Draws are recorded when a step is captured, so each replay draws afresh.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -89,74 +90,6 @@ class Distribution:
         return f"{type(self).__name__}(batch_shape={self.batch_shape}, event_shape={self.event_shape})"
 
 
-class Categorical(Distribution):
-    """Categories ``0..K-1`` with ``probs`` (normalised along the last axis) or ``logits`` (unnormalised log
-    probabilities), as ``torch.distributions.Categorical``; samples are int64. The other parameter is
-    computed when first asked for (as torch's lazy properties), so no unused node is recorded."""
-
-    def __init__(self, probs: Any = None, logits: Any = None) -> None:
-        _one_of("Categorical", probs, logits, "probs or logits")
-        self.graph = g = _graph_of("Categorical", probs, logits)
-        given = _tensor(g, probs if probs is not None else logits, np.float32)
-        if given.ndim < 1:
-            raise ShapeError("Categorical: probs/logits need at least one axis (the categories)")
-        self._probs: Tensor | None = None
-        self._logits: Tensor | None = None
-        if probs is not None:
-            self._probs = given / given.sum(axis=-1, keepdims=True)
-        else:
-            self._logits = given - given.logsumexp(axis=-1, keepdims=True)
-        self.batch_shape = given.shape[:-1]
-        self._k = given.shape[-1]
-
-    @property
-    def probs(self) -> Tensor:
-        if self._probs is None:
-            assert self._logits is not None
-            self._probs = self._logits.softmax(axis=-1)
-        return self._probs
-
-    @property
-    def logits(self) -> Tensor:
-        if self._logits is None:
-            p = self.probs
-            eps = float(np.finfo(p.dtype).eps)
-            self._logits = p.clip(eps, 1 - eps).log()  # torch's probs_to_logits
-        return self._logits
-
-    @property
-    def num_categories(self) -> int:
-        return self._k
-
-    def sample(self, sample_shape: Any = ()) -> Tensor:
-        shape = _shape(sample_shape) + self.batch_shape
-        from_logits = self._probs is None
-        given = self._logits if from_logits else self._probs
-        assert given is not None
-        return self.graph.constant(recorded(self.graph, _categorical_draw, self.graph.rng, array_of(given),
-                                            from_logits, shape))
-
-    def log_prob(self, value: Any) -> Tensor:
-        v = self._value(value, np.int64)
-        if v.dtype.kind not in "iu":
-            raise TypeError(f"Categorical.log_prob: values must be integer categories, got {v.dtype}")
-        shape = tuple(np.broadcast_shapes(v.shape, self.batch_shape))
-        logits = self.logits.expand(*shape, self.num_categories) if shape != self.batch_shape else self.logits
-        idx = recorded(self.graph, _index_column, array_of(v), shape)  # the values may be a captured input
-        out: Tensor = take_along_axis(logits, idx, axis=-1)
-        return out.squeeze(-1)
-
-    def entropy(self) -> Tensor:
-        # as torch: logits clamped to the dtype's lowest finite value, so 0 * log 0 counts as 0
-        plogp = self.probs * self.logits.clip(float(np.finfo(self.logits.dtype).min), None)
-        out: Tensor = -plogp.sum(axis=-1)
-        return out
-
-    @property
-    def mean(self) -> Tensor:
-        raise NotImplementedError("Categorical has no mean (as torch: its categories are labels)")
-
-
 def _index_column(idx: Array, shape: tuple[int, ...]) -> Array:
     """Integer values broadcast to ``shape``, with a trailing axis to gather along."""
     return xp_of(idx).broadcast_to(idx, shape)[..., None]
@@ -179,24 +112,31 @@ def _bernoulli_draw(rng: np.random.Generator, given: Array, from_logits: bool, s
     return to_device((rng.random(shape) < p).astype(given.dtype), device_of(given))
 
 
-class Bernoulli(Distribution):
-    """0/1 outcomes with ``probs`` or ``logits``, as ``torch.distributions.Bernoulli``; samples are floats.
-    The other parameter is computed when first asked for."""
+class _Discrete(Distribution):
+    """Parameterised by ``probs`` or ``logits`` (exactly one); the other is computed when first asked for
+    (as torch's lazy properties), so no unused node is recorded. Subclasses say how to turn one into the
+    other (``_to_probs``, ``_to_logits``) and how to draw on the host (``_draw``)."""
 
-    def __init__(self, probs: Any = None, logits: Any = None) -> None:
-        _one_of("Bernoulli", probs, logits, "probs or logits")
-        self.graph = g = _graph_of("Bernoulli", probs, logits)
+    _draw: Callable[[np.random.Generator, Array, bool, tuple[int, ...]], Array]
+
+    def __init__(self, probs: Any, logits: Any) -> None:
+        name = type(self).__name__
+        _one_of(name, probs, logits, "probs or logits")
+        self.graph = g = _graph_of(name, probs, logits)
         self._probs = None if probs is None else _tensor(g, probs, np.float32)
         self._logits = None if logits is None else _tensor(g, logits, np.float32)
-        given = self._probs if self._probs is not None else self._logits
-        assert given is not None
-        self.batch_shape = given.shape
+
+    def _to_probs(self, logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _to_logits(self, clamped_probs: Tensor) -> Tensor:
+        raise NotImplementedError
 
     @property
     def probs(self) -> Tensor:
         if self._probs is None:
             assert self._logits is not None
-            self._probs = self._logits.sigmoid()
+            self._probs = self._to_probs(self._logits)
         return self._probs
 
     @property
@@ -204,8 +144,7 @@ class Bernoulli(Distribution):
         if self._logits is None:
             p = self.probs
             eps = float(np.finfo(p.dtype).eps)
-            clamped = p.clip(eps, 1 - eps)  # torch's probs_to_logits clamps the same way
-            self._logits = clamped.log() - (1.0 - clamped).log()
+            self._logits = self._to_logits(p.clip(eps, 1 - eps))  # torch's probs_to_logits clamps the same way
         return self._logits
 
     def sample(self, sample_shape: Any = ()) -> Tensor:
@@ -213,8 +152,77 @@ class Bernoulli(Distribution):
         from_logits = self._probs is None
         given = self._logits if from_logits else self._probs
         assert given is not None
-        return self.graph.constant(recorded(self.graph, _bernoulli_draw, self.graph.rng, array_of(given),
+        return self.graph.constant(recorded(self.graph, type(self)._draw, self.graph.rng, array_of(given),
                                             from_logits, shape))
+
+
+class Categorical(_Discrete):
+    """Categories ``0..K-1`` with ``probs`` (normalised along the last axis) or ``logits`` (unnormalised log
+    probabilities), as ``torch.distributions.Categorical``; samples are int64."""
+
+    _draw = staticmethod(_categorical_draw)
+
+    def __init__(self, probs: Any = None, logits: Any = None) -> None:
+        super().__init__(probs, logits)
+        given = self._probs if self._probs is not None else self._logits
+        assert given is not None
+        if given.ndim < 1:
+            raise ShapeError("Categorical: probs/logits need at least one axis (the categories)")
+        if self._probs is not None:
+            self._probs = given / given.sum(axis=-1, keepdims=True)
+        else:
+            self._logits = given - given.logsumexp(axis=-1, keepdims=True)
+        self.batch_shape = given.shape[:-1]
+        self._k = given.shape[-1]
+
+    def _to_probs(self, logits: Tensor) -> Tensor:
+        return logits.softmax(axis=-1)
+
+    def _to_logits(self, clamped_probs: Tensor) -> Tensor:
+        return clamped_probs.log()
+
+    @property
+    def num_categories(self) -> int:
+        return self._k
+
+    def log_prob(self, value: Any) -> Tensor:
+        v = self._value(value, np.int64)
+        if v.dtype.kind not in "iu":
+            raise TypeError(f"Categorical.log_prob: values must be integer categories, got {v.dtype}")
+        shape = tuple(np.broadcast_shapes(v.shape, self.batch_shape))
+        logits = self.logits.expand(*shape, self.num_categories) if shape != self.batch_shape else self.logits
+        idx = recorded(self.graph, _index_column, array_of(v), shape)  # the values may be a captured input
+        out: Tensor = take_along_axis(logits, idx, axis=-1)
+        return out.squeeze(-1)
+
+    def entropy(self) -> Tensor:
+        # as torch: logits clamped to the dtype's lowest finite value, so 0 * log 0 counts as 0
+        plogp = self.probs * self.logits.clip(float(np.finfo(self.logits.dtype).min), None)
+        out: Tensor = -plogp.sum(axis=-1)
+        return out
+
+    @property
+    def mean(self) -> Tensor:
+        raise NotImplementedError("Categorical has no mean (as torch: its categories are labels)")
+
+
+class Bernoulli(_Discrete):
+    """0/1 outcomes with ``probs`` or ``logits``, as ``torch.distributions.Bernoulli``; samples are floats."""
+
+    _draw = staticmethod(_bernoulli_draw)
+
+    def __init__(self, probs: Any = None, logits: Any = None) -> None:
+        super().__init__(probs, logits)
+        given = self._probs if self._probs is not None else self._logits
+        assert given is not None
+        self.batch_shape = given.shape
+
+    def _to_probs(self, logits: Tensor) -> Tensor:
+        return logits.sigmoid()
+
+    def _to_logits(self, clamped_probs: Tensor) -> Tensor:
+        out: Tensor = clamped_probs.log() - (1.0 - clamped_probs).log()
+        return out
 
     def log_prob(self, value: Any) -> Tensor:
         v = self._value(value, self.logits.dtype)
