@@ -223,6 +223,24 @@ def conv_shapes(draw: Any) -> tuple[Shapes, dict[str, Any]]:
 
 
 @st.composite
+def recurrence_shapes(draw: Any) -> tuple[Shapes, dict[str, Any]]:
+    from owngrad.nn.recurrence import CellKind
+
+    kind = draw(st.sampled_from(list(CellKind)))
+    t, b, h = draw(st.integers(1, 4)), draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    gh = h * {"rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "lstm": 4}[kind.value]
+    return ((t, b, gh), (b, h), (gh, h), (gh,), (b, h)), {"kind": kind, "reverse": draw(st.booleans())}
+
+
+def _recurrence(gi: og.Tensor, h0: og.Tensor, w: og.Tensor, bias: og.Tensor, c0: og.Tensor, kind: Any,
+                reverse: bool) -> og.Tensor:
+    """The ``recurrence`` rule of og.nn's recurrent layers, called directly (c0 is read by LSTM only)."""
+    lstm = kind.value == "lstm"
+    out = gi.graph.apply("recurrence", (gi, h0, w, bias, c0 if lstm else None), {"kind": kind, "reverse": reverse})
+    return out if lstm else out + c0.sum() * 0.0
+
+
+@st.composite
 def pool_shapes(draw: Any) -> tuple[Shapes, dict[str, Any]]:
     k = draw(st.integers(1, 3))
     stride = draw(st.sampled_from([None, 1, 2]))
@@ -270,6 +288,12 @@ class Case:
         if self.needs is not None and functional(self.needs) is None:
             pytest.skip(f"og.nn.functional.{self.needs} does not exist yet")
         return lambda *ts: self.fn(*ts, **kw)
+
+
+def _cell_kind(name: str) -> Any:
+    from owngrad.nn.recurrence import CellKind
+
+    return CellKind(name)
 
 
 def R(*names: str) -> frozenset[str]:
@@ -501,6 +525,8 @@ CASES: list[Case] = [
          padding=padding), conv_shapes(), (((2, 2, 5, 4), (3, 2, 3, 2), (3,)), {"stride": 1, "padding": 0}),
          tfn=lambda x, w, b, stride, padding: __import__("torch").nn.functional.conv2d(
              x, w, b, stride=stride, padding=padding), needs="conv2d"),
+    Case("recurrence", R("recurrence"), _recurrence, recurrence_shapes(),
+         (((3, 2, 6), (2, 2), (6, 2), (6,), (2, 2)), {"kind": _cell_kind("gru"), "reverse": True})),
     Case("max_pool2d", R("max_pool2d"), lambda x, k, stride: _fn("max_pool2d")(x, k, stride), pool_shapes(),
          (((1, 2, 4, 4),), {"k": 2, "stride": None}), (distinct,),
          tfn=lambda x, k, stride: __import__("torch").nn.functional.max_pool2d(x, k, stride), needs="max_pool2d"),

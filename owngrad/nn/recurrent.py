@@ -248,7 +248,15 @@ class _RNNBase(Module):
         return s
 
 
-class RNN(_RNNBase):
+class _HiddenOnly(_RNNBase):
+    """A layer whose state is the hidden state alone: ``forward(x, hx=None) -> (output, h_n)``."""
+
+    def forward(self, x: Any, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        out, h = self._run(x, hx)
+        return out, h
+
+
+class RNN(_HiddenOnly):
     """An Elman RNN as ``torch.nn.RNN``: ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``
     (``nonlinearity="relu"``: relu); returns ``(output, h_n)``, output (T, B, D * H), h_n
     (num_layers * D, B, H) with D = 2 if bidirectional."""
@@ -265,12 +273,8 @@ class RNN(_RNNBase):
     def _kind(self) -> CellKind:
         return CellKind.RNN_RELU if self.nonlinearity == "relu" else CellKind.RNN_TANH
 
-    def forward(self, x: Any, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        out, h = self._run(x, hx)
-        return out, h
 
-
-class GRU(_RNNBase):
+class GRU(_HiddenOnly):
     """A GRU as ``torch.nn.GRU``; returns ``(output, h_n)``, output (T, B, D * H), h_n
     (num_layers * D, B, H) with D = 2 if bidirectional."""
 
@@ -278,10 +282,6 @@ class GRU(_RNNBase):
 
     def _kind(self) -> CellKind:
         return CellKind.GRU
-
-    def forward(self, x: Any, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        out, h = self._run(x, hx)
-        return out, h
 
 
 class LSTM(_RNNBase):
