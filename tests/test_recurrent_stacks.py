@@ -116,6 +116,8 @@ def test_recurrent_layers_refuse_bad_arguments() -> None:
         m(g.zeros((5, 2, 3)), g.zeros((1, 2, 4)))
     with pytest.raises(og.ShapeError, match="input_size 3"):
         m(g.zeros((5, 2, 2)))
+    with pytest.raises(og.ShapeError, match="empty"):
+        m(g.zeros((0, 2, 3)))
 
 
 def test_rnn_cell_matches_torch() -> None:

@@ -222,6 +222,8 @@ class _RNNBase(Module):
             hx = None if hx is None else tuple(t.unsqueeze(1) for t in hx) if self._state_pairs else hx.unsqueeze(1)
         _check_input(name, x, self.input_size, 3)
         seq = x.transpose(1, 0, 2) if self.batch_first and not unbatched else x
+        if seq.shape[0] == 0:
+            raise ShapeError(f"{name}: the sequence is empty (input shape {x.shape}); it needs at least one step")
         states = self._initial(seq, hx)
         T, B, n = seq.shape[0], seq.shape[1], len(states)
         # every layer's and direction's hidden states (and LSTM's final cell states), preallocated once and
