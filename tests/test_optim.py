@@ -248,6 +248,14 @@ def test_lbfgs_closure_may_return_its_grads_and_refuses_gradients_or_pending_bor
     np.testing.assert_allclose(p.numpy(), [1.0, 1.0], atol=1e-6)
     with pytest.raises(TypeError, match="closure"):
         opt.step(g.backward((p * p).sum()))  # type: ignore[arg-type]
+
+    def torch_style() -> og.Tensor:  # runs the backward itself and returns only the loss
+        loss = ((p - 2.0) ** 2).sum()
+        g.backward(loss)
+        return loss
+
+    with pytest.raises(og.GraphError, match=r"LBFGS.step.*returns \(loss, grads\)"):
+        opt.step(torch_style)
     before = p.numpy()
     pending = (p * p).sum()  # saved p: the step must be refused before any write
     with pytest.raises(og.BorrowError, match="LBFGS.step"):
