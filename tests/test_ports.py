@@ -161,3 +161,102 @@ def test_sine_wave_predictor_with_lbfgs_matches_torch() -> None:
         np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-10)
     np.testing.assert_allclose(criterion(seq(x), y).item(), tcriterion(tseq(torch.tensor(inp)),
                                                                         torch.tensor(target)).item(), rtol=1e-9)
+
+
+def test_vae_matches_torch() -> None:
+    torch = pytest.importorskip("torch")
+    D, Z = 12, 3
+
+    class VAE(og.nn.Module):
+        def __init__(self, g: og.Graph) -> None:
+            super().__init__(g)
+            self.fc1, self.fc21, self.fc22 = og.nn.Linear(g, D, 8), og.nn.Linear(g, 8, Z), og.nn.Linear(g, 8, Z)
+            self.fc3, self.fc4 = og.nn.Linear(g, Z, 8), og.nn.Linear(g, 8, D)
+
+        def forward(self, x: og.Tensor) -> tuple[og.Tensor, og.Tensor, og.Tensor, og.Tensor]:
+            h1 = self.fc1(x).relu()
+            mu, logvar = self.fc21(h1), self.fc22(h1)
+            std = (logvar * 0.5).exp()
+            eps = x.graph.randn_like(std)  # torch.randn_like(std)
+            z = mu + eps * std
+            return self.fc4(self.fc3(z).relu()).sigmoid(), mu, logvar, eps
+
+    class TVAE(torch.nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc21, self.fc22 = torch.nn.Linear(D, 8), torch.nn.Linear(8, Z), torch.nn.Linear(8, Z)
+            self.fc3, self.fc4 = torch.nn.Linear(Z, 8), torch.nn.Linear(8, D)
+
+        def forward(self, x: Any, eps: Any) -> Any:
+            h1 = torch.relu(self.fc1(x))
+            mu, logvar = self.fc21(h1), self.fc22(h1)
+            z = mu + eps * torch.exp(0.5 * logvar)  # the same draws as owngrad's
+            return torch.sigmoid(self.fc4(torch.relu(self.fc3(z)))), mu, logvar
+
+    torch.manual_seed(4)
+    g = og.Graph()
+    vae, tvae = VAE(g).double(), TVAE().double()
+    _load(vae, tvae)
+    opt, topt = og.optim.Adam(vae.parameters(), lr=1e-2), torch.optim.Adam(tvae.parameters(), lr=1e-2)
+    data = np.random.default_rng(5).uniform(0, 1, (4, 6, D))
+    for x in data:
+        recon, mu, logvar, eps = vae(g.constant(x))
+        bce = og.nn.functional.binary_cross_entropy(recon, x, reduction="sum")
+        loss = bce - 0.5 * (1.0 + logvar - mu * mu - logvar.exp()).sum()
+        opt.step(g.backward(loss))
+        topt.zero_grad()
+        trecon, tmu, tlogvar = tvae(torch.tensor(x), torch.tensor(eps.numpy()))
+        tloss = torch.nn.functional.binary_cross_entropy(trecon, torch.tensor(x), reduction="sum") \
+            - 0.5 * torch.sum(1 + tlogvar - tmu.pow(2) - tlogvar.exp())
+        tloss.backward()
+        topt.step()
+        np.testing.assert_allclose(loss.item(), tloss.item(), rtol=1e-11)
+
+
+def test_actor_critic_matches_torch() -> None:
+    torch = pytest.importorskip("torch")
+
+    class Policy(og.nn.Module):
+        def __init__(self, g: og.Graph) -> None:
+            super().__init__(g)
+            self.affine1, self.action_head, self.value_head = (og.nn.Linear(g, 4, 16), og.nn.Linear(g, 16, 2),
+                                                               og.nn.Linear(g, 16, 1))
+
+        def forward(self, x: og.Tensor) -> tuple[og.Tensor, og.Tensor]:
+            h = self.affine1(x).relu()
+            return self.action_head(h).softmax(axis=-1), self.value_head(h)
+
+    class TPolicy(torch.nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.affine1, self.action_head, self.value_head = (torch.nn.Linear(4, 16), torch.nn.Linear(16, 2),
+                                                               torch.nn.Linear(16, 1))
+
+        def forward(self, x: Any) -> Any:
+            h = torch.relu(self.affine1(x))
+            return torch.softmax(self.action_head(h), dim=-1), self.value_head(h)
+
+    torch.manual_seed(6)
+    g = og.Graph()
+    policy, tpolicy = Policy(g).double(), TPolicy().double()
+    _load(policy, tpolicy)
+    opt, topt = og.optim.Adam(policy.parameters(), lr=3e-2), torch.optim.Adam(tpolicy.parameters(), lr=3e-2)
+    r = np.random.default_rng(7)
+    for _ in range(4):  # one "episode" of 5 states per update, rewards drawn at random
+        states, returns = r.standard_normal((5, 4)), r.standard_normal(5).cumsum()[::-1].copy()
+        probs, values = policy(g.constant(states))
+        m = og.distributions.Categorical(probs=probs)
+        actions = m.sample()
+        advantage = returns - values.numpy()[:, 0]
+        loss = -(m.log_prob(actions) * advantage).sum() + og.nn.functional.smooth_l1_loss(
+            values[:, 0], returns, reduction="sum")
+        opt.step(g.backward(loss))
+        topt.zero_grad()
+        tprobs, tvalues = tpolicy(torch.tensor(states))
+        tm = torch.distributions.Categorical(probs=tprobs)
+        tadv = torch.tensor(returns) - tvalues.detach()[:, 0]
+        tloss = -(tm.log_prob(torch.tensor(actions.numpy())) * tadv).sum() + torch.nn.functional.smooth_l1_loss(
+            tvalues[:, 0], torch.tensor(returns), reduction="sum")
+        tloss.backward()
+        topt.step()
+        np.testing.assert_allclose(loss.item(), tloss.item(), rtol=1e-11)
