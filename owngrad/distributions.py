@@ -12,11 +12,12 @@ Draws are recorded when a step is captured, so each replay draws afresh.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .backend import Array, xp_of
+from .backend import Array, device_of, to_device, xp_of
 from .tracer import recorded
 from .errors import ShapeError
 from .graph import Graph
@@ -89,34 +90,100 @@ class Distribution:
         return f"{type(self).__name__}(batch_shape={self.batch_shape}, event_shape={self.event_shape})"
 
 
-class Categorical(Distribution):
-    """Categories ``0..K-1`` with ``probs`` (normalised along the last axis) or ``logits`` (unnormalised log
-    probabilities), as ``torch.distributions.Categorical``; samples are int64."""
+def _index_column(idx: Array, shape: tuple[int, ...]) -> Array:
+    """Integer values broadcast to ``shape``, with a trailing axis to gather along."""
+    return xp_of(idx).broadcast_to(idx, shape)[..., None]
 
-    def __init__(self, probs: Any = None, logits: Any = None) -> None:
-        _one_of("Categorical", probs, logits, "probs or logits")
-        self.graph = g = _graph_of("Categorical", probs, logits)
-        if probs is not None:
-            p = _tensor(g, probs, np.float32)
-            p = p / p.sum(axis=-1, keepdims=True)
-            eps = float(np.finfo(p.dtype).eps)
-            self.probs, self.logits = p, p.clip(eps, 1 - eps).log()  # torch's probs_to_logits
-        else:
-            lg = _tensor(g, logits, np.float32)
-            self.logits = lg - lg.logsumexp(axis=-1, keepdims=True)
-            self.probs = self.logits.softmax(axis=-1)
-        if self.probs.ndim < 1:
-            raise ShapeError("Categorical: probs/logits need at least one axis (the categories)")
-        self.batch_shape = self.probs.shape[:-1]
+
+def _categorical_draw(rng: np.random.Generator, given: Array, from_logits: bool, shape: tuple[int, ...]) -> Array:
+    """Inverse-CDF draws of categories (on the host), from probabilities or normalised logits."""
+    p = np.asarray(to_device(given, "cpu"), dtype=np.float64)
+    if from_logits:
+        p = np.exp(p)
+    cdf = np.cumsum(p, axis=-1)
+    u = rng.random(shape + (1,)) * cdf[..., -1:]
+    return to_device(np.minimum((u >= cdf).sum(axis=-1), p.shape[-1] - 1).astype(np.int64), device_of(given))
+
+
+def _bernoulli_draw(rng: np.random.Generator, given: Array, from_logits: bool, shape: tuple[int, ...]) -> Array:
+    p = np.asarray(to_device(given, "cpu"), dtype=np.float64)
+    if from_logits:
+        p = 1.0 / (1.0 + np.exp(-p))
+    return to_device((rng.random(shape) < p).astype(given.dtype), device_of(given))
+
+
+class _Discrete(Distribution):
+    """Parameterised by ``probs`` or ``logits`` (exactly one); the other is computed when first asked for
+    (as torch's lazy properties), so no unused node is recorded. Subclasses say how to turn one into the
+    other (``_to_probs``, ``_to_logits``) and how to draw on the host (``_draw``)."""
+
+    _draw: Callable[[np.random.Generator, Array, bool, tuple[int, ...]], Array]
+
+    def __init__(self, probs: Any, logits: Any) -> None:
+        name = type(self).__name__
+        _one_of(name, probs, logits, "probs or logits")
+        self.graph = g = _graph_of(name, probs, logits)
+        self._probs = None if probs is None else _tensor(g, probs, np.float32)
+        self._logits = None if logits is None else _tensor(g, logits, np.float32)
+
+    def _to_probs(self, logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _to_logits(self, clamped_probs: Tensor) -> Tensor:
+        raise NotImplementedError
 
     @property
-    def num_categories(self) -> int:
-        return self.probs.shape[-1]
+    def probs(self) -> Tensor:
+        if self._probs is None:
+            assert self._logits is not None
+            self._probs = self._to_probs(self._logits)
+        return self._probs
+
+    @property
+    def logits(self) -> Tensor:
+        if self._logits is None:
+            p = self.probs
+            eps = float(np.finfo(p.dtype).eps)
+            self._logits = self._to_logits(p.clip(eps, 1 - eps))  # torch's probs_to_logits clamps the same way
+        return self._logits
 
     def sample(self, sample_shape: Any = ()) -> Tensor:
         shape = _shape(sample_shape) + self.batch_shape
-        return self.graph.constant(recorded(self.graph, _categorical_draw, self.graph.rng, array_of(self.probs),
-                                            shape))
+        from_logits = self._probs is None
+        given = self._logits if from_logits else self._probs
+        assert given is not None
+        return self.graph.constant(recorded(self.graph, type(self)._draw, self.graph.rng, array_of(given),
+                                            from_logits, shape))
+
+
+class Categorical(_Discrete):
+    """Categories ``0..K-1`` with ``probs`` (normalised along the last axis) or ``logits`` (unnormalised log
+    probabilities), as ``torch.distributions.Categorical``; samples are int64."""
+
+    _draw = staticmethod(_categorical_draw)
+
+    def __init__(self, probs: Any = None, logits: Any = None) -> None:
+        super().__init__(probs, logits)
+        given = self._probs if self._probs is not None else self._logits
+        assert given is not None
+        if given.ndim < 1:
+            raise ShapeError("Categorical: probs/logits need at least one axis (the categories)")
+        if self._probs is not None:
+            self._probs = given / given.sum(axis=-1, keepdims=True)
+        else:
+            self._logits = given - given.logsumexp(axis=-1, keepdims=True)
+        self.batch_shape = given.shape[:-1]
+        self._k = given.shape[-1]
+
+    def _to_probs(self, logits: Tensor) -> Tensor:
+        return logits.softmax(axis=-1)
+
+    def _to_logits(self, clamped_probs: Tensor) -> Tensor:
+        return clamped_probs.log()
+
+    @property
+    def num_categories(self) -> int:
+        return self._k
 
     def log_prob(self, value: Any) -> Tensor:
         v = self._value(value, np.int64)
@@ -139,38 +206,23 @@ class Categorical(Distribution):
         raise NotImplementedError("Categorical has no mean (as torch: its categories are labels)")
 
 
-def _index_column(idx: Array, shape: tuple[int, ...]) -> Array:
-    """Integer values broadcast to ``shape``, with a trailing axis to gather along."""
-    return xp_of(idx).broadcast_to(idx, shape)[..., None]
-
-
-def _categorical_draw(rng: np.random.Generator, probs: Array, shape: tuple[int, ...]) -> Array:
-    p = np.asarray(probs, dtype=np.float64)
-    cdf = np.cumsum(p, axis=-1)
-    u = rng.random(shape + (1,)) * cdf[..., -1:]
-    return np.minimum((u >= cdf).sum(axis=-1), p.shape[-1] - 1).astype(np.int64)
-
-
-class Bernoulli(Distribution):
+class Bernoulli(_Discrete):
     """0/1 outcomes with ``probs`` or ``logits``, as ``torch.distributions.Bernoulli``; samples are floats."""
 
-    def __init__(self, probs: Any = None, logits: Any = None) -> None:
-        _one_of("Bernoulli", probs, logits, "probs or logits")
-        self.graph = g = _graph_of("Bernoulli", probs, logits)
-        if probs is not None:
-            p = _tensor(g, probs, np.float32)
-            eps = float(np.finfo(p.dtype).eps)
-            clamped = p.clip(eps, 1 - eps)  # torch's probs_to_logits clamps the same way
-            self.probs, self.logits = p, clamped.log() - (1.0 - clamped).log()
-        else:
-            self.logits = _tensor(g, logits, np.float32)
-            self.probs = self.logits.sigmoid()
-        self.batch_shape = self.probs.shape
+    _draw = staticmethod(_bernoulli_draw)
 
-    def sample(self, sample_shape: Any = ()) -> Tensor:
-        shape = _shape(sample_shape) + self.batch_shape
-        u = self.graph.rand(shape, dtype=self.probs.dtype)
-        return (u < self.probs).astype(self.probs.dtype)
+    def __init__(self, probs: Any = None, logits: Any = None) -> None:
+        super().__init__(probs, logits)
+        given = self._probs if self._probs is not None else self._logits
+        assert given is not None
+        self.batch_shape = given.shape
+
+    def _to_probs(self, logits: Tensor) -> Tensor:
+        return logits.sigmoid()
+
+    def _to_logits(self, clamped_probs: Tensor) -> Tensor:
+        out: Tensor = clamped_probs.log() - (1.0 - clamped_probs).log()
+        return out
 
     def log_prob(self, value: Any) -> Tensor:
         v = self._value(value, self.logits.dtype)
@@ -262,7 +314,7 @@ class MultivariateNormal(Distribution):
         if np.count_nonzero(m - np.diag(np.diag(m))):
             raise ValueError(f"{name}: a matrix with a gradient must be diagonal (a full matrix is supported as a "
                              "constant only)")
-        diag = (self.matrix * np.eye(k, dtype=self.matrix.dtype)).sum(axis=-1)
+        diag = (self.matrix * g.eye(k, dtype=self.matrix.dtype)).sum(axis=-1)
         self._scale = diag if self._kind == "tril" else diag.sqrt() if self._kind == "cov" else 1.0 / diag.sqrt()
 
     def _tangent(self) -> Tensor:
@@ -286,7 +338,7 @@ class MultivariateNormal(Distribution):
         out: Tensor = self.loc + eps * self._scale
         # the derivative of the Cholesky factor in the off-diagonal entries, as torch's symmetric gradient
         s = self._scale.detach()
-        lower = np.tril(np.ones((self._k, self._k), dtype=self.loc.dtype), -1)
+        lower = self.graph.constant(np.tril(np.ones((self._k, self._k), dtype=self.loc.dtype), -1))
         d = self._tangent()
         sym = (d + d.T) * (0.5 * lower)
         if self._kind == "cov":
@@ -310,7 +362,7 @@ class MultivariateNormal(Distribution):
         # the off-diagonal derivatives at a diagonal matrix (zero in value): cov 0.5 w_i w_j with w = r / s^2,
         # precision -0.5 r_i r_j, scale_tril z_i z_j / L_ii below the diagonal (torch's, entry for entry)
         r, s = diff.detach(), self._scale.detach()
-        off = 1.0 - np.eye(self._k, dtype=self.loc.dtype)
+        off = 1.0 - self.graph.eye(self._k, dtype=self.loc.dtype)
         if self._kind == "cov":
             w = r / (s * s)
             coef = w.unsqueeze(-1) * w.unsqueeze(-2) * (0.5 * off)
@@ -318,7 +370,7 @@ class MultivariateNormal(Distribution):
             coef = r.unsqueeze(-1) * r.unsqueeze(-2) * (-0.5 * off)
         else:
             zd = r / s
-            coef = (zd / s).unsqueeze(-1) * zd.unsqueeze(-2) * np.tril(off)
+            coef = (zd / s).unsqueeze(-1) * zd.unsqueeze(-2) * off.tril()
         return out + (coef * self._tangent()).sum(axis=(-2, -1))
 
     def entropy(self) -> Tensor:

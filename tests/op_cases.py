@@ -242,6 +242,24 @@ def conv_shapes(draw: Any) -> tuple[Shapes, dict[str, Any]]:
 
 
 @st.composite
+def recurrence_shapes(draw: Any) -> tuple[Shapes, dict[str, Any]]:
+    from owngrad.nn.recurrence import CellKind
+
+    kind = draw(st.sampled_from(list(CellKind)))
+    t, b, h = draw(st.integers(1, 4)), draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    gh = h * {"rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "lstm": 4}[kind.value]
+    return ((t, b, gh), (b, h), (gh, h), (gh,), (b, h)), {"kind": kind, "reverse": draw(st.booleans())}
+
+
+def _recurrence(gi: og.Tensor, h0: og.Tensor, w: og.Tensor, bias: og.Tensor, c0: og.Tensor, kind: Any,
+                reverse: bool) -> og.Tensor:
+    """The ``recurrence`` rule of og.nn's recurrent layers, called directly (c0 is read by LSTM only)."""
+    lstm = kind.value == "lstm"
+    out = gi.graph.apply("recurrence", (gi, h0, w, bias, c0 if lstm else None), {"kind": kind, "reverse": reverse})
+    return out if lstm else out + c0.sum() * 0.0
+
+
+@st.composite
 def pool_shapes(draw: Any) -> tuple[Shapes, dict[str, Any]]:
     k = draw(st.integers(1, 3))
     stride = draw(st.sampled_from([None, 1, 2]))
@@ -289,6 +307,12 @@ class Case:
         if self.needs is not None and functional(self.needs) is None:
             pytest.skip(f"og.nn.functional.{self.needs} does not exist yet")
         return lambda *ts: self.fn(*ts, **kw)
+
+
+def _cell_kind(name: str) -> Any:
+    from owngrad.nn.recurrence import CellKind
+
+    return CellKind(name)
 
 
 def R(*names: str) -> frozenset[str]:
@@ -527,6 +551,8 @@ CASES: list[Case] = [
          layer_norm_shapes(), (((2, 3, 4), (3, 4), (3, 4)), {"norm": (3, 4)}),
          tfn=lambda x, w=None, b=None, norm=(): __import__("torch").nn.functional.layer_norm(x, norm, w, b),
          needs="layer_norm"),
+    Case("recurrence", R("recurrence"), _recurrence, recurrence_shapes(),
+         (((3, 2, 6), (2, 2), (6, 2), (6,), (2, 2)), {"kind": _cell_kind("gru"), "reverse": True})),
     Case("max_pool2d", R("max_pool2d"), lambda x, k, stride: _fn("max_pool2d")(x, k, stride), pool_shapes(),
          (((1, 2, 4, 4),), {"k": 2, "stride": None}), (distinct,),
          tfn=lambda x, k, stride: __import__("torch").nn.functional.max_pool2d(x, k, stride), needs="max_pool2d"),
@@ -621,6 +647,19 @@ def _recorded_inplace(x: og.Tensor, y: og.Tensor) -> og.Tensor:
     return (z * x).sum(axis=0)
 
 
+def _recurrences(x: og.Tensor, h: og.Tensor) -> og.Tensor:
+    """The ``recurrence`` rule of og.nn's GRU, LSTM and RNN, both directions, with initial states."""
+    g = x.graph
+    gru = og.nn.GRU(g, 3, 2, bidirectional=True, rng=0, dtype=np.float64)
+    lstm = og.nn.LSTM(g, 3, 2, num_layers=2, rng=1, dtype=np.float64)
+    rnn = og.nn.RNN(g, 3, 2, nonlinearity="relu", bias=False, rng=2, dtype=np.float64)
+    a, hn = gru(x, h)
+    b, (hl, cl) = lstm(x, (h, h * 0.5))
+    c, _ = rnn(x)
+    out: og.Tensor = a.sum(axis=-1) + b.sum(axis=-1) + c.sum(axis=-1) + (hn * hl).sum() + cl.sum()
+    return out
+
+
 def _view_zoo(x: og.Tensor) -> og.Tensor:
     return (x[1, 2] * x[::-1, None, 1:] + x[..., 0:1].T.squeeze(0).unsqueeze(-1)[0]).sum(axis=1)
 
@@ -702,5 +741,6 @@ EXTRA: list[tuple[str, Callable[..., og.Tensor], list[np.ndarray]]] = [
      + F("leaky_relu")(x) + F("elu")(x), [A]),
     ("F.bce_avg_pool", lambda p, x: F("binary_cross_entropy")(p, p.graph.constant(POS / 2.5))
      + F("avg_pool2d")(x, 2).sum(), [POS / 2.5, R.uniform(-1, 1, (1, 2, 4, 4))]),
+    ("nn.recurrence", _recurrences, [R.uniform(-1, 1, (4, 2, 3)), R.uniform(-1, 1, (2, 2, 2))]),
 ]
 EXTRA_IDS = [c[0] for c in EXTRA]

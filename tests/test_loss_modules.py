@@ -32,6 +32,8 @@ CASES: list[tuple[str, Callable[[Any, Any], Any], np.ndarray, Callable[[Any], An
                                                                      label_smoothing=0.1), X, lambda t: t(CLEAN), ""),
     ("ce probabilities", lambda nn, t: nn.CrossEntropyLoss(label_smoothing=0.1), X,
      lambda t: t(T / T.sum(1, keepdims=True)), ""),
+    ("ce probabilities weight", lambda nn, t: nn.CrossEntropyLoss(weight=t(W), label_smoothing=0.1), X,
+     lambda t: t(T / T.sum(1, keepdims=True)), ""),
     ("mse", lambda nn, t: nn.MSELoss(), X, lambda t: t(Y), ""),
     ("l1", lambda nn, t: nn.L1Loss(), X, lambda t: t(Y), ""),
     ("smooth l1", lambda nn, t: nn.SmoothL1Loss(beta=0.5), X, lambda t: t(Y), ""),
@@ -91,3 +93,14 @@ def test_loss_modules_check_their_reduction() -> None:
         og.nn.L1Loss("batchmean")
     assert og.nn.KLDivLoss("batchmean").reduction == "batchmean"
     assert repr(og.nn.HuberLoss()) == "HuberLoss(reduction='mean')"
+
+
+def test_class_weights_given_as_tensors_are_buffers_under_torchs_keys() -> None:
+    torch = pytest.importorskip("torch")
+    g = og.Graph()
+    for name, kw in [("CrossEntropyLoss", ["weight"]), ("NLLLoss", ["weight"]), ("BCELoss", ["weight"]),
+                     ("BCEWithLogitsLoss", ["weight", "pos_weight"])]:
+        ours = getattr(og.nn, name)(**{k: g.constant(W) for k in kw})
+        theirs = getattr(torch.nn, name)(**{k: torch.tensor(W) for k in kw})
+        assert list(ours.state_dict()) == list(theirs.state_dict()), name
+    assert list(og.nn.CrossEntropyLoss(weight=W).state_dict()) == []  # an array stays a plain attribute

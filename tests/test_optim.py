@@ -248,6 +248,14 @@ def test_lbfgs_closure_may_return_its_grads_and_refuses_gradients_or_pending_bor
     np.testing.assert_allclose(p.numpy(), [1.0, 1.0], atol=1e-6)
     with pytest.raises(TypeError, match="closure"):
         opt.step(g.backward((p * p).sum()))  # type: ignore[arg-type]
+
+    def torch_style() -> og.Tensor:  # runs the backward itself and returns only the loss
+        loss = ((p - 2.0) ** 2).sum()
+        g.backward(loss)
+        return loss
+
+    with pytest.raises(og.GraphError, match=r"(?s)LBFGS.step.*returns \(loss, grads\)"):
+        opt.step(torch_style)
     before = p.numpy()
     pending = (p * p).sum()  # saved p: the step must be refused before any write
     with pytest.raises(og.BorrowError, match="LBFGS.step"):
@@ -318,5 +326,30 @@ def test_lbfgs_state_dict_roundtrip_continues_identically() -> None:
     for _ in range(2):
         opt.step(closure)
         opt2.step(closure2)
+    for p, q in zip(ps, qs):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+
+
+NEW_OPTIMIZERS = [c for c in CONFIGS if c[0].split()[0] in ("adadelta", "rmsprop", "adagrad", "adamax", "nadam",
+                                                             "radam")]
+
+
+@pytest.mark.parametrize("name,make", NEW_OPTIMIZERS, ids=[c[0] for c in NEW_OPTIMIZERS])
+def test_state_dict_roundtrip_of_every_optimizer(name: str, make: Callable[..., Any]) -> None:
+    r = np.random.default_rng(5)
+    init = [r.standard_normal(s) for s in SHAPES]
+    coefs = [r.standard_normal(s) for s in SHAPES]
+    g = og.Graph()
+    ps = [g.param(a) for a in init]
+    opt = make(og.optim, ps)
+    for _ in range(3):
+        opt.step(g.backward(_loss(ps, coefs)))
+    g2 = og.Graph()
+    qs = [g2.param(p.numpy()) for p in ps]
+    opt2 = make(og.optim, qs)
+    opt2.load_state_dict(opt.state_dict())
+    for _ in range(2):
+        opt.step(g.backward(_loss(ps, coefs)))
+        opt2.step(g2.backward(_loss(qs, coefs)))
     for p, q in zip(ps, qs):
         np.testing.assert_array_equal(p.numpy(), q.numpy())

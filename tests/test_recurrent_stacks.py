@@ -116,6 +116,8 @@ def test_recurrent_layers_refuse_bad_arguments() -> None:
         m(g.zeros((5, 2, 3)), g.zeros((1, 2, 4)))
     with pytest.raises(og.ShapeError, match="input_size 3"):
         m(g.zeros((5, 2, 2)))
+    with pytest.raises(og.ShapeError, match="empty"):
+        m(g.zeros((0, 2, 3)))
 
 
 def test_rnn_cell_matches_torch() -> None:
@@ -152,3 +154,37 @@ def test_a_stacked_bidirectional_lstm_step_captures_bitwise() -> None:
         assert eager(ge.constant(x0)).item() == captured(gc.constant(x0)).item()
     for a, b in zip(me.parameters(), mc.parameters()):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_recurrence_matches_finite_differences(kind: str) -> None:
+    from gradcheck import check_grads
+
+    def run(x: og.Tensor, h0: og.Tensor, w: og.Tensor) -> og.Tensor:
+        m = getattr(og.nn, kind)(x.graph, 3, 2, bidirectional=True, rng=1, dtype=np.float64)
+        m.weight_hh_l0 = w  # a param of the check: its gradient is checked too
+        if kind == "LSTM":
+            out, (h, c) = m(x, (h0, h0 * 0.5))
+            return out.sum(axis=-1) + (h * c).sum()
+        out, h = m(x, h0)
+        return out.sum(axis=-1) + (h * h).sum()
+
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[kind]
+    check_grads(run, RNG.standard_normal((4, 2, 3)), RNG.standard_normal((2, 2, 2)),
+                RNG.standard_normal((gates * 2, 2)))
+
+
+def test_recurrence_saves_weight_hh_only_and_backs_up_twice() -> None:
+    g = og.Graph()
+    m = og.nn.LSTM(g, 3, 4, rng=0, dtype=np.float64)
+    h0 = g.constant(np.ones((1, 2, 4)))
+    c0 = g.constant(np.zeros((1, 2, 4)))
+    x = g.param(RNG.standard_normal((5, 2, 3)))
+    out, _ = m(x, (h0, c0))
+    loss = (out * out).sum()
+    h0 += 1.0  # the initial state was not saved: writing it is allowed, and the gradients are unchanged
+    opt = og.optim.SGD(m.parameters(), lr=0.1)
+    with pytest.raises(og.BorrowError, match=r"weight_hh_l0.*recurrence"):
+        opt.step(g.backward(m.weight_hh_l0.sum()))
+    first = g.backward(loss, retain=True)[x].numpy()
+    np.testing.assert_array_equal(g.backward(loss)[x].numpy(), first)

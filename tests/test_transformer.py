@@ -134,3 +134,25 @@ def test_transformer_refuses_bad_arguments() -> None:
         og.nn.TransformerEncoder(og.nn.TransformerEncoderLayer(g, D, H, FF), 0)
     with pytest.raises(ValueError, match="divisible"):
         og.nn.TransformerEncoderLayer(g, 5, 2)
+
+
+def test_a_captured_transformer_step_with_dropout_equals_the_eager_one() -> None:
+    def make() -> Any:
+        g = og.Graph()
+        m = og.nn.Transformer(g, D, H, 1, 1, FF, dropout=0.1, rng=0, dtype=np.float64)
+        opt = og.optim.RMSprop(m.parameters(), lr=0.01, momentum=0.5, centered=True)
+        mask = og.nn.Transformer.generate_square_subsequent_mask(4, np.float64)
+
+        def step(src: og.Tensor, tgt: og.Tensor) -> og.Tensor:
+            out = m(src, tgt, tgt_mask=mask)
+            loss = (out * out).mean()
+            opt.step(g.backward(loss))
+            return loss
+        return g, step
+
+    (ge, eager), (gc, step) = make(), make()
+    captured = gc.capture(step)
+    for i in range(3):
+        r = np.random.default_rng(i)
+        s, t = r.standard_normal((5, 2, D)), r.standard_normal((4, 2, D))
+        assert eager(ge.constant(s), ge.constant(t)).item() == captured(gc.constant(s), gc.constant(t)).item()

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import device_of, to_device
 from ..errors import ShapeError
 from ..graph import Graph
 from ..handle import array_of
@@ -95,6 +96,7 @@ class MultiheadAttention(Module):
             k = array_of(key_padding_mask) if isinstance(key_padding_mask, Tensor) else _array(key_padding_mask)
             masks.append(recorded(g, _reshaped, k, (B, 1, 1, S)))
         for m in masks:
+            m = m if device_of(m) == scores.device else to_device(m, scores.device)  # a host mask, moved explicitly
             scores = where(m, -np.inf, scores) if m.dtype.kind == "b" else scores + m
         return scores
 

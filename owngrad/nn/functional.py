@@ -96,7 +96,7 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
         raise ShapeError(f"{op}: expected logits of shape (N, C) or (C,), got {logits.shape}")
     c = logits.shape[-1]
     if _is_float_target(labels):
-        return _soft_cross_entropy(logits, labels, reduction, float(label_smoothing))
+        return _soft_cross_entropy(logits, labels, reduction, float(label_smoothing), weight)
     y = _index_array(logits, labels, op, "labels")
     # which path is a decision on the labels' values: a captured step makes it on the capture-time labels, and
     # its replays check (in _check_labels) that no label equal to ignore_index turns up later
@@ -123,18 +123,20 @@ def _weighted_cross_entropy(logits: Tensor, y: Array, weight: Any, ignore_index:
     """Cross-entropy with class weights or ignored samples: torch's ``nll_loss(log_softmax)`` plus, with
     label smoothing, its weighted smoothing term (normalised like the nll part)."""
     single = logits.ndim == 1
+    y = to_device(y, "cpu").reshape(-1)  # class indices are read on the host (as nll_loss does)
     if single:
-        logits, y = logits.reshape(1, -1), y.reshape(1)
+        logits = logits.reshape(1, -1)
     c = logits.shape[-1]
     logp = logits.log_softmax(axis=-1)
     loss = nll_loss(logp, y, weight, ignore_index, reduction if not single or reduction != "mean" else "sum")
     if eps:
         w = np.ones(c, dtype=logits.dtype) if weight is None else np.asarray(
-            array_of(weight) if isinstance(weight, Tensor) else weight, dtype=logits.dtype)
-        keep = np.asarray(y) != ignore_index
-        smooth = -(logp * w).sum(axis=-1) * keep.astype(logits.dtype)
+            to_device(array_of(weight), "cpu") if isinstance(weight, Tensor) else weight, dtype=logits.dtype)
+        keep = y != ignore_index
+        smooth = -(logp * to_device(w, logits.device)).sum(axis=-1) * to_device(keep.astype(logits.dtype),
+                                                                                 logits.device)
         if reduction == "mean" and not single:
-            smooth = smooth.sum() / float(w[np.asarray(y)[keep]].sum())
+            smooth = smooth.sum() / float(w[y[keep]].sum())
         else:
             smooth = reduce(smooth, reduction if reduction != "mean" else "sum")
         loss = loss * (1.0 - eps) + smooth * (eps / c)
@@ -172,7 +174,7 @@ def _is_float_target(labels: Any) -> bool:
     return bool(dt.kind == "f")
 
 
-def _soft_cross_entropy(logits: Tensor, target: Any, reduction: str, eps: float) -> Tensor:
+def _soft_cross_entropy(logits: Tensor, target: Any, reduction: str, eps: float, weight: Any = None) -> Tensor:
     op = "cross_entropy"
     if isinstance(target, Tensor):
         if target.graph is not logits.graph:
@@ -189,6 +191,8 @@ def _soft_cross_entropy(logits: Tensor, target: Any, reduction: str, eps: float)
                         f"the logits' shape {logits.shape}")
     if eps:
         t = t * (1.0 - eps) + eps / logits.shape[-1]
+    if weight is not None:  # per class, as torch (and "mean" stays the mean over samples)
+        t = t * _float_operand(logits, weight)
     loss: Tensor = -(t * logits.log_softmax(axis=-1)).sum(axis=-1)
     return reduce(loss, reduction if logits.ndim == 2 or reduction != "mean" else "none")
 
@@ -221,12 +225,17 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
     if pos_weight is None:
         loss: Tensor = maximum(z, 0.0) - z * target + soft
     else:
-        t = target if isinstance(target, Tensor) else np.asarray(target, dtype=z.dtype)
-        pw = pos_weight if isinstance(pos_weight, Tensor) else np.asarray(pos_weight, dtype=z.dtype)
+        t, pw = (_float_operand(z, v) for v in (target, pos_weight))
         loss = z * (1.0 - t) + ((pw - 1.0) * t + 1.0) * (soft + maximum(-z, 0.0))
     if weight is not None:
-        loss = loss * weight
+        loss = loss * _float_operand(z, weight)
     return reduce(loss, reduction)
+
+
+def _float_operand(like: Tensor, v: Any) -> Any:
+    """``v`` as an operand of ``like``'s graph: a tensor as it is, a number or array as a constant of
+    ``like``'s dtype on its device."""
+    return v if isinstance(v, Tensor) else like.graph.constant(np.asarray(v, dtype=like.dtype))
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -> Tensor:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import to_device
 from ..tensor import Tensor
 from .utils import tensor_of
 
@@ -35,7 +36,8 @@ def _write(op: str, t: Any, values: Any) -> Tensor:
     out = tensor_of(t, op, "tensor")
     if out.dtype.kind != "f":
         raise TypeError(f"{op}: expected a floating tensor, got {out.dtype}")
-    return out.copy_(np.broadcast_to(np.asarray(values), out.shape).astype(out.dtype))
+    host = np.broadcast_to(np.asarray(values), out.shape).astype(out.dtype)
+    return out.copy_(to_device(host, out.device))  # drawn on the host, moved explicitly
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:

@@ -18,11 +18,20 @@ class _Loss(Module):
     """A loss: ``reduction`` is ``"mean"`` (torch's default), ``"sum"`` or ``"none"``; no params."""
 
     _reductions: tuple[str, ...] = REDUCTIONS
+    weight: Any
+    pos_weight: Any
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         check_reduction(type(self).__name__, reduction, self._reductions)
         self.reduction = reduction
+
+    def _keep(self, name: str, value: Any) -> None:
+        """A class weight: a buffer when it is a tensor (torch's state_dict key), else a plain attribute."""
+        if isinstance(value, Tensor):
+            self.register_buffer(name, value)
+        else:
+            object.__setattr__(self, name, value)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
@@ -33,7 +42,8 @@ class NLLLoss(_Loss):
 
     def __init__(self, weight: Any = None, ignore_index: int = -100, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        self.weight, self.ignore_index = weight, ignore_index
+        self._keep("weight", weight)
+        self.ignore_index = ignore_index
 
     def forward(self, input: Any, target: Any) -> Tensor:
         return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
@@ -46,7 +56,8 @@ class CrossEntropyLoss(_Loss):
     def __init__(self, weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0) -> None:
         super().__init__(reduction)
-        self.weight, self.ignore_index, self.label_smoothing = weight, ignore_index, float(label_smoothing)
+        self._keep("weight", weight)
+        self.ignore_index, self.label_smoothing = ignore_index, float(label_smoothing)
 
     def forward(self, input: Any, target: Any) -> Tensor:
         return F.cross_entropy(input, target, self.reduction, self.label_smoothing, weight=self.weight,
@@ -94,7 +105,7 @@ class BCELoss(_Loss):
 
     def __init__(self, weight: Any = None, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        self.weight = weight
+        self._keep("weight", weight)
 
     def forward(self, input: Any, target: Any) -> Tensor:
         return F.binary_cross_entropy(input, target, self.weight, self.reduction)
@@ -105,7 +116,8 @@ class BCEWithLogitsLoss(_Loss):
 
     def __init__(self, weight: Any = None, reduction: str = "mean", pos_weight: Any = None) -> None:
         super().__init__(reduction)
-        self.weight, self.pos_weight = weight, pos_weight
+        self._keep("weight", weight)
+        self._keep("pos_weight", pos_weight)
 
     def forward(self, input: Any, target: Any) -> Tensor:
         return F.binary_cross_entropy_with_logits(input, target, self.reduction, weight=self.weight,

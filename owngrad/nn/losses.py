@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Array, xp_of
+from ..backend import Array, to_device, xp_of
 from ..errors import ShapeError
 from ..handle import array_of
 from ..ops import where
@@ -107,7 +107,7 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, ignore_index: int =
     if tuple(w.shape) != (c,):
         raise ShapeError(f"{op}: weight must have shape ({c},), got {tuple(w.shape)}")
     # recorded: the targets may be a captured step's input
-    safe, ws, total = recorded(x.graph, _nll_weights, y, ignore_index, w, x.dtype)
+    safe, ws, total = recorded(x.graph, _nll_weights, y, ignore_index, w, x.dtype, x.device)
     picked: Tensor = -x[np.arange(n), safe] * ws
     if reduction == "mean":
         mean: Tensor = picked.sum() / total
@@ -123,12 +123,14 @@ def _check_targets(y: Array, ignore_index: int, c: int) -> None:
         raise ValueError(f"nll_loss: target {bad} is out of range for {c} classes")
 
 
-def _nll_weights(y: Array, ignore_index: int, w: Array, dtype: Any) -> tuple[Array, Array, Array]:
-    """The class index to read per sample (0 where ignored), its weight (0 where ignored), and their sum."""
+def _nll_weights(y: Array, ignore_index: int, w: Array, dtype: Any, device: str) -> tuple[Array, Array, Array]:
+    """The class index to read per sample (0 where ignored, on the host), its weight (0 where ignored) and
+    their sum (both on ``device``)."""
+    y = np.asarray(to_device(y, "cpu"))
     keep = y != ignore_index
     safe = np.where(keep, y, 0)
-    ws = (np.asarray(w, dtype=dtype)[safe] * keep).astype(dtype)
-    return safe, ws, np.asarray(ws.sum())
+    ws = (np.asarray(to_device(w, "cpu"), dtype=dtype)[safe] * keep).astype(dtype)
+    return safe, to_device(ws, device), to_device(np.asarray(ws.sum()), device)
 
 
 def _bce_fwd(xp: Any, p: Array, t: Array) -> Array:

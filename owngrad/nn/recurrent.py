@@ -5,18 +5,19 @@
 (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), so a torch checkpoint loads as it is.
 
 Each layer and direction computes the input projection of the whole sequence in one matmul up front
-(``x @ W_ih^T + b_ih``, shape (T, B, gates * H)), then one matmul per step for all the gates of the
-hidden state, as cuDNN does. Each step's hidden state is written into a buffer preallocated once for
-every layer and direction (``hs = g.zeros((L * D, T, B, H)); hs[k, t] = h``): a write with history
-into a constant is recorded, so the buffer's readers get exact gradients, and no step reads the row
-the next one writes, so no write is ever refused. The outputs and the final states ``h_n`` are views
-of that buffer, on the same recorded path (an unused ``h_n`` leaves nothing pending).
+(``x @ W_ih^T + b_ih``, shape (T, B, gates * H)), then runs the recurrence as one rule
+(:mod:`owngrad.nn.recurrence`: one matmul per step for all the gates of the hidden state, as cuDNN
+does, and back-propagation through time in its vjps). It saves ``W_hh`` as the matmuls it replaces
+would, so an optimizer step before the backward is refused the same way. Each direction's states are
+written into one buffer preallocated for every layer and direction (``hs = g.zeros((L * D, T, B, H));
+hs[k] = states``): a write with history into a constant is recorded, so the buffer's readers get exact
+gradients. The outputs and the final states ``h_n`` (``c_n``) are views of that buffer, on the same
+recorded path (an unused ``h_n`` leaves nothing pending).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from ..ops import concatenate
 from ..tensor import Tensor
 from . import functional as F
 from .modules import Module, Rng, _rng, _uniform
+from .recurrence import CellKind
 
 __all__ = ["RNNCell", "GRUCell", "LSTMCell", "RNN", "GRU", "LSTM"]
 
@@ -56,15 +58,11 @@ def _gru_step(gi: Tensor, gh: Tensor, h: Tensor, H: int) -> Tensor:
     return out
 
 
-def _lstm_step(gates: Tensor, c: Tensor, H: int, keep: Callable[[Tensor], Tensor] | None = None
-               ) -> tuple[Tensor, Tensor]:
-    """torch's LSTM: gates i, f, g, o; c' = f * c + i * g, h' = o * tanh(c'). ``keep`` stores c' (in a
-    buffer) and returns what h' is computed from (the stored view), so the store is on h''s path."""
+def _lstm_step(gates: Tensor, c: Tensor, H: int) -> tuple[Tensor, Tensor]:
+    """torch's LSTM: gates i, f, g, o; c' = f * c + i * g, h' = o * tanh(c')."""
     s = gates.sigmoid()  # one node for the three sigmoid gates (the g quarter is not used)
     i, f, o = s[:, :H], s[:, H:2 * H], s[:, 3 * H:]
     c2 = f * c + i * gates[:, 2 * H:3 * H].tanh()
-    if keep is not None:
-        c2 = keep(c2)
     return o * c2.tanh(), c2
 
 
@@ -139,11 +137,6 @@ class LSTMCell(_CellBase):
         return _lstm_step(gi + gh, c, self.hidden_size)
 
 
-def _stored(buf: Tensor, k: int, value: Tensor) -> Tensor:
-    buf[k] = value
-    return buf[k]
-
-
 class _RNNBase(Module):
     """Stacked, optionally bidirectional layers over a sequence (T, B, I) (``batch_first``: (B, T, I); an
     unbatched (T, I) input is allowed, as torch). Params per layer and direction, in torch's order:
@@ -191,23 +184,22 @@ class _RNNBase(Module):
         return (d[f"weight_ih{suffix}"], d[f"weight_hh{suffix}"], d.get(f"bias_ih{suffix}"),
                 d.get(f"bias_hh{suffix}"))
 
-    def _step(self, gi: Tensor, gh: Tensor, state: tuple[Tensor, ...], keep: Callable[[Tensor], Tensor] | None
-              ) -> tuple[Tensor, ...]:
+    def _kind(self) -> CellKind:
         raise NotImplementedError
 
-    def _direction(self, seq: Tensor, k: int, state: tuple[Tensor, ...], bufs: tuple[Tensor, ...]) -> Tensor:
-        """Layer ``k // D``, direction ``k % D``: the input projection in one matmul, then one matmul per
-        step; step j's hidden state goes to ``bufs[0][k, j]`` (j counts the steps in the order taken, so
-        ``bufs[0][:, -1]`` is every final state). Returns the direction's output in time order."""
+    def _direction(self, seq: Tensor, k: int, state: tuple[Tensor, ...], buf: Tensor) -> Tensor:
+        """Layer ``k // D``, direction ``k % D``: the input projection of the whole sequence in one matmul,
+        then the recurrence as one rule (one matmul per step inside); its rows go to ``buf[k]`` (the final
+        hidden state at row T - 1, an LSTM's final cell state at row T). Returns the output in time order."""
         layer, reverse = divmod(k, self.num_directions)
         w_ih, w_hh, b_ih, b_hh = self._weights(self._suffixes(layer)[reverse])
-        T = seq.shape[0]
+        g, T = seq.graph, seq.shape[0]
         gi_all = F.linear(seq, w_ih, b_ih)                    # (T, B, gates * H)
-        for j in range(T):
-            keep = (lambda c: _stored(bufs[1], k, c)) if j == T - 1 and len(bufs) > 1 else None
-            state = self._step(gi_all[T - 1 - j if reverse else j], F.linear(state[0], w_hh, b_hh), state, keep)
-            bufs[0][k, j] = state[0]
-        return bufs[0][k, ::-1] if reverse else bufs[0][k]
+        bias = b_hh if b_hh is not None else g.zeros((w_hh.shape[0],), dtype=seq.dtype)
+        c0 = state[1] if self._state_pairs else None
+        buf[k] = g.apply("recurrence", (gi_all, state[0], w_hh, bias, c0), {"kind": self._kind(),
+                                                                            "reverse": bool(reverse)})
+        return buf[k, T - 1::-1] if reverse else buf[k, :T]
 
     def _initial(self, seq: Tensor, hx: Any) -> list[tuple[Tensor, ...]]:
         """The initial state of each layer and direction (zeros when ``hx`` is None)."""
@@ -230,21 +222,21 @@ class _RNNBase(Module):
             hx = None if hx is None else tuple(t.unsqueeze(1) for t in hx) if self._state_pairs else hx.unsqueeze(1)
         _check_input(name, x, self.input_size, 3)
         seq = x.transpose(1, 0, 2) if self.batch_first and not unbatched else x
+        if seq.shape[0] == 0:
+            raise ShapeError(f"{name}: the sequence is empty (input shape {x.shape}); it needs at least one step")
         states = self._initial(seq, hx)
         T, B, n = seq.shape[0], seq.shape[1], len(states)
         # every layer's and direction's hidden states (and LSTM's final cell states), preallocated once and
-        # filled in place: the final states are views of them, recorded on the outputs' path
-        bufs: tuple[Tensor, ...] = (seq.graph.zeros((n, T, B, self.hidden_size), dtype=seq.dtype),)
-        if self._state_pairs:
-            bufs += (seq.graph.zeros((n, B, self.hidden_size), dtype=seq.dtype),)
+        # filled in place: the final states are views of it, recorded on the outputs' path
+        buf = seq.graph.zeros((n, T + (1 if self._state_pairs else 0), B, self.hidden_size), dtype=seq.dtype)
         for layer in range(self.num_layers):
             ks = range(layer * self.num_directions, (layer + 1) * self.num_directions)
-            outs = [self._direction(seq, k, states[k], bufs) for k in ks]
+            outs = [self._direction(seq, k, states[k], buf) for k in ks]
             seq = outs[0] if len(outs) == 1 else concatenate(outs, axis=-1)
             if self.dropout and layer < self.num_layers - 1:
                 seq = F.dropout(seq, self.dropout, self.training)  # between layers only, as torch
         out = seq.transpose(1, 0, 2) if self.batch_first and not unbatched else seq
-        h_n = (bufs[0][:, T - 1],) + bufs[1:]
+        h_n: tuple[Tensor, ...] = (buf[:, T - 1], buf[:, T]) if self._state_pairs else (buf[:, T - 1],)
         if unbatched:
             out, h_n = out.squeeze(1), tuple(t.squeeze(1) for t in h_n)
         return out, (h_n if self._state_pairs else h_n[0])
@@ -258,7 +250,15 @@ class _RNNBase(Module):
         return s
 
 
-class RNN(_RNNBase):
+class _HiddenOnly(_RNNBase):
+    """A layer whose state is the hidden state alone: ``forward(x, hx=None) -> (output, h_n)``."""
+
+    def forward(self, x: Any, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        out, h = self._run(x, hx)
+        return out, h
+
+
+class RNN(_HiddenOnly):
     """An Elman RNN as ``torch.nn.RNN``: ``h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``
     (``nonlinearity="relu"``: relu); returns ``(output, h_n)``, output (T, B, D * H), h_n
     (num_layers * D, B, H) with D = 2 if bidirectional."""
@@ -272,28 +272,18 @@ class RNN(_RNNBase):
                          dtype)
         self.nonlinearity = nonlinearity
 
-    def _step(self, gi: Tensor, gh: Tensor, state: tuple[Tensor, ...], keep: Callable[[Tensor], Tensor] | None
-              ) -> tuple[Tensor, ...]:
-        return (_rnn_step(gi, gh, self.nonlinearity == "relu"),)
-
-    def forward(self, x: Any, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        out, h = self._run(x, hx)
-        return out, h
+    def _kind(self) -> CellKind:
+        return CellKind.RNN_RELU if self.nonlinearity == "relu" else CellKind.RNN_TANH
 
 
-class GRU(_RNNBase):
+class GRU(_HiddenOnly):
     """A GRU as ``torch.nn.GRU``; returns ``(output, h_n)``, output (T, B, D * H), h_n
     (num_layers * D, B, H) with D = 2 if bidirectional."""
 
     _gates = 3
 
-    def _step(self, gi: Tensor, gh: Tensor, state: tuple[Tensor, ...], keep: Callable[[Tensor], Tensor] | None
-              ) -> tuple[Tensor, ...]:
-        return (_gru_step(gi, gh, state[0], self.hidden_size),)
-
-    def forward(self, x: Any, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        out, h = self._run(x, hx)
-        return out, h
+    def _kind(self) -> CellKind:
+        return CellKind.GRU
 
 
 class LSTM(_RNNBase):
@@ -303,9 +293,8 @@ class LSTM(_RNNBase):
     _gates = 4
     _state_pairs = True
 
-    def _step(self, gi: Tensor, gh: Tensor, state: tuple[Tensor, ...], keep: Callable[[Tensor], Tensor] | None
-              ) -> tuple[Tensor, ...]:
-        return _lstm_step(gi + gh, state[1], self.hidden_size, keep)
+    def _kind(self) -> CellKind:
+        return CellKind.LSTM
 
     def forward(self, x: Any,  # type: ignore[override]
                 hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:

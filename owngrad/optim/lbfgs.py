@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..backend import Array, xp_of
-from ..errors import GradError
+from ..errors import GradError, GraphError
 from ..grads import raw_gradients
 from ..graph import Grads
 from ..handle import array_of, check_writable, exclusive
@@ -69,7 +69,11 @@ class LBFGS(Optimizer):
         if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Grads):
             loss, grads = out
         elif isinstance(out, Tensor):
-            loss, grads = out, out.graph.backward(out)
+            try:
+                loss, grads = out, out.graph.backward(out)
+            except GraphError as e:
+                raise GraphError(f"LBFGS.step: the loss the closure returned cannot be back-propagated: {e}\n  help: "
+                                 "a closure that runs g.backward(loss) itself returns (loss, grads)") from None
         else:
             raise TypeError("LBFGS.step: the closure must return the loss tensor (the optimizer runs its "
                             f"backward) or a pair (loss, grads), got {type(out).__name__}")
