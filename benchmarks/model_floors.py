@@ -52,9 +52,9 @@ def cnn_floor(params: dict[str, np.ndarray], s: Any, lr: float, clip: float, dro
 
     def step(x: np.ndarray, y: np.ndarray, train: bool) -> float:
         on = train and dropout
-        a1 = kernels.conv2d_forward(x, p["conv1.weight"]) + p["conv1.bias"][:, None, None]
+        a1 = kernels.add_bias(kernels.conv2d_forward(x, p["conv1.weight"]), p["conv1.bias"][:, None, None])
         r1 = np.maximum(a1, 0)
-        a2 = kernels.conv2d_forward(r1, p["conv2.weight"]) + p["conv2.bias"][:, None, None]
+        a2 = kernels.add_bias(kernels.conv2d_forward(r1, p["conv2.weight"]), p["conv2.bias"][:, None, None])
         pooled, arg = kernels.max_pool2d_forward(np.maximum(a2, 0), (2, 2), (2, 2))
         m1 = _dropout(rng, pooled.shape, 0.25, on)
         flat = (pooled * m1).reshape(x.shape[0], -1)

@@ -33,11 +33,19 @@ from typing import Any
 
 from .backend import Array, xp_of
 
-__all__ = ["softmax", "softmax_grad", "layer_norm", "layer_norm_grad_input", "layer_norm_grad_weight", "matmul",
-           "matmul_grad_y", "rows", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_forward",
-           "max_pool2d_grad", "conv_out_size"]
+__all__ = ["add_bias", "softmax", "softmax_grad", "layer_norm", "layer_norm_grad_input", "layer_norm_grad_weight",
+           "matmul", "matmul_grad_y", "rows", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight",
+           "max_pool2d_forward", "max_pool2d_grad", "conv_out_size"]
 
 Pair = tuple[int, int]
+
+
+def add_bias(out: Array, b: Array) -> Array:
+    """``out + b``, in place when ``out`` (a result the caller owns) keeps its dtype."""
+    if b.dtype == out.dtype:
+        out += b
+        return out
+    return out + b
 
 
 # --- softmax ---------------------------------------------------------------------------------------
