@@ -281,26 +281,23 @@ def max_pool2d_forward(x: Array, kernel: Pair, stride: Pair) -> tuple[Array, Arr
 
 def max_pool2d_grad(g: Array, arg: Array, x_shape: tuple[int, ...], kernel: Pair, stride: Pair) -> Array:
     """The input's gradient: each output's gradient added at its window's maximum (and nowhere else, so
-    a non-finite gradient stays where it belongs)."""
+    a non-finite gradient stays where it belongs). Each window offset's share is written straight into
+    its strided view of the result."""
     xp = xp_of(g)
-    k = kernel[0] * kernel[1]
+    (kh, kw), (sh, sw) = kernel, stride
     finite = bool(xp.isfinite(g).all())
-    picked = xp.empty((k,) + g.shape, dtype=g.dtype)                   # (kh*kw, N, C, Ho, Wo)
-    for i in range(k):
-        if finite:
-            xp.multiply(g, arg == i, out=picked[i])
-        else:
-            picked[i] = xp.where(arg == i, g, xp.zeros((), dtype=g.dtype))
-    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, g.shape[2:]
-    covered = sh == kh and sw == kw and x_shape[2] == ho * kh and x_shape[3] == wo * kw
+    covered = sh == kh and sw == kw and x_shape[2] == g.shape[2] * kh and x_shape[3] == g.shape[3] * kw
     gx = xp.empty(x_shape, dtype=g.dtype) if covered else xp.zeros(x_shape, dtype=g.dtype)
-    win = _offset_major(xp, gx, kernel, stride, (ho, wo))
-    picked = picked.reshape(win.shape)
-    if sh >= kh and sw >= kw:  # windows do not overlap: one strided write, in the destination's order
-        order = (2, 3, 4, 0, 5, 1)
-        win.transpose(order)[...] = picked.transpose(order)
-        return gx
+    win = _offset_major(xp, gx, kernel, stride, (g.shape[2], g.shape[3]))
+    apart = sh >= kh and sw >= kw  # windows do not overlap: every input element has one offset at most
+    zero = xp.zeros((), dtype=g.dtype)
     for a in range(kh):
         for b in range(kw):
-            win[a, b] += picked[a, b]  # each offset's view is free of self-overlap
+            hit = arg == a * kw + b
+            if apart and finite:
+                xp.multiply(g, hit, out=win[a, b])
+            elif apart:
+                win[a, b][...] = xp.where(hit, g, zero)
+            else:
+                win[a, b] += g * hit if finite else xp.where(hit, g, zero)
     return gx
