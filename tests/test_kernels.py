@@ -90,17 +90,20 @@ def test_max_pool2d_kernels_match_torch(xs: tuple[int, ...], kernel: tuple[int, 
                                    atol=0)
 
 
-def test_max_pool2d_nan_is_the_maximum_and_a_non_finite_gradient_stays_put() -> None:
-    x = _relu_input((1, 2, 6, 6))
+@pytest.mark.parametrize("kernel,stride", [((2, 2), (2, 2)), ((3, 3), (1, 1)), ((2, 2), (3, 3))],
+                         ids=["tiled", "overlapping", "apart"])
+def test_max_pool2d_nan_is_the_maximum_and_a_non_finite_gradient_stays_put(kernel: tuple[int, int],
+                                                                           stride: tuple[int, int]) -> None:
+    x = _relu_input((1, 2, 6, 6) if kernel == stride else (1, 2, 7, 7))  # tiled: every element in a window
     x[0, 0, 0, 1] = x[0, 0, 1, 0] = np.nan   # two NaNs in one window: as torch, the last one is picked
     x[0, 1, 2, 2] = np.nan
-    out, arg = kernels.max_pool2d_forward(x, (2, 2), (2, 2))
+    out, arg = kernels.max_pool2d_forward(x, kernel, stride)
     g = np.ones(out.shape)
-    g[0, 1, 2, 2] = np.inf
-    g[0, 0, 1, 1] = np.nan
-    tout, tgrad = _torch_pool(x, g, (2, 2), (2, 2))
+    g[0, 1, 1, 1] = np.inf
+    g[0, 0, 1, 0] = np.nan
+    tout, tgrad = _torch_pool(x, g, kernel, stride)
     np.testing.assert_array_equal(out, tout)
-    ours = kernels.max_pool2d_grad(g, arg, x.shape, (2, 2), (2, 2))
+    ours = kernels.max_pool2d_grad(g, arg, x.shape, kernel, stride)
     np.testing.assert_array_equal(ours, tgrad)   # NaN where torch has NaN, inf where torch has inf, else equal
 
 
