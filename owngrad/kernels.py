@@ -16,11 +16,13 @@ BLAS-backed array module:
 - **max_pool2d** takes the maximum of the ``kh*kw`` strided views of the input (never a copy of
   the windows) and records which offset won as a small integer per output; its gradient is one
   masked add per offset.
-- **softmax** forward and vjp with in-place updates of their own temporaries. The forward flushes
-  probabilities below the dtype's smallest normal number (~1e-38 in float32) to zero: an attention
-  row with logits more than ~87 apart otherwise fills every product downstream -- both gradients of
-  both matmuls around it -- with subnormal numbers, which the CPU handles about four times slower
-  in BLAS. The change is below 1e-38 per element, far under the rounding of any sum it enters.
+- **softmax** forward and vjp with in-place updates of their own temporaries. The vjp flushes
+  gradient entries below the dtype's smallest normal number (~1e-38 in float32) to zero: an attention
+  row whose logits are more than ~87 apart has subnormal probabilities, which make the logits'
+  gradient subnormal there, and every product downstream of it (the gradients of q and k, then of
+  every layer below) runs about four times slower in BLAS on subnormal operands. The change is
+  below 1e-38 per entry, far under the rounding of any sum it enters. The forward output is left
+  exact (as torch's), so ``log`` of a probability stays finite wherever torch's is.
 - **layer norm** as one forward that keeps only the per-row mean and reciprocal standard deviation
   (as torch does) and vjps that rebuild the normalised input from them, instead of the eight nodes
   and their saved temporaries of the composite.
@@ -51,20 +53,22 @@ def add_bias(out: Array, b: Array) -> Array:
 # --- softmax ---------------------------------------------------------------------------------------
 
 def softmax(x: Array, axis: Any = -1) -> Array:
-    """``exp(x - max) / sum`` along ``axis``, normalised in place, subnormal results flushed to zero."""
+    """``exp(x - max) / sum`` along ``axis``, normalised in place."""
     xp = xp_of(x)
     e = xp.exp(x - x.max(axis=axis, keepdims=True))
     e /= e.sum(axis=axis, keepdims=True)
-    if e.dtype.kind == "f":
-        e *= e >= xp.finfo(e.dtype).tiny  # a NaN row stays NaN
     return e
 
 
 def softmax_grad(g: Array, ans: Array, axis: Any = -1) -> Array:
-    """``ans * (g - sum(g * ans))``, computed as ``g*ans - ans*sum`` with one temporary."""
+    """``ans * (g - sum(g * ans))``, computed as ``g*ans - ans*sum`` with one temporary; entries below the
+    smallest normal number are flushed to zero (see the module docstring)."""
+    xp = xp_of(g)
     out = g * ans
     s = out.sum(axis=axis, keepdims=True)
     out -= ans * s
+    if out.dtype.kind == "f":
+        out *= ~(xp.abs(out) < xp.finfo(out.dtype).tiny)  # NaN and inf pass
     return out
 
 
