@@ -13,9 +13,12 @@ BLAS-backed array module:
   which lands directly in NCHW order (no transpose of the output). The weight's gradient is
   ``g[n] @ cols[n].T`` summed over samples; the input's gradient is ``W.T @ g[n]`` scattered back
   by ``kh*kw`` strided adds (col2im) -- no index arrays, no ``add.at``.
-- **max_pool2d** takes the maximum of the ``kh*kw`` strided views of the input (never a copy of
-  the windows) and records which offset won as a small integer per output; its gradient is one
-  masked add per offset.
+- **max_pool2d** copies the windows once, offset-major, so that the maximum and the first maximum's
+  offset (a small integer per output, found by arithmetic, not ``argmax``) are reductions over
+  contiguous memory; its gradient writes each offset's share straight into that offset's strided
+  view of the input's gradient -- no index arrays, no ``add.at``.
+- **conv2d and max_pool2d** work a chunk of samples at a time where the im2col block would exceed
+  4 MiB: the block of a whole batch is ``kh*kw`` times the input.
 - **softmax** forward and vjp with in-place updates of their own temporaries. The vjp flushes
   gradient entries below the dtype's smallest normal number (~1e-38 in float32) to zero: an attention
   row whose logits are more than ~87 apart has subnormal probabilities, which make the logits'
