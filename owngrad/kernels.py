@@ -17,8 +17,8 @@ BLAS-backed array module:
   offset (a small integer per output, found by arithmetic, not ``argmax``) are reductions over
   contiguous memory; its gradient writes each offset's share straight into that offset's strided
   view of the input's gradient -- no index arrays, no ``add.at``.
-- **conv2d and max_pool2d** work a chunk of samples at a time where the im2col block would exceed
-  4 MiB: the block of a whole batch is ``kh*kw`` times the input.
+- **conv2d** works a chunk of samples at a time where the im2col block would exceed 4 MiB: the block
+  of a whole batch is ``kh*kw`` times the input.
 - **softmax** forward and vjp with in-place updates of their own temporaries. The vjp flushes
   gradient entries below the dtype's smallest normal number (~1e-38 in float32) to zero: an attention
   row whose logits are more than ~87 apart has subnormal probabilities, which make the logits'
