@@ -172,7 +172,7 @@ def _encoder_layer(x: np.ndarray, p: dict[str, np.ndarray], pre: str, heads: int
     xf = x.reshape(L * B, E)
     qkv = xf @ p[pre + "self_attn.in_proj_weight"].T + p[pre + "self_attn.in_proj_bias"]
     q, k, v = (qkv[:, i * E:(i + 1) * E].reshape(L, B, heads, dh).transpose(1, 2, 0, 3) for i in range(3))
-    scale = 1.0 / np.sqrt(dh)
+    scale = 1.0 / float(np.sqrt(dh))  # a Python float: an np.float64 would promote the scores to float64
     probs = kernels.softmax(np.where(mask, -np.inf, (q @ k.transpose(0, 1, 3, 2)) * scale), -1)
     m_att = drop(probs.shape)
     dropped = probs * m_att
