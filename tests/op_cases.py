@@ -537,7 +537,7 @@ CASES: list[Case] = [
          tfn=lambda w, idx: __import__("torch").nn.functional.embedding(
              __import__("torch").as_tensor(idx) % w.shape[0], w),
          needs="embedding"),
-    Case("dropout", R("mul"), lambda x: _fn("dropout")(x, 0.5, rng=0), unary(min_dims=1), (U2, {}),
+    Case("dropout", R("dropout"), lambda x: _fn("dropout")(x, 0.5, rng=0), unary(min_dims=1), (U2, {}),
          needs="dropout"),
     # shape ops: views where numpy gives a view, copies otherwise
     Case("reshape", R("view"), lambda x, new: x.reshape(new), reshapeable(), (U2, {"new": (3, 2)}),

@@ -169,8 +169,8 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by ``1/(1-p)`` (inverted
     dropout, as torch); the identity when ``training`` is False or ``p`` is 0. ``rng`` is a
-    ``numpy.random.Generator``, a seed, or None for the graph's own stream (``g.rng``). The mask is
-    a constant: the product saves only it."""
+    ``numpy.random.Generator``, a seed, or None for the graph's own stream (``g.rng``). The node keeps
+    only the mask (its own array): it borrows nothing."""
     x = tensor_of(x, "dropout")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
@@ -180,8 +180,13 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -
     if p == 1.0:
         return x * 0.0
     mask = recorded(x.graph, _dropout_mask, gen, x.shape, p, x.dtype, x.device)  # a captured step draws afresh
-    out: Tensor = x * mask
-    return out
+    return x.graph.apply("dropout", (x, mask))
+
+
+# x * mask, the mask kept as the node's own (aux) array: it is made here and nobody else holds it, so
+# the node neither borrows nor copies anything
+defrule("dropout", lambda xp, x, mask: (x * mask, mask), (lambda g, ans, x, mask, aux=None: g * aux, ""), (None, ""),
+        aux=True)
 
 
 def _dropout_mask(gen: np.random.Generator, shape: tuple[int, ...], p: float, dtype: Any, device: str) -> Array:
