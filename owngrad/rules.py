@@ -184,7 +184,6 @@ def _into(a: Array, b: Array, subtract: bool = False) -> Array:
 
 
 
-
 def _cross_entropy_fwd(xp: Any, logits: Array, labels: Array, reduction: str = "mean") -> tuple[Array, Array]:
     lsm = _log_softmax(xp, logits, axis=-1)
     picked = -lsm[labels] if logits.ndim == 1 else -lsm[xp.arange(lsm.shape[0]), labels]
