@@ -52,9 +52,9 @@ def cnn_floor(params: dict[str, np.ndarray], s: Any, lr: float, clip: float, dro
 
     def step(x: np.ndarray, y: np.ndarray, train: bool) -> float:
         on = train and dropout
-        a1 = kernels.conv2d_forward(x, p["conv1.weight"]) + p["conv1.bias"][:, None, None]
+        a1 = kernels.add_bias(kernels.conv2d_forward(x, p["conv1.weight"]), p["conv1.bias"][:, None, None])
         r1 = np.maximum(a1, 0)
-        a2 = kernels.conv2d_forward(r1, p["conv2.weight"]) + p["conv2.bias"][:, None, None]
+        a2 = kernels.add_bias(kernels.conv2d_forward(r1, p["conv2.weight"]), p["conv2.bias"][:, None, None])
         pooled, arg = kernels.max_pool2d_forward(np.maximum(a2, 0), (2, 2), (2, 2))
         m1 = _dropout(rng, pooled.shape, 0.25, on)
         flat = (pooled * m1).reshape(x.shape[0], -1)
@@ -157,6 +157,101 @@ def lstm_floor(params: dict[str, np.ndarray], s: Any, lr: float, clip: float, dr
             g[f"{k}.bias_ih_l0"] = g[f"{k}.bias_hh_l0"] = db
         gw = np.zeros_like(p["encoder.weight"])
         np.add.at(gw, src.reshape(-1), (dx * m0).reshape(-1, gw.shape[1]))
+        g["encoder.weight"] = gw
+        _sgd(p, g, lr, clip)
+        return loss
+
+    return step
+
+
+def _encoder_layer(x: np.ndarray, p: dict[str, np.ndarray], pre: str, heads: int, mask: np.ndarray,
+                   drop: Callable[[tuple[int, ...]], np.ndarray | float]) -> tuple[np.ndarray, dict[str, Any]]:
+    """``torch.nn.TransformerEncoderLayer`` (post-norm, ReLU) on (L, B, E) rows flattened to (L*B, E)."""
+    L, B, E = x.shape
+    dh = E // heads
+    xf = x.reshape(L * B, E)
+    qkv = xf @ p[pre + "self_attn.in_proj_weight"].T + p[pre + "self_attn.in_proj_bias"]
+    q, k, v = (qkv[:, i * E:(i + 1) * E].reshape(L, B, heads, dh).transpose(1, 2, 0, 3) for i in range(3))
+    scale = 1.0 / float(np.sqrt(dh))  # a Python float: an np.float64 would promote the scores to float64
+    probs = kernels.softmax(np.where(mask, -np.inf, (q @ k.transpose(0, 1, 3, 2)) * scale), -1)
+    m_att = drop(probs.shape)
+    dropped = probs * m_att
+    att = (dropped @ v).transpose(2, 0, 1, 3).reshape(L * B, E)
+    o = att @ p[pre + "self_attn.out_proj.weight"].T + p[pre + "self_attn.out_proj.bias"]
+    m1 = drop(o.shape)
+    r1 = xf + o * m1
+    y1, st1 = kernels.layer_norm(r1, p[pre + "norm1.weight"], p[pre + "norm1.bias"], 1, 1e-5)
+    h1 = y1 @ p[pre + "linear1.weight"].T + p[pre + "linear1.bias"]
+    m = drop(h1.shape)
+    hd = np.maximum(h1, 0) * m
+    m2 = drop(y1.shape)
+    r2 = y1 + (hd @ p[pre + "linear2.weight"].T + p[pre + "linear2.bias"]) * m2
+    y2, st2 = kernels.layer_norm(r2, p[pre + "norm2.weight"], p[pre + "norm2.bias"], 1, 1e-5)
+    tape = {"xf": xf, "q": q, "k": k, "v": v, "probs": probs, "m_att": m_att, "dropped": dropped, "att": att,
+            "m1": m1, "r1": r1, "st1": st1, "y1": y1, "h1": h1, "m": m, "hd": hd, "m2": m2, "r2": r2, "st2": st2,
+            "scale": scale}
+    return y2.reshape(L, B, E), tape
+
+
+def _encoder_layer_backward(dy: np.ndarray, p: dict[str, np.ndarray], pre: str, t: dict[str, Any],
+                            g: dict[str, np.ndarray]) -> np.ndarray:
+    L, B, E = dy.shape
+    dy = dy.reshape(L * B, E)
+    dr2 = kernels.layer_norm_grad_input(dy, t["r2"], p[pre + "norm2.weight"], t["st2"], 1)
+    g[pre + "norm2.weight"] = kernels.layer_norm_grad_weight(dy, t["r2"], t["st2"], 1)
+    g[pre + "norm2.bias"] = dy.sum(axis=0)
+    df = dr2 * t["m2"]
+    g[pre + "linear2.weight"], g[pre + "linear2.bias"] = df.T @ t["hd"], df.sum(axis=0)
+    dh1 = (df @ p[pre + "linear2.weight"]) * t["m"] * (t["h1"] > 0)
+    g[pre + "linear1.weight"], g[pre + "linear1.bias"] = dh1.T @ t["y1"], dh1.sum(axis=0)
+    dy1 = dr2 + dh1 @ p[pre + "linear1.weight"]
+    dr1 = kernels.layer_norm_grad_input(dy1, t["r1"], p[pre + "norm1.weight"], t["st1"], 1)
+    g[pre + "norm1.weight"] = kernels.layer_norm_grad_weight(dy1, t["r1"], t["st1"], 1)
+    g[pre + "norm1.bias"] = dy1.sum(axis=0)
+    do = dr1 * t["m1"]
+    g[pre + "self_attn.out_proj.weight"], g[pre + "self_attn.out_proj.bias"] = do.T @ t["att"], do.sum(axis=0)
+    heads = t["q"].shape[1]
+    da = (do @ p[pre + "self_attn.out_proj.weight"]).reshape(L, B, heads, E // heads).transpose(1, 2, 0, 3)
+    dv = t["dropped"].transpose(0, 1, 3, 2) @ da
+    ds = kernels.softmax_grad((da @ t["v"].transpose(0, 1, 3, 2)) * t["m_att"], t["probs"], -1) * t["scale"]
+    dq, dk = ds @ t["k"], ds.transpose(0, 1, 3, 2) @ t["q"]
+    dqkv = np.concatenate([d.transpose(2, 0, 1, 3).reshape(L * B, E) for d in (dq, dk, dv)], axis=1)
+    g[pre + "self_attn.in_proj_weight"], g[pre + "self_attn.in_proj_bias"] = dqkv.T @ t["xf"], dqkv.sum(axis=0)
+    return (dr1 + dqkv @ p[pre + "self_attn.in_proj_weight"]).reshape(L, B, E)
+
+
+def transformer_floor(params: dict[str, np.ndarray], s: Any, lr: float, clip: float, dropout: bool = True) -> Step:
+    p = {k: v.copy() for k, v in params.items()}
+    rng = np.random.default_rng(0)
+    pos = np.arange(s.seq, dtype=np.float64)[:, None] * np.exp(np.arange(0, s.d, 2) * (-np.log(10000.0) / s.d))
+    pe = np.zeros((s.seq, 1, s.d))
+    pe[:, 0, 0::2], pe[:, 0, 1::2] = np.sin(pos), np.cos(pos)
+    pe = pe.astype(np.float32)
+    mask = np.triu(np.ones((s.seq, s.seq), dtype=bool), 1)
+    root = np.float32(np.sqrt(s.d))
+
+    def step(src: np.ndarray, y: np.ndarray, train: bool) -> float:
+        on = train and dropout
+
+        def drop(shape: tuple[int, ...]) -> np.ndarray | float:
+            return _dropout(rng, shape, 0.2, on)
+
+        m0 = drop((s.seq, s.batch, s.d))
+        x = (p["encoder.weight"][src] * root + pe) * m0
+        tapes = []
+        for pre in ("layer0.", "layer1."):
+            x, tape = _encoder_layer(x, p, pre, s.heads, mask, drop)
+            tapes.append((pre, tape))
+        flat = x.reshape(-1, s.d)
+        loss, d = _cross_entropy(flat @ p["decoder.weight"].T + p["decoder.bias"], y)
+        if not train:
+            return loss
+        g = {"decoder.weight": d.T @ flat, "decoder.bias": d.sum(axis=0)}
+        dx = (d @ p["decoder.weight"]).reshape(x.shape)
+        for pre, tape in reversed(tapes):
+            dx = _encoder_layer_backward(dx, p, pre, tape, g)
+        gw = np.zeros_like(p["encoder.weight"])
+        np.add.at(gw, src.reshape(-1), (dx * m0 * root).reshape(-1, s.d))
         g["encoder.weight"] = gw
         _sgd(p, g, lr, clip)
         return loss

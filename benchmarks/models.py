@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import owngrad as og  # noqa: E402
 import owngrad.nn.functional as F  # noqa: E402
-from model_floors import cnn_floor, lstm_floor  # noqa: E402
+from model_floors import cnn_floor, lstm_floor, transformer_floor  # noqa: E402
 
 LR, CLIP = 0.05, 0.25
 GOALS = {"captured": 1.5, "eager": 2.0}  # at most this many times torch's CPU time
@@ -292,7 +292,7 @@ def torch_impl(kind: str, s: Sizes, dropout: bool = True, lr: float = LR, clip: 
     return Impl(step, loss)
 
 
-FLOORS: dict[str, Callable[..., Any]] = {"cnn": cnn_floor, "lstm": lstm_floor}
+FLOORS: dict[str, Callable[..., Any]] = {"cnn": cnn_floor, "lstm": lstm_floor, "transformer": transformer_floor}
 
 
 def floor_impl(kind: str, s: Sizes, dropout: bool = True, lr: float = LR, clip: float = CLIP) -> Impl | None:

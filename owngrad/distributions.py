@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from .backend import Array, device_of, to_device, xp_of
-from .tracer import recorded
 from .errors import ShapeError
 from .graph import Graph
 from .handle import array_of
 from .nn import functional as F
 from .ops import take_along_axis
 from .tensor import Tensor
+from .tracer import recorded
 
 __all__ = ["Distribution", "Categorical", "Bernoulli", "Normal", "MultivariateNormal"]
 

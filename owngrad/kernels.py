@@ -13,14 +13,19 @@ BLAS-backed array module:
   which lands directly in NCHW order (no transpose of the output). The weight's gradient is
   ``g[n] @ cols[n].T`` summed over samples; the input's gradient is ``W.T @ g[n]`` scattered back
   by ``kh*kw`` strided adds (col2im) -- no index arrays, no ``add.at``.
-- **max_pool2d** takes the maximum of the ``kh*kw`` strided views of the input (never a copy of
-  the windows) and records which offset won as a small integer per output; its gradient is one
-  masked add per offset.
-- **softmax** forward and vjp with in-place updates of their own temporaries. The forward flushes
-  probabilities below the dtype's smallest normal number (~1e-38 in float32) to zero: an attention
-  row with logits more than ~87 apart otherwise fills every product downstream -- both gradients of
-  both matmuls around it -- with subnormal numbers, which the CPU handles about four times slower
-  in BLAS. The change is below 1e-38 per element, far under the rounding of any sum it enters.
+- **max_pool2d** copies the windows once, offset-major, so that the maximum and the first maximum's
+  offset (a small integer per output, found by arithmetic, not ``argmax``) are reductions over
+  contiguous memory; its gradient writes each offset's share straight into that offset's strided
+  view of the input's gradient -- no index arrays, no ``add.at``.
+- **conv2d** works a chunk of samples at a time where the im2col block would exceed 4 MiB: the block
+  of a whole batch is ``kh*kw`` times the input.
+- **softmax** forward and vjp with in-place updates of their own temporaries. The vjp flushes
+  gradient entries below the dtype's smallest normal number (~1e-38 in float32) to zero: an attention
+  row whose logits are more than ~87 apart has subnormal probabilities, which make the logits'
+  gradient subnormal there, and every product downstream of it (the gradients of q and k, then of
+  every layer below) runs about four times slower in BLAS on subnormal operands. The change is
+  below 1e-38 per entry, far under the rounding of any sum it enters. The forward output is left
+  exact (as torch's), so ``log`` of a probability stays finite wherever torch's is.
 - **layer norm** as one forward that keeps only the per-row mean and reciprocal standard deviation
   (as torch does) and vjps that rebuild the normalised input from them, instead of the eight nodes
   and their saved temporaries of the composite.
@@ -33,30 +38,40 @@ from typing import Any
 
 from .backend import Array, xp_of
 
-__all__ = ["softmax", "softmax_grad", "layer_norm", "layer_norm_grad_input", "layer_norm_grad_weight", "matmul",
-           "matmul_grad_y", "rows", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_forward",
-           "max_pool2d_grad", "conv_out_size"]
+__all__ = ["add_bias", "softmax", "softmax_grad", "layer_norm", "layer_norm_grad_input", "layer_norm_grad_weight",
+           "matmul", "matmul_grad_y", "rows", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight",
+           "max_pool2d_forward", "max_pool2d_grad", "conv_out_size"]
 
 Pair = tuple[int, int]
+
+
+def add_bias(out: Array, b: Array) -> Array:
+    """``out + b``, in place when ``out`` (a result the caller owns) keeps its dtype."""
+    if b.dtype == out.dtype:
+        out += b
+        return out
+    return out + b
 
 
 # --- softmax ---------------------------------------------------------------------------------------
 
 def softmax(x: Array, axis: Any = -1) -> Array:
-    """``exp(x - max) / sum`` along ``axis``, normalised in place, subnormal results flushed to zero."""
+    """``exp(x - max) / sum`` along ``axis``, normalised in place."""
     xp = xp_of(x)
     e = xp.exp(x - x.max(axis=axis, keepdims=True))
     e /= e.sum(axis=axis, keepdims=True)
-    if e.dtype.kind == "f":
-        e *= e >= xp.finfo(e.dtype).tiny  # a NaN row stays NaN
     return e
 
 
 def softmax_grad(g: Array, ans: Array, axis: Any = -1) -> Array:
-    """``ans * (g - sum(g * ans))``, computed as ``g*ans - ans*sum`` with one temporary."""
+    """``ans * (g - sum(g * ans))``, computed as ``g*ans - ans*sum`` with one temporary; entries below the
+    smallest normal number are flushed to zero (see the module docstring)."""
+    xp = xp_of(g)
     out = g * ans
     s = out.sum(axis=axis, keepdims=True)
     out -= ans * s
+    if out.dtype.kind == "f":
+        out *= ~(xp.abs(out) < xp.finfo(out.dtype).tiny)  # NaN and inf pass
     return out
 
 
@@ -273,26 +288,23 @@ def max_pool2d_forward(x: Array, kernel: Pair, stride: Pair) -> tuple[Array, Arr
 
 def max_pool2d_grad(g: Array, arg: Array, x_shape: tuple[int, ...], kernel: Pair, stride: Pair) -> Array:
     """The input's gradient: each output's gradient added at its window's maximum (and nowhere else, so
-    a non-finite gradient stays where it belongs)."""
+    a non-finite gradient stays where it belongs). Each window offset's share is written straight into
+    its strided view of the result."""
     xp = xp_of(g)
-    k = kernel[0] * kernel[1]
+    (kh, kw), (sh, sw) = kernel, stride
     finite = bool(xp.isfinite(g).all())
-    picked = xp.empty((k,) + g.shape, dtype=g.dtype)                   # (kh*kw, N, C, Ho, Wo)
-    for i in range(k):
-        if finite:
-            xp.multiply(g, arg == i, out=picked[i])
-        else:
-            picked[i] = xp.where(arg == i, g, xp.zeros((), dtype=g.dtype))
-    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, g.shape[2:]
-    covered = sh == kh and sw == kw and x_shape[2] == ho * kh and x_shape[3] == wo * kw
+    covered = sh == kh and sw == kw and x_shape[2] == g.shape[2] * kh and x_shape[3] == g.shape[3] * kw
     gx = xp.empty(x_shape, dtype=g.dtype) if covered else xp.zeros(x_shape, dtype=g.dtype)
-    win = _offset_major(xp, gx, kernel, stride, (ho, wo))
-    picked = picked.reshape(win.shape)
-    if sh >= kh and sw >= kw:  # windows do not overlap: one strided write, in the destination's order
-        order = (2, 3, 4, 0, 5, 1)
-        win.transpose(order)[...] = picked.transpose(order)
-        return gx
+    win = _offset_major(xp, gx, kernel, stride, (g.shape[2], g.shape[3]))
+    apart = sh >= kh and sw >= kw  # windows do not overlap: every input element has one offset at most
+    zero = xp.zeros((), dtype=g.dtype)
     for a in range(kh):
         for b in range(kw):
-            win[a, b] += picked[a, b]  # each offset's view is free of self-overlap
+            hit = arg == a * kw + b
+            if apart and finite:
+                xp.multiply(g, hit, out=win[a, b])
+            elif apart:
+                win[a, b][...] = xp.where(hit, g, zero)
+            else:
+                win[a, b] += g * hit if finite else xp.where(hit, g, zero)
     return gx

@@ -167,9 +167,20 @@ def _logsumexp(xp: Any, x: Array, axis: Any = None, keepdims: bool = False) -> A
 
 def _log_softmax(xp: Any, x: Array, axis: int = -1) -> Array:
     # no guard for all -inf slices here: their log-softmax is nan either way (as in torch)
-    shifted = x - xp.max(x, axis=axis, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+    out = x - xp.max(x, axis=axis, keepdims=True)
+    lse = xp.log(xp.sum(xp.exp(out), axis=axis, keepdims=True))
+    return _into(out, lse, subtract=True)
 
+
+def _into(a: Array, b: Array, subtract: bool = False) -> Array:
+    """``a * b`` (or ``a - b``), written into ``a`` -- a temporary the caller made -- when that keeps its dtype."""
+    if getattr(a, "dtype", None) == getattr(b, "dtype", None) and getattr(a, "ndim", 0) > 0:
+        if subtract:
+            a -= b
+        else:
+            a *= b
+        return a
+    return a - b if subtract else a * b
 
 
 
@@ -189,14 +200,14 @@ def _cross_entropy_vjp(g: Array, ans: Array, logits: Array, labels: Array, reduc
     p = xp.exp(aux)  # aux is the log-softmax, of the logits' shape (the logits themselves are not saved)
     if aux.ndim == 1:
         p[labels] -= 1
-        return p * g
+        return _into(p, g)
     n = p.shape[0]
     p[xp.arange(n), labels] -= 1
     if reduction == "mean":
-        return p * (g / n)
+        return _into(p, g / n)
     if reduction == "sum":
-        return p * g
-    return p * g[:, None]
+        return _into(p, g)
+    return _into(p, g[:, None])
 
 
 def _concat_vjp(g: Array, ans: Array, *args: Array, axis: int = 0, sizes: tuple[int, ...] = (),
@@ -309,7 +320,7 @@ defrule("logsumexp", _logsumexp,
 defrule("softmax", lambda xp, x, axis=-1: kernels.softmax(x, axis),
         (lambda g, ans, x, axis=-1: kernels.softmax_grad(g, ans, axis), "a"))
 defrule("log_softmax", _log_softmax,
-        (lambda g, ans, x, axis=-1: g - xp_of(ans).exp(ans) * g.sum(axis=axis, keepdims=True), "a"))
+        (lambda g, ans, x, axis=-1: g - _into(xp_of(ans).exp(ans), g.sum(axis=axis, keepdims=True)), "a"))
 defrule("cross_entropy", _cross_entropy_fwd, (_cross_entropy_vjp, "y"), (None, ""), aux=True)
 
 # views and writes: the graph records these for basic indexing, transposes, reshapes of contiguous

@@ -237,8 +237,9 @@ def conv_shapes(draw: Any) -> tuple[Shapes, dict[str, Any]]:
     n, c, o = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     stride, padding = draw(st.integers(1, 2)), draw(st.integers(0, 1))
-    h, w = kh + draw(st.integers(0, 3)), kw + draw(st.integers(0, 3))
-    return ((n, c, h, w), (o, c, kh, kw), (o,)), {"stride": stride, "padding": padding}
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    h, w = (kh - 1) * dilation[0] + 1 + draw(st.integers(0, 3)), (kw - 1) * dilation[1] + 1 + draw(st.integers(0, 3))
+    return ((n, c, h, w), (o, c, kh, kw), (o,)), {"stride": stride, "padding": padding, "dilation": dilation}
 
 
 @st.composite
@@ -540,10 +541,11 @@ CASES: list[Case] = [
          needs="cross_entropy"),
     Case("mse_loss", frozenset(), _mse, unary().map(lambda s: (s[0] * 2, {})), (((2, 3), (2, 3)), {}),
          tfn=_tmse, needs="mse_loss"),
-    Case("conv2d", R("conv2d"), lambda x, w, b, stride, padding: _fn("conv2d")(x, w, b, stride=stride,
-         padding=padding), conv_shapes(), (((2, 2, 5, 4), (3, 2, 3, 2), (3,)), {"stride": 1, "padding": 0}),
-         tfn=lambda x, w, b, stride, padding: __import__("torch").nn.functional.conv2d(
-             x, w, b, stride=stride, padding=padding), needs="conv2d"),
+    Case("conv2d", R("conv2d"), lambda x, w, b, stride, padding, dilation=1: _fn("conv2d")(
+         x, w, b, stride=stride, padding=padding, dilation=dilation), conv_shapes(),
+         (((2, 2, 5, 4), (3, 2, 3, 2), (3,)), {"stride": 1, "padding": 0}),
+         tfn=lambda x, w, b, stride, padding, dilation=1: __import__("torch").nn.functional.conv2d(
+             x, w, b, stride=stride, padding=padding, dilation=dilation), needs="conv2d"),
     Case("linear", R("linear"), lambda x, w, b=None: _fn("linear")(x, w, b), linear_shapes(),
          (((2, 3, 4), (5, 4), (5,)), {}),
          tfn=lambda x, w, b=None: __import__("torch").nn.functional.linear(x, w, b), needs="linear"),
@@ -561,7 +563,7 @@ CASES: list[Case] = [
          tfn=lambda w, idx: __import__("torch").nn.functional.embedding(
              __import__("torch").as_tensor(idx) % w.shape[0], w),
          needs="embedding"),
-    Case("dropout", R("mul"), lambda x: _fn("dropout")(x, 0.5, rng=0), unary(min_dims=1), (U2, {}),
+    Case("dropout", R("dropout"), lambda x: _fn("dropout")(x, 0.5, rng=0), unary(min_dims=1), (U2, {}),
          needs="dropout"),
     # shape ops: views where numpy gives a view, copies otherwise
     Case("reshape", R("view"), lambda x, new: x.reshape(new), reshapeable(), (U2, {"new": (3, 2)}),
@@ -719,7 +721,8 @@ EXTRA: list[tuple[str, Callable[..., og.Tensor], list[np.ndarray]]] = [
     # og.nn.functional (its rules register on import)
     ("F.cross_entropy", lambda x, y: F("cross_entropy")(x, y) + F("cross_entropy")(x, y, reduction="sum"),
      [A, LAB]),
-    ("F.conv2d", lambda x, w, b: F("conv2d")(x, w, b, stride=(2, 1), padding=1),
+    ("F.conv2d", lambda x, w, b: F("conv2d")(x, w, b, stride=(2, 1), padding=1) + F("conv2d")(
+        x, w, stride=(2, 1), padding=(2, 2), dilation=(1, 2)).sum(),
      [R.uniform(-1, 1, (2, 2, 5, 4)), R.uniform(-1, 1, (3, 2, 3, 2)), R.uniform(-1, 1, (3,))]),
     ("F.max_pool2d", lambda x: F("max_pool2d")(x, 2) + F("max_pool2d")(x, (2, 1), (2, 2)),
      [R.permutation(32).reshape(1, 2, 4, 4) * 0.1]),

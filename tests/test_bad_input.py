@@ -415,6 +415,9 @@ row("conv2d-channels", lambda e: _fn("conv2d")(e.img, e.kern[:, 0:2]), og.ShapeE
     "(2, 3, 5, 5)", "(4, 2, 3, 3)")
 row("conv2d-kernel-too-big", lambda e: _fn("conv2d")(e.img[:, :, 0:2, 0:2], e.kern), og.ShapeError, "conv2d")
 row("conv2d-stride-zero", lambda e: _fn("conv2d")(e.img, e.kern, stride=0), ValueError, "conv2d", "stride")
+row("conv2d-dilation-zero", lambda e: _fn("conv2d")(e.img, e.kern, dilation=0), ValueError, "conv2d", "dilation")
+row("conv2d-dilated-kernel-too-big", lambda e: _fn("conv2d")(e.img, e.kern, dilation=3), og.ShapeError, "conv2d",
+    "dilation (3, 3)", "(7, 7)")
 row("conv2d-stride-str", lambda e: _fn("conv2d")(e.img, e.kern, stride="a"), TypeError, "conv2d", "stride")
 row("conv2d-padding-negative", lambda e: _fn("conv2d")(e.img, e.kern, padding=-1), ValueError, "conv2d", "padding")
 row("conv2d-bias-shape", lambda e: _fn("conv2d")(e.img, e.kern, bias=e.b), og.ShapeError, "conv2d", "bias", "(2,)")

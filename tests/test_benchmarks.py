@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -37,3 +38,23 @@ def test_models_benchmark_memory_probe() -> None:
         sys.path.remove(BENCHMARKS)
     used = models.probe_memory("cnn", "floor", models.QUICK)
     assert isinstance(used, int) and used >= 0
+
+
+def test_models_benchmark_catches_a_wrong_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agreement check can fail: a floor whose update uses a gradient 10 % off is reported."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import model_floors
+        import models
+    finally:
+        sys.path.remove(BENCHMARKS)
+    sgd = model_floors._sgd
+
+    def off(params: dict[str, Any], grads: dict[str, Any], lr: float, clip: float) -> None:
+        sgd(params, {k: g * 0.9 if k == "fc1.weight" else g for k, g in grads.items()}, lr, clip)
+
+    assert models.check_training("cnn", models.QUICK) == []
+    monkeypatch.setattr(model_floors, "_sgd", off)
+    problems = models.check_training("cnn", models.QUICK)
+    assert len(problems) == 1 and "floor's loss after two steps" in problems[0]

@@ -90,17 +90,20 @@ def test_max_pool2d_kernels_match_torch(xs: tuple[int, ...], kernel: tuple[int, 
                                    atol=0)
 
 
-def test_max_pool2d_nan_is_the_maximum_and_a_non_finite_gradient_stays_put() -> None:
-    x = _relu_input((1, 2, 6, 6))
+@pytest.mark.parametrize("kernel,stride", [((2, 2), (2, 2)), ((3, 3), (1, 1)), ((2, 2), (3, 3))],
+                         ids=["tiled", "overlapping", "apart"])
+def test_max_pool2d_nan_is_the_maximum_and_a_non_finite_gradient_stays_put(kernel: tuple[int, int],
+                                                                           stride: tuple[int, int]) -> None:
+    x = _relu_input((1, 2, 6, 6) if kernel == stride else (1, 2, 7, 7))  # tiled: every element in a window
     x[0, 0, 0, 1] = x[0, 0, 1, 0] = np.nan   # two NaNs in one window: as torch, the last one is picked
     x[0, 1, 2, 2] = np.nan
-    out, arg = kernels.max_pool2d_forward(x, (2, 2), (2, 2))
+    out, arg = kernels.max_pool2d_forward(x, kernel, stride)
     g = np.ones(out.shape)
-    g[0, 1, 2, 2] = np.inf
-    g[0, 0, 1, 1] = np.nan
-    tout, tgrad = _torch_pool(x, g, (2, 2), (2, 2))
+    g[0, 1, 1, 1] = np.inf
+    g[0, 0, 1, 0] = np.nan
+    tout, tgrad = _torch_pool(x, g, kernel, stride)
     np.testing.assert_array_equal(out, tout)
-    ours = kernels.max_pool2d_grad(g, arg, x.shape, (2, 2), (2, 2))
+    ours = kernels.max_pool2d_grad(g, arg, x.shape, kernel, stride)
     np.testing.assert_array_equal(ours, tgrad)   # NaN where torch has NaN, inf where torch has inf, else equal
 
 
@@ -148,19 +151,26 @@ def test_gradient_through_a_chain_of_rearranging_views() -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softmax_flushes_subnormal_probabilities(dtype: Any) -> None:
-    """Probabilities below the smallest normal number become 0 (they would slow every GEMM downstream
-    fourfold); everything else is the softmax, to the dtype's rounding, NaN rows stay NaN."""
+def test_softmax_is_exact_and_its_grad_flushes_subnormal_entries(dtype: Any) -> None:
+    """The probabilities are the softmax, subnormal ones included (log stays finite, as torch); the vjp's
+    entries below the smallest normal number become 0 (they would slow every GEMM downstream fourfold);
+    NaN rows stay NaN."""
     tiny = np.finfo(dtype).tiny
     x = np.array([[0.0, -88.0, -95.0, -20.0], [1.0, 2.0, 3.0, 4.0], [0.0, -750.0, -740.0, -1.0],
                   [np.nan, 0.0, 1.0, 2.0]], dtype=dtype)
     p = kernels.softmax(x, axis=-1)
     e = np.exp(x.astype(np.float64) - x.astype(np.float64).max(axis=-1, keepdims=True))
     exact = e / e.sum(axis=-1, keepdims=True)
-    assert not ((p != 0) & (np.abs(p) < tiny)).any()
     assert np.isnan(p[3]).all()
-    np.testing.assert_allclose(p[:3], exact[:3], rtol=4 * np.finfo(dtype).eps, atol=float(tiny))
-    assert (p[:3][exact[:3] < tiny] == 0).all() and (exact[:3] < tiny).any()
+    assert ((p[:3] != 0) & (p[:3] < tiny)).any()  # subnormal probabilities are kept
+    np.testing.assert_allclose(p[:3], exact[:3], rtol=4 * np.finfo(dtype).eps, atol=4 * tiny * np.finfo(dtype).eps)
+    g = np.array([[1.0, 2.0, -1.0, 0.5]] * 4, dtype=dtype)
+    d = kernels.softmax_grad(g, p, -1)
+    want = p.astype(np.float64) * (g - (g * p).astype(np.float64).sum(axis=-1, keepdims=True))
+    assert not ((d != 0) & (np.abs(d) < tiny)).any()
+    assert ((np.abs(want[:3]) < tiny) & (want[:3] != 0)).any()  # the case is exercised
+    np.testing.assert_allclose(d[:3], want[:3], rtol=8 * np.finfo(dtype).eps, atol=8 * np.finfo(dtype).eps)
+    assert np.isnan(d[3]).all()
 
 
 def test_softmax_grad_matches_the_formula() -> None:

@@ -31,6 +31,8 @@ GRAD_CASES: list[tuple[str, Callable[..., og.Tensor], tuple[Any, ...]]] = [
      (rnd(2, 2, 6, 5), rnd(3, 2, 3, 2), rnd(3))),
     ("conv2d 1x1 uneven stride/pad", lambda x, w: F.conv2d(x, w, stride=(1, 2), padding=(2, 0)),
      (rnd(1, 3, 4, 5), rnd(2, 3, 1, 1))),
+    ("conv2d dilation", lambda x, w, b: F.conv2d(x, w, b, stride=(2, 1), padding=1, dilation=(2, 3)),
+     (rnd(2, 2, 7, 8), rnd(3, 2, 2, 3), rnd(3))),
     ("max_pool2d", lambda x: F.max_pool2d(x, 2), (rnd(2, 3, 4, 6),)),
     ("max_pool2d overlapping, odd", lambda x: F.max_pool2d(x, 3, stride=1), (rnd(1, 2, 5, 4),)),
     ("max_pool2d stride > kernel", lambda x: F.max_pool2d(x, (2, 1), stride=(3, 2)), (rnd(2, 1, 7, 5),)),
@@ -77,6 +79,9 @@ def _og_grads(fn: Callable[..., og.Tensor], *arrays: np.ndarray) -> tuple[np.nda
 TORCH_CASES: list[tuple[str, Callable[..., og.Tensor], Callable[..., Any], tuple[np.ndarray, ...]]] = [
     ("conv2d", lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1),
      lambda tf, x, w, b: tf.conv2d(x, w, b, stride=2, padding=1), (rnd(2, 3, 7, 6), rnd(4, 3, 3, 3), rnd(4))),
+    ("conv2d dilation", lambda x, w, b: F.conv2d(x, w, b, padding=(0, 2), dilation=(3, 2)),
+     lambda tf, x, w, b: tf.conv2d(x, w, b, padding=(0, 2), dilation=(3, 2)),
+     (rnd(2, 3, 9, 7), rnd(4, 3, 3, 2), rnd(4))),
     ("max_pool2d", lambda x: F.max_pool2d(x, 3, stride=2), lambda tf, x: tf.max_pool2d(x, 3, stride=2),
      (rnd(2, 3, 7, 8),)),
     ("max_pool2d ties", lambda x: F.max_pool2d(x, 2), lambda tf, x: tf.max_pool2d(x, 2),

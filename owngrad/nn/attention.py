@@ -51,8 +51,8 @@ class MultiheadAttention(Module):
 
     def _project(self, x: Tensor, i: int) -> Tensor:
         E = self.embed_dim
-        y = x @ self.in_proj_weight[i * E:(i + 1) * E].T
-        return y + self.in_proj_bias[i * E:(i + 1) * E] if self.in_proj_bias is not None else y
+        bias = self.in_proj_bias[i * E:(i + 1) * E] if self.in_proj_bias is not None else None
+        return F.linear(x, self.in_proj_weight[i * E:(i + 1) * E], bias)
 
     def _heads(self, x: Tensor) -> Tensor:
         """(L, B, E) -> (B, heads, L, E / heads)."""

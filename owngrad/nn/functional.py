@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import kernels
-from ..backend import Array, scatter_add, to_device, xp_of
+from ..backend import Array, to_device, xp_of
 from ..errors import GraphError, ShapeError
 from ..handle import array_of
 from ..rules import defrule
@@ -241,8 +241,8 @@ def _float_operand(like: Tensor, v: Any) -> Any:
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by ``1/(1-p)`` (inverted
     dropout, as torch); the identity when ``training`` is False or ``p`` is 0. ``rng`` is a
-    ``numpy.random.Generator``, a seed, or None for the graph's own stream (``g.rng``). The mask is
-    a constant: the product saves only it."""
+    ``numpy.random.Generator``, a seed, or None for the graph's own stream (``g.rng``). The node keeps
+    only the mask (its own array): it borrows nothing."""
     x = tensor_of(x, "dropout")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
@@ -254,8 +254,13 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -
         mask = recorded(x.graph, _dropout_mask, x.graph.rng if rng is None else rng, x.shape, p, x.dtype, x.device)
     else:  # a seed: a fresh generator at each call, eager or replayed
         mask = recorded(x.graph, _seeded_dropout_mask, rng, x.shape, p, x.dtype, x.device)
-    out: Tensor = x * mask
-    return out
+    return x.graph.apply("dropout", (x, mask))
+
+
+# x * mask, the mask kept as the node's own (aux) array: it is made here and nobody else holds it, so
+# the node neither borrows nor copies anything
+defrule("dropout", lambda xp, x, mask: (x * mask, mask), (lambda g, ans, x, mask, aux=None: g * aux, ""), (None, ""),
+        aux=True)
 
 
 def _seeded_dropout_mask(seed: Any, shape: tuple[int, ...], p: float, dtype: Any, device: str) -> Array:
@@ -284,12 +289,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 def _linear_fwd(xp: Any, x: Array, w: Array, b: Array | None = None) -> Array:
     out = kernels.matmul(x, w.T)
-    if b is None:
-        return out
-    if b.dtype == out.dtype:  # the product is ours: add the bias in place
-        out += b
-        return out
-    return out + b
+    return out if b is None else kernels.add_bias(out, b)
 
 
 defrule("linear", _linear_fwd, (lambda g, ans, x, w, b=None: kernels.matmul(g, w), "y"),
@@ -299,45 +299,55 @@ defrule("linear", _linear_fwd, (lambda g, ans, x, w, b=None: kernels.matmul(g, w
 
 # --- conv2d --------------------------------------------------------------------------------
 
-def _conv2d_fwd(xp: Any, x: Array, w: Array, stride: tuple[int, int] = (1, 1),
-                padding: tuple[int, int] = (0, 0)) -> Array:
-    return kernels.conv2d_forward(x, w, stride, padding)
+Pair = tuple[int, int]
 
 
-def _conv2d_vjp_x(g: Array, ans: Array, x: Array, w: Array, stride: tuple[int, int] = (1, 1),
-                  padding: tuple[int, int] = (0, 0), shapes: Any = ()) -> Array:
-    return kernels.conv2d_grad_input(g, w, shapes[0], stride, padding)
+def _conv2d_fwd(xp: Any, x: Array, w: Array, b: Array | None = None, stride: Pair = (1, 1), padding: Pair = (0, 0),
+                dilation: Pair = (1, 1)) -> Array:
+    out = kernels.conv2d_forward(x, w, stride, padding, dilation)
+    return out if b is None else kernels.add_bias(out, b.reshape(-1, 1, 1))
 
 
-def _conv2d_vjp_w(g: Array, ans: Array, x: Array, w: Array, stride: tuple[int, int] = (1, 1),
-                  padding: tuple[int, int] = (0, 0), shapes: Any = ()) -> Array:
-    return kernels.conv2d_grad_weight(g, x, shapes[1], stride, padding)
+def _conv2d_vjp_x(g: Array, ans: Array, x: Array, w: Array, b: Array | None = None, stride: Pair = (1, 1),
+                  padding: Pair = (0, 0), dilation: Pair = (1, 1), shapes: Any = ()) -> Array:
+    return kernels.conv2d_grad_input(g, w, shapes[0], stride, padding, dilation)
 
 
-defrule("conv2d", _conv2d_fwd, (_conv2d_vjp_x, "y"), (_conv2d_vjp_w, "x"), shapes=True)
+def _conv2d_vjp_w(g: Array, ans: Array, x: Array, w: Array, b: Array | None = None, stride: Pair = (1, 1),
+                  padding: Pair = (0, 0), dilation: Pair = (1, 1), shapes: Any = ()) -> Array:
+    return kernels.conv2d_grad_weight(g, x, shapes[1], stride, padding, dilation)
 
 
-def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0) -> Tensor:
-    """2-d cross-correlation, NCHW, as ``torch.nn.functional.conv2d`` (no dilation, no groups):
-    ``x`` (N, C, H, W), ``weight`` (O, C, kh, kw), ``bias`` (O,) or None; ``stride`` and
-    ``padding`` (zeros) are ints or pairs. Computed by im2col on a strided view of the input."""
+defrule("conv2d", _conv2d_fwd, (_conv2d_vjp_x, "y"), (_conv2d_vjp_w, "x"),
+        (lambda g, ans, x, w, b=None, **kw: g.sum(axis=(0, 2, 3)), ""), shapes=True)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1) -> Tensor:
+    """2-d cross-correlation, NCHW, as ``torch.nn.functional.conv2d`` (no groups): ``x`` (N, C, H, W),
+    ``weight`` (O, C, kh, kw), ``bias`` (O,) or None; ``stride``, ``padding`` (zeros) and ``dilation``
+    (the spacing of the kernel's taps) are ints or pairs. One rule (the bias included): im2col and a
+    batched GEMM (``owngrad.kernels``)."""
     op = "conv2d"
     x = tensor_of(x, op)
     weight = tensor_of(weight, op, "weight")
     st = pair(stride, "stride", op, 1)
     pd = pair(padding, "padding", op, 0)
+    dl = pair(dilation, "dilation", op, 1)
     if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[1]:
         raise ShapeError(f"{op}: expected x (N, C, H, W) and weight (O, C, kh, kw) with the same C, got x "
                          f"{x.shape} and weight {weight.shape}")
-    if x.shape[2] + 2 * pd[0] < weight.shape[2] or x.shape[3] + 2 * pd[1] < weight.shape[3]:
-        raise ShapeError(f"{op}: the kernel {weight.shape[2:]} is larger than the padded input "
+    span = tuple(d * (k - 1) + 1 for d, k in zip(dl, weight.shape[2:]))
+    if x.shape[2] + 2 * pd[0] < span[0] or x.shape[3] + 2 * pd[1] < span[1]:
+        spread = f" spread by dilation {dl} to {span}" if dl != (1, 1) else ""
+        raise ShapeError(f"{op}: the kernel {weight.shape[2:]}{spread} is larger than the padded input "
                          f"({x.shape[2] + 2 * pd[0]}, {x.shape[3] + 2 * pd[1]}) (x {x.shape}, padding {pd})")
     if bias is not None:
         bias = tensor_of(bias, op, "bias")
         if bias.shape != (weight.shape[0],):
             raise ShapeError(f"{op}: bias must have shape ({weight.shape[0]},), got {bias.shape}")
-    out = x.graph.apply(op, (x, weight), {"stride": st, "padding": pd})
-    return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+    args = (x, weight) if bias is None else (x, weight, bias)
+    return x.graph.apply(op, args, {"stride": st, "padding": pd, "dilation": dl})
 
 
 # --- max_pool2d ----------------------------------------------------------------------------

@@ -391,13 +391,14 @@ class Linear(Module):
 
 
 class Conv2d(Module):
-    """2-d convolution (NCHW) as ``torch.nn.Conv2d`` without dilation or groups; PyTorch's init."""
+    """2-d convolution (NCHW) as ``torch.nn.Conv2d`` without groups; PyTorch's init."""
 
     weight: Tensor
     bias: Tensor | None
 
     def __init__(self, g: Graph, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, bias: bool = True, rng: Rng = None, dtype: Any = np.float32) -> None:
+                 padding: Any = 0, bias: bool = True, rng: Rng = None, dtype: Any = np.float32,
+                 dilation: Any = 1) -> None:
         super().__init__(g)
         gen = _rng(rng, g)
         kh, kw = pair(kernel_size, "kernel_size", "Conv2d", 1)
@@ -405,15 +406,17 @@ class Conv2d(Module):
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
         self.stride = pair(stride, "stride", "Conv2d", 1)
         self.padding = pair(padding, "padding", "Conv2d", 0)
+        self.dilation = pair(dilation, "dilation", "Conv2d", 1)
         self.weight = g.param(_uniform(gen, bound, (out_channels, in_channels, kh, kw), dtype), name="weight")
         self.bias = g.param(_uniform(gen, bound, (out_channels,), dtype), name="bias") if bias else None
 
     def forward(self, x: Any) -> Tensor:
-        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding, dilation=self.dilation)
 
     def extra_repr(self) -> str:
         o, c, kh, kw = self.weight.shape
-        return f"{c}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding}"
+        dil = f", dilation={self.dilation}" if self.dilation != (1, 1) else ""
+        return f"{c}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding}{dil}"
 
 
 class MaxPool2d(Module):

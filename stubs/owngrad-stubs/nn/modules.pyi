@@ -71,7 +71,8 @@ class Conv2d(Module):
     bias: Tensor[Mut] | None
     def __init__(self, g: Graph, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, bias: bool = True,
-                 rng: _Rng = None, dtype: Any = ..., *, name: str | None = None) -> None: ...
+                 rng: _Rng = None, dtype: Any = ..., dilation: int | tuple[int, int] = 1, *,
+                 name: str | None = None) -> None: ...
     def forward(self, x: Any) -> Tensor[Mut]: ...
 
 class MaxPool2d(Module):
