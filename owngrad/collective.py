@@ -365,6 +365,38 @@ class World:
         sys.excepthook = hook
         atexit.register(self._at_exit)
 
+    def save_checkpoint(self, path: str | os.PathLike[str], module_or_state: Any,
+                        write: Callable[[str | os.PathLike[str], Any], None]) -> None:
+        """``write(path, module_or_state)`` on rank 0 once every rank has reached this call; every rank returns
+        once it is written (a rank that goes on to load it finds it complete), and a failure to write raises
+        on every rank."""
+        site = format_site(user_site())
+        self.exchange(Header(Phase.SAVE, site, layout=os.fspath(path)))
+        error = None
+        if self.rank == 0:
+            try:
+                write(path, module_or_state)
+            except Exception as e:  # every rank reports it, not only the one that wrote
+                error = f"{type(e).__name__}: {e}"
+        headers = self.exchange(Header(Phase.SAVE, site, layout=os.fspath(path), payload=error))
+        if headers[0].payload is not None:
+            raise OSError(f"distributed.save at {site}: rank 0 could not write {os.fspath(path)}: "
+                          f"{headers[0].payload}")
+
+
+
+_WORLD: World | None = None  # the world of this process once init() ran (as torch.distributed's state)
+
+
+def current() -> World | None:
+    """The world ``owngrad.distributed.init`` made in this process, or None."""
+    return _WORLD
+
+
+def set_current(world: World) -> None:
+    """Make ``world`` this process's world (``owngrad.distributed.init`` does)."""
+    global _WORLD
+    _WORLD = world
 
 
 def _first_line(exc: BaseException) -> str:

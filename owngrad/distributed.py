@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Array, to_device, xp_of
-from .collective import Header, Phase, RankFailed, Round, World
+from .collective import Header, Phase, RankFailed, Round, World, current, set_current
 from .errors import GradError
 from .grads import Grads
 from .handle import array_of, exclusive
@@ -40,7 +40,6 @@ from .tensor import Tensor
 __all__ = ["World", "RankFailed", "init", "current", "broadcast_parameters", "broadcast_optimizer_state", "save",
            "DataParallel"]
 
-_WORLD: World | None = None  # the world of this process once init() ran (as torch.distributed's state)
 
 
 def init(comm: Any = None, timeout: float = 300.0) -> World:
@@ -51,20 +50,14 @@ def init(comm: Any = None, timeout: float = 300.0) -> World:
     other rank, which stop with :class:`RankFailed` naming it; and the end of the program is a last
     step every rank must reach (a rank that returns early or calls ``sys.exit`` is named on every rank).
     Every rank then exits with code 1."""
-    global _WORLD
     try:
         from mpi4py import MPI
     except ImportError as e:
         raise ImportError("owngrad.distributed needs mpi4py: pip install -e '.[mpi]'") from e
     world = World(MPI.COMM_WORLD if comm is None else comm, timeout)
-    _WORLD = world
+    set_current(world)
     world.install_hooks()
     return world
-
-
-def current() -> World | None:
-    """The world :func:`init` made in this process, or None."""
-    return _WORLD
 
 
 def _site() -> str:
@@ -173,17 +166,7 @@ def save(path: str | os.PathLike[str], module_or_state: Any, world: World) -> No
     """Write a checkpoint (``og.save``) on rank 0 once every rank has reached this call, and return on
     every rank once it is written: a rank that goes on to load it finds it complete. A failure to write
     raises on every rank."""
-    site = _site()
-    world.exchange(Header(Phase.SAVE, site, layout=os.fspath(path)))
-    error = None
-    if world.rank == 0:
-        try:
-            _write_checkpoint(path, module_or_state)
-        except Exception as e:  # every rank reports it, not only the one that wrote
-            error = f"{type(e).__name__}: {e}"
-    headers = world.exchange(Header(Phase.SAVE, site, layout=os.fspath(path), payload=error))
-    if headers[0].payload is not None:
-        raise OSError(f"distributed.save at {site}: rank 0 could not write {os.fspath(path)}: {headers[0].payload}")
+    world.save_checkpoint(path, module_or_state, _write_checkpoint)
 
 
 class _Bucket:

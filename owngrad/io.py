@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .collective import current
 from .tensor import Tensor
 
 __all__ = ["save", "load"]
@@ -77,12 +78,9 @@ def save(path: str | os.PathLike[str], module_or_state: Any) -> None:
     names to arrays/tensors) to ``path`` as an ``.npz`` archive, atomically. Once
     ``og.distributed.init()`` has run, saving is a step every rank takes: rank 0 writes once every
     rank has reached it, and every rank returns once it is written (``distributed.save``)."""
-    from .distributed import current
-    from .distributed import save as save_on_rank_0
-
     world = current()
     if world is not None:
-        save_on_rank_0(path, module_or_state, world)
+        world.save_checkpoint(path, module_or_state, _write_checkpoint)
         return
     _write_checkpoint(path, module_or_state)
 

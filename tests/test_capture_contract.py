@@ -870,6 +870,9 @@ def run_case(case: Case, verify: bool = False, args_hook: Callable[[World, tuple
         eager.change(i)
         cap.change(i)
         before = cap.state()
+        # the previous outcomes go first: a kept exception's traceback would keep that step's results alive
+        # (and with them their borrows) in one world and not in the other
+        e = c = ("", None)
         e = _attempt(eager, eager.fn, ea)
         c = _attempt(cap, step, ca)
         if c[0] == "err" and isinstance(c[1], og.GraphError) and "g.capture" in str(c[1]):
@@ -879,11 +882,11 @@ def run_case(case: Case, verify: bool = False, args_hook: Callable[[World, tuple
             assert _same(before, cap.state()), f"{case.name}: the refused call {i} changed the state"
             assert not cap.g.pending(), f"{case.name}: the refused call {i} left pending nodes"
             return "refused"
-        if e[0] == "err":  # and the next calls go on: an eager step that raised leaves its results pending
+        if e[0] == "err":  # and the next calls go on (an eager step that raised leaves its results pending until
+            # its traceback goes: then nothing reaches them and the next write releases them)
             assert c[0] == "err", f"{case.name}: call {i}: eager raised {e[1]!r}, the captured call did not"
             assert isinstance(c[1], type(e[1])), f"{case.name}: call {i}: eager {e[1]!r}, captured {c[1]!r}"
             assert _same(eager.state(), cap.state()), f"{case.name}: call {i} raised: different params or state"
-            assert len(eager.g.pending()) > 0 and len(cap.g.pending()) > 0 or not eager.g.pending()
             continue
         assert c[0] == "ok", f"{case.name}: call {i}: captured raised {c[1]!r}, eager did not"
         assert _same(_arrays(e[1]), _arrays(c[1])), f"{case.name}: call {i}: different outputs"
@@ -1110,8 +1113,9 @@ def test_a_plan_prints_its_equations_with_rule_names_and_user_lines() -> None:
     text = str(step.plans_of()[0])
     lines = text.splitlines()
     assert lines[0].startswith("plan of the step captured at test_capture_contract.py:")
-    assert any(ln.lstrip().startswith("s") and " = matmul(" in ln for ln in lines)
-    assert any("cross_entropy.vjp[0](" in ln for ln in lines) and any("_check_labels(s1, 3)" in ln for ln in lines)
+    assert any(ln.lstrip().startswith("s") and " = linear(" in ln for ln in lines)
+    assert any("cross_entropy.vjp[0](" in ln for ln in lines)
+    assert any("_check_labels(s1, 3, -100)" in ln for ln in lines)  # classes, ignore_index
     assert all("# test_capture_contract.py:" in ln for ln in lines[1:])
 
 
