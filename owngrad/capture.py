@@ -140,7 +140,10 @@ class Plan:
         for m, mode in self.modules:
             if bool(m.training) != mode:
                 return f"the train/eval mode of {type(m).__name__}"
-        i = self._check()
+        try:
+            i = self._check()
+        except Exception:  # noqa: BLE001 - a guarded place that cannot be read now has changed, as far as we know
+            return "a guarded value that could not be read"
         return None if i < 0 else self.guards[i].label
 
     def _borrows(self, args: Sequence[Any] = ()) -> list[Any] | None:

@@ -228,6 +228,13 @@ class _Walker:
             return
         self.seen.add(id(obj))
         self.keep.append(obj)
+        n = len(self.guards)
+        try:
+            self._visit(obj, label, live, depth)
+        except Exception:  # noqa: BLE001 - an object that resists the walk (a raising property, a proxy)
+            del self.guards[n:]  # is guarded by identity only, by its container's guard
+
+    def _visit(self, obj: Any, label: str, live: bool, depth: int) -> None:
         if isinstance(obj, np.random.Generator):
             self.generators.append((label, obj))
             return
@@ -257,12 +264,13 @@ class _Walker:
         elif isinstance(obj, tuple):  # named tuples too
             for i, v in enumerate(obj):
                 self.visit(v, f"{label}[{i}]", live, depth + 1)
-        elif hasattr(obj, "__dict__") and not _is_library(type(obj)) or _walkable_owngrad(obj):
+        elif _has_dict(obj) and not _is_library(type(obj)) or _walkable_owngrad(obj):
             self.instance(obj, label, live, depth)
         elif not _is_library(type(obj)):  # a user object with __slots__ only (a slotted dataclass)
             for name in _slot_names(type(obj)):
-                if hasattr(obj, name):
-                    self.add(Place.ATTR, obj, name, getattr(obj, name), f"{label}.{name}", live, depth)
+                value = _own_attr(obj, name)
+                if value is not _MISSING:
+                    self.add(Place.ATTR, obj, name, value, f"{label}.{name}", live, depth)
             self.visit(type(obj), label, live, depth + 1)
 
     def function(self, fn: types.FunctionType, label: str, live: bool, depth: int) -> None:
@@ -333,7 +341,19 @@ def _slot_names(cls: type) -> list[str]:
 
 
 def _walkable_owngrad(obj: Any) -> bool:
-    return hasattr(obj, "__dict__") and (getattr(type(obj), "_capture_walk", False))
+    return _has_dict(obj) and bool(getattr(type(obj), "_capture_walk", False))
+
+
+def _own_attr(obj: Any, name: str) -> Any:
+    """``obj.name`` without its class's ``__getattr__`` fallback (which may raise anything); _MISSING if unset."""
+    try:
+        return object.__getattribute__(obj, name)
+    except AttributeError:
+        return _MISSING
+
+
+def _has_dict(obj: Any) -> bool:
+    return isinstance(_own_attr(obj, "__dict__"), dict)
 
 
 @dataclass(slots=True)

@@ -1286,3 +1286,30 @@ def test_a_step_that_writes_into_its_input_tensor_borrows_each_call_s_input() ->
     assert step.replays == 1  # the call with a frozen input, and the one with a borrowed input, ran eagerly
     e.g.free(pe)
     c.g.free(pc)
+
+
+class Resisting:
+    """An object that raises on any attribute it lacks (a proxy, a lazy client)."""
+
+    __slots__ = ("scale",)
+
+    def __init__(self) -> None:
+        self.scale = 2.0
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"no {name}")
+
+
+def test_an_object_that_resists_the_guard_walk_is_guarded_by_identity() -> None:
+    def body(ns: dict[str, Any], x: Any, y: Any) -> Any:
+        return train(ns, ce(ns, x, y) * ns["odd"].scale)
+
+    e = classifier(body, extra=lambda g, m, o: {"odd": Resisting()})()
+    c = classifier(body, extra=lambda g, m, o: {"odd": Resisting()})()
+    step = c.g.capture(c.fn)
+    rng = np.random.default_rng(9)
+    for i in range(4):
+        e.extra["odd"].scale = c.extra["odd"].scale = 1.0 + (i % 2)  # a slot the step reads: guarded
+        x, y = xy()(rng, i)
+        assert _same(_arrays(e.fn(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
+        assert _same(e.state(), c.state())
