@@ -85,10 +85,19 @@ class Guard:
         return tuple(c)
 
     def holds(self) -> bool:
-        return same(self.value, self.read(), self.place)
+        try:
+            return same(self.value, self.read(), self.place)
+        except Exception:  # noqa: BLE001 - a place that cannot be read any more has changed, as far as we know
+            return False
 
     def restore(self) -> None:
         """Put the captured value back (a refused capture changes nothing it can undo)."""
+        try:
+            self._restore()
+        except Exception:  # noqa: BLE001, S110 - a place that refuses the old value keeps the new one
+            pass
+
+    def _restore(self) -> None:
         place, c = self.place, self.container
         if place is Place.ATTR and self.value is not _MISSING:
             if isinstance(c, (type, types.ModuleType)):
