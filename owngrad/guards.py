@@ -20,6 +20,7 @@ guarded) and ``_capture_skip`` (attributes the plan replays itself, such as an o
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import sysconfig
@@ -92,10 +93,8 @@ class Guard:
 
     def restore(self) -> None:
         """Put the captured value back (a refused capture changes nothing it can undo)."""
-        try:
+        with contextlib.suppress(Exception):  # a place that refuses the old value keeps the new one
             self._restore()
-        except Exception:  # noqa: BLE001, S110 - a place that refuses the old value keeps the new one
-            pass
 
     def _restore(self) -> None:
         place, c = self.place, self.container
