@@ -607,7 +607,8 @@ class CapturedStep:
         reach = collect(self.fn, _identity_only)
         guards = reach.guards
         guards.append(Guard(Place.ATTR, g, "rng", g.rng, "g.rng", False))
-        watched = [(label, gen, gen.bit_generator.state) for label, gen in [*reach.generators, ("g.rng", g.rng)]]
+        # g.rng is traced while the step runs (a direct draw refuses at its line); other generators are watched
+        watched = [(label, gen, gen.bit_generator.state) for label, gen in reach.generators if gen is not g.rng]
         world = _World(g, guards, watched, reach.seen | {id(g.rng)})
         self._enter(tr)
         try:

@@ -1313,3 +1313,31 @@ def test_an_object_that_resists_the_guard_walk_is_guarded_by_identity() -> None:
         x, y = xy()(rng, i)
         assert _same(_arrays(e.fn(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
         assert _same(e.state(), c.state())
+
+
+def test_another_thread_draws_from_g_rng_while_a_step_is_captured() -> None:
+    world = classifier(_plain)()
+    g = world.g
+    started, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def slow_step(x: Any, y: Any) -> Any:
+        started.set()
+        release.wait(5)
+        return train(world.extra, ce(world.extra, x, y))
+
+    def other() -> None:
+        started.wait(5)
+        try:  # eager work of another thread on the same graph, during the capture
+            g.rng.normal(size=3)
+            F.dropout(g.constant(np.ones((2, 3), F32)), 0.5).sum()
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            release.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    g.capture(slow_step)(*xy()(np.random.default_rng(0), 0))
+    t.join()
+    assert not errors, errors
