@@ -21,6 +21,7 @@ guarded) and ``_capture_skip`` (attributes the plan replays itself, such as an o
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 import os
 import sysconfig
@@ -261,6 +262,10 @@ class _Walker:
         elif isinstance(obj, types.MethodType):
             self.visit(obj.__self__, label.rsplit(".", 1)[0], live, depth)
             self.visit(obj.__func__, label, live, depth)
+        elif isinstance(obj, functools.partial):  # what it binds, and what its function reads
+            self.visit(obj.func, label, live, depth)
+            self.visit(obj.args, f"{label}'s bound arguments", live, depth + 1)
+            self.visit(obj.keywords, f"{label}'s bound keywords", live, depth + 1)
         elif type(obj) is dict:
             self.guards.append(Guard(Place.KEYS, obj, None, tuple(obj), f"the keys of {label}", True))
             for k, v in list(obj.items())[:256]:

@@ -1341,3 +1341,21 @@ def test_another_thread_draws_from_g_rng_while_a_step_is_captured() -> None:
     g.capture(slow_step)(*xy()(np.random.default_rng(0), 0))
     t.join()
     assert not errors, errors
+
+
+def test_a_partial_step_guards_what_its_function_reads() -> None:
+    import functools
+
+    def body(ns: dict[str, Any], x: Any, y: Any, cfg: dict[str, float]) -> Any:
+        return train(ns, ce(ns, x, y) * cfg["w"])
+
+    e, c = classifier(_plain)(), classifier(_plain)()
+    cfg_e, cfg_c = {"w": 1.0}, {"w": 1.0}
+    fe = functools.partial(body, e.extra, cfg=cfg_e)
+    step = c.g.capture(functools.partial(body, c.extra, cfg=cfg_c))
+    rng = np.random.default_rng(10)
+    for i in range(4):
+        cfg_e["w"] = cfg_c["w"] = 1.0 + i  # a bound dict, changed between calls
+        x, y = xy()(rng, i)
+        assert _same(_arrays(fe(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
+        assert _same(e.state(), c.state())
