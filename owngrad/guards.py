@@ -244,6 +244,10 @@ class _Walker:
             del self.guards[n:]  # is guarded by identity only, by its container's guard
 
     def _visit(self, obj: Any, label: str, live: bool, depth: int) -> None:
+        if callable(obj) and not isinstance(obj, type):  # a decorated function: what the decorator wraps
+            wrapped = _own_attr(obj, "__wrapped__")
+            if wrapped is not _MISSING:
+                self.visit(wrapped, label, live, depth + 1)
         if isinstance(obj, np.random.Generator):
             self.generators.append((label, obj))
             return
@@ -287,7 +291,7 @@ class _Walker:
             self.visit(type(obj), label, live, depth + 1)
 
     def function(self, fn: types.FunctionType, label: str, live: bool, depth: int) -> None:
-        if _is_library(fn) and not fn.__module__.startswith("owngrad.training"):
+        if _is_library(fn):
             return
         for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
             try:

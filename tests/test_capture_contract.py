@@ -1359,3 +1359,33 @@ def test_a_partial_step_guards_what_its_function_reads() -> None:
         x, y = xy()(rng, i)
         assert _same(_arrays(fe(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
         assert _same(e.state(), c.state())
+
+
+def test_a_decorated_step_guards_what_the_wrapped_function_reads() -> None:
+    import functools
+
+    def logged(fn: Callable[..., Any]) -> Callable[..., Any]:
+        return functools.wraps(fn)(_Forward(fn))
+
+    e, c = classifier(_closure_scale, extra=lambda g, m, o: {"scale": 1.0}, change=_set_scale)(), \
+        classifier(_closure_scale, extra=lambda g, m, o: {"scale": 1.0}, change=_set_scale)()
+    step = c.g.capture(logged(c.fn))
+    rng = np.random.default_rng(11)
+    for i in range(4):
+        e.change(i)
+        c.change(i)
+        x, y = xy()(rng, i)
+        assert _same(_arrays(e.fn(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
+        assert _same(e.state(), c.state())
+
+
+class _Forward:
+    """A callable wrapper from a library (its module is numpy's): the walk follows ``__wrapped__``."""
+
+    __module__ = "numpy.testing"
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
