@@ -388,7 +388,11 @@ def collect(fn: Any, stop: Callable[[Any], bool]) -> Reach:
     """The guards of what ``fn`` can reach (``stop(obj)``: an object guarded by identity only, such as a
     tensor or a graph)."""
     w = _Walker(stop)
-    w.visit(fn, getattr(fn, "__qualname__", "the step function"), False, 0)
+    label = getattr(fn, "__qualname__", "the step function")
+    w.visit(fn, label, False, 0)
+    if _has_dict(fn) and _is_library(type(fn)) and not isinstance(fn, (types.FunctionType, types.MethodType)):
+        with contextlib.suppress(Exception):  # a library's callable wrapping the step: what it holds
+            w.instance(fn, label, False, 1)
     # a plain user object's attributes are guarded when user code names them (a trainer's counter that
     # the step never reads does not invalidate the plan); owngrad's objects are read by owngrad: all of them
     guards = [gd for gd in w.guards if gd.place is not Place.ATTR or gd.key in w.names or
