@@ -120,9 +120,12 @@ class Graph(TensorFactory):
 
     def constant(self, data: Any, name: str | None = None) -> Tensor:
         """A leaf without gradient; ``data`` is copied in."""
+        tr = self._tracer
+        if tr is None and type(data) is TracedArray:  # a captured step's input, given to another graph
+            data.refuse_use("g.constant of another graph (its work is not part of the step)")
         arr = as_array(self, unwrap(data), "g.constant")
-        if self._tracer is not None:
-            self._tracer.note(as_array, (self, data, "g.constant"), {}, arr)
+        if tr is not None:
+            tr.note(as_array, (self, data, "g.constant"), {}, arr)
         return Tensor._root_of(self, arr, Role.CONSTANT, None, name or None, name or "constant")
 
     def freeze(self, t: Tensor) -> Tensor:

@@ -49,6 +49,10 @@ class _Traced:
     def _refuse(self, what: str) -> NoReturn:
         raise refusal(f"{what} on {self.label}", format_site(user_site()), _HELP)
 
+    def refuse_use(self, what: str) -> NoReturn:
+        """Refuse ``what`` (a use owngrad itself cannot record), at the user's line."""
+        self._refuse(what)
+
     def __array__(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._refuse("converting to a numpy array")
 

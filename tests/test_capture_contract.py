@@ -1389,3 +1389,15 @@ class _Forward:
 
     def __call__(self, *args: Any) -> Any:
         return self.fn(*args)
+
+
+def test_an_input_given_to_another_graph_inside_the_step_is_refused() -> None:
+    world = classifier(_plain)()
+    other = og.Graph()
+
+    def fn(x: Any, y: Any) -> Any:
+        z = other.constant(x) * 2.0  # work on another graph is not part of the step
+        return train(world.extra, ce(world.extra, z.numpy(), y))
+
+    with pytest.raises(og.GraphError, match=r"g\.constant of another graph .* at test_capture_contract\.py:"):
+        world.g.capture(fn)(*xy()(np.random.default_rng(0), 0))
