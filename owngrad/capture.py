@@ -27,12 +27,13 @@ import types
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from .backend import device_of, to_device
 from .errors import BorrowError, GraphError
+from .graph import Graph
 from .guards import Guard, Place, collect, compile_checks
 from .handle import TensorHandle
 from .ledger import EXCLUSIVE, SHARED, acquire_all, release_all
@@ -59,17 +60,6 @@ from .tracer import (
 __all__ = ["CapturedStep"]
 # the recorder's entry points, for library code written against this module
 _REEXPORTED = (note_module, recorded, recorded_number)
-
-
-class _Graph(Protocol):
-    """What a captured step uses of its graph (graph.py sits above this module and makes the steps)."""
-
-    _tracer: Tracer | None
-    _capture_lock: Any
-    _mode: Any
-    _pending: dict[Any, None]
-    _ids: Any
-    rng: np.random.Generator
 
 
 _SLOT, _CONST, _SEQ = SLOT, CONST, SEQ
@@ -146,7 +136,10 @@ class Plan:
         for m, mode in self.modules:
             if bool(m.training) != mode:
                 return f"the train/eval mode of {type(m).__name__}"
-        i = self._check()
+        try:
+            i = self._check()
+        except Exception:  # noqa: BLE001 - a guarded place that cannot be read now has changed, as far as we know
+            return "a guarded value that could not be read"
         return None if i < 0 else self.guards[i].label
 
     def _borrows(self, args: Sequence[Any] = ()) -> list[Any] | None:
@@ -319,7 +312,7 @@ def _untraced(value: Any) -> Any:
     return value
 
 
-def _rebuild(graph: Any, tpl: Any, s: dict[int, Any]) -> Any:  # graph: the og.Graph (above this module)
+def _rebuild(graph: Graph, tpl: Any, s: dict[int, Any]) -> Any:
     kind = tpl[0]
     if kind == "slot":
         return Tensor._root_of(graph, s[tpl[1]], Role.CONSTANT, None, None, "captured")
@@ -433,7 +426,7 @@ def _first_difference(plan: Plan, env: dict[int, Any], tr: Tracer) -> str | None
 class CapturedStep:
     """``g.capture(fn)``: call it as ``fn``; see the module docstring."""
 
-    def __init__(self, graph: _Graph, fn: Callable[..., Any], fallback: bool, max_plans: int, site: Site,
+    def __init__(self, graph: Graph, fn: Callable[..., Any], fallback: bool, max_plans: int, site: Site,
                  verify: bool = False) -> None:
         if not callable(fn):
             raise TypeError(f"g.capture: expected a function, got {type(fn).__name__}")
@@ -518,7 +511,7 @@ class CapturedStep:
         held = plan.failable.get(at) if at is not None else None
         if not held:
             return
-        g: Any = self.graph  # the og.Graph (named by duck type: graph.py sits above this module)
+        g = self.graph
         e = plan.eqns[at]  # type: ignore[index]
         node = Node(next(g._ids), g, f"{e.rule} (a captured step that raised)", (), (), e.site)
         try:
@@ -610,7 +603,8 @@ class CapturedStep:
         reach = collect(self.fn, _identity_only)
         guards = reach.guards
         guards.append(Guard(Place.ATTR, g, "rng", g.rng, "g.rng", False))
-        watched = [(label, gen, gen.bit_generator.state) for label, gen in [*reach.generators, ("g.rng", g.rng)]]
+        # g.rng is traced while the step runs (a direct draw refuses at its line); other generators are watched
+        watched = [(label, gen, gen.bit_generator.state) for label, gen in reach.generators if gen is not g.rng]
         world = _World(g, guards, watched, reach.seen | {id(g.rng)})
         self._enter(tr)
         try:
@@ -724,7 +718,7 @@ class _World:
     """What a capture may change outside the arrays it writes: the graph's pending nodes, the guarded
     Python values, the generators it can reach and numpy's global generator -- kept to check and undo."""
 
-    def __init__(self, graph: _Graph, guards: list[Guard], watched: list[tuple[str, Any, Any]],
+    def __init__(self, graph: Graph, guards: list[Guard], watched: list[tuple[str, Any, Any]],
                  reached: set[int]) -> None:
         self.graph = graph
         self.reached = reached  # ids of the objects the step could reach when the capture began
@@ -753,3 +747,19 @@ def _same_np_state(a: Any, b: Any) -> bool:
 
 
 _MISS: Any = object()
+
+
+def capture(self: Graph, fn: Callable[..., Any], fallback: bool = False, max_plans: int = 8,
+            verify: bool = False) -> CapturedStep:
+    """``step = g.capture(fn)``: ``step(*inputs)`` runs ``fn(*inputs)`` (a whole training step) eagerly
+    the first time for each signature, recording its array calls, and replays them afterwards with no
+    Node or Tensor per op (bitwise the eager results) while everything the step read outside its
+    inputs is unchanged (a change captures a new plan). What cannot be replayed raises GraphError
+    naming the line (nothing changed), or with ``fallback=True`` warns and runs that signature
+    eagerly. At most ``max_plans`` signatures are kept (least recently used dropped), and as many
+    plans per signature. ``verify=True``: each new plan's first replay is compared bitwise with the
+    eager step on a snapshot; a difference warns and runs that signature eagerly."""
+    return CapturedStep(self, fn, fallback, max_plans, user_site(), verify)
+
+
+Graph.capture = capture  # the graph's method: this module sits above graph.py, which does not import it

@@ -26,7 +26,6 @@ import numpy as np
 
 from .backend import Array, copy_of, is_array, module_for, owned, xp_of
 from .backward import OnGrad, seed_gradient, topo_order, walk
-from .capture import CapturedStep
 from .errors import DeviceError, GradError, GraphError, ShapeError
 from .factory import TensorFactory
 from .grads import Grads
@@ -127,9 +126,12 @@ class Graph(TensorFactory):
 
     def constant(self, data: Any, name: str | None = None) -> Tensor:
         """A leaf without gradient; ``data`` is copied in."""
+        tr = self._tracer
+        if tr is None and type(data) is TracedArray:  # a captured step's input, given to another graph
+            data.refuse_use("g.constant of another graph (its work is not part of the step)")
         arr = as_array(self, unwrap(data), "g.constant")
-        if self._tracer is not None:
-            self._tracer.note(as_array, (self, data, "g.constant"), {}, arr)
+        if tr is not None:
+            tr.note(as_array, (self, data, "g.constant"), {}, arr)
         return Tensor._root_of(self, arr, Role.CONSTANT, None, name or None, name or "constant")
 
     def freeze(self, t: Tensor) -> Tensor:
@@ -330,17 +332,9 @@ class Graph(TensorFactory):
         return result
 
     # --- captured steps ---
-    def capture(self, fn: Callable[..., Any], fallback: bool = False, max_plans: int = 8,
-                verify: bool = False) -> CapturedStep:
-        """``step = g.capture(fn)``: ``step(*inputs)`` runs ``fn(*inputs)`` (a whole training step) eagerly
-        the first time for each signature, recording its array calls, and replays them afterwards with no
-        Node or Tensor per op (bitwise the eager results) while everything the step read outside its
-        inputs is unchanged (a change captures a new plan). What cannot be replayed raises GraphError
-        naming the line (nothing changed), or with ``fallback=True`` warns and runs that signature
-        eagerly. At most ``max_plans`` signatures are kept (least recently used dropped), and as many
-        plans per signature. ``verify=True``: each new plan's first replay is compared bitwise with the
-        eager step on a snapshot; a difference warns and runs that signature eagerly."""
-        return CapturedStep(self, fn, fallback, max_plans, user_site(), verify)
+    #: ``step = g.capture(fn, fallback=False, max_plans=8, verify=False)``: installed by capture.py, which
+    #: sits above the graph (as JAX's upper layers install methods on core types)
+    capture: Callable[..., Any]
 
     # --- freeing ---
     def _consume(self, node: Node) -> None:

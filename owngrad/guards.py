@@ -20,6 +20,8 @@ guarded) and ``_capture_skip`` (attributes the plan replays itself, such as an o
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import operator
 import os
 import sysconfig
@@ -85,10 +87,17 @@ class Guard:
         return tuple(c)
 
     def holds(self) -> bool:
-        return same(self.value, self.read(), self.place)
+        try:
+            return same(self.value, self.read(), self.place)
+        except Exception:  # noqa: BLE001 - a place that cannot be read any more has changed, as far as we know
+            return False
 
     def restore(self) -> None:
         """Put the captured value back (a refused capture changes nothing it can undo)."""
+        with contextlib.suppress(Exception):  # a place that refuses the old value keeps the new one
+            self._restore()
+
+    def _restore(self) -> None:
         place, c = self.place, self.container
         if place is Place.ATTR and self.value is not _MISSING:
             if isinstance(c, (type, types.ModuleType)):
@@ -228,6 +237,17 @@ class _Walker:
             return
         self.seen.add(id(obj))
         self.keep.append(obj)
+        n = len(self.guards)
+        try:
+            self._visit(obj, label, live, depth)
+        except Exception:  # noqa: BLE001 - an object that resists the walk (a raising property, a proxy)
+            del self.guards[n:]  # is guarded by identity only, by its container's guard
+
+    def _visit(self, obj: Any, label: str, live: bool, depth: int) -> None:
+        if callable(obj) and not isinstance(obj, type):  # a decorated function: what the decorator wraps
+            wrapped = _own_attr(obj, "__wrapped__")
+            if wrapped is not _MISSING:
+                self.visit(wrapped, label, live, depth + 1)
         if isinstance(obj, np.random.Generator):
             self.generators.append((label, obj))
             return
@@ -246,6 +266,10 @@ class _Walker:
         elif isinstance(obj, types.MethodType):
             self.visit(obj.__self__, label.rsplit(".", 1)[0], live, depth)
             self.visit(obj.__func__, label, live, depth)
+        elif isinstance(obj, functools.partial):  # what it binds, and what its function reads
+            self.visit(obj.func, label, live, depth)
+            self.visit(obj.args, f"{label}'s bound arguments", live, depth + 1)
+            self.visit(obj.keywords, f"{label}'s bound keywords", live, depth + 1)
         elif type(obj) is dict:
             self.guards.append(Guard(Place.KEYS, obj, None, tuple(obj), f"the keys of {label}", True))
             for k, v in list(obj.items())[:256]:
@@ -257,16 +281,17 @@ class _Walker:
         elif isinstance(obj, tuple):  # named tuples too
             for i, v in enumerate(obj):
                 self.visit(v, f"{label}[{i}]", live, depth + 1)
-        elif hasattr(obj, "__dict__") and not _is_library(type(obj)) or _walkable_owngrad(obj):
+        elif _has_dict(obj) and not _is_library(type(obj)) or _walkable_owngrad(obj):
             self.instance(obj, label, live, depth)
         elif not _is_library(type(obj)):  # a user object with __slots__ only (a slotted dataclass)
             for name in _slot_names(type(obj)):
-                if hasattr(obj, name):
-                    self.add(Place.ATTR, obj, name, getattr(obj, name), f"{label}.{name}", live, depth)
+                value = _own_attr(obj, name)
+                if value is not _MISSING:
+                    self.add(Place.ATTR, obj, name, value, f"{label}.{name}", live, depth)
             self.visit(type(obj), label, live, depth + 1)
 
     def function(self, fn: types.FunctionType, label: str, live: bool, depth: int) -> None:
-        if _is_library(fn) and not fn.__module__.startswith("owngrad.training"):
+        if _is_library(fn):
             return
         for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
             try:
@@ -333,7 +358,19 @@ def _slot_names(cls: type) -> list[str]:
 
 
 def _walkable_owngrad(obj: Any) -> bool:
-    return hasattr(obj, "__dict__") and (getattr(type(obj), "_capture_walk", False))
+    return _has_dict(obj) and bool(getattr(type(obj), "_capture_walk", False))
+
+
+def _own_attr(obj: Any, name: str) -> Any:
+    """``obj.name`` without its class's ``__getattr__`` fallback (which may raise anything); _MISSING if unset."""
+    try:
+        return object.__getattribute__(obj, name)
+    except AttributeError:
+        return _MISSING
+
+
+def _has_dict(obj: Any) -> bool:
+    return isinstance(_own_attr(obj, "__dict__"), dict)
 
 
 @dataclass(slots=True)
@@ -351,7 +388,11 @@ def collect(fn: Any, stop: Callable[[Any], bool]) -> Reach:
     """The guards of what ``fn`` can reach (``stop(obj)``: an object guarded by identity only, such as a
     tensor or a graph)."""
     w = _Walker(stop)
-    w.visit(fn, getattr(fn, "__qualname__", "the step function"), False, 0)
+    label = getattr(fn, "__qualname__", "the step function")
+    w.visit(fn, label, False, 0)
+    if _has_dict(fn) and _is_library(type(fn)) and not isinstance(fn, (types.FunctionType, types.MethodType)):
+        with contextlib.suppress(Exception):  # a library's callable wrapping the step: what it holds
+            w.instance(fn, label, False, 1)
     # a plain user object's attributes are guarded when user code names them (a trainer's counter that
     # the step never reads does not invalidate the plan); owngrad's objects are read by owngrad: all of them
     guards = [gd for gd in w.guards if gd.place is not Place.ATTR or gd.key in w.names or

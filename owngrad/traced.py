@@ -15,6 +15,7 @@ returned from the step it is the replayed value; used in Python inside the step 
 
 from __future__ import annotations
 
+import threading
 from typing import Any, NoReturn
 
 from .errors import GraphError
@@ -47,6 +48,10 @@ class _Traced:
 
     def _refuse(self, what: str) -> NoReturn:
         raise refusal(f"{what} on {self.label}", format_site(user_site()), _HELP)
+
+    def refuse_use(self, what: str) -> NoReturn:
+        """Refuse ``what`` (a use owngrad itself cannot record), at the user's line."""
+        self._refuse(what)
 
     def __array__(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._refuse("converting to a numpy array")
@@ -133,9 +138,19 @@ class TracedNumber(_Traced):
 
 class TracedGenerator(_Traced):
     """``g.rng`` while a step of ``g`` is captured: owngrad's recorded draws (``g.randn``, dropout masks) use
-    the generator at each replay; a draw made directly in the step would be fixed at capture, so it refuses."""
+    the generator at each replay; a draw made directly in the step would be fixed at capture, so it refuses.
+    Other threads (eager work on the same graph meanwhile) use the generator as it is."""
 
-    __slots__ = ()
+    __slots__ = ("thread",)
+
+    def __init__(self, value: Any, label: str) -> None:
+        super().__init__(value, label)
+        self.thread = threading.get_ident()
+
+    def __getattr__(self, name: str) -> Any:
+        if threading.get_ident() != self.thread:
+            return getattr(self.value, name)
+        return super().__getattr__(name)
 
     def _refuse(self, what: str) -> NoReturn:
         raise refusal(f"drawing from {self.label} directly ({what})", format_site(user_site()),

@@ -146,8 +146,8 @@ class Tracer:
 
     def call_rule(self, rule: str | None, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """:meth:`call`, the equation named ``rule``."""
-        if not self.mine():
-            return fn(*args, **kwargs)
+        if not self.mine():  # another thread's eager work on the graph (g.rng may be traced meanwhile)
+            return fn(*[unwrap(a) for a in args], **kwargs)
         real = tuple(unwrap(a) for a in args)
         self._before(fn, real)
         own = fn.__self__ if type(fn) is types.MethodType else None

@@ -1290,3 +1290,118 @@ def test_a_step_that_writes_into_its_input_tensor_borrows_each_call_s_input() ->
     assert step.replays == 1  # the call with a frozen input, and the one with a borrowed input, ran eagerly
     e.g.free(pe)
     c.g.free(pc)
+
+
+class Resisting:
+    """An object that raises on any attribute it lacks (a proxy, a lazy client)."""
+
+    __slots__ = ("scale",)
+
+    def __init__(self) -> None:
+        self.scale = 2.0
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"no {name}")
+
+
+def test_an_object_that_resists_the_guard_walk_is_guarded_by_identity() -> None:
+    def body(ns: dict[str, Any], x: Any, y: Any) -> Any:
+        return train(ns, ce(ns, x, y) * ns["odd"].scale)
+
+    e = classifier(body, extra=lambda g, m, o: {"odd": Resisting()})()
+    c = classifier(body, extra=lambda g, m, o: {"odd": Resisting()})()
+    step = c.g.capture(c.fn)
+    rng = np.random.default_rng(9)
+    for i in range(4):
+        e.extra["odd"].scale = c.extra["odd"].scale = 1.0 + (i % 2)  # a slot the step reads: guarded
+        x, y = xy()(rng, i)
+        assert _same(_arrays(e.fn(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
+        assert _same(e.state(), c.state())
+
+
+def test_another_thread_draws_from_g_rng_while_a_step_is_captured() -> None:
+    world = classifier(_plain)()
+    g = world.g
+    started, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def slow_step(x: Any, y: Any) -> Any:
+        started.set()
+        release.wait(5)
+        return train(world.extra, ce(world.extra, x, y))
+
+    def other() -> None:
+        started.wait(5)
+        try:  # eager work of another thread on the same graph, during the capture
+            g.rng.normal(size=3)
+            F.dropout(g.constant(np.ones((2, 3), F32)), 0.5).sum()
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            release.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    g.capture(slow_step)(*xy()(np.random.default_rng(0), 0))
+    t.join()
+    assert not errors, errors
+
+
+def test_a_partial_step_guards_what_its_function_reads() -> None:
+    import functools
+
+    def body(ns: dict[str, Any], x: Any, y: Any, cfg: dict[str, float]) -> Any:
+        return train(ns, ce(ns, x, y) * cfg["w"])
+
+    e, c = classifier(_plain)(), classifier(_plain)()
+    cfg_e, cfg_c = {"w": 1.0}, {"w": 1.0}
+    fe = functools.partial(body, e.extra, cfg=cfg_e)
+    step = c.g.capture(functools.partial(body, c.extra, cfg=cfg_c))
+    rng = np.random.default_rng(10)
+    for i in range(4):
+        cfg_e["w"] = cfg_c["w"] = 1.0 + i  # a bound dict, changed between calls
+        x, y = xy()(rng, i)
+        assert _same(_arrays(fe(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
+        assert _same(e.state(), c.state())
+
+
+def test_a_decorated_step_guards_what_the_wrapped_function_reads() -> None:
+    import functools
+
+    def logged(fn: Callable[..., Any]) -> Callable[..., Any]:
+        return functools.wraps(fn)(_Forward(fn))
+
+    e, c = classifier(_closure_scale, extra=lambda g, m, o: {"scale": 1.0}, change=_set_scale)(), \
+        classifier(_closure_scale, extra=lambda g, m, o: {"scale": 1.0}, change=_set_scale)()
+    step = c.g.capture(logged(c.fn))
+    rng = np.random.default_rng(11)
+    for i in range(4):
+        e.change(i)
+        c.change(i)
+        x, y = xy()(rng, i)
+        assert _same(_arrays(e.fn(x.copy(), y.copy())), _arrays(step(x.copy(), y.copy())))
+        assert _same(e.state(), c.state())
+
+
+class _Forward:
+    """A callable wrapper from a library (its module is numpy's): the walk follows ``__wrapped__``."""
+
+    __module__ = "numpy.testing"
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+def test_an_input_given_to_another_graph_inside_the_step_is_refused() -> None:
+    world = classifier(_plain)()
+    other = og.Graph()
+
+    def fn(x: Any, y: Any) -> Any:
+        z = other.constant(x) * 2.0  # work on another graph is not part of the step
+        return train(world.extra, ce(world.extra, z.numpy(), y))
+
+    with pytest.raises(og.GraphError, match=r"g\.constant of another graph .* at test_capture_contract\.py:"):
+        world.g.capture(fn)(*xy()(np.random.default_rng(0), 0))

@@ -537,9 +537,13 @@ def cosine_similarity(x1: Tensor, x2: Tensor, axis: int = 1, eps: float = 1e-8) 
     x1 = tensor_of(x1, "cosine_similarity", "x1")
     dot = (x1 * x2).sum(axis=axis)
     n1 = (x1 * x1).sum(axis=axis)
-    if not isinstance(x2, Tensor):  # an array operand: its norm is an op of the step too
-        x2 = x1.graph.constant(x2 if hasattr(x2, "dtype") else np.asarray(x2, dtype=x1.dtype))
-    n2 = (x2 * x2).sum(axis=axis)
+    if isinstance(x2, Tensor):
+        n2 = (x2 * x2).sum(axis=axis)
+    else:  # an array operand: its norm is an op of the step too, in its dtype, then in x1's (as before)
+        c2 = x1.graph.constant(x2 if hasattr(x2, "dtype") else np.asarray(x2, dtype=x1.dtype))
+        n2 = (c2 * c2).sum(axis=axis)
+        if n2.dtype != x1.dtype:
+            n2 = n2.astype(x1.dtype)
     out: Tensor = dot / maximum((n1 * n2).sqrt(), eps)
     return out
 
