@@ -86,3 +86,15 @@ def test_like_constructors() -> None:
     a = g.randn_like(x)
     g.rng = np.random.default_rng(5)
     np.testing.assert_array_equal(a.numpy(), g.randn_like(x).numpy())  # drawn from g.rng
+
+
+def test_flatten_and_unflatten_modules_match_torch() -> None:
+    torch = pytest.importorskip("torch")
+    g = og.Graph()
+    x = g.param(X0)
+    t = torch.tensor(X0)
+    for args in [(), (0,), (1, 2), (2, -1)]:
+        np.testing.assert_array_equal(og.nn.Flatten(*args)(x).numpy(), torch.nn.Flatten(*args)(t).numpy())
+    np.testing.assert_array_equal(og.nn.Unflatten(1, (3, 1))(x).numpy(), torch.nn.Unflatten(1, (3, 1))(t).numpy())
+    with pytest.raises(TypeError, match="Flatten"):
+        og.nn.Flatten()(X0)

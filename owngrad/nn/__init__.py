@@ -36,6 +36,7 @@ from .modules import (
                            Sequential,
                            Sigmoid,
                            Tanh,
+                      Unflatten,
 )
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .transformer import (
@@ -51,5 +52,6 @@ __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "
            "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention",
            "RNN", "RNNCell", "Transformer", "TransformerEncoder", "TransformerEncoderLayer", "TransformerDecoder",
            "TransformerDecoderLayer",
-           "init", "ModuleList", "ModuleDict", "ParameterList", "NLLLoss", "MSELoss", "CrossEntropyLoss", "BCELoss",
+           "init", "Unflatten", "ModuleList", "ModuleDict", "ParameterList", "NLLLoss", "MSELoss",
+           "CrossEntropyLoss", "BCELoss",
            "BCEWithLogitsLoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss"]

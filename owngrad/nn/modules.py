@@ -27,7 +27,8 @@ from ..tracer import note_module, recorded
 from . import functional as F
 from .utils import pair, tensor_of
 
-__all__ = ["IncompatibleKeys", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
+__all__ = ["IncompatibleKeys", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Unflatten", "Embedding",
+           "BatchNorm1d",
            "LayerNorm",
            "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]
 
@@ -438,13 +439,32 @@ class MaxPool2d(Module):
 
 
 class Flatten(Module):
-    """Flatten all axes but the first: (N, ...) -> (N, prod(...)) (a view when the input is contiguous)."""
+    """Merge axes ``start_dim..end_dim`` (torch's defaults: all but the first): (N, ...) -> (N, prod(...))
+    (a view when the input is contiguous)."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, x: Any) -> Tensor:
-        return x.reshape(x.shape[0], -1)  # type: ignore[no-any-return]
+        return tensor_of(x, "Flatten").flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    """Split axis ``dim`` into ``unflattened_size``, as ``torch.nn.Unflatten``."""
+
+    def __init__(self, dim: int, unflattened_size: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dim, self.unflattened_size = dim, tuple(unflattened_size)
+
+    def forward(self, x: Any) -> Tensor:
+        return tensor_of(x, "Unflatten").unflatten(self.dim, self.unflattened_size)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
 
 class Embedding(Module):

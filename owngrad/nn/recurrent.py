@@ -196,6 +196,10 @@ class _RNNBase(Module):
         g, T = seq.graph, seq.shape[0]
         gi_all = F.linear(seq, w_ih, b_ih)                    # (T, B, gates * H)
         bias = b_hh if b_hh is not None else g.zeros((w_hh.shape[0],), dtype=seq.dtype)
+        if b_hh is not None and self._kind() is not CellKind.GRU:
+            # b_hh adds straight into every gate: add it to the projection, so the rule has one input less
+            # to back-propagate (GRU's b_hn sits inside r * (h W_hn + b_hn) and stays in the rule)
+            gi_all, bias = gi_all + b_hh, g.zeros((w_hh.shape[0],), dtype=seq.dtype)
         c0 = state[1] if self._state_pairs else None
         buf[k] = g.apply("recurrence", (gi_all, state[0], w_hh, bias, c0), {"kind": self._kind(),
                                                                             "reverse": bool(reverse)})

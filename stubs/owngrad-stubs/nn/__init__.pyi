@@ -32,6 +32,7 @@ from .modules import ReLU as ReLU
 from .modules import Sequential as Sequential
 from .modules import Sigmoid as Sigmoid
 from .modules import Tanh as Tanh
+from .modules import Unflatten as Unflatten
 from .recurrent import GRU as GRU
 from .recurrent import LSTM as LSTM
 from .recurrent import RNN as RNN
@@ -49,5 +50,6 @@ __all__ = ["functional", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "
            "Identity", "AvgPool2d", "GRUCell", "LSTMCell", "GRU", "LSTM", "MultiheadAttention",
            "RNN", "RNNCell", "Transformer", "TransformerEncoder", "TransformerEncoderLayer", "TransformerDecoder",
            "TransformerDecoderLayer",
-           "init", "ModuleList", "ModuleDict", "ParameterList", "NLLLoss", "MSELoss", "CrossEntropyLoss", "BCELoss",
+           "init", "Unflatten", "ModuleList", "ModuleDict", "ParameterList", "NLLLoss", "MSELoss",
+           "CrossEntropyLoss", "BCELoss",
            "BCEWithLogitsLoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss"]

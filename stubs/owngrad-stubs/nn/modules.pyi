@@ -11,7 +11,8 @@ from ..graph import Graph
 from ..modes import Mut
 from ..tensor import Tensor
 
-__all__ = ["IncompatibleKeys", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Embedding", "BatchNorm1d",
+__all__ = ["IncompatibleKeys", "Module", "Linear", "Conv2d", "MaxPool2d", "Flatten", "Unflatten", "Embedding",
+           "BatchNorm1d",
            "LayerNorm",
            "Dropout", "ReLU", "Tanh", "Sigmoid", "Sequential", "MLP"]
 
@@ -81,7 +82,15 @@ class MaxPool2d(Module):
     def forward(self, x: Any) -> Tensor[Mut]: ...
 
 class Flatten(Module):
-    def __init__(self, *, name: str | None = None) -> None: ...
+    start_dim: int
+    end_dim: int
+    def __init__(self, start_dim: int = 1, end_dim: int = -1, *, name: str | None = None) -> None: ...
+    def forward(self, x: Any) -> Tensor[Mut]: ...
+
+class Unflatten(Module):
+    dim: int
+    unflattened_size: tuple[int, ...]
+    def __init__(self, dim: int, unflattened_size: tuple[int, ...], *, name: str | None = None) -> None: ...
     def forward(self, x: Any) -> Tensor[Mut]: ...
 
 class Embedding(Module):
