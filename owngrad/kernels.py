@@ -40,7 +40,7 @@ from .backend import Array, xp_of
 
 __all__ = ["add_bias", "softmax", "softmax_grad", "layer_norm", "layer_norm_grad_input", "layer_norm_grad_weight",
            "matmul", "matmul_grad_y", "rows", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight",
-           "max_pool2d_forward", "max_pool2d_grad", "conv_out_size"]
+           "max_pool2d_forward", "max_pool2d_grad", "avg_pool2d_forward", "conv_out_size"]
 
 Pair = tuple[int, int]
 
@@ -308,3 +308,23 @@ def max_pool2d_grad(g: Array, arg: Array, x_shape: tuple[int, ...], kernel: Pair
             else:
                 win[a, b] += g * hit if finite else xp.where(hit, g, zero)
     return gx
+
+
+def avg_pool2d_forward(x: Array, kernel: Pair, stride: Pair, padding: Pair) -> Array:
+    """The window means of ``x`` (N, C, H, W), zero padding counted (torch's default): the ``kh*kw``
+    strided views of the padded input added up, then divided once -- no reduction over the small,
+    strided window axes."""
+    xp = xp_of(x)
+    xpad = _padded(xp, x, padding)
+    out = (conv_out_size(xpad.shape[2], kernel[0], stride[0], 0), conv_out_size(xpad.shape[3], kernel[1], stride[1], 0))
+    win = _offset_major(xp, xpad, kernel, stride, out)
+    total = win[0, 0].copy()
+    for a in range(kernel[0]):
+        for b in range(kernel[1]):
+            if a or b:
+                total += win[a, b]
+    k = kernel[0] * kernel[1]
+    if total.dtype.kind != "f":
+        return total / k
+    total /= k
+    return total
