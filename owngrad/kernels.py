@@ -186,8 +186,9 @@ _COLS_BYTES = 1 << 22
 
 
 def _sample_chunks(n: int, per_sample: int) -> list[tuple[int, int]]:
+    """Sample ranges whose im2col block fits the budget; one (empty) range for an empty batch."""
     step = max(1, _COLS_BYTES // max(per_sample, 1))
-    return [(i, min(i + step, n)) for i in range(0, n, step)]
+    return [(i, min(i + step, n)) for i in range(0, n, step)] or [(0, 0)]
 
 
 def _cols_bytes(x: Array, w_shape: tuple[int, ...], out: tuple[int, int]) -> int:
@@ -203,7 +204,7 @@ def conv2d_forward(x: Array, w: Array, stride: Pair = (1, 1), padding: Pair = (0
     o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     ho = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_out_size(wd, kw, stride[1], padding[1], dilation[1])
-    wm = w.reshape(o, -1)
+    wm = w.reshape(o, math.prod(w.shape[1:]))
     out = None
     for a, b in _sample_chunks(n, _cols_bytes(x, w.shape, (ho, wo))):
         part = xp.matmul(wm, im2col(x[a:b], (kh, kw), stride, padding, dilation))   # (chunk, O, Ho*Wo)
@@ -223,7 +224,7 @@ def conv2d_grad_weight(g: Array, x: Array, w_shape: tuple[int, ...], stride: Pai
     samples at a time."""
     xp = xp_of(g)
     n, o = g.shape[0], g.shape[1]
-    g3 = g.reshape(n, o, -1)
+    g3 = g.reshape(n, o, g.shape[2] * g.shape[3])
     total = None
     for a, b in _sample_chunks(n, _cols_bytes(x, w_shape, g.shape[2:])):
         cols = im2col(x[a:b], (w_shape[2], w_shape[3]), stride, padding, dilation)
@@ -242,7 +243,7 @@ def conv2d_grad_input(g: Array, w: Array, x_shape: tuple[int, ...], stride: Pair
     o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     ho, wo = g.shape[2], g.shape[3]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    wt = w.reshape(o, -1).T
+    wt = w.reshape(o, math.prod(w.shape[1:])).T
     g3 = g.reshape(n, o, ho * wo)
     gx = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=g.dtype)
     for s, e in _sample_chunks(n, c * kh * kw * ho * wo * g.dtype.itemsize):
