@@ -205,7 +205,7 @@ def test_empty_batches() -> None:
     """A batch of no samples: outputs of the right shapes, zero weight gradients (as torch)."""
     x, w = np.zeros((0, 2, 6, 5)), R.standard_normal((3, 2, 3, 2))
     out = kernels.conv2d_forward(x, w, (2, 1), (1, 0), (1, 2))
-    assert out.shape == (0, 3, 3, 2)
+    assert out.shape == (0, 3, 3, 3)
     assert kernels.conv2d_grad_input(out, w, x.shape, (2, 1), (1, 0), (1, 2)).shape == x.shape
     gw = kernels.conv2d_grad_weight(out, x, w.shape, (2, 1), (1, 0), (1, 2))
     assert gw.shape == w.shape and not gw.any()
