@@ -2,23 +2,26 @@
 encoder language model (the models of PyTorch's ``examples`` repository, scaled to run in seconds),
 float32, one thread each.
 
-    python benchmarks/models.py                # the three models, 5 interleaved repeats (~2 minutes)
-    python benchmarks/models.py --repeats 3 --models cnn,lstm
-    python benchmarks/models.py --quick        # tiny sizes, one repeat: checks that everything runs
+    python benchmarks/models.py                # the three models, 5 interleaved repeats, memory (~2.5 minutes)
+    python benchmarks/models.py --repeats 3 --models cnn,lstm --no-memory
+    python benchmarks/models.py --quick        # tiny sizes, one repeat, no memory: checks that everything runs
 
 Per model, in one interleaved run (every repeat times one block of steps of each implementation in
 turn, so machine noise hits them alike): owngrad eager, owngrad captured (the same step through
 ``g.capture``: recorded at the first call, replayed after), torch, and a hand-written numpy
 forward + backward (the floor: the same array kernels owngrad calls, with no graph) where one is
 written. A step is forward, cross-entropy, backward, gradient-norm clipping and an SGD update.
-Every implementation starts from the same weights, and their first losses (dropout off) are
-checked to agree before anything is timed.
+Every implementation starts from the same weights; before anything is timed their losses (dropout
+off) are checked against torch's on the first batch and after two large unclipped training steps, so
+a wrong gradient anywhere shows as a line starting with ``!!``.
 
 The clock is the process's CPU time (``time.process_time``), which other jobs on a shared machine
 disturb far less than wall time; BLAS and OpenMP run one thread (the environment is set before
 numpy is imported; ``torch.set_num_threads(1)``). The table gives the median time per step over the
-repeats with its spread ((max - min) / median) and each ratio against torch, then each goal:
-captured within 1.5x of torch and eager within 2x.
+repeats with its spread ((max - min) / median) and each ratio against torch. A second table gives
+each step's peak memory above the built model (:func:`probe_memory`, one fresh process per
+implementation). Then each goal: captured within 1.5x of torch's time, eager within 2x, memory
+within torch's + 20 %.
 """
 
 from __future__ import annotations

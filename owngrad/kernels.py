@@ -40,7 +40,7 @@ from .backend import Array, xp_of
 
 __all__ = ["add_bias", "softmax", "softmax_grad", "layer_norm", "layer_norm_grad_input", "layer_norm_grad_weight",
            "matmul", "matmul_grad_y", "rows", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight",
-           "max_pool2d_forward", "max_pool2d_grad", "conv_out_size"]
+           "max_pool2d_forward", "max_pool2d_grad", "avg_pool2d_forward", "conv_out_size"]
 
 Pair = tuple[int, int]
 
@@ -186,8 +186,9 @@ _COLS_BYTES = 1 << 22
 
 
 def _sample_chunks(n: int, per_sample: int) -> list[tuple[int, int]]:
+    """Sample ranges whose im2col block fits the budget; one (empty) range for an empty batch."""
     step = max(1, _COLS_BYTES // max(per_sample, 1))
-    return [(i, min(i + step, n)) for i in range(0, n, step)]
+    return [(i, min(i + step, n)) for i in range(0, n, step)] or [(0, 0)]
 
 
 def _cols_bytes(x: Array, w_shape: tuple[int, ...], out: tuple[int, int]) -> int:
@@ -203,7 +204,7 @@ def conv2d_forward(x: Array, w: Array, stride: Pair = (1, 1), padding: Pair = (0
     o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     ho = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_out_size(wd, kw, stride[1], padding[1], dilation[1])
-    wm = w.reshape(o, -1)
+    wm = w.reshape(o, math.prod(w.shape[1:]))
     out = None
     for a, b in _sample_chunks(n, _cols_bytes(x, w.shape, (ho, wo))):
         part = xp.matmul(wm, im2col(x[a:b], (kh, kw), stride, padding, dilation))   # (chunk, O, Ho*Wo)
@@ -223,7 +224,7 @@ def conv2d_grad_weight(g: Array, x: Array, w_shape: tuple[int, ...], stride: Pai
     samples at a time."""
     xp = xp_of(g)
     n, o = g.shape[0], g.shape[1]
-    g3 = g.reshape(n, o, -1)
+    g3 = g.reshape(n, o, g.shape[2] * g.shape[3])
     total = None
     for a, b in _sample_chunks(n, _cols_bytes(x, w_shape, g.shape[2:])):
         cols = im2col(x[a:b], (w_shape[2], w_shape[3]), stride, padding, dilation)
@@ -242,7 +243,7 @@ def conv2d_grad_input(g: Array, w: Array, x_shape: tuple[int, ...], stride: Pair
     o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     ho, wo = g.shape[2], g.shape[3]
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    wt = w.reshape(o, -1).T
+    wt = w.reshape(o, math.prod(w.shape[1:])).T
     g3 = g.reshape(n, o, ho * wo)
     gx = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=g.dtype)
     for s, e in _sample_chunks(n, c * kh * kw * ho * wo * g.dtype.itemsize):
@@ -308,3 +309,23 @@ def max_pool2d_grad(g: Array, arg: Array, x_shape: tuple[int, ...], kernel: Pair
             else:
                 win[a, b] += g * hit if finite else xp.where(hit, g, zero)
     return gx
+
+
+def avg_pool2d_forward(x: Array, kernel: Pair, stride: Pair, padding: Pair) -> Array:
+    """The window means of ``x`` (N, C, H, W), zero padding counted (torch's default): the ``kh*kw``
+    strided views of the padded input added up, then divided once -- no reduction over the small,
+    strided window axes."""
+    xp = xp_of(x)
+    xpad = _padded(xp, x, padding)
+    out = (conv_out_size(xpad.shape[2], kernel[0], stride[0], 0), conv_out_size(xpad.shape[3], kernel[1], stride[1], 0))
+    win = _offset_major(xp, xpad, kernel, stride, out)
+    total = win[0, 0].copy()
+    for a in range(kernel[0]):
+        for b in range(kernel[1]):
+            if a or b:
+                total += win[a, b]
+    k = kernel[0] * kernel[1]
+    if total.dtype.kind != "f":
+        return total / k
+    total /= k
+    return total

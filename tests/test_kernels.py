@@ -188,3 +188,28 @@ def test_dropout_mask_is_the_scaled_keep_mask(dtype: Any) -> None:
         keep = np.random.default_rng(5).random((40, 30)) >= p
         want = (keep / (1.0 - p)).astype(dtype)
         assert ours.dtype == dtype and ours.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("xs,kernel,stride,padding", [((2, 3, 8, 6), (2, 2), (2, 2), (0, 0)),
+                                                      ((1, 2, 7, 5), (3, 2), (1, 2), (1, 1)),
+                                                      ((2, 1, 9, 8), (3, 3), (2, 3), (1, 0))])
+def test_avg_pool2d_forward_matches_torch(xs: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int],
+                                          padding: tuple[int, int]) -> None:
+    torch = pytest.importorskip("torch")
+    x = R.standard_normal(xs)
+    want = torch.nn.functional.avg_pool2d(torch.tensor(x), kernel, stride, padding).numpy()
+    np.testing.assert_allclose(kernels.avg_pool2d_forward(x, kernel, stride, padding), want, rtol=1e-12, atol=1e-14)
+
+
+def test_empty_batches() -> None:
+    """A batch of no samples: outputs of the right shapes, zero weight gradients (as torch)."""
+    x, w = np.zeros((0, 2, 6, 5)), R.standard_normal((3, 2, 3, 2))
+    out = kernels.conv2d_forward(x, w, (2, 1), (1, 0), (1, 2))
+    assert out.shape == (0, 3, 3, 3)
+    assert kernels.conv2d_grad_input(out, w, x.shape, (2, 1), (1, 0), (1, 2)).shape == x.shape
+    gw = kernels.conv2d_grad_weight(out, x, w.shape, (2, 1), (1, 0), (1, 2))
+    assert gw.shape == w.shape and not gw.any()
+    best, arg = kernels.max_pool2d_forward(x, (2, 2), (2, 2))
+    assert best.shape == arg.shape == (0, 2, 3, 2)
+    assert kernels.max_pool2d_grad(best, arg, x.shape, (2, 2), (2, 2)).shape == x.shape
+    assert kernels.avg_pool2d_forward(x, (2, 2), (2, 2), (0, 0)).shape == (0, 2, 3, 2)

@@ -34,21 +34,6 @@ __all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "dro
 
 # --- helpers -----------------------------------------------------------------------------
 
-def _windows(xp: Any, x: Array, kh: int, kw: int, sh: int, sw: int) -> Array:
-    """A zero-copy (N, C, Ho, Wo, kh, kw) view of the sliding windows of an NCHW array."""
-    n, c, h, w = x.shape
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    s = x.strides
-    return xp.lib.stride_tricks.as_strided(
-        x, shape=(n, c, ho, wo, kh, kw), strides=(s[0], s[1], s[2] * sh, s[3] * sw, s[2], s[3]))
-
-
-def _pad(xp: Any, x: Array, ph: int, pw: int) -> Array:
-    if ph == 0 and pw == 0:
-        return xp.ascontiguousarray(x)
-    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-
-
 def _index_array(t: Tensor, labels: Any, op: str, what: str) -> Array:
     """``labels`` (a Tensor, array or list) as an integer array on ``t``'s device."""
     if isinstance(labels, Tensor):
@@ -631,8 +616,7 @@ def layer_norm(x: Tensor, normalized_shape: Any, weight: Tensor | None = None, b
 
 def _avg_pool_fwd(xp: Any, x: Array, kernel: tuple[int, int] = (2, 2), stride: tuple[int, int] = (2, 2),
                   padding: tuple[int, int] = (0, 0)) -> Array:
-    xp_ = _pad(xp, x, *padding)
-    return _windows(xp, xp_, kernel[0], kernel[1], stride[0], stride[1]).mean(axis=(-2, -1))
+    return kernels.avg_pool2d_forward(x, kernel, stride, padding)
 
 
 def _avg_pool_vjp(g: Array, ans: Array, x: Array, kernel: tuple[int, int] = (2, 2),
