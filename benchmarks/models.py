@@ -62,10 +62,17 @@ class Sizes:
     seq: int
     heads: int
     hidden: int  # transformer feed-forward width
+    cell: int = 51  # sine-wave predictor: LSTMCell width (PyTorch's example)
+    wave: int = 100  # sine-wave predictor: steps per sequence
+    pixels: int = 784  # VAE: input width, hidden 400, latent 20 (PyTorch's example)
+    vae_hidden: int = 400
+    latent: int = 20
 
 
 FULL = Sizes(batch=32, image=28, vocab=2000, d=200, seq=35, heads=2, hidden=200)
-QUICK = Sizes(batch=2, image=10, vocab=30, d=8, seq=4, heads=2, hidden=8)
+QUICK = Sizes(batch=2, image=10, vocab=30, d=8, seq=4, heads=2, hidden=8, cell=4, wave=5, pixels=12, vae_hidden=6,
+              latent=3)
+KINDS = ("cnn", "lstm", "transformer", "sine", "vae")
 
 
 @dataclass
@@ -151,6 +158,48 @@ class OgTransformerLM(og.nn.Module):
         return self.decoder(self.layer1(self.layer0(x, self.mask), self.mask))
 
 
+class OgSine(og.nn.Module):
+    """PyTorch's time-sequence-prediction example: two LSTMCells stepped in Python, then a linear read-out."""
+
+    def __init__(self, g: og.Graph, s: Sizes, rng: np.random.Generator) -> None:
+        super().__init__(g)
+        self.lstm1 = og.nn.LSTMCell(g, 1, s.cell, rng=rng)
+        self.lstm2 = og.nn.LSTMCell(g, s.cell, s.cell, rng=rng)
+        self.linear = og.nn.Linear(g, s.cell, 1, rng=rng)
+        self.width = s.cell
+
+    def forward(self, wave: og.Tensor) -> og.Tensor:
+        g, (b, steps) = self.graph, wave.shape
+        h1 = c1 = h2 = c2 = g.zeros((b, self.width))
+        outs = []
+        for t in range(steps):
+            h1, c1 = self.lstm1(wave[:, t:t + 1], (h1, c1))
+            h2, c2 = self.lstm2(h1, (h2, c2))
+            outs.append(self.linear(h2))
+        return og.concatenate(outs, axis=1)
+
+
+class OgVAE(og.nn.Module):
+    """PyTorch's VAE example: 784-400-(20, 20) encoder, 20-400-784 decoder, reparameterised."""
+
+    def __init__(self, g: og.Graph, s: Sizes, rng: np.random.Generator) -> None:
+        super().__init__(g)
+        self.fc1 = og.nn.Linear(g, s.pixels, s.vae_hidden, rng=rng)
+        self.fc21 = og.nn.Linear(g, s.vae_hidden, s.latent, rng=rng)
+        self.fc22 = og.nn.Linear(g, s.vae_hidden, s.latent, rng=rng)
+        self.fc3 = og.nn.Linear(g, s.latent, s.vae_hidden, rng=rng)
+        self.fc4 = og.nn.Linear(g, s.vae_hidden, s.pixels, rng=rng)
+
+    def forward(self, x: og.Tensor, eps: og.Tensor) -> og.Tensor:  # type: ignore[override]
+        """The example's loss: summed binary cross-entropy of the reconstruction plus the KL term."""
+        h = self.fc1(x).relu()
+        mu, logvar = self.fc21(h), self.fc22(h)
+        recon = self.fc4(self.fc3(mu + eps * (logvar * 0.5).exp()).relu()).sigmoid()
+        kld = -0.5 * (1.0 + logvar - mu * mu - logvar.exp()).sum()
+        out: og.Tensor = F.binary_cross_entropy(recon, x, reduction="sum") + kld
+        return out
+
+
 def positions(n: int, d: int) -> np.ndarray:
     """The sinusoidal position encoding (n, 1, d) of PyTorch's example."""
     pos = np.arange(n, dtype=np.float64)[:, None]
@@ -202,7 +251,37 @@ def torch_models(s: Sizes) -> dict[str, Any]:
             x = self.drop(self.encoder(src) * math.sqrt(s.d) + self.pe)
             return self.decoder(self.layer1(self.layer0(x, self.mask), self.mask))
 
-    return {"cnn": CNN, "lstm": LSTMLM, "transformer": TransformerLM}
+    class Sine(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm1, self.lstm2 = nn.LSTMCell(1, s.cell), nn.LSTMCell(s.cell, s.cell)
+            self.linear = nn.Linear(s.cell, 1)
+
+        def forward(self, wave: Any) -> Any:
+            b = wave.shape[0]
+            h1, c1, h2, c2 = (torch.zeros(b, s.cell) for _ in range(4))
+            outs = []
+            for t in range(wave.shape[1]):
+                h1, c1 = self.lstm1(wave[:, t:t + 1], (h1, c1))
+                h2, c2 = self.lstm2(h1, (h2, c2))
+                outs.append(self.linear(h2))
+            return torch.cat(outs, dim=1)
+
+    class VAE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc21 = nn.Linear(s.pixels, s.vae_hidden), nn.Linear(s.vae_hidden, s.latent)
+            self.fc22, self.fc3 = nn.Linear(s.vae_hidden, s.latent), nn.Linear(s.latent, s.vae_hidden)
+            self.fc4 = nn.Linear(s.vae_hidden, s.pixels)
+
+        def forward(self, x: Any, eps: Any) -> Any:
+            h = torch.relu(self.fc1(x))
+            mu, logvar = self.fc21(h), self.fc22(h)
+            recon = torch.sigmoid(self.fc4(torch.relu(self.fc3(mu + eps * torch.exp(0.5 * logvar)))))
+            kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+            return torch.nn.functional.binary_cross_entropy(recon, x, reduction="sum") + kld
+
+    return {"cnn": CNN, "lstm": LSTMLM, "transformer": TransformerLM, "sine": Sine, "vae": VAE}
 
 
 def torch_name(kind: str, name: str) -> str:
@@ -220,6 +299,13 @@ def problem(kind: str, s: Sizes, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     rng = np.random.default_rng(seed)
     if kind == "cnn":
         return rng.standard_normal((s.batch, 1, s.image, s.image)).astype(np.float32), rng.integers(0, 10, s.batch)
+    if kind == "sine":  # the example's waves: sin(t / 20) with a random shift per sequence; predict the next value
+        t = np.arange(s.wave + 1) + rng.integers(-80, 80, (s.batch, 1))
+        wave = np.sin(t / 20.0).astype(np.float32)
+        return wave[:, :-1], wave[:, 1:]
+    if kind == "vae":  # pixels in [0, 1] and the reparameterisation's noise (drawn once: the same in both)
+        return rng.random((s.batch, s.pixels), dtype=np.float32), rng.standard_normal((s.batch, s.latent)).astype(
+            np.float32)
     return rng.integers(0, s.vocab, (s.seq, s.batch)), rng.integers(0, s.vocab, s.seq * s.batch)
 
 
@@ -227,7 +313,8 @@ def build_og(kind: str, s: Sizes) -> tuple[og.Graph, og.nn.Module]:
     g = og.Graph()
     rng = np.random.default_rng(1)
     model = {"cnn": lambda: OgCNN(g, s.image, rng), "lstm": lambda: OgLSTMLM(g, s, rng),
-             "transformer": lambda: OgTransformerLM(g, s, rng)}[kind]()
+             "transformer": lambda: OgTransformerLM(g, s, rng), "sine": lambda: OgSine(g, s, rng),
+             "vae": lambda: OgVAE(g, s, rng)}[kind]()
     return g, model
 
 
@@ -237,12 +324,16 @@ def og_impl(kind: str, s: Sizes, captured: bool, dropout: bool = True, lr: float
     x, y = problem(kind, s)
     n_out = 10 if kind == "cnn" else s.vocab
 
-    def logits(xb: np.ndarray) -> og.Tensor:
-        out: og.Tensor = model(g.constant(xb) if kind == "cnn" else xb)
-        return out.reshape(-1, n_out)
+    def objective(xb: np.ndarray, yb: np.ndarray) -> og.Tensor:
+        if kind == "vae":
+            out: og.Tensor = model(g.constant(xb), g.constant(yb))
+            return out
+        if kind == "sine":
+            return F.mse_loss(model(g.constant(xb)), g.constant(yb))
+        return F.cross_entropy(model(g.constant(xb) if kind == "cnn" else xb).reshape(-1, n_out), yb)
 
     def train_step(xb: np.ndarray, yb: np.ndarray) -> og.Tensor:
-        loss = F.cross_entropy(logits(xb), yb)
+        loss = objective(xb, yb)
         grads = g.backward(loss)
         grads.clip_norm_(clip)
         opt.step(grads)
@@ -253,7 +344,7 @@ def og_impl(kind: str, s: Sizes, captured: bool, dropout: bool = True, lr: float
     def loss() -> float:
         model.eval()
         with g.no_grad():
-            val = F.cross_entropy(logits(x), y).item()
+            val = objective(x, y).item()
         model.train(dropout)
         return float(val)
 
@@ -276,9 +367,16 @@ def torch_impl(kind: str, s: Sizes, dropout: bool = True, lr: float = LR, clip: 
     x, y = (torch.from_numpy(a) for a in problem(kind, s))
     n_out = 10 if kind == "cnn" else s.vocab
 
+    def objective() -> Any:
+        if kind == "vae":
+            return model(x, y)
+        if kind == "sine":
+            return torch.nn.functional.mse_loss(model(x), y)
+        return torch.nn.functional.cross_entropy(model(x).reshape(-1, n_out), y)
+
     def step() -> None:
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, n_out), y)
+        loss = objective()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
@@ -286,7 +384,7 @@ def torch_impl(kind: str, s: Sizes, dropout: bool = True, lr: float = LR, clip: 
     def loss() -> float:
         model.eval()
         with torch.no_grad():
-            val = torch.nn.functional.cross_entropy(model(x).reshape(-1, n_out), y).item()
+            val = objective().item()
         model.train(dropout)
         return float(val)
 
@@ -424,7 +522,8 @@ def check_losses(kind: str, impls: dict[str, Impl], when: str) -> list[str]:
 def check_training(kind: str, s: Sizes) -> list[str]:
     """Every implementation's loss after two training steps without dropout and with large unclipped
     updates against torch's: the backward passes (and the captured replay) compute the same gradients."""
-    impls = implementations(kind, s, dropout=False, lr=1.0, clip=1e9)
+    lr = 1e-3 if kind == "vae" else 1.0  # the VAE's loss is a sum over every pixel: its gradients are large
+    impls = implementations(kind, s, dropout=False, lr=lr, clip=1e9)
     for impl in impls.values():
         impl.step()
         impl.step()
@@ -442,6 +541,10 @@ def describe(kind: str, s: Sizes) -> str:
         return f"MNIST CNN (batch {s.batch}, {s.image}x{s.image})"
     if kind == "lstm":
         return f"LSTM LM (2x{s.d}, vocab {s.vocab}, {s.seq}x{s.batch})"
+    if kind == "sine":
+        return f"sine-wave LSTMCell predictor (2x{s.cell}, {s.batch} waves of {s.wave} steps)"
+    if kind == "vae":
+        return f"VAE ({s.pixels}-{s.vae_hidden}-{s.latent}, batch {s.batch})"
     return f"transformer LM (2 layers, d {s.d}, {s.heads} heads, vocab {s.vocab}, {s.seq}x{s.batch})"
 
 
@@ -466,7 +569,7 @@ def run(kinds: list[str], s: Sizes, repeats: int, block_s: float) -> tuple[list[
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="cnn,lstm,transformer")
+    ap.add_argument("--models", default=",".join(KINDS))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--block-s", type=float, default=0.4, help="CPU seconds per timed block")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one repeat, one step per block")

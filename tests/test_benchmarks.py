@@ -21,10 +21,11 @@ def test_models_benchmark_quick() -> None:
     lines = proc.stdout.splitlines()
     assert not [line for line in lines if line.startswith("!!")], proc.stdout  # losses agree with torch's
     rows = [line for line in lines if line.startswith("| ") and "ms" not in line.split("|")[2]]
-    assert [r.split("|")[1].split("(")[0].strip() for r in rows] == ["MNIST CNN", "LSTM LM", "transformer LM"]
+    assert [r.split("|")[1].split("(")[0].strip() for r in rows] == ["MNIST CNN", "LSTM LM", "transformer LM",
+                                                                     "sine-wave LSTMCell predictor", "VAE"]
     assert all(len(r.split("|")) == 10 for r in rows)
     goals = [line for line in lines if line.startswith(("[MET ]", "[MISS]"))]
-    assert len(goals) == 6 and all("torch (goal <= " in line for line in goals)
+    assert len(goals) == 10 and all("torch (goal <= " in line for line in goals)
 
 
 def test_models_benchmark_memory_probe() -> None:
