@@ -96,6 +96,38 @@ def deflinear(a: str, fa: Callable[..., Array], b: str, fb: Callable[..., Array]
         defvjp2(name, (lambda o: lambda h, ans, g, **kw: _apply_linear(LINEAR[o], h, kw))(other))
 
 
+def make_rule(name: str, forward: Callable[..., Any], *vjps: tuple[DVJP, str], shapes: bool = False) -> Rule:
+    """A rule outside the op table (as :func:`owngrad.rules.defrule` builds them: each vjp with the operands
+    it reads, ``a`` for ans and ``x y`` for the args), recorded only by a create_graph walk."""
+    letters = {"a": 0, "x": 1, "y": 2, "z": 3}
+    needs = tuple(frozenset(letters[c] for c in reads) for _, reads in vjps)
+    by_mask = tuple(tuple(sorted(set().union(*(needs[i] for i in range(len(needs)) if m >> i & 1))))
+                    for m in range(1 << len(needs)))
+    return Rule(name, forward, tuple(f for f, _ in vjps), needs, shapes=shapes, by_mask=by_mask)
+
+
+def apply_rule(rule: Rule, args: tuple[Any, ...], attrs: dict[str, Any], value: Any = None) -> Tensor:
+    """Record ``rule`` on ``args`` (tensors or raw operands) as :meth:`Graph.apply` does -- saving what the
+    vjps of the inputs with history read, under shared borrows -- with ``value`` as the result when it is
+    already known (else the rule's forward computes it)."""
+    t0 = next(a for a in args if isinstance(a, Tensor))
+    graph = t0.graph
+    arrays = [a._data if isinstance(a, Tensor) else a for a in args]
+    parents: list[Node | None] = []
+    shapes: list[tuple[int, ...] | None] = []
+    mask = 0
+    for i, a in enumerate(args):
+        n = a._grad_node() if isinstance(a, Tensor) and graph.grad_enabled else None
+        parents.append(n)
+        shapes.append(tuple(a.shape) if n is not None else None)
+        mask |= (n is not None) << i
+    out = value if value is not None else rule.forward(xp_of(t0._data), *arrays, **attrs)
+    out = owned(out, graph.xp)
+    if not mask:
+        return graph.constant(out)
+    return graph._record(rule, rule.name, args, arrays, parents, shapes, mask, out, attrs, None, None, user_site())
+
+
 def linear(name: str, g: Tensor, **attrs: Any) -> Tensor:
     """Record the adjoint rule ``name`` on ``g``."""
     return _apply_linear(LINEAR[name], g, attrs)

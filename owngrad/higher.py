@@ -194,7 +194,7 @@ def _owned_gradient(t: Tensor, dtype: Any, handed: set[int]) -> Tensor:
 def _as_tensor_seed(graph: Graph, loss: Tensor, seed: Any) -> Tensor:
     if isinstance(seed, Tensor):
         seed_gradient(loss, seed)  # the checks (graph, device, shape)
-        return seed
+        return seed if seed.dtype == loss.dtype else seed.astype(loss.dtype)
     return graph.constant(seed_gradient(loss, seed))
 
 
