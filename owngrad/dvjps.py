@@ -59,6 +59,11 @@ def _mask(m: Any, g: Tensor) -> Any:
     return xp_of(g._data).asarray(m).astype(g.dtype)
 
 
+def cond(c: Any) -> Any:
+    """A boolean array for og.where (numpy makes 0-d comparisons scalars)."""
+    return np.asarray(c) if isinstance(c, (np.generic, bool)) else c
+
+
 def _expand(g: Tensor, shape: tuple[int, ...], axis: Any, keepdims: bool) -> Tensor:
     """A reduction's gradient broadcast back over the reduced axes (:func:`shapes.expand_reduced`)."""
     if not keepdims and len(shape):
@@ -199,7 +204,7 @@ def _pow_x(g: Tensor, ans: Any, x: Any, y: Any) -> Tensor:
         if bool(zero.any()):
             from .ops import where
 
-            d = where(zero, 0.0, d)
+            d = where(cond(zero), 0.0, d)
     return g * d
 
 
@@ -212,7 +217,7 @@ def _pow_y(g: Tensor, ans: Any, x: Any, y: Any) -> Tensor:
         if bool(flat.any()):
             from .ops import where
 
-            d = where(flat, 0.0, d)
+            d = where(cond(flat), 0.0, d)
     return g * d
 
 
@@ -279,7 +284,7 @@ def _norm_vjp(g: Tensor, ans: Tensor, x: Tensor, axis: Any = None, keepdims: boo
 
         xp = xp_of(zero)
         zx = xp.broadcast_to(zero if keepdims else xp.expand_dims(zero, axes_of(axis, x.ndim)), x.shape)
-        n = where(zx, 1.0, n)
+        n = where(cond(zx), 1.0, n)
         out = out * _mask(~zx, g)
     return out / n
 

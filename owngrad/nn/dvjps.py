@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import kernels
 from ..backend import Array, xp_of
-from ..dvjps import _mask, _raw, apply_rule, defvjp2, deflinear, linear, make_rule
+from ..dvjps import _mask, _raw, apply_rule, cond, deflinear, defvjp2, linear, make_rule
 from ..ops import maximum, minimum, where
 from ..tensor import Tensor
 from .functional import _SQRT_2_PI, _avg_pool_fwd, _avg_pool_vjp
@@ -44,14 +44,14 @@ def _gelu(g: Tensor, ans: Any, x: Tensor, approximate: str = "none", aux: Any = 
 
 def _softplus(g: Tensor, ans: Any, x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     big = _raw(x) * beta > threshold
-    return g * where(big, 1.0, ((x * beta * 0.5).tanh() + 1.0) * 0.5)
+    return g * where(cond(big), 1.0, ((x * beta * 0.5).tanh() + 1.0) * 0.5)
 
 
 defvjp2("gelu", _gelu)
 defvjp2("softplus", _softplus)
 defvjp2("logsigmoid", lambda g, ans, x: g * 0.5 * (1.0 - (x * 0.5).tanh()))
 defvjp2("leaky_relu", lambda g, ans, x, slope=0.01: g * _mask(np.where(_raw(x) > 0, 1.0, slope), g))
-defvjp2("elu", lambda g, ans, x, alpha=1.0: g * where(_raw(x) > 0, 1.0, minimum(x, 0.0).exp() * alpha))
+defvjp2("elu", lambda g, ans, x, alpha=1.0: g * where(cond(_raw(x) > 0), 1.0, minimum(x, 0.0).exp() * alpha))
 
 
 # --- binary cross-entropy ---------------------------------------------------------------------------
