@@ -38,8 +38,8 @@ __all__ = [
     "exp", "log", "tanh", "sqrt", "sigmoid", "relu", "abs",
 ]
 
-from . import data, nn, optim  # noqa: E402
+from . import data, functional, nn, optim  # noqa: E402
 from .io import load, save  # noqa: E402
 from .training import fit  # noqa: E402
 
-__all__ += ["nn", "optim", "data", "fit", "save", "load"]
+__all__ += ["nn", "optim", "data", "fit", "save", "load", "functional"]

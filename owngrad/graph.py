@@ -338,15 +338,14 @@ class Graph(TensorFactory):
 
     def _consume_walked(self, order: list[Node]) -> None:
         """Consume the walked nodes, and with a node a create_graph walk recorded, the nodes that walk kept."""
-        for node in order:
-            if not node.is_param:
-                self._consume(node)
-                kept = node.kept
-                if kept is not None:
-                    node.kept = None
-                    for k in kept:
-                        if k.state is PENDING:
-                            self._consume(k)
+        stack = [node for node in order if not node.is_param]
+        while stack:
+            node = stack.pop()
+            self._consume(node)
+            kept = node.kept
+            if kept is not None:  # and what those kept, for a gradient of a gradient
+                node.kept = None
+                stack.extend(k for k in kept if k.state is PENDING)
 
     # --- captured steps ---
     def capture(self, fn: Callable[..., Any], fallback: bool = False, max_plans: int = 8,

@@ -123,3 +123,207 @@ def test_double_backward_matches_torch(case: Case, data: Any) -> None:
         expect = np.zeros_like(mine) if theirs is None else theirs.detach().numpy(force=True)
         np.testing.assert_allclose(mine, expect, rtol=1e-10, atol=1e-10,
                                    err_msg=f"{case.name}: gradient of input {i} differs from torch")
+
+
+# --- 3. the API -----------------------------------------------------------------------------------------
+
+def test_backward_create_graph_gives_read_only_gradients_with_history() -> None:
+    g = og.Graph()
+    w = g.param(np.array([0.5, -1.0, 2.0]), name="w")
+    grads = g.backward((w * w * w).sum(), create_graph=True)
+    gw = grads[w]
+    np.testing.assert_allclose(gw.numpy(), 3 * w.numpy() ** 2)
+    assert gw.requires_grad
+    with pytest.raises(og.BorrowError, match="read-only"):
+        gw += 1.0
+    second = g.backward(gw.sum())
+    np.testing.assert_allclose(second[w].numpy(), 6 * w.numpy())
+    assert g.pending() == []
+
+
+def test_third_order() -> None:
+    g = og.Graph()
+    x = g.param(np.array([0.5, -1.5]), name="x")
+    d1 = g.grad((x ** 4).sum(), x, create_graph=True)
+    d2 = g.grad(d1.sum(), x, create_graph=True)
+    d3 = g.grad(d2.sum(), x)
+    np.testing.assert_allclose(d2.numpy(), 12 * x.numpy() ** 2)
+    np.testing.assert_allclose(d3.numpy(), 24 * x.numpy())
+    assert g.pending() == []
+
+
+def test_grad_of_intermediate_and_several_inputs() -> None:
+    g = og.Graph()
+    x = g.param(np.array([1.0, 2.0]), name="x")
+    h = x * 3.0
+    y = (h * h).sum()
+    gh, gx = g.grad(y, [h, x])
+    np.testing.assert_allclose(gh.numpy(), 2 * h.numpy())
+    np.testing.assert_allclose(gx.numpy(), 18 * x.numpy())
+    assert isinstance(g.grad((x * x).sum(), x), og.Tensor)  # one input: one tensor
+
+
+def test_grad_refuses_unused_and_constant_inputs() -> None:
+    g = og.Graph()
+    x = g.param(np.ones(2), name="x")
+    z = g.param(np.ones(2), name="z")
+    c = g.constant(np.ones(2), name="c")
+    y = (x * c).sum()
+    with pytest.raises(og.GradError, match="do not depend on the input z"):
+        g.grad(y, [x, z], retain=True)
+    with pytest.raises(og.GradError, match="c has no gradient history"):
+        g.grad(y, c, retain=True)
+    gx, gz = g.grad(y, [x, z], allow_unused=True)
+    assert gz is None
+    np.testing.assert_allclose(gx.numpy(), 1.0)
+
+
+def test_grad_outputs_with_history_are_differentiated() -> None:
+    """The double-backward trick: a seed that carries history (as torch's grad_outputs)."""
+    g = og.Graph()
+    x = g.param(np.array([0.3, 0.7]), name="x")
+    u = g.param(np.array([1.0, 2.0]), name="u")
+    y = x.sin()
+    vjp = g.grad(y, x, grad_outputs=u, create_graph=True)  # u * cos(x)
+    gu = g.grad(vjp.sum(), u)
+    np.testing.assert_allclose(gu.numpy(), np.cos(x.numpy()))
+
+
+def test_create_graph_records_even_under_no_grad() -> None:
+    g = og.Graph()
+    x = g.param(np.array([1.0, 2.0]), name="x")
+    y = (x * x * x).sum()
+    with g.no_grad():
+        d = g.grad(y, x, create_graph=True)
+    assert d.requires_grad
+    np.testing.assert_allclose(g.grad(d.sum(), x).numpy(), 6 * x.numpy())
+
+
+def test_into_and_captured_steps_refuse_create_graph() -> None:
+    g = og.Graph()
+    w = g.param(np.ones(2), name="w")
+    grads = g.backward((w * w).sum(), retain=True)
+    with pytest.raises(og.GraphError, match="into= cannot accumulate gradients that carry history"):
+        g.backward((w * w).sum(), create_graph=True, into=grads)
+
+    def step(x: Any) -> Any:
+        return g.grad((w * x).sum(), w, create_graph=True)
+
+    with pytest.raises(og.GraphError, match="create_graph=True"):
+        g.capture(step)(np.ones(2))
+
+
+# --- 4. borrows and consumption between the first and the second backward -------------------------------
+
+def test_write_between_first_and_second_backward_is_refused_at_the_write() -> None:
+    g = og.Graph()
+    w = g.param(np.array([0.5, 1.5]), name="w")
+    x = g.constant(np.array([2.0, -1.0]), name="x")
+    loss = (w.sin() * x).sum()
+    gw = g.backward(loss, create_graph=True)[w]  # x * cos(w): its cos node saved w
+    penalty = (gw * gw).sum()
+    with pytest.raises(og.BorrowError, match=r"cannot write w .*\n.*w is borrowed \(shared\) by node #\d+ (sin|cos)"):
+        with g.no_grad():
+            w -= 0.1
+    np.testing.assert_allclose(w.numpy(), [0.5, 1.5])  # nothing changed
+    grads = g.backward(penalty)
+    assert g.pending() == []  # the second backward consumed the first backward's graph too
+    np.testing.assert_allclose(grads[w].numpy(), -2 * x.numpy() ** 2 * np.cos(w.numpy()) * np.sin(w.numpy()))
+    with g.no_grad():
+        w -= 0.1 * grads[w]  # now the write is allowed
+
+
+def test_second_order_nodes_save_the_gradient_under_shared_borrows() -> None:
+    g = og.Graph()
+    w = g.param(np.array([1.0, 2.0]), name="w")
+    grads = g.backward((w * w * w).sum(), create_graph=True)
+    (grads[w] * grads[w]).sum()  # mul saves the gradient (both operands)
+    with pytest.raises(og.BorrowError, match="borrowed \\(shared\\) by node"):
+        grads.clip_norm_(1e-3)  # an in-place scale of a saved gradient
+
+
+def test_loss_reading_output_and_gradient_consumes_everything() -> None:
+    """The physics-informed pattern: y and dy/dx both in the loss; one backward consumes both graphs."""
+    g = og.Graph()
+    w = g.param(np.array([[0.5], [-0.3]]), name="w")
+    x = g.param(np.array([[0.1, 0.4], [0.2, -0.7]]), name="x")
+    y = (x @ w).relu() + (x @ w).tanh()
+    dy = g.grad(y.sum(), x, create_graph=True)
+    loss = (dy * dy).sum() + (y * y).sum()
+    grads = g.backward(loss)
+    assert g.pending() == []
+    torch = pytest.importorskip("torch")
+    wt = torch.tensor([[0.5], [-0.3]], dtype=torch.float64, requires_grad=True)
+    xt = torch.tensor([[0.1, 0.4], [0.2, -0.7]], dtype=torch.float64, requires_grad=True)
+    yt = (xt @ wt).relu() + (xt @ wt).tanh()
+    (dyt,) = torch.autograd.grad(yt.sum(), xt, create_graph=True)
+    gwt, gxt = torch.autograd.grad((dyt * dyt).sum() + (yt * yt).sum(), [wt, xt])
+    np.testing.assert_allclose(grads[w].numpy(), gwt.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(grads[x].numpy(), gxt.numpy(), rtol=1e-12)
+
+
+def test_retain_keeps_the_first_graph_and_a_consumed_one_is_refused() -> None:
+    g = og.Graph()
+    x = g.param(np.array([0.2, 0.9]), name="x")
+    y = x.exp().sum()
+    d = g.grad(y, x, create_graph=True)
+    s = d.sum()
+    g.grad(s, x, retain=True)
+    assert g.pending()  # retained
+    g.grad(s, x)  # consumes both graphs
+    assert g.pending() == []
+    with pytest.raises(og.GraphError, match="already consumed"):
+        g.grad(y, x)
+
+
+def test_linear_function_gradient_without_history_consumes_at_once() -> None:
+    g = og.Graph()
+    w = g.param(np.ones(3), name="w")
+    c = g.constant(np.arange(3.0), name="c")
+    d = g.grad((w * c).sum(), w, create_graph=True)
+    assert not d.requires_grad and g.pending() == []
+    with g.no_grad():
+        c += 1.0  # nothing holds c any more
+
+
+# --- 5. og.functional ----------------------------------------------------------------------------------
+
+A = np.random.default_rng(3).standard_normal((4, 4))
+X0 = np.array([0.3, -1.2, 2.0, 0.5])
+
+
+def _f(x: og.Tensor) -> og.Tensor:
+    return ((x @ A).tanh() * x).sum() + x.exp().sum()
+
+
+def _tf(x: Any) -> Any:
+    import torch
+
+    return ((x @ torch.tensor(A)).tanh() * x).sum() + x.exp().sum()
+
+
+def test_functional_matches_torch() -> None:
+    torch = pytest.importorskip("torch")
+    from torch.autograd import functional as TF
+
+    g = og.Graph()
+    x = g.constant(X0, name="x")
+    v = np.array([1.0, -2.0, 0.5, 3.0])
+    np.testing.assert_allclose(og.functional.hessian(_f, x).numpy(), TF.hessian(_tf, torch.tensor(X0)).numpy(),
+                               rtol=1e-10, atol=1e-12)
+    value, hv = og.functional.hvp(_f, x, v)
+    tv, thv = TF.hvp(_tf, torch.tensor(X0), torch.tensor(v))
+    np.testing.assert_allclose(value.numpy(), tv.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(hv.numpy(), thv.numpy(), rtol=1e-10, atol=1e-12)
+    jac = og.functional.jacobian(lambda t: (t @ A).tanh(), x)
+    np.testing.assert_allclose(jac.numpy(), TF.jacobian(lambda t: (t @ torch.tensor(A)).tanh(),
+                                                        torch.tensor(X0)).numpy(), rtol=1e-10, atol=1e-12)
+    assert g.pending() == []
+
+
+def test_functional_of_a_linear_function_is_zero() -> None:
+    g = og.Graph()
+    x = g.constant(X0)
+    np.testing.assert_array_equal(og.functional.hessian(lambda t: (t * 2.0).sum(), x).numpy(), np.zeros((4, 4)))
+    np.testing.assert_array_equal(og.functional.hvp(lambda t: (t * 2.0).sum(), x, X0)[1].numpy(), np.zeros(4))
+    np.testing.assert_array_equal(og.functional.jacobian(lambda t: t * 2.0, x).numpy(), 2 * np.eye(4))

@@ -1,0 +1,92 @@
+"""Derivatives of a function at a point, reverse over reverse: ``hvp``, ``jacobian``, ``hessian``.
+
+As ``torch.autograd.functional``: ``f`` takes one tensor and returns a tensor; it is called on a fresh
+param holding ``x``'s values (in ``x``'s graph), so ``x`` itself may be a constant, a param or a result,
+and nothing ``f`` records outlives the call (every node is consumed by the last backward, or freed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .backend import copy_of
+from .handle import array_of
+from .tensor import Tensor
+
+__all__ = ["hvp", "jacobian", "hessian"]
+
+Fn = Callable[[Tensor], Tensor]
+
+
+def _point(x: Tensor, what: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"og.functional.{what}: x must be a Tensor, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"og.functional.{what}: x must have a floating dtype, got {x.dtype}")
+    return x.graph.param(copy_of(array_of(x)), name="x")
+
+
+def _call(f: Fn, p: Tensor, what: str) -> Tensor:
+    out = f(p)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"og.functional.{what}: f must return a Tensor, got {type(out).__name__}")
+    return out
+
+
+def _zeros(p: Tensor, shape: tuple[int, ...]) -> Tensor:
+    return p.graph.constant(p.graph.xp.zeros(shape, dtype=p.dtype))
+
+
+def hvp(f: Fn, x: Tensor, v: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
+    """``(f(x), H v)``: the Hessian of the scalar ``f`` at ``x`` times ``v`` (``x``'s shape), by
+    differentiating ``<grad f(x), v>`` -- two backward walks, no Hessian formed."""
+    p = _point(x, "hvp")
+    out = _call(f, p, "hvp")
+    g = p.graph
+    gr = g.grad(out, p, create_graph=True)
+    if not gr.requires_grad:  # f is linear in x: its Hessian is zero
+        return out, _zeros(p, p.shape)
+    hv = g.grad((gr * v).sum(), p, allow_unused=True)
+    g.free(out)
+    return out, _zeros(p, p.shape) if hv is None else hv
+
+
+def jacobian(f: Fn, x: Tensor, create_graph: bool = False) -> Tensor:
+    """The Jacobian of ``f`` at ``x``, of shape ``f(x).shape + x.shape`` (one backward per output element)."""
+    p = _point(x, "jacobian")
+    out = _call(f, p, "jacobian")
+    return _jacobian_of(out, p, create_graph)
+
+
+def _jacobian_of(out: Tensor, p: Tensor, create_graph: bool) -> Tensor:
+    from .ops import stack
+
+    g = p.graph
+    if not out.requires_grad:
+        return _zeros(p, out.shape + p.shape)
+    rows: list[Tensor] = []
+    n = out.size
+    for i in range(n):
+        e = np.zeros(n, dtype=out.dtype)
+        e[i] = 1
+        row = g.grad(out, p, grad_outputs=e.reshape(out.shape), retain=create_graph or i < n - 1,
+                     create_graph=create_graph, allow_unused=True)
+        rows.append(_zeros(p, p.shape) if row is None else row)
+    if not rows:
+        return _zeros(p, out.shape + p.shape)
+    jac = stack(rows, axis=0) if create_graph else g.constant(np.stack([r.numpy() for r in rows]))
+    return jac.reshape(out.shape + p.shape)
+
+
+def hessian(f: Fn, x: Tensor) -> Tensor:
+    """The Hessian of the scalar ``f`` at ``x``, of shape ``x.shape + x.shape`` (the Jacobian of the gradient)."""
+    p = _point(x, "hessian")
+    out = _call(f, p, "hessian")
+    if out.size != 1:
+        raise ValueError(f"og.functional.hessian: f must return one element, got shape {out.shape}")
+    gr = p.graph.grad(out, p, create_graph=True)
+    h = _jacobian_of(gr, p, False)
+    p.graph.free(out)
+    return h
