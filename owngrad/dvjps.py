@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import kernels
 from .backend import Array, owned, scatter_add, xp_of
 from .rules import RULES, Rule, _clip_masks, _count, _minmax_vjp, _pick, _quiet, along_axis_index
 from .shapes import axes_of
@@ -94,11 +93,22 @@ def deflinear(a: str, fa: Callable[..., Array], b: str, fb: Callable[..., Array]
     """Two linear maps of one input, adjoint to each other, as rules ``a`` and ``b`` (``fa(g, **attrs)``,
     ``fb(h, **attrs)``, the same attrs): each one's vjp is the other's forward, and each one's
     differentiable vjp records the other."""
-    for name, f, other in ((a, fa, b), (b, fb, a)):
-        LINEAR[name] = Rule(name, (lambda f: lambda xp, g, **kw: f(g, **kw))(f),
-                            ((lambda o: lambda h, ans, g, **kw: LINEAR[o].forward(xp_of(h), h, **kw))(other),),
-                            (frozenset(),), by_mask=((), ()))
-        defvjp2(name, (lambda o: lambda h, ans, g, **kw: _apply_linear(LINEAR[o], h, kw))(other))
+    _linear_rule(a, fa, fb, b)
+    _linear_rule(b, fb, fa, a)
+
+
+def _linear_rule(name: str, f: Callable[..., Array], adjoint: Callable[..., Array], other: str) -> None:
+    def forward(xp: Any, g: Array, **kw: Any) -> Array:
+        return f(g, **kw)
+
+    def vjp(h: Array, ans: Any, g: Any, **kw: Any) -> Array:
+        return adjoint(h, **kw)
+
+    def dvjp(h: Tensor, ans: Any, g: Any, **kw: Any) -> Tensor:
+        return _apply_linear(LINEAR[other], h, kw)
+
+    LINEAR[name] = Rule(name, forward, (vjp,), (frozenset(),), by_mask=((), ()))
+    defvjp2(name, dvjp)
 
 
 def make_rule(name: str, forward: Callable[..., Any], *vjps: tuple[DVJP, str], shapes: bool = False) -> Rule:
@@ -197,7 +207,7 @@ defvjp2("masked_fill", lambda g, ans, x, mask, value=0.0: g * _mask(~_raw(mask),
 
 # --- elementwise, binary -----------------------------------------------------------------------------
 
-def _pow_x(g: Tensor, ans: Any, x: Any, y: Any) -> Tensor:
+def _pow_x(g: Tensor, ans: Any, x: Any, y: Any) -> Any:
     with _quiet(np):
         zero = xp_of(g._data).asarray(_raw(y)) == 0
         d = y * x ** (y - 1)
@@ -208,7 +218,7 @@ def _pow_x(g: Tensor, ans: Any, x: Any, y: Any) -> Tensor:
     return g * d
 
 
-def _pow_y(g: Tensor, ans: Any, x: Any, y: Any) -> Tensor:
+def _pow_y(g: Tensor, ans: Any, x: Any, y: Any) -> Any:
     xp = xp_of(g._data)
     with _quiet(np):
         flat = (xp.asarray(_raw(x)) == 0) & (xp.asarray(_raw(y)) >= 0)
@@ -236,7 +246,7 @@ defvjp2("lerp", lambda g, ans, x, end, w: g * (1.0 - w), lambda g, ans, x, end, 
         lambda g, ans, x, end, w: g * (end - x))
 
 
-def _matmul_x(g: Tensor, ans: Any, x: Any, y: Any, shapes: Any = ()) -> Tensor:
+def _matmul_x(g: Tensor, ans: Any, x: Any, y: Any, shapes: Any = ()) -> Any:
     if y.ndim == 1:
         return g * y if len(shapes[0]) == 1 else g.unsqueeze(-1) * y
     if len(shapes[0]) == 1:
@@ -244,7 +254,7 @@ def _matmul_x(g: Tensor, ans: Any, x: Any, y: Any, shapes: Any = ()) -> Tensor:
     return g @ _mT(y)
 
 
-def _matmul_y(g: Tensor, ans: Any, x: Any, y: Any, shapes: Any = ()) -> Tensor:
+def _matmul_y(g: Tensor, ans: Any, x: Any, y: Any, shapes: Any = ()) -> Any:
     if x.ndim == 1:
         if len(shapes[1]) == 1:
             return g * x
@@ -259,7 +269,7 @@ defvjp2("matmul", _matmul_x, _matmul_y)
 
 # --- reductions --------------------------------------------------------------------------------------
 
-def _max_vjp(g: Tensor, ans: Any, x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
+def _max_vjp(g: Tensor, ans: Any, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     # the selection (ties share evenly) is a constant: max is linear where it is differentiable
     sel = _minmax_vjp(xp_of(g._data).ones(g.shape, dtype=g.dtype), _raw(ans), _raw(x), axis, keepdims)
     return _expand(g, x.shape, axis, keepdims) * sel
@@ -302,7 +312,7 @@ defvjp2("log_softmax", lambda g, ans, x, axis=-1: g - ans.exp() * g.sum(axis=axi
 
 
 def _cross_entropy_vjp(g: Tensor, ans: Any, logits: Any, labels: Any, reduction: str = "mean",
-                       aux: Any = None) -> Tensor:
+                       aux: Any = None) -> Any:
     p = aux.exp()  # aux: the log-softmax, with the logits' history (rebuild_aux)
     lab = _raw(labels)
     onehot = xp_of(p._data).zeros(p.shape, dtype=p.dtype)

@@ -30,7 +30,7 @@ import numpy as np
 from .backward import _backprop, seed_gradient, topo_order
 from .errors import GradError, GraphError
 from .ledger import SHARED, borrowing
-from .node import PENDING, Node, NodeState
+from .node import Node, NodeState
 from .roles import ReadOnly, Role
 from .sites import user_site
 from .tensor import Tensor
@@ -79,11 +79,10 @@ def _vjp(node: Node, i: int, g: Tensor) -> Tensor:
     attrs = node.attrs
     if "aux" in attrs:
         attrs = {**attrs, "aux": rebuild_aux(node)}
-    if rule.variadic:
-        return fns[0](g, *ops, _i=i, **attrs)
-    fn = fns[i]
+    fn = fns[0] if rule.variadic else fns[i]
     assert fn is not None, f"{rule.name} has no gradient for input {i}"
-    return fn(g, *ops, **attrs)
+    out: Tensor = fn(g, *ops, _i=i, **attrs) if rule.variadic else fn(g, *ops, **attrs)
+    return out
 
 
 def missing_dvjps(nodes: Sequence[Node]) -> list[Node]:

@@ -10,7 +10,6 @@ The second-order checks are driven from the op table (tests/op_cases.py) like th
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 
 import owngrad as og
 from gradcheck import check_grad_grads, evaluate, second_order
-from op_cases import CASES, EXTRA, EXTRA_IDS, IDS, NOT_HERE, Case
+from op_cases import CASES, EXTRA, EXTRA_IDS, NOT_HERE, Case
 from owngrad.dvjps import DVJPS
 from owngrad.rules import RULES
 

@@ -70,7 +70,7 @@ def _null() -> Any:
     return contextlib.nullcontext()
 
 
-def _bce_p(g: Tensor, ans: Any, p: Any, t: Any) -> Tensor:
+def _bce_p(g: Tensor, ans: Any, p: Any, t: Any) -> Any:
     den = maximum((1.0 - p) * p, 1e-12) if isinstance(p, Tensor) else xp_of(p).maximum((1 - p) * p, 1e-12)
     return g * (p - t) / den
 

@@ -1,6 +1,7 @@
 """owngrad: reverse-mode autodiff on numpy/cupy whose tensors obey Rust-style borrow rules (typed contract)."""
 
 from . import data as data
+from . import functional as functional
 from . import nn as nn
 from . import optim as optim
 from .capture import CapturedStep as CapturedStep
@@ -46,5 +47,5 @@ __all__ = [
     "maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul", "einsum", "split", "pad",
     "take_along_axis",
     "exp", "log", "tanh", "sqrt", "sigmoid", "relu", "abs",
-    "nn", "optim", "data", "fit", "save", "load",
+    "nn", "optim", "data", "fit", "save", "load", "functional",
 ]
