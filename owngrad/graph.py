@@ -346,6 +346,7 @@ class Graph(TensorFactory):
             if kept is not None:  # and what those kept, for a gradient of a gradient
                 node.kept = None
                 stack.extend(k for k in kept if k.state is PENDING)
+                kept.clear()  # one list is shared by every node of that walk: consumed once
 
     # --- captured steps ---
     def capture(self, fn: Callable[..., Any], fallback: bool = False, max_plans: int = 8,

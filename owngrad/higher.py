@@ -48,10 +48,19 @@ __all__ = ["grad", "backward_create_graph", "saved_operands", "missing_dvjps"]
 def _handle_on(graph: Graph, source: Any, value: Any, history: Node | None) -> Tensor:
     """A read-only handle on ``value`` (a saved array) over the storage, region and layout it was read
     from, whose history is ``history`` (the node that produced it when it was saved)."""
-    storage, region, layout = source
-    role = Role.CONSTANT if history is None else Role.RESULT
-    t = Tensor._root_of(graph, value, role, history, None, "saved", readonly=ReadOnly.GRADIENT)
-    t._storage, t._region, t._layout = storage, region, layout
+    t: Tensor = object.__new__(Tensor)
+    t._graph = graph
+    t._storage, t._region, t._layout = source
+    t._data = value
+    t._rootref = None
+    t._path = ()
+    t._node = history
+    t._vcache = None
+    t._kind = Role.CONSTANT if history is None else Role.RESULT
+    t._readonly = ReadOnly.GRADIENT
+    t._is_view = False
+    t._name = None
+    t._base = None
     return t
 
 
@@ -197,7 +206,7 @@ def _as_tensor_seed(graph: Graph, loss: Tensor, seed: Any) -> Tensor:
     return graph.constant(seed_gradient(loss, seed))
 
 
-def _run(graph: Graph, outputs: list[Tensor], seeds: list[Any], targets: list[Node], create_graph: bool,
+def _run(graph: Graph, outputs: list[Tensor], seeds: list[Any], targets: list[Node] | None, create_graph: bool,
          retain: bool) -> tuple[dict[Node, Any], list[Node]]:
     """Walk from every output, under shared borrows of the params reached: the gradient of each target
     node (tensors with history when ``create_graph``, else arrays) and the walked nodes. A plain walk
@@ -213,8 +222,9 @@ def _run(graph: Graph, outputs: list[Tensor], seeds: list[Any], targets: list[No
         roots.append(r)
     site = user_site()
     with graph._lock:
-        order = sorted(set().union(*(topo_order(r) for r in roots)), key=lambda n: n.id)
-        wanted = set(targets)
+        order = topo_order(roots[0]) if len(roots) == 1 else \
+            sorted(set().union(*(topo_order(r) for r in roots)), key=lambda n: n.id)
+        wanted = set(targets) if targets is not None else {n for n in order if n.is_param and n.leaf is not None}
         if create_graph:
             _check_differentiable(order, wanted)
         starts: dict[Node, Any] = {}
@@ -355,9 +365,9 @@ def backward_create_graph(graph: Graph, loss: Tensor, seed: Any, retain: bool, i
     if root is None:
         raise GradError(f"g.backward: {loss._label()} does not depend on any param "
                         "(it was computed from constants only, or under g.no_grad())")
-    params = [n for n in topo_order(root) if n.is_param and n.leaf is not None]
     first_id = next(graph._ids)
-    res, order = _recording(graph, True, lambda: _run(graph, [loss], [seed], params, True, retain))
+    res, order = _recording(graph, True, lambda: _run(graph, [loss], [seed], None, True, retain))
+    params = [n for n in order if n.is_param]
     out = Grads(graph, {})
     handed: set[int] = set()
     handles: list[Tensor] = []
