@@ -326,3 +326,59 @@ def test_functional_of_a_linear_function_is_zero() -> None:
     np.testing.assert_array_equal(og.functional.hessian(lambda t: (t * 2.0).sum(), x).numpy(), np.zeros((4, 4)))
     np.testing.assert_array_equal(og.functional.hvp(lambda t: (t * 2.0).sum(), x, X0)[1].numpy(), np.zeros(4))
     np.testing.assert_array_equal(og.functional.jacobian(lambda t: t * 2.0, x).numpy(), 2 * np.eye(4))
+
+
+# --- 6. training-layer paths (composed of the rules above) against torch -----------------------------
+
+def test_norm_conv_pool_embedding_paths_match_torch() -> None:
+    """A gradient penalty (the squared norm of the input gradient) through LayerNorm, BatchNorm1d (training),
+    Conv2d + MaxPool2d and Embedding, differentiated for the weights, against torch."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as TF
+
+    r = np.random.default_rng(5)
+    x0 = r.standard_normal((3, 2, 5, 5))
+    e0 = r.standard_normal((6, 4))
+    g = og.Graph()
+    conv = og.nn.Conv2d(g, 2, 3, 3, padding=1, rng=0, dtype=np.float64)
+    ln = og.nn.LayerNorm(g, 12, dtype=np.float64)
+    bn = og.nn.BatchNorm1d(g, 12, dtype=np.float64)
+    emb = g.param(e0, name="emb")
+    x = g.param(x0, name="x")
+    idx = np.array([[0, 5, 5, 2, 1, 0, 3, 3, 4, 1, 2, 0]] * 3)
+
+    def f(x: og.Tensor) -> og.Tensor:
+        h = og.nn.functional.max_pool2d(conv(x).tanh(), 2).reshape(3, 12)
+        h = bn(ln(h)) * og.nn.functional.embedding(emb, idx).sum(axis=-1)
+        return (h.tanh() ** 2).sum()
+
+    dx = g.grad(f(x), x, create_graph=True)
+    params = [conv.weight, conv.bias, ln.weight, ln.bias, bn.weight, bn.bias, emb]
+    mine = g.grad((dx * dx).sum(), params)
+    assert g.pending() == []
+
+    tw = [torch.tensor(p.numpy(), requires_grad=True) for p in params]
+    tx = torch.tensor(x0, requires_grad=True)
+
+    def tf(x: Any) -> Any:
+        h = TF.max_pool2d(TF.conv2d(x, tw[0], tw[1], padding=1).tanh(), 2).reshape(3, 12)
+        h = TF.layer_norm(h, (12,), tw[2], tw[3])
+        h = TF.batch_norm(h, None, None, tw[4], tw[5], training=True)
+        h = h * TF.embedding(torch.as_tensor(idx), tw[6]).sum(-1)
+        return (h.tanh() ** 2).sum()
+
+    (tdx,) = torch.autograd.grad(tf(tx), tx, create_graph=True)
+    theirs = torch.autograd.grad((tdx * tdx).sum(), tw)
+    np.testing.assert_allclose(dx.numpy(), tdx.detach().numpy(), rtol=1e-9, atol=1e-12)
+    for p, a, b in zip(params, mine, theirs):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-8, atol=1e-11, err_msg=p.name or "")
+
+
+def test_dropout_second_order_uses_the_same_mask() -> None:
+    g = og.Graph()
+    x = g.param(np.linspace(0.5, 2.0, 8), name="x")
+    y = og.nn.functional.dropout(x, 0.5, rng=3)
+    mask = y.numpy() / x.numpy()
+    d = g.grad((y ** 3).sum(), x, create_graph=True)
+    np.testing.assert_allclose(d.numpy(), 3 * mask ** 3 * x.numpy() ** 2)
+    np.testing.assert_allclose(g.grad(d.sum(), x).numpy(), 6 * mask ** 3 * x.numpy())

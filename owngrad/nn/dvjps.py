@@ -50,7 +50,7 @@ def _softplus(g: Tensor, ans: Any, x: Tensor, beta: float = 1.0, threshold: floa
 defvjp2("gelu", _gelu)
 defvjp2("softplus", _softplus)
 defvjp2("logsigmoid", lambda g, ans, x: g * 0.5 * (1.0 - (x * 0.5).tanh()))
-defvjp2("leaky_relu", lambda g, ans, x, slope=0.01: g * _mask(np.where(_raw(x) > 0, 1.0, slope), g))
+defvjp2("leaky_relu", lambda g, ans, x, slope=0.01: g * _mask(xp_of(_raw(x)).where(_raw(x) > 0, 1.0, slope), g))
 defvjp2("elu", lambda g, ans, x, alpha=1.0: g * where(cond(_raw(x) > 0), 1.0, minimum(x, 0.0).exp() * alpha))
 
 
