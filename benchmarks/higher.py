@@ -27,9 +27,9 @@ from typing import Any
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
-import numpy as np
+import numpy as np  # noqa: E402 - after the thread settings
 
-import owngrad as og
+import owngrad as og  # noqa: E402
 
 WIDTHS = (64, 128, 128, 10)
 BATCH = 64
@@ -39,8 +39,9 @@ def problem(seed: int = 0) -> dict[str, Any]:
     r = np.random.default_rng(seed)
     ws = [r.standard_normal((a, b)) / np.sqrt(a) for a, b in zip(WIDTHS[:-1], WIDTHS[1:])]
     bs = [r.standard_normal(b) * 0.1 for b in WIDTHS[1:]]
-    return {"x": r.standard_normal((BATCH, WIDTHS[0])), "y": r.integers(0, WIDTHS[-1], BATCH),
-            "ws": ws, "bs": bs, "v": [r.standard_normal(w.shape) for w in ws] + [r.standard_normal(b.shape) for b in bs]}
+    v = [r.standard_normal(w.shape) for w in ws] + [r.standard_normal(b.shape) for b in bs]
+    return {"x": r.standard_normal((BATCH, WIDTHS[0])), "y": r.integers(0, WIDTHS[-1], BATCH), "ws": ws, "bs": bs,
+            "v": v}
 
 
 def owngrad_steps(p: dict[str, Any]) -> tuple[Callable[[], Any], Callable[[], Any]]:

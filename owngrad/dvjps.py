@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import kernels
 from .backend import Array, owned, scatter_add, xp_of
 from .rules import RULES, Rule, _clip_masks, _count, _minmax_vjp, _pick, _quiet, along_axis_index
 from .shapes import axes_of
@@ -183,8 +184,10 @@ defvjp2("neg", lambda g, ans, x: -g)
 defvjp2("exp", lambda g, ans, x: g * ans)
 defvjp2("log", lambda g, ans, x: g / x)
 defvjp2("sqrt", lambda g, ans, x: g / (ans * 2.0))
-defvjp2("tanh", lambda g, ans, x: g * (1.0 - ans * ans))
-defvjp2("sigmoid", lambda g, ans, x: g * ans * (1.0 - ans))
+# tanh's and sigmoid's vjps are rules of their own (one recorded node instead of three, as torch's
+# tanh_backward): ``g * (1 - ans^2)`` and ``g * ans * (1 - ans)``, each differentiable in g and ans
+defvjp2("tanh", lambda g, ans, x: apply_rule(TANH_GRAD, (g, ans), {}))
+defvjp2("sigmoid", lambda g, ans, x: apply_rule(SIGMOID_GRAD, (g, ans), {}))
 defvjp2("relu", lambda g, ans, x: g * _mask(~(_raw(ans) <= 0), g))
 defvjp2("abs", lambda g, ans, x: g * _mask(xp_of(_raw(x)).where(_raw(x) != _raw(x), 0, xp_of(_raw(x)).sign(_raw(x))),
                                            g))
@@ -251,7 +254,7 @@ def _matmul_x(g: Tensor, ans: Any, x: Any, y: Any, shapes: Any = ()) -> Any:
         return g * y if len(shapes[0]) == 1 else g.unsqueeze(-1) * y
     if len(shapes[0]) == 1:
         return (g.unsqueeze(-2) @ _mT(y))[..., 0, :]
-    return g @ _mT(y)
+    return apply_rule(MATMUL_NT, (g, y), {})
 
 
 def _matmul_y(g: Tensor, ans: Any, x: Any, y: Any, shapes: Any = ()) -> Any:
@@ -261,10 +264,35 @@ def _matmul_y(g: Tensor, ans: Any, x: Any, y: Any, shapes: Any = ()) -> Any:
         return g.unsqueeze(-2) * (x.unsqueeze(1) if isinstance(x, Tensor) else x[:, None])
     if len(shapes[1]) == 1:
         return (_mT(x) @ g.unsqueeze(-1))[..., 0]
-    return _mT(x) @ g
+    return apply_rule(MATMUL_TN, (x, g), {})
+
+
+def _mm(a: Any, b: Any) -> Tensor:
+    t = a if isinstance(a, Tensor) else b
+    out: Tensor = t.graph.apply("matmul", (a, b))
+    return out
 
 
 defvjp2("matmul", _matmul_x, _matmul_y)
+
+# ``a @ b^T`` and ``a^T @ b`` (both operands at least 2-d), the products a matmul's vjps make: with the
+# plain product they close under differentiation, and no transposed view is recorded
+MATMUL_NT: Rule = make_rule("matmul_nt", lambda xp, a, b: kernels.matmul(a, b.swapaxes(-1, -2)),
+                      (lambda h, ans, a, b: h @ b, "y"), (lambda h, ans, a, b: h.swapaxes(-1, -2) @ a, "x"))
+MATMUL_TN: Rule = make_rule("matmul_tn", lambda xp, a, b: a.swapaxes(-1, -2) @ b,
+                      (lambda h, ans, a, b: b @ h.swapaxes(-1, -2), "y"), (lambda h, ans, a, b: a @ h, "x"))
+defvjp2("matmul_nt", lambda h, ans, a, b: _mm(h, b), lambda h, ans, a, b: apply_rule(MATMUL_TN, (h, a), {}))
+defvjp2("matmul_tn", lambda h, ans, a, b: apply_rule(MATMUL_NT, (b, h), {}), lambda h, ans, a, b: _mm(a, h))
+TANH_GRAD: Rule = make_rule("tanh_grad", lambda xp, g, ans: g * (1 - ans * ans),
+                      (lambda h, out, g, ans: h * (1 - ans * ans), "y"),
+                      (lambda h, out, g, ans: -2 * h * g * ans, "xy"))
+SIGMOID_GRAD: Rule = make_rule("sigmoid_grad", lambda xp, g, ans: g * ans * (1 - ans),
+                         (lambda h, out, g, ans: h * ans * (1 - ans), "y"),
+                         (lambda h, out, g, ans: h * g * (1 - 2 * ans), "xy"))
+defvjp2("tanh_grad", lambda h, out, g, ans: apply_rule(TANH_GRAD, (h, ans), {}),
+        lambda h, out, g, ans: h * g * ans * -2.0)
+defvjp2("sigmoid_grad", lambda h, out, g, ans: apply_rule(SIGMOID_GRAD, (h, ans), {}),
+        lambda h, out, g, ans: h * g * (1.0 - ans * 2.0))
 
 
 # --- reductions --------------------------------------------------------------------------------------
