@@ -140,7 +140,7 @@ def test_backward_create_graph_gives_read_only_gradients_with_history() -> None:
     assert g.pending() == []
 
 
-def test_third_order() -> None:
+def test_third_order_of_a_power() -> None:
     g = og.Graph()
     x = g.param(np.array([0.5, -1.5]), name="x")
     d1 = g.grad((x ** 4).sum(), x, create_graph=True)
@@ -382,3 +382,44 @@ def test_dropout_second_order_uses_the_same_mask() -> None:
     d = g.grad((y ** 3).sum(), x, create_graph=True)
     np.testing.assert_allclose(d.numpy(), 3 * mask ** 3 * x.numpy() ** 2)
     np.testing.assert_allclose(g.grad(d.sum(), x).numpy(), 6 * mask ** 3 * x.numpy())
+
+
+# --- 7. third order: the rules a create_graph walk itself records are differentiable too ----------------
+
+def _gradient_of(f: Any) -> Any:
+    """``x -> the gradients of f at x``, flattened into one tensor with history (a function whose own
+    second derivative is f's third)."""
+    def fn(*xs: og.Tensor) -> og.Tensor:
+        g = xs[0].graph
+        ps = [x if x.requires_grad else g.param(x.numpy()) for x in xs]
+        grads = g.grad(f(*ps), ps, create_graph=True)
+        return og.concatenate([t.reshape(-1) for t in grads])
+    return fn
+
+
+_R3 = np.random.default_rng(11)
+THIRD = [
+    ("tanh_sigmoid_matmul", lambda x, y: ((x @ y).tanh().sigmoid() * (x.T @ x).sum()).sum(),
+     [_R3.uniform(-1, 1, (3, 2)), _R3.uniform(-1, 1, (2, 4))]),
+    ("batched_matmul_views", lambda x, y: ((x @ y)[:, ::-1].exp() * x.sum()).sum(),
+     [_R3.uniform(-1, 1, (2, 3, 2)), _R3.uniform(-1, 1, (2, 3))]),
+    ("cross_entropy_rdiv", lambda x: og.nn.functional.cross_entropy(x / (x * x + 1.0).sum(), np.array([1, 0, 2]))
+     + (1.0 / (x * x + 1.0)).sum(), [_R3.uniform(-1, 1, (3, 4))]),
+    ("conv_pools_gelu", lambda x, w: (og.nn.functional.avg_pool2d(og.nn.functional.max_pool2d(
+        og.nn.functional.gelu(og.nn.functional.conv2d(x, w, padding=1)), 2), 1) ** 3).sum(),
+     [_R3.uniform(-1, 1, (1, 2, 4, 4)), _R3.uniform(-1, 1, (2, 2, 3, 3))]),
+    ("gather_scatter_write", lambda x: _write_rows(x), [_R3.uniform(-1, 1, (3, 3))]),
+]
+
+
+def _write_rows(x: og.Tensor) -> og.Tensor:
+    y = x * x
+    y[[0, 2]] = x[1:3] ** 3
+    y[:, 1] = y[:, 0] * x[:, 2]
+    return (y ** 2).sum()
+
+
+@pytest.mark.parametrize("row", THIRD, ids=[r[0] for r in THIRD])
+def test_third_order(row: Any) -> None:
+    _, f, arrays = row
+    check_grad_grads(_gradient_of(f), *arrays)
