@@ -264,9 +264,10 @@ def _site(n: Node) -> str:
 def _recording(graph: Graph, create_graph: bool, fn: Any) -> Any:
     """Run ``fn()`` recording (even inside ``g.no_grad()``) when ``create_graph``; a failure drops what
     it recorded."""
-    if graph._tracer is not None and create_graph:
-        graph._tracer.refuse("create_graph=True (a gradient with history is not replayed by a captured step)",
-                             help="compute the gradient penalty or Hessian-vector product outside g.capture(...)")
+    if graph._tracer is not None:
+        what = "create_graph=True (a gradient with history)" if create_graph else "g.grad(...)"
+        graph._tracer.refuse(f"{what}: a captured step does not replay it",
+                             help="compute it outside g.capture(...), or use g.backward(loss) in the step")
     if not create_graph:
         return fn()
     first_id = next(graph._ids)

@@ -211,6 +211,12 @@ def test_into_and_captured_steps_refuse_create_graph() -> None:
     with pytest.raises(og.GraphError, match="create_graph=True"):
         g.capture(step)(np.ones(2))
 
+    def plain(x: Any) -> Any:
+        return g.grad((w * x).sum(), w)
+
+    with pytest.raises(og.GraphError, match="g.grad"):  # its arrays would not be replayed: refused, never stale
+        g.capture(plain)(np.ones(2))
+
 
 # --- 4. borrows and consumption between the first and the second backward -------------------------------
 
