@@ -15,9 +15,10 @@ the node that holds it.
 What a create_graph walk consumes (docs/semantics.md): nothing at once. The walked nodes stay
 pending -- the gradients' history reads their saved values, and the outputs may still be
 differentiated (a loss that reads both ``y`` and ``dy/dx``). Each node the walk recorded keeps the
-list of them (``Node.kept``); the first backward without ``retain`` that walks one of those nodes
-consumes the kept ones with it, so the borrows of the first backward's graph end with the second
-backward. ``retain=True`` on that later backward keeps everything, as usual.
+walk's group (``Node.kept``: the walked nodes and the nodes it recorded); the first backward without
+``retain`` that walks one of those nodes consumes the whole group with it, so the borrows of the
+first backward's graph -- and of gradients that were never used -- end with the second backward.
+``retain=True`` on that later backward keeps everything, as usual.
 """
 
 from __future__ import annotations
@@ -284,16 +285,17 @@ def _recording(graph: Graph, create_graph: bool, fn: Any) -> Any:
 
 
 def _keep(graph: Graph, results: list[Tensor], order: list[Node], first_id: int, retain: bool) -> None:
-    """After a create_graph walk: the nodes it recorded keep the walked nodes pending, to be consumed with
-    them by a later backward (``retain`` keeps everything until a later backward or g.free). When the
-    gradients carry no history (a linear function's), the walked nodes are consumed now, as by a plain walk."""
+    """After a create_graph walk: each node it recorded keeps the walk's group -- the walked nodes and every
+    node it recorded -- pending, to be consumed together by the first later backward that walks one of
+    them (``retain`` keeps everything until a later backward or g.free). When the gradients carry no
+    history (a linear function's), the walked nodes are consumed now, as by a plain walk."""
     if retain:
         return
     new = _new_nodes(results, first_id)
     if not new:
         graph._consume_walked(order)
         return
-    kept = [n for n in order if not n.is_param]
+    kept = [n for n in order if not n.is_param] + new  # the walk as one group, gradients unused later included
     for n in new:
         n.kept = kept
 

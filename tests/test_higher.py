@@ -267,6 +267,23 @@ def test_loss_reading_output_and_gradient_consumes_everything() -> None:
     np.testing.assert_allclose(grads[x].numpy(), gxt.numpy(), rtol=1e-12)
 
 
+def test_gradients_left_unused_are_consumed_with_the_walk() -> None:
+    """A penalty on one param's gradient: the others' recorded vjps (which saved the params) go with it,
+    so the optimizer step that follows is not refused."""
+    g = og.Graph()
+    w1 = g.param(np.array([[0.5, -0.2], [0.1, 0.3]]), name="w1")
+    w2 = g.param(np.array([0.7, -0.4]), name="w2")
+    x = g.constant(np.array([[1.0, 2.0], [-1.0, 0.5]]), name="x")
+    grads = g.backward(((x @ w1).tanh() @ w2).sum(), create_graph=True)
+    penalty = (grads[w1] * grads[w1]).sum()  # grads[w2] (tanh's output, saved) is never used
+    second = g.backward(penalty)
+    assert g.pending() == []
+    opt = og.optim.SGD([w1, w2], lr=0.1)
+    opt.step(second)  # exclusive borrows on both params: nothing holds them any more
+    with pytest.raises(og.GraphError, match="already consumed"):
+        g.backward(grads[w2].sum())  # its nodes went with the walk
+
+
 def test_retain_keeps_the_first_graph_and_a_consumed_one_is_refused() -> None:
     g = og.Graph()
     x = g.param(np.array([0.2, 0.9]), name="x")
