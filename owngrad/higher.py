@@ -345,8 +345,8 @@ def grad(graph: Graph, outputs: Any, inputs: Any, grad_outputs: Any, create_grap
             elif id(arr) in handed or arr.base is not None or not getattr(arr.flags, "writeable", True):
                 arr = arr.copy()
             handed.add(id(arr))
-            result.append(Tensor._root_of(graph, arr, Role.CONSTANT, None, None, f"gradient of {t._label()}",
-                                          readonly=ReadOnly.GRADIENT))
+            label = f"gradient of {t._name}" if t._name else "gradient"  # (a region's label costs a format)
+            result.append(Tensor._root_of(graph, arr, Role.CONSTANT, None, None, label, readonly=ReadOnly.GRADIENT))
     if create_graph:
         _keep(graph, [r for r in result if r is not None], order, first_id, retain)
     return tuple(result) if many else result[0]
