@@ -24,7 +24,7 @@ import numpy as np
 
 from . import kernels
 from .backend import Array, owned, scatter_add, xp_of
-from .rules import RULES, Rule, _clip_masks, _count, _minmax_vjp, _pick, _quiet, along_axis_index
+from .rules import RULES, Rule, _clip_masks, _concat_vjp, _count, _minmax_vjp, _pad_vjp, _pick, _quiet, along_axis_index
 from .shapes import axes_of
 from .sites import user_site
 from .tensor import Tensor
@@ -361,13 +361,6 @@ defvjp2("cross_entropy", _cross_entropy_vjp, None)
 
 # --- shapes, views, indexing, writes -----------------------------------------------------------------
 
-def _concat_vjp(g: Tensor, ans: Any, *args: Any, axis: int = 0, sizes: tuple[int, ...] = (), _i: int = 0) -> Tensor:
-    start = sum(sizes[:_i])
-    idx: list[Any] = [slice(None)] * g.ndim
-    idx[axis] = slice(start, start + sizes[_i])
-    return g[tuple(idx)]
-
-
 def _stack_vjp(g: Tensor, ans: Any, *args: Any, axis: int = 0, _i: int = 0) -> Tensor:
     key: tuple[Any, ...] = (slice(None),) * (axis % g.ndim) + (_i,)
     return g[key]
@@ -377,10 +370,6 @@ def _cumsum_vjp(g: Tensor, ans: Any, x: Any, axis: Any = None, shapes: Any = ())
     if axis is None:
         return g.flip(0).cumsum(0).flip(0).reshape(shapes[0])
     return g.flip(axis).cumsum(axis).flip(axis)
-
-
-def _pad_vjp(g: Tensor, ans: Any, x: Any, widths: Any = (), value: float = 0.0) -> Tensor:
-    return g[tuple(slice(b, g.shape[i] - a) for i, (b, a) in enumerate(widths))]
 
 
 def _einsum_vjp(g: Tensor, ans: Any, *xs: Any, spec: Any = None, _i: int = 0) -> Tensor:
@@ -403,13 +392,13 @@ def _landed(g: Tensor, landed: Any) -> Any:
 
 
 defvjp2("reshape_copy", lambda g, ans, x, shape=(), src=(): g.reshape(src))
-defvjp2("concatenate", _concat_vjp)
+defvjp2("concatenate", _concat_vjp)  # rules.py's: basic indexing, the same on a tensor
 defvjp2("stack", _stack_vjp)
 defvjp2("cumsum", _cumsum_vjp)
 defvjp2("flip", lambda g, ans, x, axis=None: g.flip(axis))
 defvjp2("tril", lambda g, ans, x, k=0: g.tril(k))
 defvjp2("triu", lambda g, ans, x, k=0: g.triu(k))
-defvjp2("pad", _pad_vjp)
+defvjp2("pad", _pad_vjp)  # rules.py's: basic indexing, the same on a tensor
 defvjp2("einsum", _einsum_vjp)
 defvjp2("view", lambda g, ans, x, path=(), shapes=(): linear("view_scatter", g, shape=shapes[0], path=path))
 defvjp2("gather", lambda g, ans, x, key=None, shapes=(): linear("gather_scatter", g, shape=shapes[0], key=key))

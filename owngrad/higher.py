@@ -23,7 +23,7 @@ first backward's graph -- and of gradients that were never used -- end with the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -126,20 +126,26 @@ def _relevant(order: list[Node], wanted: set[Node]) -> set[Node]:
     return rel
 
 
-def _walk_tensors(order: list[Node], starts: dict[Node, Tensor], wanted: set[Node]) -> dict[Node, Tensor]:
-    """Backward over ``order`` with recorded vjps from the output gradients ``starts``; the gradient
-    reaching each wanted node."""
-    rel = _relevant(order, wanted)
+def _walk(order: list[Node], starts: dict[Node, Any], wanted: set[Node],
+          backprop: Callable[[Node, Any, dict[Node, Any]], None]) -> dict[Node, Any]:
+    """Backward over ``order`` from the output gradients ``starts``, each node's input gradients added
+    into ``grads`` by ``backprop(node, g, grads)``; the gradient reaching each wanted node."""
     grads = dict(starts)
-    out: dict[Node, Tensor] = {}
+    out: dict[Node, Any] = {}
     for node in reversed(order):
         g = grads.pop(node, None)
         if g is None:
             continue
         if node in wanted:
             out[node] = g
-        if node.is_param:
-            continue
+        if not node.is_param:
+            backprop(node, g, grads)
+    return out
+
+
+def _recorded_backprop(rel: set[Node]) -> Callable[[Node, Tensor, dict[Node, Any]], None]:
+    """:func:`owngrad.backward._backprop` with recorded vjps, for the inputs in ``rel`` only."""
+    def backprop(node: Node, g: Tensor, grads: dict[Node, Any]) -> None:
         for i, p in enumerate(node.parents):
             if p is None or p not in rel:
                 continue
@@ -150,22 +156,11 @@ def _walk_tensors(order: list[Node], starts: dict[Node, Tensor], wanted: set[Nod
                 gi = _unbroadcast(gi, shape)
             prev = grads.get(p)
             grads[p] = gi if prev is None else prev + gi
-    return out
+    return backprop
 
 
-def _walk_arrays(order: list[Node], starts: dict[Node, Any], wanted: set[Node], check_finite: bool) -> dict[Node, Any]:
-    """The ordinary (array) backward over ``order``; the gradient reaching each wanted node."""
-    grads = dict(starts)
-    out: dict[Node, Any] = {}
-    for node in reversed(order):
-        g = grads.pop(node, None)
-        if g is None:
-            continue
-        if node in wanted:
-            out[node] = g
-        if not node.is_param:
-            _backprop(node, g, grads, check_finite)
-    return out
+def _array_backprop(node: Node, g: Any, grads: dict[Node, Any]) -> None:
+    _backprop(node, g, grads, False)
 
 
 def _new_nodes(results: list[Tensor], first_id: int) -> list[Node]:
@@ -236,10 +231,8 @@ def _run(graph: Graph, outputs: list[Tensor], seeds: list[Any], targets: list[No
         leaves = [leaf for node in order if node.is_param and (leaf := node.leaf) is not None]
         with borrowing([(t._storage.ledger, t._region) for t in leaves], SHARED, _BackwardHolder(site),
                        "read by backward", site, "read"):
-            if create_graph:
-                result: dict[Node, Any] = _walk_tensors(order, starts, wanted)
-            else:
-                result = _walk_arrays(order, starts, wanted, False)
+            backprop = _recorded_backprop(_relevant(order, wanted)) if create_graph else _array_backprop
+            result = _walk(order, starts, wanted, backprop)
         if not retain and not create_graph:
             graph._consume_walked(order)
     return result, order
