@@ -405,7 +405,7 @@ defvjp2("gather", lambda g, ans, x, key=None, shapes=(): linear("gather_scatter"
 defvjp2("take_along_axis", lambda g, ans, x, idx, axis=0, shapes=():
         linear("along_scatter", g, shape=shapes[0], index=along_axis_index(xp_of(g._data), _raw(idx), axis)), None)
 defvjp2("index_add", lambda g, ans, x, src, axis=0, index=None: g,
-        lambda g, ans, x, src, axis=0, index=None: g[(slice(None),) * axis + (index,)])
+        lambda g, ans, x, src, axis=0, index=None: g[(slice(None),) * (axis % g.ndim) + (index,)])
 defvjp2("copy_slices",
         lambda g, ans, old, src, path=(), key=None, landed=None: linear("zero_region", g, path=path, key=key),
         lambda g, ans, old, src, path=(), key=None, landed=None:

@@ -177,6 +177,20 @@ def test_grad_refuses_unused_and_constant_inputs() -> None:
     np.testing.assert_allclose(gx.numpy(), 1.0)
 
 
+def test_several_outputs_with_grad_outputs_and_on_grad() -> None:
+    g = og.Graph()
+    x = g.param(np.array([0.3, 0.7]), name="x")
+    a, b = x.sin(), (x * x).sum()
+    gx = g.grad([a, b], x, grad_outputs=[np.array([1.0, 2.0]), None], create_graph=True)
+    np.testing.assert_allclose(gx.numpy(), np.cos(x.numpy()) * [1.0, 2.0] + 2 * x.numpy())
+    np.testing.assert_allclose(g.grad(gx.sum(), x).numpy(), -np.sin(x.numpy()) * [1.0, 2.0] + 2.0)
+    seen: list[tuple[str, bool]] = []
+    grads = g.backward((x ** 3).sum(), create_graph=True,
+                       on_grad=lambda leaf, gr: seen.append((leaf.name or "", gr.requires_grad)))
+    assert seen == [("x", True)]
+    np.testing.assert_allclose(grads[x].numpy(), 3 * x.numpy() ** 2)
+
+
 def test_grad_outputs_with_history_are_differentiated() -> None:
     """The double-backward trick: a seed that carries history (as torch's grad_outputs)."""
     g = og.Graph()
