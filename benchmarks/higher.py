@@ -51,7 +51,7 @@ def owngrad_steps(p: dict[str, Any]) -> tuple[Callable[[], Any], Callable[[], An
     params = ws + bs
     x = g.constant(p["x"])
     y = p["y"]
-    v = p["v"]
+    v = [g.constant(a) for a in p["v"]]  # tensors, as torch's (a raw array operand is copied when saved)
 
     def loss() -> og.Tensor:
         h = x

@@ -85,6 +85,7 @@ def hessian(f: Fn, x: Tensor) -> Tensor:
     p = _point(x, "hessian")
     out = _call(f, p, "hessian")
     if out.size != 1:
+        p.graph.free(out)  # a refused call leaves nothing pending
         raise ValueError(f"og.functional.hessian: f must return one element, got shape {out.shape}")
     gr = p.graph.grad(out, p, create_graph=True)
     h = _jacobian_of(gr, p, False)

@@ -460,3 +460,15 @@ def _write_rows(x: og.Tensor) -> og.Tensor:
 def test_third_order(row: Any) -> None:
     _, f, arrays = row
     check_grad_grads(_gradient_of(f), *arrays)
+
+
+def test_functional_refuses_bad_input() -> None:
+    g = og.Graph()
+    x = g.constant(X0)
+    with pytest.raises(TypeError, match="x must be a Tensor"):
+        og.functional.hvp(_f, X0, X0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="floating dtype"):
+        og.functional.jacobian(_f, g.constant(np.arange(3)))
+    with pytest.raises(ValueError, match="one element"):
+        og.functional.hessian(lambda t: t * 2.0, x)
+    assert g.pending() == []
