@@ -472,3 +472,26 @@ def test_functional_refuses_bad_input() -> None:
     with pytest.raises(ValueError, match="one element"):
         og.functional.hessian(lambda t: t * 2.0, x)
     assert g.pending() == []
+
+
+# --- 8. the create_graph walk on a second array backend (no hard-coded numpy on device data) ------------
+
+def _float_gradient_of(f: Any) -> Any:
+    """Like :func:`_gradient_of`, for functions with integer inputs too (labels: no gradient)."""
+    def fn(*xs: og.Tensor) -> og.Tensor:
+        floats = [x for x in xs if x.dtype.kind == "f"]
+        out = f(*xs)
+        grads = xs[0].graph.grad((out * out).sum(), floats, create_graph=True, allow_unused=True)
+        return og.concatenate([t.reshape(-1) for t in grads if t is not None] + [out.reshape(-1)])
+    return fn
+
+
+@pytest.mark.parametrize("row", EXTRA, ids=EXTRA_IDS)
+def test_second_order_on_a_second_backend(row: Any) -> None:
+    import backend_double
+    from device_runs import compare
+
+    name, fn, arrays = row
+    if name == "cast":
+        pytest.skip("float32 values: compared on the CPU by test_second_order_every_rule")
+    compare(backend_double.DEVICE, name, _float_gradient_of(fn), arrays, rtol=1e-9, atol=1e-11)
