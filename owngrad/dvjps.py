@@ -126,17 +126,27 @@ def apply_rule(rule: Rule, args: tuple[Any, ...], attrs: dict[str, Any], value: 
     """Record ``rule`` on ``args`` (tensors or raw operands) as :meth:`Graph.apply` does -- saving what the
     vjps of the inputs with history read, under shared borrows -- with ``value`` as the result when it is
     already known (else the rule's forward computes it)."""
-    t0 = next(a for a in args if isinstance(a, Tensor))
-    graph = t0.graph
-    arrays = [a._data if isinstance(a, Tensor) else a for a in args]
+    t0: Tensor | None = None
+    arrays: list[Any] = []
     parents: list[Node | None] = []
     shapes: list[tuple[int, ...] | None] = []
     mask = 0
     for i, a in enumerate(args):
-        n = a._grad_node() if isinstance(a, Tensor) and graph.grad_enabled else None
+        n = None
+        if isinstance(a, Tensor):
+            t0 = a if t0 is None else t0
+            arrays.append(a._data)
+            n = a._grad_node()
+            if n is not None:
+                mask |= 1 << i
+        else:
+            arrays.append(a)
         parents.append(n)
-        shapes.append(tuple(a.shape) if n is not None else None)
-        mask |= (n is not None) << i
+        shapes.append(a.shape if n is not None else None)
+    assert t0 is not None
+    graph = t0.graph
+    if not graph.grad_enabled:
+        mask = 0
     out = value if value is not None else rule.forward(xp_of(t0._data), *arrays, **attrs)
     out = owned(out, graph.xp)
     if not mask:

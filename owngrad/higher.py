@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backward import _backprop, seed_gradient, topo_order
+from .dvjps import DVJPS, rebuild_aux
 from .errors import GradError, GraphError
 from .ledger import SHARED, borrowing
 from .node import Node, NodeState
@@ -80,8 +81,6 @@ def saved_operands(node: Node) -> list[Any]:
 
 def _vjp(node: Node, i: int, g: Tensor) -> Tensor:
     """The differentiable vjp of ``node`` for input ``i``, recorded as operations on ``g``."""
-    from .dvjps import DVJPS, rebuild_aux
-
     rule = node.rule
     assert rule is not None
     fns = DVJPS[rule.name]
@@ -97,8 +96,6 @@ def _vjp(node: Node, i: int, g: Tensor) -> Tensor:
 
 def missing_dvjps(nodes: Sequence[Node]) -> list[Node]:
     """The nodes among ``nodes`` whose rule has no differentiable vjp."""
-    from .dvjps import DVJPS
-
     return [n for n in nodes if not n.is_param and n.rule is not None and n.rule.name not in DVJPS]
 
 
@@ -121,8 +118,13 @@ def _relevant(order: list[Node], wanted: set[Node]) -> set[Node]:
     """The nodes of ``order`` (topological) from which a wanted node is reached: only they need a vjp."""
     rel: set[Node] = set()
     for n in order:
-        if n in wanted or any(p is not None and p in rel for p in n.parents):
+        if n in wanted:
             rel.add(n)
+            continue
+        for p in n.parents:
+            if p in rel:  # (None is never in it)
+                rel.add(n)
+                break
     return rel
 
 
