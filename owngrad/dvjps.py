@@ -349,24 +349,53 @@ defvjp2("softmax", lambda g, ans, x, axis=-1: ans * (g - (g * ans).sum(axis=axis
 defvjp2("log_softmax", lambda g, ans, x, axis=-1: g - ans.exp() * g.sum(axis=axis, keepdims=True))
 
 
-def _cross_entropy_vjp(g: Tensor, ans: Any, logits: Any, labels: Any, reduction: str = "mean",
-                       aux: Any = None) -> Any:
-    p = aux.exp()  # aux: the log-softmax, with the logits' history (rebuild_aux)
-    lab = _raw(labels)
-    onehot = xp_of(p._data).zeros(p.shape, dtype=p.dtype)
-    if p.ndim == 1:
-        onehot[lab] = 1
-        return (p - onehot) * g
-    n = p.shape[0]
-    onehot[xp_of(onehot).arange(n), lab] = 1
+def _onehot(xp: Any, shape: tuple[int, ...], dtype: Any, labels: Any) -> Array:
+    oh = xp.zeros(shape, dtype=dtype)
+    if len(shape) == 1:
+        oh[labels] = 1
+    else:
+        oh[xp.arange(shape[0]), labels] = 1
+    return oh
+
+
+def _ce_scale(g: Any, shape: tuple[int, ...], reduction: str) -> Any:
+    """The per-sample factor of cross_entropy's gradient (an array or a tensor), for logits of ``shape``."""
+    if len(shape) == 1 or reduction == "sum":
+        return g
     if reduction == "mean":
-        return (p - onehot) * (g / float(n))
-    if reduction == "sum":
-        return (p - onehot) * g
-    return (p - onehot) * g.unsqueeze(-1)
+        return g / float(shape[0])
+    return g.unsqueeze(-1) if isinstance(g, Tensor) else g[:, None]
 
 
-defvjp2("cross_entropy", _cross_entropy_vjp, None)
+def _ce_sum(d: Any, shape: tuple[int, ...], reduction: str) -> Any:
+    """The adjoint of :func:`_ce_scale`: sum a logits-shaped ``d`` back to ``g``'s shape."""
+    if len(shape) == 1 or reduction == "sum":
+        return d.sum()
+    if reduction == "mean":
+        return d.sum() / float(shape[0])
+    return d.sum(axis=-1)
+
+
+# cross_entropy's vjp as one rule of (g, log-softmax): (softmax - onehot) * g, scaled by the reduction
+CE_GRAD: Rule = make_rule(
+    "cross_entropy_grad",
+    lambda xp, g, lsm, labels=None, reduction="mean":
+    (xp.exp(lsm) - _onehot(xp, lsm.shape, lsm.dtype, labels)) * _ce_scale(g, lsm.shape, reduction),
+    (lambda h, ans, g, lsm, labels=None, reduction="mean": _ce_sum(
+        h * (xp_of(lsm).exp(lsm) - _onehot(xp_of(lsm), lsm.shape, lsm.dtype, labels)), lsm.shape, reduction), "y"),
+    (lambda h, ans, g, lsm, labels=None, reduction="mean":
+     h * _ce_scale(g, lsm.shape, reduction) * xp_of(lsm).exp(lsm), "xy"))
+
+
+def _ce_grad_g(h: Tensor, ans: Any, g: Any, lsm: Any, labels: Any = None, reduction: str = "mean") -> Any:
+    oh = _onehot(xp_of(h._data), lsm.shape, lsm.dtype, labels)
+    return _ce_sum(h * (lsm.exp() - oh), lsm.shape, reduction)
+
+
+defvjp2("cross_entropy_grad", _ce_grad_g,
+        lambda h, ans, g, lsm, labels=None, reduction="mean": h * _ce_scale(g, lsm.shape, reduction) * lsm.exp())
+defvjp2("cross_entropy", lambda g, ans, logits, labels, reduction="mean", aux=None:  # aux: the log-softmax
+        apply_rule(CE_GRAD, (g, aux), {"labels": _raw(labels), "reduction": reduction}), None)
 
 
 # --- shapes, views, indexing, writes -----------------------------------------------------------------

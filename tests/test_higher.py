@@ -442,6 +442,9 @@ THIRD = [
      [_R3.uniform(-1, 1, (2, 3, 2)), _R3.uniform(-1, 1, (2, 3))]),
     ("cross_entropy_rdiv", lambda x: og.nn.functional.cross_entropy(x / (x * x + 1.0).sum(), np.array([1, 0, 2]))
      + (1.0 / (x * x + 1.0)).sum(), [_R3.uniform(-1, 1, (3, 4))]),
+    ("cross_entropy_sum_none_1d", lambda x: og.nn.functional.cross_entropy(x * x, np.array([1, 0, 2]), reduction="sum")
+     + (og.nn.functional.cross_entropy(x.tanh(), np.array([3, 3, 0]), reduction="none") ** 2).sum()
+     + og.nn.functional.cross_entropy(x[1] * x[0], np.array(2)), [_R3.uniform(-1, 1, (3, 4))]),
     ("conv_pools_gelu", lambda x, w: (og.nn.functional.avg_pool2d(og.nn.functional.max_pool2d(
         og.nn.functional.gelu(og.nn.functional.conv2d(x, w, padding=1)), 2), 1) ** 3).sum(),
      [_R3.uniform(-1, 1, (1, 2, 4, 4)), _R3.uniform(-1, 1, (2, 2, 3, 3))]),
