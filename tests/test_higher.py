@@ -498,3 +498,23 @@ def test_second_order_on_a_second_backend(row: Any) -> None:
     if name == "cast":
         pytest.skip("float32 values: compared on the CPU by test_second_order_every_rule")
     compare(backend_double.DEVICE, name, _float_gradient_of(fn), arrays, rtol=1e-9, atol=1e-11)
+
+
+def test_a_walk_that_fails_midway_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vjp that raises after the walk recorded other vjps: those nodes (and their borrows) are dropped."""
+    def broken(g: og.Tensor, ans: Any, x: Any) -> og.Tensor:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(DVJPS, "sin", (broken,))
+    g = og.Graph()
+    x = g.param(np.array([0.2, 0.4]), name="x")
+    y = (x.sin() * x.exp()).sum()  # the walk records mul's and exp's vjps before it reaches sin
+    before = list(g.pending())
+    ledgers = {id(b.ledger): b.ledger for n in before for b in n.borrows}
+    live = {k: len(led.live()) for k, led in ledgers.items()}
+    with pytest.raises(RuntimeError, match="boom"):
+        g.grad(y, x, create_graph=True)
+    assert g.pending() == before
+    assert {k: len(led.live()) for k, led in ledgers.items()} == live  # the dropped nodes' borrows are gone
+    monkeypatch.undo()
+    np.testing.assert_allclose(g.grad(y, x).numpy(), np.exp(x.numpy()) * (np.cos(x.numpy()) + np.sin(x.numpy())))
