@@ -323,7 +323,8 @@ def grad(graph: Graph, outputs: Any, inputs: Any, grad_outputs: Any, create_grap
     first_id = next(graph._ids)
     res, order = _recording(graph, create_graph, lambda: _run(graph, outs, seeds, targets, create_graph, retain))
     result: list[Tensor | None] = []
-    handed: set[int] = set()
+    # a user's seed that reaches an input unchanged (g.grad(x, x, grad_outputs=v)) is copied, never aliased
+    handed = {id(s._storage) if create_graph else id(s._data) for s in seeds if isinstance(s, Tensor)}
     for t, n in zip(ins, targets):
         gr = res.get(n)
         if gr is None:

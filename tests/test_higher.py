@@ -191,6 +191,16 @@ def test_several_outputs_with_grad_outputs_and_on_grad() -> None:
     np.testing.assert_allclose(grads[x].numpy(), 3 * x.numpy() ** 2)
 
 
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_a_seed_reaching_an_input_unchanged_is_copied(create_graph: bool) -> None:
+    g = og.Graph()
+    x = g.param(np.array([1.0, 2.0]), name="x")
+    v = g.constant(np.array([3.0, 4.0]), name="v")
+    gx = g.grad(x, x, grad_outputs=v, create_graph=create_graph)
+    v += 1.0  # the user's seed changes; the gradient does not
+    np.testing.assert_array_equal(gx.numpy(), [3.0, 4.0])
+
+
 def test_grad_outputs_with_history_are_differentiated() -> None:
     """The double-backward trick: a seed that carries history (as torch's grad_outputs)."""
     g = og.Graph()
