@@ -7,7 +7,8 @@ and nothing ``f`` records outlives the call (every node is consumed by the last 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +29,8 @@ def _point(x: Tensor, what: str) -> Tensor:
     return x.graph.param(copy_of(array_of(x)), name="x")
 
 
-def _call(f: Fn, p: Tensor, what: str) -> Tensor:
-    out = f(p)
+def _call(f: Callable[..., Tensor], p: Tensor | list[Tensor], what: str) -> Tensor:
+    out = f(*p) if isinstance(p, list) else f(p)
     if not isinstance(out, Tensor):
         raise TypeError(f"og.functional.{what}: f must return a Tensor, got {type(out).__name__}")
     return out
@@ -39,18 +40,30 @@ def _zeros(p: Tensor, shape: tuple[int, ...]) -> Tensor:
     return p.graph.constant(p.graph.xp.zeros(shape, dtype=p.dtype))
 
 
-def hvp(f: Fn, x: Tensor, v: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
+def hvp(f: Callable[..., Tensor], x: Tensor | Sequence[Tensor], v: Any) -> tuple[Tensor, Any]:
     """``(f(x), H v)``: the Hessian of the scalar ``f`` at ``x`` times ``v`` (``x``'s shape), by
-    differentiating ``<grad f(x), v>`` -- two backward walks, no Hessian formed."""
-    p = _point(x, "hvp")
-    out = _call(f, p, "hvp")
-    g = p.graph
-    gr = g.grad(out, p, create_graph=True)
-    if not gr.requires_grad:  # f is linear in x: its Hessian is zero
-        return out, _zeros(p, p.shape)
-    hv = g.grad((gr * v).sum(), p, allow_unused=True)
+    differentiating ``<grad f(x), v>`` -- two backward walks, no Hessian formed. ``x`` may be a sequence
+    of tensors (``f`` is then called with one argument per tensor, and ``v`` is a sequence of the same
+    shapes, as in ``torch.autograd.functional.hvp``): the result is then a tuple."""
+    many = not isinstance(x, Tensor)
+    xs = [x] if isinstance(x, Tensor) else list(x)
+    vs = list(v) if many else [v]
+    if len(vs) != len(xs):
+        raise ValueError(f"og.functional.hvp: {len(xs)} inputs but {len(vs)} vectors")
+    ps = [_point(t, "hvp") for t in xs]
+    out = _call(f, ps, "hvp")
+    g = ps[0].graph
+    grads = g.grad(out, ps, create_graph=True)
+    terms = [(gr * vi).sum() for gr, vi in zip(grads, vs) if gr.requires_grad]
+    hvs: list[Tensor | None] = [None] * len(ps)
+    if terms:
+        dot = terms[0]
+        for t in terms[1:]:
+            dot = dot + t
+        hvs = list(g.grad(dot, ps, allow_unused=True))
     g.free(out)
-    return out, _zeros(p, p.shape) if hv is None else hv
+    res = tuple(_zeros(p, p.shape) if h is None else h for p, h in zip(ps, hvs))
+    return out, res if many else res[0]
 
 
 def jacobian(f: Fn, x: Tensor, create_graph: bool = False) -> Tensor:

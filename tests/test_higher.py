@@ -367,6 +367,33 @@ def test_functional_matches_torch() -> None:
     assert g.pending() == []
 
 
+def test_hvp_of_several_inputs_matches_torch() -> None:
+    """The use on a network: the Hessian of the loss in its params, times one vector per param."""
+    torch = pytest.importorskip("torch")
+    from torch.autograd import functional as TF
+
+    r = np.random.default_rng(2)
+    w1, b1, w2 = r.standard_normal((3, 4)), r.standard_normal(4), r.standard_normal((4, 2))
+    xd = r.standard_normal((5, 3))
+    vs = [r.standard_normal(a.shape) for a in (w1, b1, w2)]
+    g = og.Graph()
+    x = g.constant(xd)
+
+    def loss(w1: og.Tensor, b1: og.Tensor, w2: og.Tensor) -> og.Tensor:
+        return og.nn.functional.cross_entropy((x @ w1 + b1).tanh() @ w2, np.array([0, 1, 1, 0, 1]))
+
+    def tloss(w1: Any, b1: Any, w2: Any) -> Any:
+        return torch.nn.functional.cross_entropy((torch.tensor(xd) @ w1 + b1).tanh() @ w2,
+                                                 torch.tensor([0, 1, 1, 0, 1]))
+
+    value, hvs = og.functional.hvp(loss, [g.constant(a) for a in (w1, b1, w2)], vs)
+    tv, thv = TF.hvp(tloss, tuple(torch.tensor(a) for a in (w1, b1, w2)), tuple(torch.tensor(a) for a in vs))
+    np.testing.assert_allclose(value.numpy(), tv.numpy(), rtol=1e-12)
+    for mine, theirs in zip(hvs, thv):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-9, atol=1e-12)
+    assert g.pending() == []
+
+
 def test_functional_of_a_linear_function_is_zero() -> None:
     g = og.Graph()
     x = g.constant(X0)

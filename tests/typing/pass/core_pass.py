@@ -136,3 +136,5 @@ def higher_order() -> None:
     assert_type(hv, og.Tensor[og.Shared])
     assert_type(og.functional.hessian(lambda t: (t * t).sum(), w), og.Tensor[og.Shared])
     assert_type(og.functional.jacobian(lambda t: t.exp(), w), og.Tensor[og.Shared])
+    hvs = og.functional.hvp(lambda a, b: (a * b).sum(), [w, x[0]], [np.ones(3), np.ones(3)])[1]
+    assert_type(hvs, tuple[og.Tensor[og.Shared], ...])
