@@ -136,5 +136,9 @@ def higher_order() -> None:
     assert_type(hv, og.Tensor[og.Shared])
     assert_type(og.functional.hessian(lambda t: (t * t).sum(), w), og.Tensor[og.Shared])
     assert_type(og.functional.jacobian(lambda t: t.exp(), w), og.Tensor[og.Shared])
-    hvs = og.functional.hvp(lambda a, b: (a * b).sum(), [w, x[0]], [np.ones(3), np.ones(3)])[1]
+
+    def pair_loss(a: og.Tensor[og.Mut], b: og.Tensor[og.Mut]) -> og.Tensor[og.Mut]:
+        return (a * b).sum()
+
+    hvs = og.functional.hvp(pair_loss, [w, x[0]], [np.ones(3), np.ones(3)])[1]
     assert_type(hvs, tuple[og.Tensor[og.Shared], ...])
