@@ -205,10 +205,11 @@ def _as_tensor_seed(graph: Graph, loss: Tensor, seed: Any) -> Tensor:
 
 
 def _run(graph: Graph, outputs: list[Tensor], seeds: list[Any], targets: list[Node] | None, create_graph: bool,
-         retain: bool) -> tuple[dict[Node, Any], list[Node]]:
+         retain: bool, check: Callable[[list[Node]], None] | None = None) -> tuple[dict[Node, Any], list[Node]]:
     """Walk from every output, under shared borrows of the params reached: the gradient of each target
     node (tensors with history when ``create_graph``, else arrays) and the walked nodes. A plain walk
-    consumes them unless ``retain``; a create_graph walk leaves that to :func:`_keep`."""
+    consumes them unless ``retain``; a create_graph walk leaves that to :func:`_keep`. ``check(order)`` runs
+    before anything is recorded or consumed."""
     from .graph import _BackwardHolder
 
     roots: list[Node] = []
@@ -223,6 +224,8 @@ def _run(graph: Graph, outputs: list[Tensor], seeds: list[Any], targets: list[No
         order = topo_order(roots[0]) if len(roots) == 1 else \
             sorted(set().union(*(topo_order(r) for r in roots)), key=lambda n: n.id)
         wanted = set(targets) if targets is not None else {n for n in order if n.is_param and n.leaf is not None}
+        if check is not None:
+            check(order)
         if create_graph:
             _check_differentiable(order, wanted)
         starts: dict[Node, Any] = {}
@@ -257,21 +260,21 @@ def _site(n: Node) -> str:
     return format_site(n.site)
 
 
-def _recording(graph: Graph, create_graph: bool, fn: Any) -> Any:
-    """Run ``fn()`` recording (even inside ``g.no_grad()``) when ``create_graph``; a failure drops what
-    it recorded."""
+def _recording(graph: Graph, create_graph: bool, fn: Callable[[int], Any]) -> Any:
+    """Run ``fn(first_id)`` -- recording even inside ``g.no_grad()`` when ``create_graph`` -- where
+    ``first_id`` bounds the ids of the nodes it records; a failure drops what it recorded."""
     if graph._tracer is not None:
         what = "create_graph=True (a gradient with history)" if create_graph else "g.grad(...)"
         graph._tracer.refuse(f"{what}: a captured step does not replay it",
                              help="compute it outside g.capture(...), or use g.backward(loss) in the step")
-    if not create_graph:
-        return fn()
     first_id = next(graph._ids)
+    if not create_graph:
+        return fn(first_id)
     mode = graph._mode
     prev = mode.enabled
     mode.enabled = True
     try:
-        return fn()
+        return fn(first_id)
     except BaseException:
         _rollback(graph, first_id)
         raise
@@ -320,39 +323,44 @@ def grad(graph: Graph, outputs: Any, inputs: Any, grad_outputs: Any, create_grap
             raise GradError(f"g.grad: the input {t._label()} has no gradient history (a constant, or computed "
                             "under g.no_grad()); make it with g.param(...) or from one")
         targets.append(n)
-    first_id = next(graph._ids)
-    res, order = _recording(graph, create_graph, lambda: _run(graph, outs, seeds, targets, create_graph, retain))
-    result: list[Tensor | None] = []
-    # a user's seed that reaches an input unchanged (g.grad(x, x, grad_outputs=v)) is copied, never aliased
-    handed = {id(s._storage) if create_graph else id(s._data) for s in seeds if isinstance(s, Tensor)}
-    for t, n in zip(ins, targets):
-        gr = res.get(n)
-        if gr is None:
-            if not allow_unused:
+
+    def unused(order: list[Node]) -> None:
+        walked = set(order)
+        for t, n in zip(ins, targets):
+            if n not in walked and not allow_unused:
                 raise GradError(f"g.grad: the outputs do not depend on the input {t._label()} "
                                 "(pass allow_unused=True to get None for it)")
-            result.append(None)
-        elif create_graph:
-            result.append(_owned_gradient(gr, t.dtype, handed))
-        else:
-            arr = gr if not isinstance(gr, np.generic) else np.asarray(gr)
-            if arr.dtype != t.dtype:
-                arr = arr.astype(t.dtype)
-            elif id(arr) in handed or arr.base is not None or not getattr(arr.flags, "writeable", True):
-                arr = arr.copy()
-            handed.add(id(arr))
-            label = f"gradient of {t._name}" if t._name else "gradient"  # (a region's label costs a format)
-            result.append(Tensor._root_of(graph, arr, Role.CONSTANT, None, None, label, readonly=ReadOnly.GRADIENT))
-    if create_graph:
-        _keep(graph, [r for r in result if r is not None], order, first_id, retain)
+
+    def work(first_id: int) -> list[Tensor | None]:
+        res, order = _run(graph, outs, seeds, targets, create_graph, retain, unused)
+        # a user's seed that reaches an input unchanged (g.grad(x, x, grad_outputs=v)) is copied, never aliased
+        handed = {id(s._storage) if create_graph else id(s._data) for s in seeds if isinstance(s, Tensor)}
+        result = [None if (gr := res.get(n)) is None else
+                  _owned_gradient(gr, t.dtype, handed) if create_graph else _plain_gradient(graph, gr, t, handed)
+                  for t, n in zip(ins, targets)]
+        if create_graph:
+            _keep(graph, [r for r in result if r is not None], order, first_id, retain)
+        return result
+
+    result = _recording(graph, create_graph, work)
     return tuple(result) if many else result[0]
+
+
+def _plain_gradient(graph: Graph, gr: Any, t: Tensor, handed: set[int]) -> Tensor:
+    """An array gradient as a read-only handle: ``t``'s dtype, its own array (not a seed's, not another's)."""
+    arr = gr if not isinstance(gr, np.generic) else np.asarray(gr)
+    if arr.dtype != t.dtype:
+        arr = arr.astype(t.dtype)
+    elif id(arr) in handed or arr.base is not None or not getattr(arr.flags, "writeable", True):
+        arr = arr.copy()
+    handed.add(id(arr))
+    label = f"gradient of {t._name}" if t._name else "gradient"  # (a region's label costs a format)
+    return Tensor._root_of(graph, arr, Role.CONSTANT, None, None, label, readonly=ReadOnly.GRADIENT)
 
 
 def backward_create_graph(graph: Graph, loss: Tensor, seed: Any, retain: bool, into: Grads | None,
                           on_grad: OnGrad | None, check_finite: bool) -> Grads:
     """``g.backward(loss, create_graph=True)``: a :class:`Grads` whose handles carry history."""
-    from .grads import Grads
-
     graph._check_mine(loss, "g.backward")
     if into is not None:
         raise GraphError("g.backward(create_graph=True): into= cannot accumulate gradients that carry history; "
@@ -364,14 +372,22 @@ def backward_create_graph(graph: Graph, loss: Tensor, seed: Any, retain: bool, i
     if root is None:
         raise GradError(f"g.backward: {loss._label()} does not depend on any param "
                         "(it was computed from constants only, or under g.no_grad())")
-    first_id = next(graph._ids)
-    res, order = _recording(graph, True, lambda: _run(graph, [loss], [seed], None, True, retain))
-    params = [n for n in order if n.is_param]
+    out: Grads = _recording(graph, True, lambda first_id: _grads_with_history(graph, loss, seed, retain, on_grad,
+                                                                               first_id))
+    return out
+
+
+def _grads_with_history(graph: Graph, loss: Tensor, seed: Any, retain: bool, on_grad: OnGrad | None,
+                        first_id: int) -> Grads:
+    """The walk of ``g.backward(loss, create_graph=True)`` (run by :func:`_recording`)."""
+    from .grads import Grads
+
+    res, order = _run(graph, [loss], [seed], None, True, retain)
     out = Grads(graph, {})
     handed: set[int] = set()
     handles: list[Tensor] = []
-    for n in params:
-        gr = res.get(n)
+    for n in order:
+        gr = res.get(n) if n.is_param else None
         leaf = n.leaf
         if gr is None or leaf is None:
             continue

@@ -169,7 +169,11 @@ def test_grad_refuses_unused_and_constant_inputs() -> None:
     c = g.constant(np.ones(2), name="c")
     y = (x * c).sum()
     with pytest.raises(og.GradError, match="do not depend on the input z"):
-        g.grad(y, [x, z], retain=True)
+        g.grad(y, [x, z])  # refused before the walk: nothing consumed
+    for create_graph in (False, True):
+        with pytest.raises(og.GradError, match="do not depend on the input z"):
+            g.grad(y, z, create_graph=create_graph)
+    assert all(n.walkable for n in g.pending())
     with pytest.raises(og.GradError, match="c has no gradient history"):
         g.grad(y, c, retain=True)
     gx, gz = g.grad(y, [x, z], allow_unused=True)
@@ -217,8 +221,10 @@ def test_create_graph_records_even_under_no_grad() -> None:
     x = g.param(np.array([1.0, 2.0]), name="x")
     y = (x * x * x).sum()
     with g.no_grad():
-        d = g.grad(y, x, create_graph=True)
-    assert d.requires_grad
+        d = g.grad(y, x, create_graph=True, retain=True)
+        d1, d2 = g.grad(y, [x, x], create_graph=True)  # the second is a copy: recorded too
+    assert d.requires_grad and d1.requires_grad and d2.requires_grad
+    np.testing.assert_allclose(g.grad(d2.sum(), x, retain=True).numpy(), 6 * x.numpy())
     np.testing.assert_allclose(g.grad(d.sum(), x).numpy(), 6 * x.numpy())
 
 
