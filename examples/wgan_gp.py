@@ -46,7 +46,7 @@ def main() -> None:
     g = og.Graph()
     gen = og.nn.MLP(g, [2, 64, 64, 2], activation="relu", rng=1, dtype=np.float64)
     critic = og.nn.MLP(g, [2, 64, 64, 1], activation="tanh", rng=2, dtype=np.float64)
-    opt_g = og.optim.Adam(gen.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    opt_g = og.optim.Adam(gen.parameters(), lr=1e-4, betas=(0.5, 0.9))
     opt_c = og.optim.Adam(critic.parameters(), lr=1e-3, betas=(0.5, 0.9))
 
     norms: list[float] = []
