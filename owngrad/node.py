@@ -68,8 +68,8 @@ class Node:
         #: per saved operand, the (storage, region, layout) it was read from (None for raw operands): a
         #: differentiable vjp (higher.py) reads the saved value through a handle on the same ledger
         self.sources: tuple[Any, ...] = ()
-        #: for a node recorded by a create_graph walk: the walked nodes that walk kept pending, consumed
-        #: with it by the backward that consumes it (higher.py)
+        #: for a node recorded by a create_graph walk: that walk's group (the nodes it walked and recorded),
+        #: consumed with it by the first later backward that consumes it (higher.py)
         self.kept: list[Node] | None = None
 
     @property
