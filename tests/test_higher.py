@@ -561,3 +561,71 @@ def test_a_walk_that_fails_midway_leaves_nothing_behind(monkeypatch: pytest.Monk
     assert {k: len(led.live()) for k, led in ledgers.items()} == live  # the dropped nodes' borrows are gone
     monkeypatch.undo()
     np.testing.assert_allclose(g.grad(y, x).numpy(), np.exp(x.numpy()) * (np.cos(x.numpy()) + np.sin(x.numpy())))
+
+
+# --- 9. random programs: a gradient penalty through chains of ops, views and in-place writes vs torch ---
+
+def _ops_table() -> list[tuple[str, Any, Any]]:
+    """(name, owngrad step, torch step): each maps (h, w) -> h' of the same shape (3, 3)."""
+    import torch
+
+    def og_write(h: og.Tensor, w: og.Tensor) -> og.Tensor:
+        y = h * 1.0
+        y[0] = h[1] * w[2]  # a write through a view of a non-leaf (copy_slices)
+        return y
+
+    def th_write(h: Any, w: Any) -> Any:
+        y = h * 1.0
+        y[0] = h[1] * w[2]
+        return y
+
+    def og_scatter(h: og.Tensor, w: og.Tensor) -> og.Tensor:
+        y = h * w
+        y[[2, 0]] = h[[0, 1]].tanh()  # advanced indices (torch and owngrad differ on repeated ones)
+        return y
+
+    def th_scatter(h: Any, w: Any) -> Any:
+        y = h * w
+        y[torch.tensor([2, 0])] = h[torch.tensor([0, 1])].tanh()
+        return y
+
+    return [
+        ("tanh", lambda h, w: h.tanh(), lambda h, w: h.tanh()),
+        ("sigmoid_mul", lambda h, w: og.sigmoid(h) * w, lambda h, w: h.sigmoid() * w),
+        ("matmul", lambda h, w: h @ w, lambda h, w: h @ w),
+        ("matmul_T", lambda h, w: w.T @ h.sin(), lambda h, w: w.T @ h.sin()),
+        ("softmax", lambda h, w: h.softmax(axis=-1) * 3.0, lambda h, w: h.softmax(-1) * 3.0),
+        ("flip_view", lambda h, w: h[::-1] * w[:, ::-1], lambda h, w: h.flip(0) * w.flip(1)),
+        ("exp_div", lambda h, w: (h * 0.3).exp() / (w * w + 1.0), lambda h, w: (h * 0.3).exp() / (w * w + 1.0)),
+        ("logsumexp", lambda h, w: h - h.logsumexp(axis=0, keepdims=True), lambda h, w: h - h.logsumexp(0, True)),
+        ("var_norm", lambda h, w: (h - h.mean(axis=1, keepdims=True)) / (h.var(axis=1, keepdims=True) + 1.0).sqrt(),
+         lambda h, w: (h - h.mean(1, True)) / (h.var(1, keepdim=True, unbiased=False) + 1.0).sqrt()),
+        ("write_row", og_write, th_write),
+        ("scatter_rows", og_scatter, th_scatter),
+        ("square_pow", lambda h, w: h.square() * 0.5 + (w * w + 1.0) ** 0.5, lambda h, w: h.square() * 0.5
+         + (w * w + 1.0) ** 0.5),
+    ]
+
+
+@settings(max_examples=25, deadline=None)
+@given(steps=st.lists(st.integers(0, 11), min_size=1, max_size=5), seed=st.integers(0, 2**16))
+def test_random_gradient_penalties_match_torch(steps: list[int], seed: int) -> None:
+    torch = pytest.importorskip("torch")
+    table = _ops_table()
+    r = np.random.default_rng(seed)
+    x0, w0 = r.uniform(-1, 1, (3, 3)), r.uniform(-1, 1, (3, 3))
+    g = og.Graph()
+    x, w = g.param(x0, name="x"), g.param(w0, name="w")
+    tx, tw = torch.tensor(x0, requires_grad=True), torch.tensor(w0, requires_grad=True)
+    h, th = x, tx
+    for k in steps:
+        h, th = table[k][1](h, w), table[k][2](th, tw)
+    h, th = h * w, th * tw  # w always takes part
+    dx = g.grad((h * h).sum(), x, create_graph=True)  # the gradient penalty: |d loss / dx|^2 plus the loss
+    grads = g.backward((dx * dx).sum() + (h * h).sum())
+    (tdx,) = torch.autograd.grad((th * th).sum(), tx, create_graph=True)
+    tgx, tgw = torch.autograd.grad((tdx * tdx).sum() + (th * th).sum(), [tx, tw])
+    names = [table[k][0] for k in steps]
+    np.testing.assert_allclose(grads[x].numpy(), tgx.numpy(), rtol=1e-9, atol=1e-11, err_msg=str(names))
+    np.testing.assert_allclose(grads[w].numpy(), tgw.numpy(), rtol=1e-9, atol=1e-11, err_msg=str(names))
+    assert g.pending() == []
