@@ -1,8 +1,9 @@
 """Derivatives of a function at a point, reverse over reverse: ``hvp``, ``jacobian``, ``hessian``.
 
-As ``torch.autograd.functional``: ``f`` takes one tensor and returns a tensor; it is called on a fresh
-param holding ``x``'s values (in ``x``'s graph), so ``x`` itself may be a constant, a param or a result,
-and nothing ``f`` records outlives the call (every node is consumed by the last backward, or freed).
+As ``torch.autograd.functional``: ``f`` takes one tensor (``hvp``: or one per tensor of a sequence) and
+returns a tensor; it is called on a fresh param holding ``x``'s values (in ``x``'s graph), so ``x`` itself
+may be a constant, a param or a result, and nothing ``f`` records outlives the call (every node is consumed
+by the last backward, or freed). ``jacobian(..., create_graph=True)`` is the exception: see there.
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ def hvp(f: Callable[..., Tensor], x: Tensor | Sequence[Tensor], v: Any) -> tuple
 
 
 def jacobian(f: Fn, x: Tensor, create_graph: bool = False) -> Tensor:
-    """The Jacobian of ``f`` at ``x``, of shape ``f(x).shape + x.shape`` (one backward per output element)."""
-    p = _point(x, "jacobian")
+    """The Jacobian of ``f`` at ``x``, of shape ``f(x).shape + x.shape`` (one backward per output element).
+    ``create_graph=True`` (as torch's): the Jacobian carries history, and ``f`` runs on ``x`` itself when
+    ``x`` has history, so the Jacobian can be differentiated with respect to ``x``."""
+    p = x if create_graph and isinstance(x, Tensor) and x.requires_grad else _point(x, "jacobian")
     out = _call(f, p, "jacobian")
     return _jacobian_of(out, p, create_graph)
 
@@ -84,7 +87,8 @@ def _jacobian_of(out: Tensor, p: Tensor, create_graph: bool) -> Tensor:
     for i in range(n):
         e = np.zeros(n, dtype=out.dtype)
         e[i] = 1
-        row = g.grad(out, p, grad_outputs=e.reshape(out.shape), retain=create_graph or i < n - 1,
+        # a create_graph walk consumes nothing at once (its group goes with a later backward through it)
+        row = g.grad(out, p, grad_outputs=e.reshape(out.shape), retain=not create_graph and i < n - 1,
                      create_graph=create_graph, allow_unused=True)
         rows.append(_zeros(p, p.shape) if row is None else row)
     if not rows:

@@ -629,3 +629,15 @@ def test_random_gradient_penalties_match_torch(steps: list[int], seed: int) -> N
     np.testing.assert_allclose(grads[x].numpy(), tgx.numpy(), rtol=1e-9, atol=1e-11, err_msg=str(names))
     np.testing.assert_allclose(grads[w].numpy(), tgw.numpy(), rtol=1e-9, atol=1e-11, err_msg=str(names))
     assert g.pending() == []
+
+
+def test_jacobian_with_history_is_differentiable() -> None:
+    g = og.Graph()
+    x = g.param(np.array([0.4, -0.3, 0.9]), name="x")
+    jac = og.functional.jacobian(lambda t: (t * t * t).sin(), x, create_graph=True)  # diagonal: 3 x^2 cos(x^3)
+    xv = x.numpy()
+    np.testing.assert_allclose(jac.numpy(), np.diag(3 * xv ** 2 * np.cos(xv ** 3)), atol=1e-15)
+    assert jac.requires_grad
+    d = g.grad(jac.sum(), x)  # x has history: f ran on x itself
+    np.testing.assert_allclose(d.numpy(), 6 * xv * np.cos(xv ** 3) - 9 * xv ** 4 * np.sin(xv ** 3), rtol=1e-12)
+    assert g.pending() == []
