@@ -38,8 +38,8 @@ __all__ = [
     "exp", "log", "tanh", "sqrt", "sigmoid", "relu", "abs",
 ]
 
-from . import data, distributions, nn, optim  # noqa: E402
+from . import data, distributions, functional, nn, optim  # noqa: E402
 from .io import load, save  # noqa: E402
 from .training import fit  # noqa: E402
 
-__all__ += ["nn", "optim", "data", "distributions", "fit", "save", "load"]
+__all__ += ["nn", "optim", "data", "distributions", "functional", "fit", "save", "load"]

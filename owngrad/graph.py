@@ -237,10 +237,12 @@ class Graph(TensorFactory):
             needs = tuple(range(1, len(args) + 1))
         if needs:
             borrow: list[tuple[Any, Region]] = []
+            sources: list[Any] = [None] * len(saved)
             for j in needs:
                 src = t if j == 0 else args[j - 1]
                 if isinstance(src, Tensor):
                     saved[j] = src._data
+                    sources[j] = (src._storage, src._region, src._layout)
                     borrow.append((src._storage.ledger, src._region))
                     node.holds_arrays = True
                 elif isinstance(src, (np.ndarray, TracedArray)) or is_array(src):
@@ -250,6 +252,7 @@ class Graph(TensorFactory):
                 else:
                     saved[j] = src
             node.borrows = acquire_all(borrow, SHARED, node, "saved for backward", node.site, "save")
+            node.sources = tuple(sources)
         if aux is not None:
             node.holds_arrays = True
         node.saved = tuple(saved)
@@ -296,8 +299,13 @@ class Graph(TensorFactory):
 
     # --- backward ---
     def backward(self, loss: Tensor, seed: Any = None, retain: bool = False, into: Grads | None = None,
-                 on_grad: OnGrad | None = None, check_finite: bool = False) -> Grads:
-        """Gradients of ``loss`` for every param it depends on; consumes the walked nodes unless ``retain``."""
+                 on_grad: OnGrad | None = None, check_finite: bool = False, create_graph: bool = False) -> Grads:
+        """Gradients of ``loss`` for every param it depends on; consumes the walked nodes unless ``retain``.
+        ``create_graph=True``: the gradients carry history (higher.py, docs/semantics.md)."""
+        if create_graph:
+            from .higher import backward_create_graph
+
+            return backward_create_graph(self, loss, seed, retain, into, on_grad, check_finite)
         self._check_mine(loss, "g.backward")
         if on_grad is not None and not callable(on_grad):
             raise TypeError("g.backward: on_grad must be a callable (leaf, grad) -> None, got "
@@ -326,10 +334,29 @@ class Graph(TensorFactory):
                 into._add_(result, site)  # noqa: SLF001 - accumulation is the graph's, not the user's
                 result = into
             if not retain:
-                for node in order:
-                    if not node.is_param:
-                        self._consume(node)
+                self._consume_walked(order)
         return result
+
+    def grad(self, outputs: Any, inputs: Any, grad_outputs: Any = None, create_graph: bool = False,
+             retain: bool = False, allow_unused: bool = False) -> Any:
+        """The gradients of ``outputs`` with respect to ``inputs`` (any recorded tensors: params, or
+        intermediate results), as ``torch.autograd.grad``: a tuple of read-only tensors when ``inputs``
+        is a sequence, else one tensor. ``create_graph=True``: they carry history (see higher.py)."""
+        from .higher import grad
+
+        return grad(self, outputs, inputs, grad_outputs, create_graph, retain, allow_unused)
+
+    def _consume_walked(self, order: list[Node]) -> None:
+        """Consume the walked nodes, and with a node a create_graph walk recorded, the nodes that walk kept."""
+        stack = [node for node in order if not node.is_param]
+        while stack:
+            node = stack.pop()
+            self._consume(node)
+            kept = node.kept
+            if kept is not None:  # and what those kept, for a gradient of a gradient
+                node.kept = None
+                stack.extend(k for k in kept if k.state is PENDING)
+                kept.clear()  # one list is shared by every node of that walk: consumed once
 
     # --- captured steps ---
     #: ``step = g.capture(fn, fallback=False, max_plans=8, verify=False)``: installed by capture.py, which

@@ -43,7 +43,7 @@ class Node:
 
     _capture_stop = True  # a captured step guards it by identity, never walks into it
     __slots__ = ("id", "op", "graph", "rule", "parents", "saved", "attrs", "in_shapes", "borrows", "site",
-                 "state", "is_param", "holds_arrays", "_leaf", "out", "shape", "__weakref__")
+                 "state", "is_param", "holds_arrays", "_leaf", "out", "shape", "sources", "kept", "__weakref__")
 
     def __init__(self, node_id: int, graph: Graph, op: str, parents: tuple[Node | None, ...],
                  in_shapes: tuple[tuple[int, ...] | None, ...], site: Site, rule: Rule | None = None,
@@ -65,6 +65,12 @@ class Node:
         self._leaf: weakref.ref[Tensor] | None = None  # a param's leaf node refers to it weakly: no cycle
         self.out: weakref.ref[Tensor] | None = None  # the tensor this node produced, while it lives
         self.shape = shape  # of its output (for to_dot and pending())
+        #: per saved operand, the (storage, region, layout) it was read from (None for raw operands): a
+        #: differentiable vjp (higher.py) reads the saved value through a handle on the same ledger
+        self.sources: tuple[Any, ...] = ()
+        #: for a node recorded by a create_graph walk: that walk's group (the nodes it walked and recorded),
+        #: consumed with it by the first later backward that consumes it (higher.py)
+        self.kept: list[Node] | None = None
 
     @property
     def leaf(self) -> Tensor | None:
@@ -130,6 +136,7 @@ class Node:
             release_all(self.borrows)
             self.borrows = []
         self.saved = ()
+        self.sources = ()
         if "aux" in self.attrs:
             self.attrs = {k: v for k, v in self.attrs.items() if k != "aux"}
         self.state = state

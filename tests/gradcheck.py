@@ -28,7 +28,7 @@ import numpy as np
 
 import owngrad as og
 
-__all__ = ["check_grads", "evaluate", "gradients", "recorded_ops"]
+__all__ = ["check_grads", "check_grad_grads", "evaluate", "gradients", "recorded_ops", "second_order"]
 
 Fn = Callable[..., og.Tensor]
 
@@ -117,4 +117,78 @@ def check_grads(fn: Fn, *arrays: Any, eps: float = 1e-6, rtol: float = 1e-5, ato
             assert abs(analytic - numeric) <= atol + rtol * scale, (
                 f"gradient mismatch for inputs {group} (shapes {[arrays[i].shape for i in group]}): "
                 f"vjp gives {analytic!r}, central differences {numeric!r}")
+    return ops
+
+
+# --- second order ---------------------------------------------------------------------------------
+#
+# For a cotangent ``v`` of the output and a weight ``w_i`` per input, ``S(x) = sum_i <grad_i(x), w_i>``
+# (``grad = vjp of <fn(x), v>``) is a scalar function of the first-order gradients. Its gradient, computed
+# by differentiating the gradients (``g.grad(..., create_graph=True)`` then ``g.grad(S, ...)``), must match
+# central differences of ``S`` evaluated with plain first-order gradients -- which the first-order checks
+# above already tie to the function itself.
+
+def _floats(arrays: Sequence[np.ndarray]) -> list[int]:
+    return [i for i, a in enumerate(arrays) if _is_float(a)]
+
+
+def second_order(fn: Fn, *arrays: np.ndarray, v: np.ndarray, ws: Sequence[np.ndarray],
+                 ops: set[str] | None = None) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
+    """``S`` (from the create_graph gradients), those gradients, and ``dS/dx_i`` for each floating input."""
+    g = og.Graph()
+    leaves = _leaves(g, arrays, params=True)
+    out = fn(*leaves)
+    idx = _floats(arrays)
+    xs = [leaves[i] for i in idx]
+    grads = g.grad(out, xs, grad_outputs=g.constant(v), create_graph=True, allow_unused=True)
+    firsts = [np.zeros_like(arrays[i]) if gr is None else gr.numpy() for i, gr in zip(idx, grads)]
+    terms = [(gr * w).sum() for gr, w in zip(grads, ws) if gr is not None]
+    if ops is not None:
+        for t in terms:
+            ops.update(re.findall(r'label="#\d+ (\w+)', g.to_dot(t)))
+    s_val = float(sum(float(t.numpy()) for t in terms))
+    live = [t for t in terms if t.requires_grad]
+    if not live:
+        g.clear()
+        return s_val, firsts, [np.zeros_like(arrays[i]) for i in idx]
+    s = live[0]
+    for t in live[1:]:
+        s = s + t
+    hh = g.grad(s, xs, allow_unused=True)
+    seconds = [np.zeros_like(arrays[i]) if h is None else h.numpy() for i, h in zip(idx, hh)]
+    g.clear()
+    return s_val, firsts, seconds
+
+
+def check_grad_grads(fn: Fn, *arrays: Any, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-6,
+                     n_dirs: int = 2, rng: int | np.random.Generator = 0) -> set[str]:
+    """Check second derivatives of ``fn`` (float64) against central differences of first-order gradients;
+    returns the ops recorded by the first gradients' history."""
+    arrays = tuple(np.asarray(a) for a in arrays)
+    r = np.random.default_rng(rng)
+    idx = _floats(arrays)
+    assert idx, "check_grad_grads needs at least one floating input"
+    v = r.standard_normal(evaluate(fn, *arrays).shape)
+    ws = [r.standard_normal(arrays[i].shape) for i in idx]
+    ops: set[str] = set()
+    s_val, firsts, seconds = second_order(fn, *arrays, v=v, ws=ws, ops=ops)
+    _, plain = gradients(fn, *arrays, seed=v)
+    for i, f in zip(idx, firsts):
+        np.testing.assert_allclose(f, plain[i], rtol=1e-12, atol=1e-12,  # type: ignore[arg-type]
+                                   err_msg="create_graph changed the first-order gradient")
+
+    def s_of(xs: list[np.ndarray]) -> float:
+        _, gr = gradients(fn, *xs, seed=v)
+        return float(sum(float(np.sum(gr[i] * w)) for i, w in zip(idx, ws)))  # type: ignore[operator]
+
+    for _ in range(n_dirs):
+        us = {i: r.standard_normal(arrays[i].shape) for i in idx}
+        analytic = sum(float(np.sum(h * us[i])) for i, h in zip(idx, seconds))
+        plus = [a + eps * us[i] if i in us else a for i, a in enumerate(arrays)]
+        minus = [a - eps * us[i] if i in us else a for i, a in enumerate(arrays)]
+        numeric = (s_of(plus) - s_of(minus)) / (2 * eps)
+        scale = max(abs(numeric), abs(analytic))
+        assert abs(analytic - numeric) <= atol + rtol * scale, (
+            f"second-order mismatch (shapes {[arrays[i].shape for i in idx]}): double backward gives "
+            f"{analytic!r}, central differences of the gradient {numeric!r}")
     return ops

@@ -21,7 +21,7 @@ def run(name: str, *args: str) -> str:
 
 def test_every_example_is_tested() -> None:
     tested = {"train_digits.py", "safe_inplace.py", "gan_pitfall.py", "indexing.py", "rnn_digits.py",
-              "char_transformer.py", "captured_step.py"}
+              "char_transformer.py", "captured_step.py", "pinn.py", "wgan_gp.py"}
     assert {f for f in os.listdir(EXAMPLES) if f.endswith(".py")} == tested
 
 
@@ -95,3 +95,19 @@ def test_captured_step() -> None:
                      out)
     assert "saved for backward" in out
     assert out.rstrip().endswith("after g.free(pending) the replay went through")
+
+
+def test_pinn_quick_residual_below_goal() -> None:
+    out = run("pinn.py", "--quick")
+    m = re.search(r"final ode residual: ([0-9.e+-]+)", out)
+    assert m is not None and float(m.group(1)) < 1e-3, out
+    m = re.search(r"max \|u\(t\) - exp\(-t\)\| on \[0, 2\]: ([0-9.e+-]+)", out)
+    assert m is not None and float(m.group(1)) < 0.05, out
+    assert "pending nodes left: 0" in out
+
+
+def test_wgan_gp_quick_critic_gradient_norm_near_one() -> None:
+    out = run("wgan_gp.py", "--quick")
+    m = re.search(r"critic gradient norm at interpolates, last \d+ critic steps: ([0-9.]+)", out)
+    assert m is not None and 0.8 < float(m.group(1)) < 1.2, out
+    assert "pending nodes left: 0" in out

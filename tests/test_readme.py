@@ -64,3 +64,16 @@ def test_static_checking_block_prints_what_the_readme_shows(tmp_path: Path) -> N
     r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / ".cache"), "train.py"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.stdout.strip() == shown.strip(), r.stdout + r.stderr
+
+
+def test_higher_order_block_runs() -> None:
+    g = og.Graph()
+    critic = og.nn.MLP(g, [2, 8, 1], activation="tanh", rng=0, dtype=np.float64)
+    x_hat = g.param(np.random.default_rng(0).standard_normal((4, 2)), name="x_hat")
+    scope: dict[str, Any] = {"og": og, "g": g, "critic": critic, "x_hat": x_hat,
+                             "loss": critic(g.constant(np.ones((4, 2)))).mean(),
+                             "f": lambda t: (t * t * t).sum(), "x": g.constant(np.ones(3)), "v": np.ones(3)}
+    exec(_block("## Higher-order gradients"), scope)
+    assert set(scope["grads"]) >= set(critic.parameters())
+    np.testing.assert_allclose(scope["hv"].numpy(), 6.0)
+    assert g.pending() == []

@@ -2,6 +2,7 @@
 
 from . import data as data
 from . import distributions as distributions
+from . import functional as functional
 from . import nn as nn
 from . import optim as optim
 from .capture import CapturedStep as CapturedStep
@@ -47,5 +48,5 @@ __all__ = [
     "maximum", "minimum", "where", "clip", "concatenate", "stack", "matmul", "einsum", "split", "pad",
     "take_along_axis",
     "exp", "log", "tanh", "sqrt", "sigmoid", "relu", "abs",
-    "nn", "optim", "data", "distributions", "fit", "save", "load",
+    "nn", "optim", "data", "distributions", "functional", "fit", "save", "load",
 ]

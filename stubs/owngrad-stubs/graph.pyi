@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from enum import Enum
-from typing import Any, ParamSpec, TypeAlias, TypeVar, overload
+from typing import Any, Literal, ParamSpec, TypeAlias, TypeVar, overload
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
@@ -26,6 +26,8 @@ _Data: TypeAlias = float | np.generic | NDArray[Any] | Sequence[Any]
 #: ``on_grad(leaf, grad)``: the leaf as a frozen handle, the gradient read-only; what it returns is ignored
 #: (so ``lambda leaf, grad: norms.setdefault(...)`` is fine)
 _OnGrad: TypeAlias = Callable[[Tensor[Frozen], Tensor[Shared]], object]
+_Outputs: TypeAlias = Tensor[Any] | Sequence[Tensor[Any]]
+_Seeds: TypeAlias = Tensor[Any] | _Data | Sequence[Tensor[Any] | _Data] | None
 
 class NodeState(Enum):
     PENDING = None
@@ -50,6 +52,8 @@ class Node:
     saved: tuple[Any, ...]
     attrs: dict[str, Any]
     in_shapes: tuple[tuple[int, ...] | None, ...]
+    sources: tuple[Any, ...]
+    kept: list[Node] | None
     @property
     def leaf(self) -> Tensor[Mut] | None: ...
     @property
@@ -136,7 +140,23 @@ class Graph:
                      landed: Any) -> None: ...
     def backward(self, loss: Tensor[Shared], seed: Tensor[Shared] | _Data | None = None, retain: bool = False,
                  into: Grads | None = None, on_grad: _OnGrad | None = None,
-                 check_finite: bool = False) -> Grads: ...
+                 check_finite: bool = False, create_graph: bool = False) -> Grads: ...
+    # g.grad: gradients of any recorded tensors (read-only; with history when create_graph=True)
+    @overload
+    def grad(self, outputs: _Outputs, inputs: Tensor[Any], grad_outputs: _Seeds = None,
+             create_graph: bool = False, retain: bool = False,
+             allow_unused: Literal[False] = False) -> Tensor[Shared]: ...
+    @overload
+    def grad(self, outputs: _Outputs, inputs: Tensor[Any], grad_outputs: _Seeds = None,
+             create_graph: bool = False, retain: bool = False, allow_unused: bool = ...) -> Tensor[Shared] | None: ...
+    @overload
+    def grad(self, outputs: _Outputs, inputs: Sequence[Tensor[Any]], grad_outputs: _Seeds = None,
+             create_graph: bool = False, retain: bool = False,
+             allow_unused: Literal[False] = False) -> tuple[Tensor[Shared], ...]: ...
+    @overload
+    def grad(self, outputs: _Outputs, inputs: Sequence[Tensor[Any]], grad_outputs: _Seeds = None,
+             create_graph: bool = False, retain: bool = False,
+             allow_unused: bool = ...) -> tuple[Tensor[Shared] | None, ...]: ...
     def free(self, t: Tensor[Shared]) -> int: ...
     def capture(self, fn: Callable[_P, _R], fallback: bool = False, max_plans: int = 8,
                 verify: bool = False) -> CapturedStep[_P, _R]: ...

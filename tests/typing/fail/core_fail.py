@@ -65,3 +65,9 @@ def hooks(g: og.Graph, w: og.Tensor[og.Mut]) -> None:
 
     g.backward((w * w).sum(), on_grad=writes_leaf)
     g.backward((w * w).sum(), on_grad=wants_mut)  # type: ignore[arg-type]
+
+
+def higher_order_gradients_are_read_only(g: og.Graph, w: og.Tensor[og.Mut]) -> None:
+    gw = g.grad((w * w).sum(), w, create_graph=True)
+    gw[0:1] *= 2  # type: ignore[misc]
+    g.backward((w * w).sum(), create_graph=True)[w].zero_()  # type: ignore[misc]

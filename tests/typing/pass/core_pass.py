@@ -116,3 +116,29 @@ def hooks() -> None:
     g.backward((w * w).sum(), on_grad=on_grad)
     g.backward((w * w).sum(), on_grad=looser)
     g.backward((w * w).sum(), on_grad=lambda leaf, grad: None)
+
+
+def higher_order() -> None:
+    g = og.Graph()
+    w = g.param(np.ones(3), name="w")
+    x = g.param(np.ones((2, 3)), name="x")
+    loss = (x @ w).tanh().sum()
+    gx = g.grad(loss, x, create_graph=True)
+    assert_type(gx, og.Tensor[og.Shared])
+    assert_type(g.grad(loss, [x, w], retain=True), tuple[og.Tensor[og.Shared], ...])
+    assert_type(g.grad(loss, x, allow_unused=True), og.Tensor[og.Shared] | None)
+    grads = g.backward((gx * gx).sum() + loss, create_graph=True)
+    assert_type(grads[w], og.Tensor[og.Shared])
+    penalty = (grads[w] * grads[w]).sum()  # a gradient with history is an operand like any tensor
+    assert_type(penalty, og.Tensor[og.Mut])
+    g.backward(penalty)
+    hv = og.functional.hvp(lambda t: (t * t * t).sum(), w, np.ones(3))[1]
+    assert_type(hv, og.Tensor[og.Shared])
+    assert_type(og.functional.hessian(lambda t: (t * t).sum(), w), og.Tensor[og.Shared])
+    assert_type(og.functional.jacobian(lambda t: t.exp(), w), og.Tensor[og.Shared])
+
+    def pair_loss(a: og.Tensor[og.Mut], b: og.Tensor[og.Mut]) -> og.Tensor[og.Mut]:
+        return (a * b).sum()
+
+    hvs = og.functional.hvp(pair_loss, [w, x[0]], [np.ones(3), np.ones(3)])[1]
+    assert_type(hvs, tuple[og.Tensor[og.Shared], ...])
