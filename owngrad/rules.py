@@ -64,9 +64,9 @@ ALL_ARGS = -1  # in ``needs`` of a variadic rule: its vjp reads every operand (`
 def defrule(name: str, forward: Callable[..., Any], *vjps: tuple[VJP | None, str],
             variadic: bool = False, aux: bool = False, shapes: bool = False) -> None:
     """Register ``name``: each vjp comes with the operands it reads, named by letters:
-    ``a`` for ans and ``x y z`` for the first three args (``"xy"`` reads both); ``"*"`` (variadic rules)
+    ``a`` for ans and ``x y z u v`` for the first five args (``"xy"`` reads both); ``"*"`` (variadic rules)
     for every arg."""
-    letters = {"a": 0, "x": 1, "y": 2, "z": 3, "*": ALL_ARGS}
+    letters = {"a": 0, "x": 1, "y": 2, "z": 3, "u": 4, "v": 5, "*": ALL_ARGS}
     needs = tuple(frozenset(letters[c] for c in reads) for _, reads in vjps)
     if variadic:
         by_mask: tuple[tuple[int, ...], ...] = (tuple(sorted(needs[0])),)

@@ -272,9 +272,10 @@ def test_second_order_nodes_save_the_gradient_under_shared_borrows() -> None:
     g = og.Graph()
     w = g.param(np.array([1.0, 2.0]), name="w")
     grads = g.backward((w * w * w).sum(), create_graph=True)
-    (grads[w] * grads[w]).sum()  # mul saves the gradient (both operands)
+    kept = (grads[w] * grads[w]).sum()  # mul saves the gradient (both operands); a live result keeps it
     with pytest.raises(og.BorrowError, match="borrowed \\(shared\\) by node"):
         grads.clip_norm_(1e-3)  # an in-place scale of a saved gradient
+    g.backward(kept)
 
 
 def test_loss_reading_output_and_gradient_consumes_everything() -> None:
@@ -641,3 +642,25 @@ def test_jacobian_with_history_is_differentiable() -> None:
     d = g.grad(jac.sum(), x)  # x has history: f ran on x itself
     np.testing.assert_allclose(d.numpy(), 6 * xv * np.cos(xv ** 3) - 9 * xv ** 4 * np.sin(xv ** 3), rtol=1e-12)
     assert g.pending() == []
+
+
+@pytest.mark.parametrize("kind", ["GRU", "LSTM", "RNN"])
+def test_recurrent_layers_second_order_match_torch(kind: str) -> None:
+    """A gradient penalty through a 2-layer bidirectional recurrent layer (the recurrence rule's differentiable
+    vjp: back-propagation through time in tensor operations) equals torch's double backward."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    tm = getattr(torch.nn, kind)(3, 4, num_layers=2, bidirectional=True).double()
+    g = og.Graph()
+    m = getattr(og.nn, kind)(g, 3, 4, num_layers=2, bidirectional=True, dtype=np.float64)
+    m.load_state_dict({k: v.detach().numpy().copy() for k, v in tm.state_dict().items()})
+    x = np.random.default_rng(0).normal(size=(5, 2, 3))
+    px, tx = g.param(x.copy()), torch.tensor(x, requires_grad=True)
+    gx = g.grad((m(px)[0] ** 2).sum(), px, create_graph=True)
+    grads = g.backward((gx ** 2).sum())
+    (tgx,) = torch.autograd.grad((tm(tx)[0] ** 2).sum(), tx, create_graph=True)
+    (tgx ** 2).sum().backward()
+    np.testing.assert_allclose(gx.numpy(), tgx.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for name, p in m.named_parameters():
+        np.testing.assert_allclose(grads[p].numpy(), dict(tm.named_parameters())[name].grad.numpy(), rtol=1e-9,
+                                   atol=1e-12, err_msg=name)

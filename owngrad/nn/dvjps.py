@@ -15,9 +15,10 @@ import numpy as np
 from .. import kernels
 from ..backend import Array, xp_of
 from ..dvjps import _mask, _raw, apply_rule, cond, deflinear, defvjp2, linear, make_rule
-from ..ops import maximum, minimum, where
+from ..ops import concatenate, maximum, minimum, stack, where
 from ..tensor import Tensor
 from .functional import _SQRT_2_PI, _avg_pool_fwd, _avg_pool_vjp
+from .recurrence import CellKind
 
 __all__: list[str] = []
 
@@ -80,48 +81,94 @@ defvjp2("binary_cross_entropy", _bce_p, lambda g, ans, p, t: g * (_log_clamped(p
 
 # --- conv2d: three rules that close under differentiation -------------------------------------------
 
-def _gx_fwd(xp: Any, g: Array, w: Array, stride: Any = (1, 1), padding: Any = (0, 0), x_shape: Any = ()) -> Array:
-    return kernels.conv2d_grad_input(g, w, x_shape, stride, padding)
+_C = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}  # conv2d's attrs and their defaults
 
 
-def _gw_fwd(xp: Any, g: Array, x: Array, stride: Any = (1, 1), padding: Any = (0, 0), w_shape: Any = ()) -> Array:
-    return kernels.conv2d_grad_weight(g, x, w_shape, stride, padding)
+def _gx_fwd(xp: Any, g: Array, w: Array, stride: Any = (1, 1), padding: Any = (0, 0), dilation: Any = (1, 1),
+            x_shape: Any = ()) -> Array:
+    return kernels.conv2d_grad_input(g, w, x_shape, stride, padding, dilation)
+
+
+def _gw_fwd(xp: Any, g: Array, x: Array, stride: Any = (1, 1), padding: Any = (0, 0), dilation: Any = (1, 1),
+            w_shape: Any = ()) -> Array:
+    return kernels.conv2d_grad_weight(g, x, w_shape, stride, padding, dilation)
 
 
 # conv2d_grad_input(g, w): its vjp for g is conv2d(h, w), for w conv2d_grad_weight(g, h)
 _GX = make_rule(
     "conv2d_grad_input", _gx_fwd,
-    (lambda h, ans, g, w, stride=(1, 1), padding=(0, 0), x_shape=(), shapes=():
-     kernels.conv2d_forward(h, w, stride, padding), "y"),
-    (lambda h, ans, g, w, stride=(1, 1), padding=(0, 0), x_shape=(), shapes=():
-     kernels.conv2d_grad_weight(g, h, shapes[1], stride, padding), "x"), shapes=True)
+    (lambda h, ans, g, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), x_shape=(), shapes=():
+     kernels.conv2d_forward(h, w, stride, padding, dilation), "y"),
+    (lambda h, ans, g, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), x_shape=(), shapes=():
+     kernels.conv2d_grad_weight(g, h, shapes[1], stride, padding, dilation), "x"), shapes=True)
 # conv2d_grad_weight(g, x): its vjp for g is conv2d(x, H), for x conv2d_grad_input(g, H)
 _GW = make_rule(
     "conv2d_grad_weight", _gw_fwd,
-    (lambda h, ans, g, x, stride=(1, 1), padding=(0, 0), w_shape=(), shapes=():
-     kernels.conv2d_forward(x, h, stride, padding), "y"),
-    (lambda h, ans, g, x, stride=(1, 1), padding=(0, 0), w_shape=(), shapes=():
-     kernels.conv2d_grad_input(g, h, shapes[1], stride, padding), "x"), shapes=True)
+    (lambda h, ans, g, x, stride=(1, 1), padding=(0, 0), dilation=(1, 1), w_shape=(), shapes=():
+     kernels.conv2d_forward(x, h, stride, padding, dilation), "y"),
+    (lambda h, ans, g, x, stride=(1, 1), padding=(0, 0), dilation=(1, 1), w_shape=(), shapes=():
+     kernels.conv2d_grad_input(g, h, shapes[1], stride, padding, dilation), "x"), shapes=True)
 
 
-def _conv(x: Any, w: Any, stride: Any, padding: Any) -> Tensor:
+def _conv(x: Any, w: Any, attrs: dict[str, Any]) -> Tensor:
     t = x if isinstance(x, Tensor) else w
-    return t.graph.apply("conv2d", (x, w), {"stride": stride, "padding": padding})
+    return t.graph.apply("conv2d", (x, w), attrs)
+
+
+def _attrs(kw: dict[str, Any]) -> dict[str, Any]:
+    return {k: kw.get(k, d) for k, d in _C.items()}
 
 
 defvjp2("conv2d",
-        lambda g, ans, x, w, stride=(1, 1), padding=(0, 0), shapes=():
-        apply_rule(_GX, (g, w), {"stride": stride, "padding": padding, "x_shape": shapes[0]}),
-        lambda g, ans, x, w, stride=(1, 1), padding=(0, 0), shapes=():
-        apply_rule(_GW, (g, x), {"stride": stride, "padding": padding, "w_shape": shapes[1]}))
+        lambda g, ans, x, w, b=None, shapes=(), **kw: apply_rule(_GX, (g, w), {**_attrs(kw), "x_shape": shapes[0]}),
+        lambda g, ans, x, w, b=None, shapes=(), **kw: apply_rule(_GW, (g, x), {**_attrs(kw), "w_shape": shapes[1]}),
+        lambda g, ans, x, w, b=None, shapes=(), **kw: g.sum(axis=(0, 2, 3)))
 defvjp2("conv2d_grad_input",
-        lambda h, ans, g, w, stride=(1, 1), padding=(0, 0), x_shape=(), shapes=(): _conv(h, w, stride, padding),
-        lambda h, ans, g, w, stride=(1, 1), padding=(0, 0), x_shape=(), shapes=():
-        apply_rule(_GW, (g, h), {"stride": stride, "padding": padding, "w_shape": shapes[1]}))
+        lambda h, ans, g, w, x_shape=(), shapes=(), **kw: _conv(h, w, _attrs(kw)),
+        lambda h, ans, g, w, x_shape=(), shapes=(), **kw: apply_rule(_GW, (g, h), {**_attrs(kw),
+                                                                                     "w_shape": shapes[1]}))
 defvjp2("conv2d_grad_weight",
-        lambda h, ans, g, x, stride=(1, 1), padding=(0, 0), w_shape=(), shapes=(): _conv(x, h, stride, padding),
-        lambda h, ans, g, x, stride=(1, 1), padding=(0, 0), w_shape=(), shapes=():
-        apply_rule(_GX, (g, h), {"stride": stride, "padding": padding, "x_shape": shapes[1]}))
+        lambda h, ans, g, x, w_shape=(), shapes=(), **kw: _conv(x, h, _attrs(kw)),
+        lambda h, ans, g, x, w_shape=(), shapes=(), **kw: apply_rule(_GX, (g, h), {**_attrs(kw),
+                                                                                     "x_shape": shapes[1]}))
+
+
+# --- linear, layer norm, dropout: their vjps in tensor operations ------------------------------------
+
+def _rows(t: Any) -> Any:
+    return t.reshape(-1, t.shape[-1])
+
+
+defvjp2("linear",
+        lambda g, ans, x, w, b=None: g @ w,
+        lambda g, ans, x, w, b=None: _rows(g).T @ _rows(x),
+        lambda g, ans, x, w, b=None: _rows(g).sum(axis=0))
+
+
+def _layer_norm_parts(x: Tensor, k: int, eps: float) -> tuple[tuple[int, ...], Tensor, Tensor]:
+    """The normalised axes, ``xhat`` and ``1 / sqrt(var + eps)``, recomputed from ``x`` as tensor ops."""
+    axes = tuple(range(x.ndim - k, x.ndim))
+    centred = x - x.mean(axis=axes, keepdims=True)
+    rstd = ((centred * centred).mean(axis=axes, keepdims=True) + eps) ** -0.5
+    return axes, centred * rstd, rstd
+
+
+def _layer_norm_x(g: Tensor, ans: Any, x: Tensor, w: Any, b: Any, k: int = 1, eps: float = 1e-5,
+                  aux: Any = None) -> Tensor:
+    axes, xhat, rstd = _layer_norm_parts(x, k, eps)
+    d = g if w is None else g * w
+    return rstd * (d - d.mean(axis=axes, keepdims=True) - xhat * (d * xhat).mean(axis=axes, keepdims=True))
+
+
+def _layer_norm_w(g: Tensor, ans: Any, x: Tensor, w: Any, b: Any, k: int = 1, eps: float = 1e-5,
+                  aux: Any = None) -> Tensor:
+    _, xhat, _ = _layer_norm_parts(x, k, eps)
+    return (g * xhat).sum(axis=tuple(range(g.ndim - k)))
+
+
+defvjp2("layer_norm", _layer_norm_x, _layer_norm_w,
+        lambda g, ans, x, w, b, k=1, eps=1e-5, aux=None: g.sum(axis=tuple(range(g.ndim - k))))
+defvjp2("dropout", lambda g, ans, x, mask, aux=None: g * _mask(_raw(aux), g), None)
 
 
 # --- pools: linear in the gradient ------------------------------------------------------------------
@@ -155,3 +202,94 @@ defvjp2("max_pool2d", lambda g, ans, x, kernel=(2, 2), stride=(2, 2), shapes=(),
         linear("max_pool2d_scatter", g, arg=aux, x_shape=shapes[0], kernel=kernel, stride=stride))
 defvjp2("avg_pool2d", lambda g, ans, x, kernel=(2, 2), stride=(2, 2), padding=(0, 0), shapes=():
         linear("avg_pool2d_scatter", g, x_shape=shapes[0], kernel=kernel, stride=stride, padding=padding))
+
+
+# --- the recurrence: back-propagation through time as tensor operations ------------------------------
+
+def _replay(gi: Tensor, h: Any, w_hh: Any, b_hh: Any, c: Any, kind: CellKind,
+            reverse: bool) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """The recurrence's steps again, as recorded operations on its saved inputs: per step, what the backward
+    reads (the slots of recurrence.SLOTS, in step order); and the final state, which the backward does not."""
+    steps, width = gi.shape[0], w_hh.shape[1]
+    keep: list[tuple[Any, ...]] = []
+    for j in range(steps):
+        x = gi[steps - 1 - j if reverse else j]
+        gh = h @ w_hh.T + b_hh
+        if kind is CellKind.GRU:
+            r = (x[:, :width] + gh[:, :width]).sigmoid()
+            z = (x[:, width:2 * width] + gh[:, width:2 * width]).sigmoid()
+            n = (x[:, 2 * width:] + r * gh[:, 2 * width:]).tanh()
+            keep.append((h, r, z, n, gh[:, 2 * width:]))
+            h = (h - n) * z + n
+        elif kind is CellKind.LSTM:
+            pre = x + gh
+            i, f = pre[:, :width].sigmoid(), pre[:, width:2 * width].sigmoid()
+            g, o = pre[:, 2 * width:3 * width].tanh(), pre[:, 3 * width:].sigmoid()
+            c2 = f * c + i * g
+            tc = c2.tanh()
+            keep.append((h, c, i, f, g, o, tc))
+            h, c = o * tc, c2
+        else:
+            h2 = (x + gh).tanh() if kind is CellKind.RNN_TANH else (x + gh).relu()
+            keep.append((h, h2))
+            h = h2
+    return keep, [h]
+
+
+def _step_back(kind: CellKind, k: tuple[Any, ...], dh: Tensor, dc: Any) -> tuple[Tensor, Tensor, Any, Any]:
+    """recurrence._step_backward in tensor operations: (d gi, d gh, d c_prev, d h_prev not through gh)."""
+    if kind is CellKind.GRU:
+        h_prev, r, z, n, gh_n = k
+        dn = dh * (1.0 - z) * (1.0 - n * n)
+        dr = dn * gh_n * r * (1.0 - r)
+        dz = dh * (h_prev - n) * z * (1.0 - z)
+        return concatenate([dr, dz, dn], axis=1), concatenate([dr, dz, dn * r], axis=1), None, dh * z
+    if kind is CellKind.LSTM:
+        _, c_prev, i, f, g, o, tc = k
+        dct = dc + dh * o * (1.0 - tc * tc)
+        d = concatenate([dct * g * i * (1.0 - i), dct * c_prev * f * (1.0 - f), dct * i * (1.0 - g * g),
+                         dh * tc * o * (1.0 - o)], axis=1)
+        return d, d, dct * f, None
+    h2 = k[1]
+    d = dh * (1.0 - h2 * h2) if kind is CellKind.RNN_TANH else dh * _mask(_raw(h2) > 0, dh)
+    return d, d, None, None
+
+
+def _bptt_all(g: Tensor, gi: Tensor, h0: Any, w_hh: Any, b_hh: Any, c0: Any, kind: CellKind,
+              reverse: bool) -> list[Any]:
+    """The gradients of the five inputs (gi, h0, W_hh, b_hh, c0), as recurrence._scan_vjp computes them."""
+    keep, _ = _replay(gi, h0, w_hh, b_hh, c0, kind, reverse)
+    steps = len(keep)
+    dgi: list[Tensor] = [g[0]] * steps
+    dw: Any = None
+    db: Any = None
+    dh: Tensor = g[0] * 0.0
+    dc: Any = g[steps] if kind is CellKind.LSTM else None
+    for j in range(steps - 1, -1, -1):
+        dh = dh + g[j]
+        d_in, dgh, dc, direct = _step_back(kind, keep[j], dh, dc)
+        dgi[steps - 1 - j if reverse else j] = d_in
+        dw = dgh.T @ keep[j][0] if dw is None else dw + dgh.T @ keep[j][0]
+        db = dgh.sum(axis=0) if db is None else db + dgh.sum(axis=0)
+        dh = dgh @ w_hh if direct is None else dgh @ w_hh + direct
+    return [stack(dgi, axis=0), dh, dw, db, dc]
+
+
+def _bptt(g: Tensor, gi: Tensor, h0: Any, w_hh: Any, b_hh: Any, c0: Any, kind: CellKind, reverse: bool,
+          which: int) -> Tensor:
+    """The gradient of input ``which`` (0 gi, 1 h0, 2 W_hh, 3 b_hh, 4 c0). What else the pass recorded (the
+    replayed steps no gradient reads, the other inputs' gradients) is unreachable once it returns: it is
+    released at once, so a later backward leaves nothing of it pending."""
+    out: Tensor = _bptt_all(g, gi, h0, w_hh, b_hh, c0, kind, reverse)[which]
+    g.graph._release_abandoned()
+    return out
+
+
+def _recurrence(which: int) -> Any:
+    def dvjp(g: Tensor, ans: Any, gi: Tensor, h0: Any, w_hh: Any, b_hh: Any, c0: Any, kind: CellKind = CellKind.GRU,
+             reverse: bool = False, aux: Any = None) -> Tensor:
+        return _bptt(g, gi, h0, w_hh, b_hh, c0, kind, reverse, which)
+    return dvjp
+
+
+defvjp2("recurrence", *[_recurrence(i) for i in range(5)])

@@ -2,9 +2,10 @@
 
 The input projection of the whole sequence (``gi = x W_ih^T + b_ih``, shape (T, B, G*H)) is an ordinary
 matmul done before; this rule runs the steps: one matmul per step for every gate of the hidden state
-(``h W_hh^T + b_hh``), the cell's equations, and back-propagation through time in its vjps. It saves
-only ``W_hh`` (under a shared borrow, like the matmul it replaces); the activations it needs for the
-backward are its own (``aux``), never borrowed.
+(``h W_hh^T + b_hh``), the cell's equations, and back-propagation through time in its vjps. Its first-order
+vjps read only ``W_hh``; it saves its inputs too (under shared borrows, as torch saves a recurrent layer's),
+for the differentiable vjp that replays the steps as tensor operations; the activations the first-order
+backward needs are its own (``aux``), never borrowed.
 
 Output: the hidden state after each step, in the order the steps were taken (reversed time for a
 reverse direction), shape (T, B, H); an LSTM appends its final cell state as row T.
@@ -127,4 +128,6 @@ def _scan_vjp(g: Array, ans: Array, gi: Array, h0: Array, w_hh: Array, b_hh: Arr
     return {0: dgi_all, 1: dh, 2: dw, 3: db, 4: dc}[which]
 
 
-defrule("recurrence", _scan_fwd, *[(partial(_scan_vjp, which=i), "z") for i in range(5)], aux=True)
+# the first-order vjps read only W_hh (and the rule's own aux); every input is saved all the same, as torch saves
+# a recurrent layer's inputs, so that a create_graph walk can replay the steps as tensor operations (nn/dvjps.py)
+defrule("recurrence", _scan_fwd, *[(partial(_scan_vjp, which=i), "xyzuv") for i in range(5)], aux=True)
