@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import higher as _higher  # noqa: F401 - installs g.grad and g.backward(create_graph=True)
 from .capture import CapturedStep
 from .errors import BorrowError, DeviceError, GradError, GraphError, ShapeError
 from .graph import Grads, Graph, Node

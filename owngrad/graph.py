@@ -303,9 +303,7 @@ class Graph(TensorFactory):
         """Gradients of ``loss`` for every param it depends on; consumes the walked nodes unless ``retain``.
         ``create_graph=True``: the gradients carry history (higher.py, docs/semantics.md)."""
         if create_graph:
-            from .higher import backward_create_graph
-
-            return backward_create_graph(self, loss, seed, retain, into, on_grad, check_finite)
+            return self._backward_create_graph(loss, seed, retain, into, on_grad, check_finite)
         self._check_mine(loss, "g.backward")
         if on_grad is not None and not callable(on_grad):
             raise TypeError("g.backward: on_grad must be a callable (leaf, grad) -> None, got "
@@ -337,14 +335,11 @@ class Graph(TensorFactory):
                 self._consume_walked(order)
         return result
 
-    def grad(self, outputs: Any, inputs: Any, grad_outputs: Any = None, create_graph: bool = False,
-             retain: bool = False, allow_unused: bool = False) -> Any:
-        """The gradients of ``outputs`` with respect to ``inputs`` (any recorded tensors: params, or
-        intermediate results), as ``torch.autograd.grad``: a tuple of read-only tensors when ``inputs``
-        is a sequence, else one tensor. ``create_graph=True``: they carry history (see higher.py)."""
-        from .higher import grad
-
-        return grad(self, outputs, inputs, grad_outputs, create_graph, retain, allow_unused)
+    #: ``g.grad(outputs, inputs, grad_outputs=None, create_graph=False, retain=False, allow_unused=False)`` and
+    #: ``g.backward(..., create_graph=True)``: installed by higher.py, which sits above the graph (its
+    #: differentiable vjps are written in tensor operations)
+    grad: Callable[..., Any]
+    _backward_create_graph: Callable[..., Grads]
 
     def _consume_walked(self, order: list[Node]) -> None:
         """Consume the walked nodes, and with a node a create_graph walk recorded, the nodes that walk kept."""

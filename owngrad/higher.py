@@ -31,6 +31,7 @@ import numpy as np
 from .backward import _backprop, seed_gradient, topo_order
 from .dvjps import DVJPS, rebuild_aux
 from .errors import GradError, GraphError
+from .graph import Graph
 from .ledger import SHARED, borrowing
 from .node import Node, NodeState
 from .roles import ReadOnly, Role
@@ -40,7 +41,6 @@ from .tensor import Tensor
 if TYPE_CHECKING:
     from .backward import OnGrad
     from .grads import Grads
-    from .graph import Graph
 
 __all__ = ["grad", "backward_create_graph", "saved_operands", "missing_dvjps"]
 
@@ -306,9 +306,12 @@ def _as_list(x: Any, what: str) -> tuple[list[Any], bool]:
     return [x], False
 
 
-def grad(graph: Graph, outputs: Any, inputs: Any, grad_outputs: Any, create_graph: bool, retain: bool,
-         allow_unused: bool) -> Any:
-    """``g.grad``: see :meth:`owngrad.graph.Graph.grad`."""
+def grad(graph: Graph, outputs: Any, inputs: Any, grad_outputs: Any = None, create_graph: bool = False,
+         retain: bool = False, allow_unused: bool = False) -> Any:
+    """``g.grad(outputs, inputs, grad_outputs=None, create_graph=False, retain=False, allow_unused=False)``: the
+    gradients of ``outputs`` with respect to ``inputs`` (any recorded tensors: params, or intermediate
+    results), as ``torch.autograd.grad``: a tuple of read-only tensors when ``inputs`` is a sequence, else
+    one tensor. ``create_graph=True``: they carry history."""
     outs, _ = _as_list(outputs, "outputs")
     ins, many = _as_list(inputs, "inputs")
     seeds, _ = _as_list(grad_outputs, "grad_outputs") if grad_outputs is not None else ([None] * len(outs), False)
@@ -402,3 +405,8 @@ def _grads_with_history(graph: Graph, loss: Tensor, seed: Any, retain: bool, on_
             if leaf is not None:
                 on_grad(leaf._handle(readonly=ReadOnly.ON_GRAD_LEAF), out[leaf])
     return out
+
+
+# the graph's methods: this module sits above graph.py, which does not import it
+Graph.grad = grad
+Graph._backward_create_graph = backward_create_graph

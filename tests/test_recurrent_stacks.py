@@ -174,7 +174,7 @@ def test_recurrence_matches_finite_differences(kind: str) -> None:
                 RNG.standard_normal((gates * 2, 2)))
 
 
-def test_recurrence_saves_weight_hh_only_and_backs_up_twice() -> None:
+def test_recurrence_saves_its_inputs_and_backs_up_twice() -> None:
     g = og.Graph()
     m = og.nn.LSTM(g, 3, 4, rng=0, dtype=np.float64)
     h0 = g.constant(np.ones((1, 2, 4)))
@@ -182,7 +182,8 @@ def test_recurrence_saves_weight_hh_only_and_backs_up_twice() -> None:
     x = g.param(RNG.standard_normal((5, 2, 3)))
     out, _ = m(x, (h0, c0))
     loss = (out * out).sum()
-    h0 += 1.0  # the initial state was not saved: writing it is allowed, and the gradients are unchanged
+    with pytest.raises(og.BorrowError, match=r"recurrence"):
+        h0 += 1.0  # the initial state is saved (as torch saves hx; the second-order backward replays from it)
     opt = og.optim.SGD(m.parameters(), lr=0.1)
     with pytest.raises(og.BorrowError, match=r"weight_hh_l0.*recurrence"):
         opt.step(g.backward(m.weight_hh_l0.sum()))

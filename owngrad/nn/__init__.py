@@ -6,6 +6,7 @@ ordinary ``g.param`` leaves, borrow-checked like any other tensor.
 
 from __future__ import annotations
 
+from . import dvjps as _dvjps  # noqa: F401 - registers the differentiable vjps of the functional rules
 from . import functional, init
 from .activations import GELU, AvgPool2d, Identity, LeakyReLU, SiLU
 from .attention import MultiheadAttention
@@ -36,7 +37,7 @@ from .modules import (
                            Sequential,
                            Sigmoid,
                            Tanh,
-                      Unflatten,
+                           Unflatten,
 )
 from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .transformer import (

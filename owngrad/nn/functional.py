@@ -650,4 +650,3 @@ def avg_pool2d(x: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0
         raise ShapeError(f"{op}: expected an (N, C, H, W) input at least as large as the kernel {k}, got {x.shape}")
     return x.graph.apply(op, (x,), {"kernel": k, "stride": s, "padding": p})
 
-from . import dvjps as _dvjps  # noqa: E402, F401 - registers the differentiable vjps of the rules above
