@@ -407,6 +407,14 @@ def _grads_with_history(graph: Graph, loss: Tensor, seed: Any, retain: bool, on_
     return out
 
 
+def _grad_method(self: Graph, outputs: Any, inputs: Any, grad_outputs: Any = None, create_graph: bool = False,
+                 retain: bool = False, allow_unused: bool = False) -> Any:
+    """The gradients of ``outputs`` with respect to ``inputs`` (any recorded tensors: params, or intermediate
+    results), as ``torch.autograd.grad``: a tuple of read-only tensors when ``inputs`` is a sequence, else one
+    tensor. ``create_graph=True``: they carry history, and can be differentiated again."""
+    return grad(self, outputs, inputs, grad_outputs, create_graph, retain, allow_unused)
+
+
 # the graph's methods: this module sits above graph.py, which does not import it
-Graph.grad = grad
+Graph.grad = _grad_method
 Graph._backward_create_graph = backward_create_graph
