@@ -31,7 +31,7 @@ def blend(g: og.Graph, params: Sequence[og.Tensor[og.Mut]], others: Sequence[og.
 
 
 class Trainer:
-    def __init__(self, g: og.Graph, model: og.nn.Module) -> None:
+    def __init__(self, g: og.Graph, model: og.nn.Sequential) -> None:
         self.g = g
         self.model = model
         self.opt = og.optim.SGD(model.parameters(), lr=0.1)

@@ -30,7 +30,7 @@ def blend(params: Sequence[og.Tensor[og.Mut]], others: Sequence[og.Tensor], tau:
 
 
 class Trainer:
-    def __init__(self, g: og.Graph, model: og.nn.Module) -> None:
+    def __init__(self, g: og.Graph, model: og.nn.Sequential) -> None:
         self.g = g
         self.model = model
         self.opt = og.optim.SGD(model.parameters(), lr=0.1)
