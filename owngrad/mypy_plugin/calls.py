@@ -1,0 +1,138 @@
+"""A call of a user function: its summary replayed on the caller's state.
+
+The summary's objects are the callee's: a parameter's object stands for whatever the caller passed
+(``Mapper`` maps it to the argument's objects, and a location rooted at it to the argument's
+locations); an object the callee made becomes a fresh object of the call site (its clone). The events
+are replayed in the callee's order: a write or step checked against the caller's pending results, a
+history-carrying write into a param, a backward or free of an argument (checked for a second backward
+first), a clear.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mypy.nodes import Expression
+
+from .analysis import BACKWARD, CLEAR, FREE, HISTORY, STEP, Event, Summary
+from .lattice import NONE, Loc, Obj, Status, Val
+from .regions import compose
+
+if TYPE_CHECKING:
+    from .effects import Effects
+
+
+class Mapper:
+    """Maps a callee's objects, locations and values to the call site's."""
+
+    def __init__(self, fx: Effects, call: Expression, bound: dict[int, Val]) -> None:
+        self.fx = fx
+        self.call = call
+        self.bound = bound
+        self.clones: dict[Obj, Obj] = {}
+
+    def arg(self, o: Obj) -> frozenset[Obj]:
+        v = self.bound.get(o.arg if o.arg is not None else -1, NONE)
+        return v.all_objs()
+
+    def obj(self, o: Obj) -> frozenset[Obj]:
+        if o.arg is not None and o.key[:1] == ("arg",):
+            return self.arg(o)
+        if o.key[:1] == ("global",):  # a module-level variable: the caller's own object for it
+            return frozenset({self.fx.an.obj(o.key, o.kind, o.line, name=o.name, cls=o.cls, rg=o.rg)})
+        return frozenset({self.clone(o)})
+
+    def clone(self, o: Obj) -> Obj:
+        hit = self.clones.get(o)
+        if hit is not None:
+            return hit
+        c = self.fx.an.obj(("clone", self.call, o.key), o.kind, self.call.line, cls=o.cls,
+                           label=o.label if o.label else o.name, scrambled=o.scrambled)
+        self.clones[o] = c
+        children = tuple(x for ch in o.children for x in self.obj(ch))
+        if children and not c.children:
+            c.children = children
+        inputs = frozenset(x for i in o.inputs for x in self.obj(i))
+        locs = self.locs(o.locs) if o.locs else frozenset({Loc(c)})
+        if c.grow(locs=locs, saves=self.locs(o.saves), inputs=inputs, rg=o.rg):
+            self.fx.an.changed = True
+        return c
+
+    def locs(self, locs: frozenset[Loc]) -> frozenset[Loc]:
+        out: set[Loc] = set()
+        for loc in locs:
+            if loc.root.arg is not None and loc.root.key[:1] == ("arg",):
+                for a in self.arg(loc.root):
+                    for al in a.locs:
+                        region = compose(al.region, loc.region) if not loc.path else loc.region
+                        out.add(Loc(al.root, (*al.path, *loc.path), region))
+            else:
+                out.update(Loc(r, loc.path, loc.region) for r in self.obj(loc.root))
+        return frozenset(out)
+
+    def val(self, v: Val) -> Val:
+        objs = frozenset(x for o in v.objs for x in self.obj(o))
+        items = tuple(self.val(i) for i in v.items) if v.items is not None else None
+        elem = self.val(v.elem) if v.elem is not None else None
+        return Val(objs, items, elem)
+
+
+def apply_summary(fx: Effects, call: Expression, summary: Summary, bound: dict[int, Val]) -> Val:
+    m = Mapper(fx, call, bound)
+    for ev in summary.events:
+        replay(fx, m, summary.name, ev)
+    ret = m.val(summary.ret)
+    for o, (status, _) in summary.exit.res.items():
+        if o.arg is None and (status is Status.PENDING or o in m.clones):
+            c = m.clone(o)
+            fx.st.res[c] = (Status.PENDING, 0) if status is Status.PENDING else (Status.CONSUMED, call.line)
+    return ret
+
+
+def replay(fx: Effects, m: Mapper, fname: str, ev: Event) -> None:
+    line = m.call.line
+    if ev.kind in (STEP, "write"):
+        locs = m.locs(ev.locs)
+        found = fx.conflict(locs)
+        if found is not None:
+            from .effects import _held
+
+            fx.an.report(line, f'"{fname}(...)" writes "{found[1].describe()}" in place (line {ev.line}) while '
+                               f"{_held(found[0])}")
+        fx.arg_event(line, ev.kind, locs, ev.target)
+    elif ev.kind == HISTORY:
+        locs = m.locs(ev.locs)
+        from .effects import _param_holder
+
+        hit = next((loc for loc in locs if _param_holder(loc.root)), None)
+        if hit is not None and fx.st.no_grad == 0:
+            fx.an.report(line, f'"{fname}(...)" writes into "{hit.describe()}" (a param) a value with gradient '
+                               f"history outside `with g.no_grad():` (line {ev.line}): the write would drop that "
+                               f"history (a GraphError at run time); write under `with g.no_grad():`, or detach the "
+                               f"value")
+        fx.arg_event(line, HISTORY, locs, ev.target)
+    elif ev.kind in (BACKWARD, FREE):
+        arg = m.bound.get(ev.arg, NONE)
+        if ev.kind == BACKWARD:
+            _check_again(fx, m, fname, ev, arg)
+        for o in arg.all_objs():
+            if o.arg is not None:
+                fx.an.event(line, Event(ev.kind, line, arg=o.arg, retain=ev.retain, target=ev.target))
+        if not ev.retain:
+            fx.consume(arg.objs, line)
+    elif ev.kind == CLEAR:
+        fx.consume_all(line)
+
+
+def _check_again(fx: Effects, m: Mapper, fname: str, ev: Event, arg: Val) -> None:
+    from .lattice import Kind
+
+    tops = [o for o in arg.objs if o.kind is Kind.RESULT]
+    states = [fx.st.res.get(o) for o in tops]
+    if not tops or any(s is None or s[0] is not Status.CONSUMED for s in states):
+        return
+    r, at = tops[0], states[0][1] if states[0] is not None else 0
+    what = f'"{r.name}" (line {r.line})' if r.name else f'"{r.label}" (line {r.line})'
+    fx.an.report(m.call.line, f'"{fname}(...)" runs g.backward on {what} (line {ev.line}), which was already '
+                              f"consumed by the backward or free at line {at}; pass retain=True there to walk it "
+                              f"twice, or recompute the forward")

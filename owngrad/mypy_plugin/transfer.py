@@ -1,0 +1,436 @@
+"""The transfer functions: one per kind of operation, each mapping the state before it to the state after.
+
+Expressions evaluate to :class:`~owngrad.mypy_plugin.lattice.Val` (the abstract objects they may be);
+statements bind names, write storage, consume results. Checks happen where the run time checks: at
+the write, the optimizer step, the backward; :mod:`effects` holds them and the calls of user functions.
+"""
+
+from __future__ import annotations
+
+from mypy.nodes import (
+    GDEF,
+    AssertStmt,
+    AssertTypeExpr,
+    AssignmentStmt,
+    AwaitExpr,
+    CallExpr,
+    CastExpr,
+    ComparisonExpr,
+    ConditionalExpr,
+    DelStmt,
+    DictExpr,
+    DictionaryComprehension,
+    Expression,
+    ExpressionStmt,
+    FuncDef,
+    GeneratorExpr,
+    IndexExpr,
+    IntExpr,
+    ListComprehension,
+    ListExpr,
+    MemberExpr,
+    MypyFile,
+    NameExpr,
+    OperatorAssignmentStmt,
+    OpExpr,
+    RefExpr,
+    ReturnStmt,
+    SetComprehension,
+    SetExpr,
+    StarExpr,
+    TupleExpr,
+    TypeInfo,
+    UnaryExpr,
+    Var,
+    WithStmt,
+)
+from mypy.types import CallableType, Instance, get_proper_type
+
+from .analysis import Analysis
+from .cfg import BasicBlock, Eval, ForBind, Op, WithEnter, WithExit
+from .effects import Effects
+from .lattice import NONE, Kind, Loc, Obj, State, Val, join, join_vals, union
+from .regions import compose, dotted, is_advanced, label, region_of
+from .tables import PLAIN_ATTRS, VIEW_METHODS, Classified, TypeClass, classify, method_class
+
+#: kinds of objects that are tensors (their locs are storage a write may reach)
+_TENSORISH = frozenset({Kind.PARAM, Kind.CONST, Kind.MODULE, Kind.RESULT, Kind.VIEW, Kind.DETACHED, Kind.OPAQUE})
+
+
+def tensor_objs(v: Val) -> list[Obj]:
+    return [o for o in v.objs if o.kind in _TENSORISH]
+
+
+def locs_of(v: Val) -> frozenset[Loc]:
+    out: set[Loc] = set()
+    for o in tensor_objs(v):
+        out |= o.locs
+    return frozenset(out)
+
+
+class Transfer(Effects):
+    """Evaluates one function body's operations on a state (see the module docstring)."""
+
+    def __init__(self, an: Analysis) -> None:
+        super().__init__(an)
+
+    # --- blocks and statements ---
+    def entry_state(self) -> State:
+        st = State()
+        fd = self.an.scope
+        if isinstance(fd, FuncDef):
+            sig = get_proper_type(fd.type)
+            for i, a in enumerate(fd.arguments):
+                t = sig.arg_types[i] if isinstance(sig, CallableType) and i < len(sig.arg_types) else a.variable.type
+                cls = method_class(fd)
+                if i == 0 and cls is not None and not fd.is_static and not fd.is_class and t is None:
+                    t = Instance(cls, [])
+                rg = self.an.mask[i] if i < len(self.an.mask) else True
+                st.env[a.variable.name] = self.declared(classify(t), ("arg", i), i, rg, fd.line, a.variable.name)
+        return st
+
+    def declared(self, c: Classified, key: tuple[object, ...], arg: int | None, rg: bool, line: int,
+                 name: str) -> Val:
+        """The value of a parameter (or a global) of declared type ``c``: an opaque object."""
+        if c.kind is TypeClass.PLAIN:
+            return NONE
+        if c.kind is TypeClass.GRAPH:
+            return Val(frozenset({self.an.obj(key, Kind.GRAPH, line, name=name)}))
+        if c.kind is TypeClass.GRADS:
+            return Val(frozenset({self.an.obj(key, Kind.GRADS, line, name=name, arg=arg)}))
+        if c.kind is TypeClass.CONTAINER:
+            elem = self.declared(classify(c.elem), (*key, "elem"), arg, rg, line, name)
+            return Val(elem.objs, elem=elem)
+        if c.kind is TypeClass.TUPLE:
+            items = tuple(self.declared(classify(t), (*key, j), arg, rg, line, name) for j, t in enumerate(c.items))
+            return Val(union(items).objs, items=items)
+        o = self.an.obj(key, Kind.OPAQUE, line, name=name, cls=c.info, arg=arg, rg=rg)
+        return Val(frozenset({o}))
+
+    def block(self, b: BasicBlock, st: State) -> State:
+        self.st = st
+        for op in b.ops:
+            self.op(op)
+        return self.st
+
+    def op(self, op: Op) -> None:
+        if isinstance(op, AssignmentStmt):
+            self.assign(op)
+        elif isinstance(op, OperatorAssignmentStmt):
+            self.op_assign(op)
+        elif isinstance(op, (ExpressionStmt, Eval)):
+            self.eval(op.expr)
+        elif isinstance(op, ForBind):
+            self.bind(op.stmt.index, self.eval(op.stmt.expr).element(), op.stmt.line)
+        elif isinstance(op, ReturnStmt):
+            val = self.eval(op.expr) if op.expr is not None else NONE
+            if self.an.final:
+                self.an.ret = val if self.an.ret is None else join_vals(self.an.ret, val)
+        elif isinstance(op, AssertStmt):
+            self.eval(op.expr)
+        elif isinstance(op, WithEnter):
+            self.with_enter(op.stmt)
+        elif isinstance(op, WithExit):
+            self.with_exit(op.stmt)
+        elif isinstance(op, DelStmt) and isinstance(op.expr, NameExpr):
+            self.st.env.pop(op.expr.name, None)
+
+    def assign(self, s: AssignmentStmt) -> None:
+        lvs, rv = s.lvalues, s.rvalue
+        if len(lvs) == 1 and isinstance(lvs[0], (TupleExpr, ListExpr)) and isinstance(rv, (TupleExpr, ListExpr)) \
+                and len(lvs[0].items) == len(rv.items) and not any(isinstance(i, StarExpr) for i in rv.items):
+            vals = [self.eval(r) for r in rv.items]  # a, b = x, y: pairwise
+            for lv, v in zip(lvs[0].items, vals):
+                self.bind(lv, v, s.line)
+            return
+        val = self.eval(rv)
+        for lv in lvs:
+            self.bind(lv, val, s.line)
+
+    def bind(self, lv: Expression, val: Val, line: int) -> None:
+        if isinstance(lv, (TupleExpr, ListExpr)):
+            self.unpack(lv.items, val, line)
+        elif isinstance(lv, StarExpr):
+            self.bind(lv.expr, Val(val.objs, elem=val.element()), line)
+        elif isinstance(lv, IndexExpr):
+            base = self.eval(lv.base)
+            if base.container or not tensor_objs(base):
+                self.store(lv.base, [val])  # d[k] = v on a list or dict
+            else:
+                self.write(lv, self.eval(lv), val, line)  # t[k] = v
+        else:
+            name = dotted(lv)
+            if name is None or name == "_":
+                return
+            self.st.env[name] = val
+            for o in val.objs:
+                if not o.name and o.kind is not Kind.OPAQUE:
+                    o.name = name
+
+    def unpack(self, targets: list[Expression], val: Val, line: int) -> None:
+        if val.items is not None and len(val.items) == len(targets) and \
+                not any(isinstance(t, StarExpr) for t in targets):
+            for t, v in zip(targets, val.items):
+                self.bind(t, v, line)
+            return
+        elem = val.element() if val.container else val
+        for t in targets:
+            self.bind(t, Val(elem.objs, elem=elem) if isinstance(t, StarExpr) else elem, line)
+
+    def store(self, container: Expression, vals: list[Val]) -> None:
+        """``lst.append(v)``, ``d[k] = v``: the container's elements may now also be ``v``."""
+        name = dotted(container)
+        if name is None:
+            return
+        old = self.st.env.get(name, NONE)
+        elem = old.element() if old.container else NONE
+        for v in vals:
+            elem = join_vals(elem, v) if elem != NONE else v
+        for o in elem.objs:
+            if not o.name and o.kind is Kind.RESULT:
+                o.name = name
+        self.st.env[name] = Val(old.objs | elem.objs, elem=elem)
+
+    def op_assign(self, s: OperatorAssignmentStmt) -> None:
+        rv = self.eval(s.rvalue)
+        lv = self.eval(s.lvalue)
+        if tensor_objs(lv) and not lv.container:
+            self.write(s.lvalue, lv, rv, s.line)  # in place: += -= *= /= **=
+            self.extend_history(lv, rv, s.op)
+        elif lv.container:
+            self.store(s.lvalue, [rv.element() if rv.container else rv])
+        else:
+            self.bind(s.lvalue, self.binop(s.op, lv, rv, s.lvalue), s.line)  # a number: rebinding
+
+    def extend_history(self, target: Val, value: Val, op: str) -> None:
+        """``y *= w`` on a result: y's node now also depends on (and for ``*``, ``/`` saves) ``w``."""
+        for o in tensor_objs(target):
+            if o.kind is Kind.RESULT and self.st.no_grad == 0 and value.rg:
+                saves = locs_of(value) if op in ("*", "/", "**", "@") and o.rg else frozenset()
+                if o.grow(saves=saves, inputs=value.objs, rg=True):
+                    self.an.changed = True
+
+    def with_enter(self, s: WithStmt) -> None:
+        for e, target in zip(s.expr, s.target):
+            if _is_no_grad(e):
+                self.st.no_grad += 1
+                continue
+            val = self.eval(e)
+            if target is not None:
+                self.bind(target, val if any(o.kind is Kind.GRAPH for o in val.objs) else NONE, s.line)
+
+    def with_exit(self, s: WithStmt) -> None:
+        for e in s.expr:
+            if _is_no_grad(e):
+                self.st.no_grad = max(0, self.st.no_grad - 1)
+            elif isinstance(e, CallExpr) and isinstance(e.callee, RefExpr) and isinstance(e.callee.node, TypeInfo) \
+                    and classify(Instance(e.callee.node, [])).kind is TypeClass.GRAPH:
+                self.consume_all(s.line)  # leaving `with og.Graph() as g` clears it
+
+    # --- expressions ---
+    def eval(self, e: Expression) -> Val:
+        if isinstance(e, NameExpr):
+            return self.name(e)
+        if isinstance(e, MemberExpr):
+            return self.member(e)
+        if isinstance(e, IndexExpr):
+            return self.index(e)
+        if isinstance(e, CallExpr):
+            return self.call(e)
+        if isinstance(e, OpExpr):
+            left = self.eval(e.left)
+            if e.op in ("and", "or"):  # the right side may not run
+                return union([left, self.alternatives([e.right], keep_start=True)])
+            return self.binop(e.op, left, self.eval(e.right), e)
+        if isinstance(e, UnaryExpr):
+            v = self.eval(e.expr)
+            return self.result(("op", e), e.line, v, frozenset(), label(e)) if e.op == "-" and tensor_objs(v) else \
+                (v if e.op == "+" else NONE)
+        if isinstance(e, ComparisonExpr):
+            for x in e.operands:
+                self.eval(x)
+            return NONE  # constant boolean tensors
+        if isinstance(e, ConditionalExpr):
+            self.eval(e.cond)
+            return self.alternatives([e.if_expr, e.else_expr])
+        return self.eval_other(e)
+
+    def alternatives(self, exprs: list[Expression], keep_start: bool = False) -> Val:
+        """Evaluates each expression from the same state (``a if c else b``); the states after are joined
+        (and with the state before, when none of them may run)."""
+        start = self.st
+        ends: list[State] = [start.copy()] if keep_start else []
+        out = NONE
+        for x in exprs:
+            self.st = start.copy()
+            out = join_vals(out, self.eval(x)) if out != NONE else self.eval(x)
+            ends.append(self.st)
+        self.st = ends[0]
+        for other in ends[1:]:
+            self.st = join(self.st, other)
+        return out
+
+    def eval_other(self, e: Expression) -> Val:
+        if isinstance(e, TupleExpr):
+            items = tuple(self.eval(x.expr if isinstance(x, StarExpr) else x) for x in e.items)
+            if any(isinstance(x, StarExpr) for x in e.items):
+                return union(items)
+            return Val(union(items).objs, items=items)
+        if isinstance(e, (ListExpr, SetExpr)):
+            elem = union(self.eval(x.expr if isinstance(x, StarExpr) else x) for x in e.items)
+            return Val(elem.objs, elem=elem)
+        if isinstance(e, DictExpr):
+            for k, _ in e.items:
+                if k is not None:
+                    self.eval(k)
+            elem = union(self.eval(v) for _, v in e.items)
+            return Val(elem.objs, elem=elem)
+        if isinstance(e, (ListComprehension, SetComprehension)):
+            e = e.generator
+        if isinstance(e, DictionaryComprehension):
+            self.comprehension(e.indices, e.sequences)
+            elem = self.eval(e.value)
+            return Val(elem.objs, elem=elem)
+        if isinstance(e, GeneratorExpr):
+            self.comprehension(e.indices, e.sequences)
+            elem = self.eval(e.left_expr)
+            return Val(elem.objs, elem=elem)
+        if isinstance(e, (StarExpr, CastExpr, AssertTypeExpr, AwaitExpr)):
+            return self.eval(e.expr)
+        return NONE  # literals, lambdas (another scope), slices: nothing tracked
+
+    def comprehension(self, indices: list[Expression], sequences: list[Expression]) -> None:
+        for index, seq in zip(indices, sequences):
+            self.bind(index, self.eval(seq).element(), index.line)
+
+    def name(self, e: NameExpr) -> Val:
+        hit = self.st.env.get(e.name)
+        if hit is not None:
+            return hit
+        node = e.node
+        if isinstance(node, Var) and e.kind == GDEF:  # a module-level variable, read inside a function
+            return self.declared(classify(node.type), ("global", node.fullname), None, True, node.line, e.name)
+        return NONE
+
+    def member(self, e: MemberExpr) -> Val:
+        name = dotted(e)
+        if name is not None and name in self.st.env:
+            return self.st.env[name]
+        if e.name in PLAIN_ATTRS:
+            return NONE
+        if isinstance(e.expr, RefExpr) and isinstance(e.expr.node, MypyFile):  # og.something, a module's global
+            node = e.node
+            if isinstance(node, Var):
+                return self.declared(classify(node.type), ("global", node.fullname), None, True, node.line, e.name)
+            return NONE
+        return self.project(self.eval(e.expr), e.name, e)
+
+    def project(self, base: Val, attr: str, e: MemberExpr) -> Val:
+        """``obj.attr``: a view (``.T``), or a part of a module or object (its own path in the storage)."""
+        out: list[Val] = []
+        for o in base.objs:
+            if o.kind in (Kind.GRAPH, Kind.GRADS, Kind.OPTIMIZER):
+                continue
+            if attr in VIEW_METHODS:
+                out.append(self.view(o, None, e, scrambled=True))
+            elif attr == "base":
+                out.append(Val(frozenset({o})))
+            elif o.cls is not None and o.cls.fullname.startswith("owngrad.tensor"):
+                continue
+            else:
+                out.append(self.part(o, attr, e))
+        return union(out) if len(out) != 1 else out[0]
+
+    def part(self, o: Obj, attr: str, e: MemberExpr) -> Val:
+        """A declared attribute of a module or object: plain, a graph, a property's value, or a part."""
+        t, getter = _attribute(o.cls, attr) if o.cls is not None else (None, None)
+        if getter is not None:
+            return self.call_function(e, getter, Val(frozenset({o})), [], None)
+        c = classify(t) if t is not None else Classified(TypeClass.UNKNOWN)
+        if c.kind is TypeClass.PLAIN:
+            return NONE
+        if c.kind is TypeClass.GRAPH:
+            return Val(frozenset({self.an.obj(("attr", o.key, attr), Kind.GRAPH, e.line)}))
+        locs = frozenset(Loc(loc.root, (*loc.path, attr)) for loc in o.locs)
+        kind = Kind.OPAQUE if c.kind is TypeClass.OPTIMIZER and o.kind is Kind.OPAQUE else Kind.VIEW
+        p = self.an.obj(("attr", o.key, attr), kind, e.line, name=f"{o.name}.{attr}" if o.name else attr,
+                        cls=c.info, locs=locs, inputs={o}, rg=o.rg, arg=o.arg)
+        if c.kind is TypeClass.CONTAINER:
+            return Val(frozenset({p}), elem=Val(frozenset({p})))
+        return Val(frozenset({p}))
+
+    def index(self, e: IndexExpr) -> Val:
+        base = self.eval(e.base)
+        self.eval(e.index)
+        if base.items is not None and isinstance(e.index, IntExpr) and -len(base.items) <= e.index.value < \
+                len(base.items):
+            return base.items[e.index.value]
+        if base.container:
+            return base.element()
+        out: list[Val] = []
+        for o in tensor_objs(base):
+            if o.kind is Kind.MODULE and o.children and isinstance(e.index, IntExpr) and \
+                    -len(o.children) <= e.index.value < len(o.children):
+                out.append(Val(frozenset({o.children[e.index.value]})))  # Sequential(a, b)[1] is b
+            elif is_advanced(e.index):
+                out.append(self.result(("adv", e, o.key), e.line, Val(frozenset({o})), frozenset(), label(e)))
+            else:
+                out.append(self.view(o, e.index, e))
+        return union(out) if len(out) != 1 else out[0]
+
+    def view(self, o: Obj, key: Expression | None, e: Expression, scrambled: bool = False) -> Val:
+        """A view of ``o``: its storage (narrowed to the key's rows and columns), its history."""
+        region = region_of(key) if key is not None and not o.scrambled else None
+        locs = frozenset(Loc(loc.root, loc.path, compose(loc.region, region) if not loc.path else loc.region)
+                         for loc in o.locs)
+        v = self.an.obj(("view", e, o.key), Kind.VIEW, e.line, name=o.name, cls=o.cls, locs=locs, inputs={o},
+                        rg=o.rg, scrambled=scrambled or o.scrambled, arg=o.arg)
+        return Val(frozenset({v}))
+
+    def result(self, key: tuple[object, ...], line: int, operands: Val, saves: frozenset[Loc], text: str,
+               saves_self: bool = False) -> Val:
+        """A recorded op's output: pending until consumed, holding ``saves`` (nothing is recorded when no
+        operand requires grad, or under ``no_grad``)."""
+        recorded = operands.rg and self.st.no_grad == 0
+        o = self.an.obj(key, Kind.RESULT, line, label=text)
+        if recorded:
+            extra = frozenset({Loc(o)}) if saves_self else frozenset()
+            if o.grow(saves=saves | extra, inputs=operands.all_objs(), rg=True):
+                self.an.changed = True
+            self.st.res[o] = (self.pending_status(), 0)
+        return Val(frozenset({o}))
+
+    def binop(self, op: str, left: Val, right: Val, e: Expression) -> Val:
+        if not tensor_objs(left) and not tensor_objs(right):
+            return NONE
+        both = union([left, right])
+        if op in ("&", "|", "^", "%", "//"):
+            return self.result(("op", e), e.line, NONE, frozenset(), label(e))
+        saves: frozenset[Loc] = frozenset()
+        if op in ("*", "@", "/"):
+            saves = (locs_of(left) if right.rg else frozenset()) | (locs_of(right) if left.rg or
+                                                                      (op == "/" and right.rg) else frozenset())
+        elif op == "**":
+            saves = locs_of(both) if both.rg else frozenset()
+        return self.result(("op", e), e.line, both, saves, label(e))
+
+
+def _is_no_grad(e: Expression) -> bool:
+    return isinstance(e, CallExpr) and isinstance(e.callee, MemberExpr) and e.callee.name == "no_grad"
+
+
+def _attribute(info: TypeInfo, attr: str) -> tuple[object, FuncDef | None]:
+    """The declared type of ``info.attr``, or the getter of a property with a body."""
+    from .tables import func_of, has_body
+
+    sym = info.get(attr)
+    node = sym.node if sym is not None else None
+    if isinstance(node, Var):
+        return node.type, None
+    fd = func_of(node)
+    if fd is not None and fd.is_property:
+        if has_body(fd):
+            return None, fd
+        sig = get_proper_type(fd.type)
+        return (sig.ret_type if isinstance(sig, CallableType) else None), None
+    return None, None
