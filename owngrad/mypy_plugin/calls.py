@@ -97,17 +97,17 @@ def replay(fx: Effects, m: Mapper, fname: str, ev: Event) -> None:
         if found is not None:
             from .effects import _held
 
-            fx.an.report(line, f'"{fname}(...)" writes "{found[1].describe()}" in place (line {ev.line}) while '
-                               f"{_held(found[0])}")
+            fx.an.report(line, f'"{fname}(...)" writes "{found[1].describe()}" in place (at its line {ev.line}) '
+                               f"while {_held(found[0])}")
         fx.arg_event(line, ev.kind, locs, ev.target)
     elif ev.kind == HISTORY:
         locs = m.locs(ev.locs)
         from .effects import _param_holder
 
-        hit = next((loc for loc in locs if _param_holder(loc.root)), None)
+        hit = next((loc for loc in sorted(locs, key=lambda loc: not loc.root.name) if _param_holder(loc.root)), None)
         if hit is not None and fx.st.no_grad == 0:
             fx.an.report(line, f'"{fname}(...)" writes into "{hit.describe()}" (a param) a value with gradient '
-                               f"history outside `with g.no_grad():` (line {ev.line}): the write would drop that "
+                               f"history outside `with g.no_grad():` (at its line {ev.line}): the write would drop that "
                                f"history (a GraphError at run time); write under `with g.no_grad():`, or detach the "
                                f"value")
         fx.arg_event(line, HISTORY, locs, ev.target)
@@ -133,6 +133,6 @@ def _check_again(fx: Effects, m: Mapper, fname: str, ev: Event, arg: Val) -> Non
         return
     r, at = tops[0], states[0][1] if states[0] is not None else 0
     what = f'"{r.name}" (line {r.line})' if r.name else f'"{r.label}" (line {r.line})'
-    fx.an.report(m.call.line, f'"{fname}(...)" runs g.backward on {what} (line {ev.line}), which was already '
-                              f"consumed by the backward or free at line {at}; pass retain=True there to walk it "
-                              f"twice, or recompute the forward")
+    fx.an.report(m.call.line, f'"{fname}(...)" runs g.backward (at its line {ev.line}) on {what}, which was '
+                              f"already consumed by the backward or free at line {at}; pass retain=True there to walk "
+                              f"it twice, or recompute the forward")

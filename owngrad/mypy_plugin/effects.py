@@ -428,24 +428,16 @@ class Effects:
         self.foreign_grads(e, opt, recv, grads)
 
     def foreign_grads(self, e: CallExpr, opt: str, recv: Val, grads: Val) -> None:
-        """``opt.step(grads)`` with the gradients of a loss built from none of the optimizer's params."""
+        """``opt.step(grads)`` with the gradients of a loss built from none of the optimizer's params (reported
+        only when every leaf of that loss is known: made in this function, not handed in)."""
         opts = [o for o in recv.objs if o.kind is Kind.OPTIMIZER]
         losses = [i for g in grads.objs if g.kind is Kind.GRADS for i in g.inputs]
-        if len(opts) != len(recv.objs) or not losses or any(i.kind is Kind.OPAQUE for o in opts for i in o.inputs):
+        if len(opts) != len(recv.objs) or not losses or any(not _known(i) for o in opts for i in o.inputs):
             return
-        leaves: set[Obj] = set()
-        stack, seen = list(losses), set(losses)
-        while stack:
-            o = stack.pop()
-            if o.kind in (Kind.RESULT, Kind.VIEW) and o.inputs:
-                for i in o.inputs - seen:
-                    seen.add(i)
-                    stack.append(i)
-            elif o.kind is not Kind.DETACHED:
-                leaves.add(o)
-        if not leaves or any(o.kind not in (Kind.PARAM, Kind.MODULE, Kind.CONST) for o in leaves):
+        leaves = _leaves(losses)
+        if not leaves or any(not _known(o) for o in leaves):
             return
-        held = frozenset().union(*(o.locs for o in leaves if o.kind is not Kind.CONST))
+        held = frozenset().union(*(o.locs for o in leaves if o.rg))
         if any(a.overlaps(b) for o in opts for a in o.locs for b in held):
             return
         loss = losses[0]
@@ -502,6 +494,32 @@ class Effects:
         for o in list(self.st.res):
             self.st.res[o] = (Status.CONSUMED, line)
         self.an.event(line, Event(CLEAR, line))
+
+
+def _leaves(losses: list[Obj]) -> set[Obj]:
+    """What a loss was computed from, at the bottom: params, constants, modules, parts of modules and objects."""
+    leaves: set[Obj] = set()
+    stack, seen = list(losses), set(losses)
+    while stack:
+        o = stack.pop()
+        if o.kind is Kind.DETACHED:
+            continue
+        below = list(o.inputs) if o.kind is Kind.RESULT else \
+            [i for i in o.inputs if i.kind in (Kind.RESULT, Kind.VIEW)] if o.kind is Kind.VIEW else []
+        if not below:
+            leaves.add(o)
+        for i in below:
+            if i not in seen:
+                seen.add(i)
+                stack.append(i)
+    return leaves
+
+
+def _known(o: Obj) -> bool:
+    """Made in the function analysed (not a parameter, a global, a call's opaque result)."""
+    roots = {loc.root for loc in o.locs} or {o}
+    return all(r.kind in (Kind.PARAM, Kind.MODULE, Kind.CONST, Kind.RESULT) or
+               (r.kind is Kind.OPAQUE and r.key[:1] == ("new",)) for r in roots)
 
 
 def _held(r: Obj) -> str:

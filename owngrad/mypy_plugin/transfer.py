@@ -51,7 +51,7 @@ from .cfg import BasicBlock, Eval, ForBind, Op, WithEnter, WithExit
 from .effects import Effects
 from .lattice import NONE, Kind, Loc, Obj, State, Val, join, join_vals, union
 from .regions import compose, dotted, is_advanced, label, region_of
-from .tables import PLAIN_ATTRS, VIEW_METHODS, Classified, TypeClass, classify, method_class
+from .tables import PLAIN_ATTRS, VIEW_METHODS, Classified, TypeClass, classify, is_mut, method_class
 
 #: kinds of objects that are tensors (their locs are storage a write may reach)
 _TENSORISH = frozenset({Kind.PARAM, Kind.CONST, Kind.MODULE, Kind.RESULT, Kind.VIEW, Kind.DETACHED, Kind.OPAQUE})
@@ -353,8 +353,9 @@ class Transfer(Effects):
             return Val(frozenset({self.an.obj(("attr", o.key, attr), Kind.GRAPH, e.line)}))
         locs = frozenset(Loc(loc.root, (*loc.path, attr)) for loc in o.locs)
         kind = Kind.OPAQUE if c.kind is TypeClass.OPTIMIZER and o.kind is Kind.OPAQUE else Kind.VIEW
+        holds_params = c.kind in (TypeClass.MODULE, TypeClass.OBJECT) or (c.kind is TypeClass.TENSOR and is_mut(t))
         p = self.an.obj(("attr", o.key, attr), kind, e.line, name=f"{o.name}.{attr}" if o.name else attr,
-                        cls=c.info, locs=locs, inputs={o}, rg=o.rg, arg=o.arg)
+                        cls=c.info, locs=locs, inputs={o}, rg=o.rg or holds_params, arg=o.arg)
         if c.kind is TypeClass.CONTAINER:
             return Val(frozenset({p}), elem=Val(frozenset({p})))
         return Val(frozenset({p}))
