@@ -137,14 +137,15 @@ class Analysis:
         """The object of allocation site ``key`` (made on first sight), with ``facts`` added."""
         o = self.objs.get(key)
         if o is None:
+            # a new object: nothing read its facts yet, so setting them is no change to the fixed point
             o = self.objs[key] = Obj(key, kind, line)
             for k in ("name", "label", "cls", "arg", "scrambled", "children"):
                 if k in facts:
                     setattr(o, k, facts[k])
             if o.kind in (Kind.PARAM, Kind.CONST, Kind.MODULE, Kind.RESULT, Kind.OPAQUE) and "locs" not in facts:
                 o.locs = frozenset({Loc(o)})
-            self.changed = True
-        if o.grow(facts.get("locs", ()), facts.get("saves", ()), facts.get("inputs", ()), facts.get("rg", False)):
+            o.grow(facts.get("locs", ()), facts.get("saves", ()), facts.get("inputs", ()), facts.get("rg", False))
+        elif o.grow(facts.get("locs", ()), facts.get("saves", ()), facts.get("inputs", ()), facts.get("rg", False)):
             self.changed = True
         return o
 

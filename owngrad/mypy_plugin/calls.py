@@ -46,15 +46,17 @@ class Mapper:
         hit = self.clones.get(o)
         if hit is not None:
             return hit
-        c = self.fx.an.obj(("clone", self.call, o.key), o.kind, self.call.line, cls=o.cls,
-                           label=o.label if o.label else o.name, scrambled=o.scrambled)
+        key = ("clone", self.call, o.key)
+        existed = key in self.fx.an.objs
+        c = self.fx.an.obj(key, o.kind, self.call.line, cls=o.cls, label=o.label if o.label else o.name,
+                           scrambled=o.scrambled)
         self.clones[o] = c
         children = tuple(x for ch in o.children for x in self.obj(ch))
         if children and not c.children:
             c.children = children
         inputs = frozenset(x for i in o.inputs for x in self.obj(i))
         locs = self.locs(o.locs) if o.locs else frozenset({Loc(c)})
-        if c.grow(locs=locs, saves=self.locs(o.saves), inputs=inputs, rg=o.rg):
+        if c.grow(locs=locs, saves=self.locs(o.saves), inputs=inputs, rg=o.rg) and existed:
             self.fx.an.changed = True
         return c
 
@@ -82,10 +84,10 @@ def apply_summary(fx: Effects, call: Expression, summary: Summary, bound: dict[i
     for ev in summary.events:
         replay(fx, m, summary.name, ev)
     ret = m.val(summary.ret)
-    for o, (status, _) in summary.exit.res.items():
+    for o, (status, _) in summary.exit.results():
         if o.arg is None and (status is Status.PENDING or o in m.clones):
             c = m.clone(o)
-            fx.st.res[c] = (Status.PENDING, 0) if status is Status.PENDING else (Status.CONSUMED, call.line)
+            fx.st.mark(c, Status.PENDING if status is Status.PENDING else Status.CONSUMED, call.line)
     return ret
 
 
@@ -128,7 +130,7 @@ def _check_again(fx: Effects, m: Mapper, fname: str, ev: Event, arg: Val) -> Non
     from .lattice import Kind
 
     tops = [o for o in arg.objs if o.kind is Kind.RESULT]
-    states = [fx.st.res.get(o) for o in tops]
+    states = [fx.st.status(o) for o in tops]
     if not tops or any(s is None or s[0] is not Status.CONSUMED for s in states):
         return
     r, at = tops[0], states[0][1] if states[0] is not None else 0

@@ -382,7 +382,7 @@ class Effects:
         out, stack, seen = [], [r], {r}
         while stack:
             o = stack.pop()
-            if o.kind is Kind.RESULT and self.st.res.get(o, (Status.CONSUMED, 0))[0] is not Status.PENDING:
+            if o.kind is Kind.RESULT and o not in self.st.live:
                 continue
             out.append(o)
             for i in o.inputs:
@@ -463,7 +463,7 @@ class Effects:
 
     def check_consumed(self, e: CallExpr, loss: Val, via: str = "") -> None:
         tops = [o for o in loss.objs if o.kind is Kind.RESULT]
-        states = [self.st.res.get(o) for o in tops]
+        states = [self.st.status(o) for o in tops]
         if not tops or any(s is None or s[0] is not Status.CONSUMED for s in states):
             return
         r, at = tops[0], states[0][1] if states[0] is not None else 0
@@ -480,10 +480,10 @@ class Effects:
         while stack:
             o = stack.pop()
             if o.kind is Kind.RESULT:
-                st = self.st.res.get(o)
+                st = self.st.status(o)
                 if st is None or st[0] is Status.CONSUMED:
                     continue
-                self.st.res[o] = (Status.CONSUMED, line)
+                self.st.mark(o, Status.CONSUMED, line)
             elif o.kind is not Kind.VIEW:
                 continue
             for i in o.inputs - seen:
@@ -491,8 +491,8 @@ class Effects:
                 stack.append(i)
 
     def consume_all(self, line: int) -> None:
-        for o in list(self.st.res):
-            self.st.res[o] = (Status.CONSUMED, line)
+        for o, _ in self.st.results():
+            self.st.mark(o, Status.CONSUMED, line)
         self.an.event(line, Event(CLEAR, line))
 
 

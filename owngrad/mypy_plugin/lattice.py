@@ -200,17 +200,35 @@ class Status(enum.Enum):
 
 @dataclass
 class State:
-    """The facts at one program point: names, results' states (with the line that consumed them), no_grad."""
+    """The facts at one program point: names, results' states (with the line that consumed them), no_grad.
+
+    The results pending on every path are kept apart (``live``) from the others (``done``: consumed, or
+    MAYBE), so that a write looks only at what is pending: its cost does not grow with the function."""
 
     env: dict[str, Val] = field(default_factory=dict)
-    res: dict[Obj, tuple[Status, int]] = field(default_factory=dict)
+    live: dict[Obj, None] = field(default_factory=dict)
+    done: dict[Obj, tuple[Status, int]] = field(default_factory=dict)
     no_grad: int = 0
 
     def copy(self) -> State:
-        return State(dict(self.env), dict(self.res), self.no_grad)
+        return State(dict(self.env), dict(self.live), dict(self.done), self.no_grad)
 
     def pending(self) -> list[Obj]:
-        return [o for o, (s, _) in self.res.items() if s is Status.PENDING]
+        return list(self.live)
+
+    def status(self, o: Obj) -> tuple[Status, int] | None:
+        return (Status.PENDING, 0) if o in self.live else self.done.get(o)
+
+    def mark(self, o: Obj, status: Status, line: int = 0) -> None:
+        if status is Status.PENDING:
+            self.done.pop(o, None)
+            self.live[o] = None
+        else:
+            self.live.pop(o, None)
+            self.done[o] = (status, line)
+
+    def results(self) -> list[tuple[Obj, tuple[Status, int]]]:
+        return [(o, (Status.PENDING, 0)) for o in self.live] + list(self.done.items())
 
 
 def _join_status(a: tuple[Status, int], b: tuple[Status, int]) -> tuple[Status, int]:
@@ -225,7 +243,10 @@ def join(a: State, b: State) -> State:
     env = dict(a.env)
     for k, v in b.env.items():
         env[k] = join_vals(env[k], v) if k in env else v
-    res = dict(a.res)
-    for o, st in b.res.items():
-        res[o] = _join_status(res[o], st) if o in res else st
-    return State(env, res, max(a.no_grad, b.no_grad))
+    out = State(env, no_grad=max(a.no_grad, b.no_grad))
+    for o in {**a.live, **a.done, **b.live, **b.done}:
+        sa, sb = a.status(o), b.status(o)
+        st = _join_status(sa, sb) if sa is not None and sb is not None else (sa or sb)
+        if st is not None:
+            out.mark(o, st[0], st[1])
+    return out

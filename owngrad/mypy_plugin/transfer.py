@@ -49,7 +49,7 @@ from mypy.types import CallableType, Instance, get_proper_type
 from .analysis import Analysis
 from .cfg import BasicBlock, Eval, ForBind, Op, WithEnter, WithExit
 from .effects import Effects
-from .lattice import NONE, Kind, Loc, Obj, State, Val, join, join_vals, union
+from .lattice import NONE, Kind, Loc, Obj, State, Status, Val, join, join_vals, union
 from .regions import compose, dotted, is_advanced, label, region_of
 from .tables import PLAIN_ATTRS, VIEW_METHODS, Classified, TypeClass, classify, is_mut, method_class
 
@@ -393,12 +393,15 @@ class Transfer(Effects):
         """A recorded op's output: pending until consumed, holding ``saves`` (nothing is recorded when no
         operand requires grad, or under ``no_grad``)."""
         recorded = operands.rg and self.st.no_grad == 0
-        o = self.an.obj(key, Kind.RESULT, line, label=text)
-        if recorded:
-            extra = frozenset({Loc(o)}) if saves_self else frozenset()
-            if o.grow(saves=saves | extra, inputs=operands.all_objs(), rg=True):
-                self.an.changed = True
-            self.st.res[o] = (self.pending_status(), 0)
+        if not recorded:
+            o = self.an.obj(key, Kind.RESULT, line, label=text)
+            return Val(frozenset({o}))
+        existed = key in self.an.objs
+        o = self.an.obj(key, Kind.RESULT, line, label=text, saves=saves, inputs=operands.all_objs(), rg=True)
+        if saves_self and Loc(o) not in o.saves:
+            o.saves = o.saves | {Loc(o)}
+            self.an.changed = self.an.changed or existed
+        self.st.mark(o, Status.PENDING)
         return Val(frozenset({o}))
 
     def binop(self, op: str, left: Val, right: Val, e: Expression) -> Val:
