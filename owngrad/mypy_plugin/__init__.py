@@ -24,7 +24,7 @@ It is a dataflow analysis (the design is in docs/static-checking.md):
 The plugin reports at hooks on the calls it sees (writers, ``step``, ``backward``, ``load_state_dict``,
 user functions and methods), so a diagnostic shows at the line of the call that fails at run time.
 Summaries need function bodies, which mypy's cache does not keep, so the plugin asks mypy to re-check
-the user's own modules on every run (library modules stay cached).
+the user's own modules on every run (library modules stay cached), and to keep their syntax trees.
 
 mypy's plugin API is experimental; this plugin is tested with the oldest mypy the project declares (1.10)
 and the current 2.x.
@@ -38,6 +38,7 @@ from collections.abc import Callable
 
 from mypy.errorcodes import ErrorCode
 from mypy.nodes import Context, FuncDef, MypyFile, TypeInfo
+from mypy.options import Options
 from mypy.plugin import FunctionContext, MethodContext, Plugin, ReportConfigContext
 from mypy.types import Type
 
@@ -59,8 +60,11 @@ class OwngradPlugin(Plugin):
 
     _token = str(time.time_ns())
 
-    def __init__(self, options: object) -> None:
-        super().__init__(options)  # type: ignore[arg-type]
+    def __init__(self, options: Options) -> None:
+        super().__init__(options)
+        # Summaries read the bodies of functions in other modules of the project; mypy 2.x frees a module's
+        # syntax tree once the module is checked unless asked to keep it.
+        options.preserve_asts = True
         self._context: FlowContext | None = None
 
     def context(self) -> FlowContext | None:

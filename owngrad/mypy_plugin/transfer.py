@@ -345,7 +345,7 @@ class Transfer(Effects):
         """A declared attribute of a module or object: plain, a graph, a property's value, or a part."""
         t, getter = _attribute(o.cls, attr) if o.cls is not None else (None, None)
         if getter is not None:
-            return self.call_function(e, getter, Val(frozenset({o})), [], None)
+            return self.call_function(e, getter, Val(frozenset({o})), [], e)
         c = classify(t) if t is not None else Classified(TypeClass.UNKNOWN)
         if c.kind is TypeClass.PLAIN:
             return NONE
