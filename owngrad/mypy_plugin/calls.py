@@ -106,12 +106,13 @@ def replay(fx: Effects, m: Mapper, fname: str, ev: Event) -> None:
         locs = m.locs(ev.locs)
         from .effects import _param_holder
 
-        hit = next((loc for loc in sorted(locs, key=lambda loc: not loc.root.name) if _param_holder(loc.root)), None)
+        named_first = sorted(locs, key=lambda loc: not loc.root.name)
+        hit = next((loc for loc in named_first if _param_holder(loc.root)), None)
         if hit is not None and fx.st.no_grad == 0:
             fx.an.report(line, f'"{fname}(...)" writes into "{hit.describe()}" (a param) a value with gradient '
-                               f"history outside `with g.no_grad():` (at its line {ev.line}): the write would drop that "
-                               f"history (a GraphError at run time); write under `with g.no_grad():`, or detach the "
-                               f"value")
+                               f"history outside `with g.no_grad():` (at its line {ev.line}): the write would drop "
+                               f"that history (a GraphError at run time); write under `with g.no_grad():`, or detach "
+                               f"the value")
         fx.arg_event(line, HISTORY, locs, ev.target)
     elif ev.kind in (BACKWARD, FREE):
         arg = m.bound.get(ev.arg, NONE)

@@ -9,8 +9,6 @@ factored.
 
 from __future__ import annotations
 
-from typing import Any
-
 from mypy.nodes import (
     ARG_NAMED,
     ARG_OPT,
@@ -27,8 +25,8 @@ from mypy.nodes import (
 )
 from mypy.types import CallableType, Type, get_proper_type
 
-from .analysis import BACKWARD, CLEAR, FREE, HISTORY, STEP, WRITE, Analysis, Event, Summary
-from .lattice import NONE, Kind, Loc, Obj, State, Status, Val, join_vals, union
+from .analysis import BACKWARD, CLEAR, FREE, HISTORY, STEP, WRITE, Analysis, Event
+from .lattice import NONE, Kind, Loc, Obj, State, Status, Val, union
 from .regions import dotted, label, lvalue_root
 from .tables import (
     CONST_FACTORIES,
@@ -97,10 +95,6 @@ class Effects:
     def store(self, container: Expression, vals: list[Val]) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    @staticmethod
-    def pending_status() -> Status:
-        return Status.PENDING
-
     # --- calls ---
     def call(self, e: CallExpr) -> Val:
         callee = e.callee
@@ -111,7 +105,7 @@ class Effects:
         node = callee.node if isinstance(callee, RefExpr) else None
         if isinstance(callee, NameExpr) and callee.fullname.startswith("builtins."):
             return self.builtin(callee.name, vals)
-        if isinstance(callee, RefExpr) and callee.fullname.startswith(("typing.", "typing_extensions.")):
+        if isinstance(callee, NameExpr) and callee.fullname.startswith(("typing.", "typing_extensions.")):
             return self.builtin(callee.name, vals)  # cast, assert_type, reveal_type
         if isinstance(node, TypeInfo):
             return self.construct(e, node, vals)
@@ -391,7 +385,7 @@ class Effects:
                     stack.append(i)
         return out
 
-    def write(self, target: Expression, tval: Val, value: Val, line: int, via: str = "") -> None:
+    def write(self, target: Expression, tval: Val, value: Val, line: int) -> None:
         locs = _locs(tval)
         if not locs:
             return
@@ -461,7 +455,7 @@ class Effects:
         g = self.an.obj(("grads", e), Kind.GRADS, e.line, inputs=frozenset(_tensors(loss)))
         return Val(frozenset({g}))
 
-    def check_consumed(self, e: CallExpr, loss: Val, via: str = "") -> None:
+    def check_consumed(self, e: CallExpr, loss: Val) -> None:
         tops = [o for o in loss.objs if o.kind is Kind.RESULT]
         states = [self.st.status(o) for o in tops]
         if not tops or any(s is None or s[0] is not Status.CONSUMED for s in states):
@@ -469,9 +463,8 @@ class Effects:
         r, at = tops[0], states[0][1] if states[0] is not None else 0
         arg = dotted(e.args[0]) if e.args else None
         what = f'"{r.name}" (line {r.line})' if r.name else f'"{r.label}" (line {r.line})'
-        head = via or f"g.backward({arg or '...'})"
-        self.an.report(e.line, f"{head}: {what} was already consumed by the backward or free at line {at}; pass "
-                               f"retain=True there to walk it twice, or recompute the forward")
+        self.an.report(e.line, f"g.backward({arg or '...'}): {what} was already consumed by the backward or free at "
+                               f"line {at}; pass retain=True there to walk it twice, or recompute the forward")
 
     def consume(self, objs: frozenset[Obj], line: int) -> None:
         """A backward or free at ``line``: the pending results these were computed from are consumed."""
@@ -571,9 +564,3 @@ def _bind(fd: FuncDef, call: Expression, receiver: Val | None, vals: list[Val]) 
             return None
     return out
 
-
-def _unused(*_: Any) -> None:  # keeps imported names referenced for older checkers
-    return None
-
-
-_unused(join_vals, Summary)

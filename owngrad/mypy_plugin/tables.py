@@ -56,7 +56,7 @@ def classify(t: Type | None) -> Classified:
     p = get_proper_type(t) if t is not None else None
     if p is None or isinstance(p, AnyType):
         return Classified(TypeClass.UNKNOWN)
-    if isinstance(p, NoneType) or isinstance(p, CallableType):
+    if isinstance(p, (NoneType, CallableType)):
         return Classified(TypeClass.PLAIN)
     if isinstance(p, UnionType):
         items = [i for i in p.items if not isinstance(get_proper_type(i), NoneType)]
@@ -76,10 +76,10 @@ def _classify_instance(p: Instance) -> Classified:
             return Classified(kind, info)
     if info.fullname == "builtins.tuple" and p.args:
         return Classified(TypeClass.CONTAINER, info, elem=p.args[0])
-    if info.fullname in _CONTAINERS or any(info.has_base(c) for c in ("typing.Iterable", "typing.Mapping")) \
-            and p.args:
+    iterable = any(info.has_base(c) for c in ("typing.Iterable", "typing.Mapping"))
+    if info.fullname in _CONTAINERS or (p.args and iterable):
         return Classified(TypeClass.CONTAINER, info, elem=p.args[-1] if p.args else None)
-    if info.fullname.startswith(("builtins.", "numpy.", "owngrad.")) or not info.fullname.count("."):
+    if info.fullname.startswith(("builtins.", "numpy.", "owngrad.")):
         return Classified(TypeClass.PLAIN, info)
     return Classified(TypeClass.OBJECT, info)
 

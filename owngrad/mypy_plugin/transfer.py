@@ -44,7 +44,7 @@ from mypy.nodes import (
     Var,
     WithStmt,
 )
-from mypy.types import CallableType, Instance, get_proper_type
+from mypy.types import CallableType, Instance, Type, get_proper_type
 
 from .analysis import Analysis
 from .cfg import BasicBlock, Eval, ForBind, Op, WithEnter, WithExit
@@ -405,6 +405,9 @@ class Transfer(Effects):
         return Val(frozenset({o}))
 
     def binop(self, op: str, left: Val, right: Val, e: Expression) -> Val:
+        if left.container or right.container:  # list + list: a list of both's elements
+            elem = union([left.element(), right.element()])
+            return Val(elem.objs, elem=elem)
         if not tensor_objs(left) and not tensor_objs(right):
             return NONE
         both = union([left, right])
@@ -423,7 +426,7 @@ def _is_no_grad(e: Expression) -> bool:
     return isinstance(e, CallExpr) and isinstance(e.callee, MemberExpr) and e.callee.name == "no_grad"
 
 
-def _attribute(info: TypeInfo, attr: str) -> tuple[object, FuncDef | None]:
+def _attribute(info: TypeInfo, attr: str) -> tuple[Type | None, FuncDef | None]:
     """The declared type of ``info.attr``, or the getter of a property with a body."""
     from .tables import func_of, has_body
 

@@ -39,7 +39,7 @@ def case_branch_join(flag: bool) -> None:
     g = og.Graph()
     w = g.param(np.ones((3, 2)))
     x = g.param(np.ones((4, 3)))
-    if flag:
+    if flag:  # noqa: SIM108 (the branch join is the point)
         y = (x @ w).sum()
     else:
         y = ((x @ w) ** 2).sum()
