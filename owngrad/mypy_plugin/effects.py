@@ -34,6 +34,7 @@ from .tables import (
     MODULE,
     NOSAVE_FUNCS,
     NOSAVE_METHODS,
+    OPTIMIZER,
     OUTPUT_SAVERS,
     PAIR_METHODS,
     PARAMLESS_MODULES,
@@ -66,6 +67,11 @@ def _locs(v: Val) -> frozenset[Loc]:
 
 def _is_module(o: Obj) -> bool:
     return o.cls is not None and o.cls.has_base(MODULE)
+
+
+def _is_optimizer(o: Obj) -> bool:
+    """An optimizer built here, or one handed in (declared an optimizer)."""
+    return o.kind is Kind.OPTIMIZER or (o.kind is Kind.OPAQUE and o.cls is not None and o.cls.has_base(OPTIMIZER))
 
 
 def _param_holder(o: Obj) -> bool:
@@ -170,8 +176,7 @@ class Effects:
         if name in self.an.ctx.writers and tensors:
             self.write(callee.expr, recv, union(vals), e.line)
             return recv if name != "borrow_mut" else NONE
-        if name == "step" and any(o.kind is Kind.OPTIMIZER or (o.kind is Kind.OPAQUE and not _is_module(o))
-                                  for o in recv.objs):
+        if name == "step" and any(_is_optimizer(o) for o in recv.objs):
             self.step(e, callee.expr, recv, vals[0] if vals else NONE)
             return NONE
         if name == "load_state_dict" and any(_is_module(o) for o in tensors):
@@ -256,6 +261,10 @@ class Effects:
     def library(self, e: CallExpr, fd: FuncDef, vals: list[Val]) -> Val:
         """A function of owngrad or another library (no body to summarise)."""
         ret = _ret_type(fd)
+        if fd.fullname in ("copy.deepcopy", "copy.copy") and vals:  # a new module or tensor: no history, no borrows
+            return union([Val(frozenset({self.an.obj(("copy", e, o.key), o.kind if o.kind in (Kind.MODULE, Kind.PARAM)
+                                                     else Kind.CONST, e.line, cls=o.cls, rg=o.rg)}))
+                          for o in _tensors(vals[0])])
         if not fd.fullname.startswith("owngrad."):  # it records nothing itself: what it returns comes from its args
             return NONE if ret is not None and not holds_tensors(ret) else union(vals)
         if fd.name in NOSAVE_FUNCS:
@@ -411,7 +420,7 @@ class Effects:
             self.an.event(line, Event(kind, line, mine, what))
 
     def step(self, e: CallExpr, opt_expr: Expression, recv: Val, grads: Val) -> None:
-        locs = frozenset().union(*(o.locs for o in recv.objs if o.kind in (Kind.OPTIMIZER, Kind.OPAQUE)))
+        locs = frozenset().union(*(o.locs for o in recv.objs if _is_optimizer(o)))
         opt = dotted(opt_expr) or "optimizer"
         found = self.conflict(locs)
         if found is not None:

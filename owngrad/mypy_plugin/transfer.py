@@ -157,7 +157,7 @@ class Transfer(Effects):
             if base.container or not tensor_objs(base):
                 self.store(lv.base, [val])  # d[k] = v on a list or dict
             else:
-                self.write(lv, self.eval(lv), val, line)  # t[k] = v
+                self.write(lv, self.target(lv), val, line)  # t[k] = v
         else:
             name = dotted(lv)
             if name is None or name == "_":
@@ -177,6 +177,14 @@ class Transfer(Effects):
         for t in targets:
             self.bind(t, Val(elem.objs, elem=elem) if isinstance(t, StarExpr) else elem, line)
 
+    def target(self, lv: Expression) -> Val:
+        """What an assignment target writes: ``t[k]`` a view of ``t`` (all of ``t`` for an array key)."""
+        if isinstance(lv, IndexExpr) and self.advanced(lv.index):
+            base = self.eval(lv.base)
+            if tensor_objs(base) and not base.container:
+                return base
+        return self.eval(lv)
+
     def store(self, container: Expression, vals: list[Val]) -> None:
         """``lst.append(v)``, ``d[k] = v``: the container's elements may now also be ``v``."""
         name = dotted(container)
@@ -193,7 +201,7 @@ class Transfer(Effects):
 
     def op_assign(self, s: OperatorAssignmentStmt) -> None:
         rv = self.eval(s.rvalue)
-        lv = self.eval(s.lvalue)
+        lv = self.target(s.lvalue)
         if tensor_objs(lv) and not lv.container:
             self.write(s.lvalue, lv, rv, s.line)  # in place: += -= *= /= **=
             self.extend_history(lv, rv, s.op)
@@ -373,11 +381,26 @@ class Transfer(Effects):
             if o.kind is Kind.MODULE and o.children and isinstance(e.index, IntExpr) and \
                     -len(o.children) <= e.index.value < len(o.children):
                 out.append(Val(frozenset({o.children[e.index.value]})))  # Sequential(a, b)[1] is b
-            elif is_advanced(e.index):
+            elif self.advanced(e.index):
                 out.append(self.result(("adv", e, o.key), e.line, Val(frozenset({o})), frozenset(), label(e)))
             else:
                 out.append(self.view(o, e.index, e))
         return union(out) if len(out) != 1 else out[0]
+
+    def advanced(self, key: Expression) -> bool:
+        """An integer-array or boolean key (indexing with it copies): by its form, or a name that holds a tensor
+        or is declared an array or a list."""
+        if is_advanced(key):
+            return True
+        for item in key.items if isinstance(key, TupleExpr) else [key]:
+            if not isinstance(item, NameExpr):
+                continue
+            if tensor_objs(self.st.env.get(item.name, NONE)):
+                return True
+            t = get_proper_type(item.node.type) if isinstance(item.node, Var) and item.node.type else None
+            if isinstance(t, Instance) and t.type.fullname not in ("builtins.int", "builtins.bool"):
+                return True
+        return False
 
     def view(self, o: Obj, key: Expression | None, e: Expression, scrambled: bool = False) -> Val:
         """A view of ``o``: its storage (narrowed to the key's rows and columns), its history."""
