@@ -211,6 +211,14 @@ CASES: dict[str, str] = {
             w[:, 0] *= 0.5  # E
             g.backward(loss)
     """,
+    "gru_outputs_split": """
+        def f(g: og.Graph, x: og.Tensor) -> None:
+            gru = og.nn.GRU(g, 3, 4)
+            opt = og.optim.SGD(gru.parameters(), lr=0.1)
+            out, h = gru(x)
+            opt.step(g.backward(h.sum()))
+            g.backward(out.sum())  # E
+    """,
     "summary_of_a_helper": """
         def scale(t: og.Tensor[og.Mut]) -> None:
             t.mul_(0.5)

@@ -465,15 +465,31 @@ class Effects:
         return Val(frozenset({g}))
 
     def check_consumed(self, e: CallExpr, loss: Val) -> None:
+        """A backward that would walk a consumed node: the loss itself was consumed, or its history reaches a
+        result an earlier backward (or free) consumed (``h`` after ``g.backward(h.sum())``, then ``out``)."""
+        arg = dotted(e.args[0]) if e.args else None
+        head = f"g.backward({arg or '...'})"
         tops = [o for o in loss.objs if o.kind is Kind.RESULT]
         states = [self.st.status(o) for o in tops]
-        if not tops or any(s is None or s[0] is not Status.CONSUMED for s in states):
+        if tops and all(s is not None and s[0] is Status.CONSUMED for s in states):
+            self.an.report(e.line, f"{head}: {_named(tops[0])} was already consumed by the backward or free at "
+                                   f"line {states[0][1] if states[0] else 0}; pass retain=True there to walk it twice, "
+                                   f"or recompute the forward")
             return
-        r, at = tops[0], states[0][1] if states[0] is not None else 0
-        arg = dotted(e.args[0]) if e.args else None
-        what = f'"{r.name}" (line {r.line})' if r.name else f'"{r.label}" (line {r.line})'
-        self.an.report(e.line, f"g.backward({arg or '...'}): {what} was already consumed by the backward or free at "
-                               f"line {at}; pass retain=True there to walk it twice, or recompute the forward")
+        stack, seen = [o for o in loss.objs if self.st.status(o) is not None or o.kind is Kind.VIEW], set(loss.objs)
+        while stack:
+            o = stack.pop()
+            st = self.st.status(o)
+            if st is not None and st[0] is Status.CONSUMED:
+                self.an.report(e.line, f"{head}: its history reaches {_named(o)}, consumed by the backward or free "
+                                       f"at line {st[1]}; pass retain=True there to walk it twice, or recompute the "
+                                       f"forward")
+                return
+            if o.kind is Kind.VIEW or (st is not None and st[0] is Status.PENDING):
+                for i in o.inputs - seen:
+                    seen.add(i)
+                    if i.kind in (Kind.RESULT, Kind.VIEW):
+                        stack.append(i)
 
     def consume(self, objs: frozenset[Obj], line: int) -> None:
         """A backward or free at ``line``: the pending results these were computed from are consumed."""
@@ -522,6 +538,10 @@ def _known(o: Obj) -> bool:
     roots = {loc.root for loc in o.locs} or {o}
     return all(r.kind in (Kind.PARAM, Kind.MODULE, Kind.CONST, Kind.RESULT) or
                (r.kind is Kind.OPAQUE and r.key[:1] == ("new",)) for r in roots)
+
+
+def _named(r: Obj) -> str:
+    return f'"{r.name or r.label}" (line {r.line})'
 
 
 def _held(r: Obj) -> str:
