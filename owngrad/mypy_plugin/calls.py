@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mypy.nodes import Expression
+from mypy.nodes import CallExpr, Expression
 
 from .analysis import BACKWARD, CLEAR, FREE, HISTORY, STEP, Event, Summary
 from .lattice import NONE, Loc, Obj, Status, Val
-from .regions import compose
+from .regions import compose, label
 
 if TYPE_CHECKING:
     from .effects import Effects
@@ -65,6 +65,12 @@ class Mapper:
         for loc in locs:
             if loc.root.arg is not None and loc.root.key[:1] == ("arg",):
                 for a in self.arg(loc.root):
+                    held = self.fx.field(a, loc.path[0], self.call) if loc.path and a.init_args is not None \
+                        else None
+                    if held is not None:  # trainer.model is the caller's model: its storage
+                        out.update(Loc(hl.root, (*hl.path, *loc.path[1:]), loc.region)
+                                   for h in held.objs for hl in h.locs)
+                        continue
                     for al in a.locs:
                         region = compose(al.region, loc.region) if not loc.path else loc.region
                         out.add(Loc(al.root, (*al.path, *loc.path), region))
@@ -81,8 +87,9 @@ class Mapper:
 
 def apply_summary(fx: Effects, call: Expression, summary: Summary, bound: dict[int, Val]) -> Val:
     m = Mapper(fx, call, bound)
+    shown = label(call.callee) if isinstance(call, CallExpr) else summary.name
     for ev in summary.events:
-        replay(fx, m, summary.name, ev)
+        replay(fx, m, shown, ev)
     ret = m.val(summary.ret)
     for o, (status, _) in summary.exit.results():
         if o.arg is None and (status is Status.PENDING or o in m.clones):

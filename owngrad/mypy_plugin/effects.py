@@ -101,6 +101,9 @@ class Effects:
     def store(self, container: Expression, vals: list[Val]) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def field(self, o: Obj, attr: str, e: Expression) -> Val | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     # --- calls ---
     def call(self, e: CallExpr) -> Val:
         callee = e.callee
@@ -157,6 +160,7 @@ class Effects:
             rg = not (info.fullname.startswith("owngrad.") and info.name in PARAMLESS_MODULES)
             o = self.an.obj(key, Kind.MODULE, e.line, cls=info, children=children, locs=locs, rg=rg)
             o.locs = o.locs | {Loc(o)}
+            self.remember_init(e, o, info, vals)
             return Val(frozenset({o}))
         if c is TypeClass.OPTIMIZER:
             over = vals[0].element() if vals else NONE
@@ -164,7 +168,16 @@ class Effects:
             return Val(frozenset({o}))
         if c in (TypeClass.PLAIN, TypeClass.TENSOR, TypeClass.GRADS):
             return NONE
-        return Val(frozenset({self.an.obj(key, Kind.OPAQUE, e.line, cls=info)}))
+        o = self.an.obj(key, Kind.OPAQUE, e.line, cls=info)
+        self.remember_init(e, o, info, vals)
+        return Val(frozenset({o}))
+
+    def remember_init(self, e: CallExpr, o: Obj, info: TypeInfo, vals: list[Val]) -> None:
+        """What a user class's ``__init__`` got, so that its fields can be told apart: ``self.model`` is the
+        caller's model, ``self.opt`` updates it."""
+        init = func_of(info.get_method("__init__"))
+        if init is not None and has_body(init):
+            o.init_args = _bind(init, e, Val(frozenset({o})), vals)
 
     def method(self, e: CallExpr, callee: MemberExpr) -> Val:
         name = callee.name

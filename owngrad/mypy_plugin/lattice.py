@@ -118,6 +118,8 @@ class Obj:
     label: str = ""
     #: a view whose leading axis is not its base's (a transpose, a reshape): indexing it is not a row range
     scrambled: bool = False
+    #: for an object of a user class made here: what its ``__init__`` was given, by parameter index
+    init_args: dict[int, Val] | None = None
     order: int = field(default_factory=lambda: next(_ORDER))
 
     def __hash__(self) -> int:

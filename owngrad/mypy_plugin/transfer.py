@@ -51,7 +51,7 @@ from .cfg import BasicBlock, Eval, ForBind, Op, WithEnter, WithExit
 from .effects import Effects
 from .lattice import NONE, Kind, Loc, Obj, State, Status, Val, join, join_vals, union
 from .regions import compose, dotted, is_advanced, label, region_of
-from .tables import PLAIN_ATTRS, VIEW_METHODS, Classified, TypeClass, classify, is_mut, method_class
+from .tables import PLAIN_ATTRS, VIEW_METHODS, Classified, TypeClass, classify, func_of, has_body, is_mut, method_class
 
 #: kinds of objects that are tensors (their locs are storage a write may reach)
 _TENSORISH = frozenset({Kind.PARAM, Kind.CONST, Kind.MODULE, Kind.RESULT, Kind.VIEW, Kind.DETACHED, Kind.OPAQUE})
@@ -166,6 +166,9 @@ class Transfer(Effects):
             for o in val.objs:
                 if not o.name and o.kind is not Kind.OPAQUE:
                     o.name = name
+                for i, child in enumerate(o.children):  # Sequential(a, b): its layers are model[0], model[1]
+                    if not child.name:
+                        child.name = f"{name}[{i}]"
 
     def unpack(self, targets: list[Expression], val: Val, line: int) -> None:
         if val.items is not None and len(val.items) == len(targets) and \
@@ -357,8 +360,19 @@ class Transfer(Effects):
         c = classify(t) if t is not None else Classified(TypeClass.UNKNOWN)
         if c.kind is TypeClass.PLAIN:
             return NONE
+        held = self.field(o, attr, e)
+        if held is not None:
+            return held
         if c.kind is TypeClass.GRAPH:
             return Val(frozenset({self.an.obj(("attr", o.key, attr), Kind.GRAPH, e.line)}))
+        return self.generic_part(o, attr, e, t, c)
+
+    def generic_part(self, o: Obj, attr: str, e: Expression, t: Type | None = None,
+                     c: Classified | None = None) -> Val:
+        """``o.attr`` as a part of ``o``: its own path in ``o``'s storage."""
+        if c is None:
+            t = _attribute(o.cls, attr)[0] if o.cls is not None else None
+            c = classify(t) if t is not None else Classified(TypeClass.UNKNOWN)
         locs = frozenset(Loc(loc.root, (*loc.path, attr)) for loc in o.locs)
         kind = Kind.OPAQUE if c.kind is TypeClass.OPTIMIZER and o.kind is Kind.OPAQUE else Kind.VIEW
         holds_params = c.kind in (TypeClass.MODULE, TypeClass.OBJECT) or (c.kind is TypeClass.TENSOR and is_mut(t))
@@ -367,6 +381,33 @@ class Transfer(Effects):
         if c.kind is TypeClass.CONTAINER:
             return Val(frozenset({p}), elem=Val(frozenset({p})))
         return Val(frozenset({p}))
+
+    def field(self, o: Obj, attr: str, e: Expression) -> Val | None:
+        """What ``__init__`` stored in ``o.attr``, when it matters: an argument it kept (the caller's model, or
+        for ``self`` in a method a part of ``self``), or an optimizer (over which storage). None otherwise: a
+        module made in ``__init__`` is then the part ``o.attr`` itself."""
+        from .calls import Mapper
+
+        init = func_of(o.cls.get_method("__init__")) if o.cls is not None else None
+        if init is None or not has_body(init) or not init.arguments:
+            return None
+        summary = self.an.ctx.summary(init, tuple(True for _ in init.arguments))
+        me = init.arguments[0].variable.name
+        v = summary.exit.env.get(f"{me}.{attr}") if summary is not None else None
+        if summary is None or v is None:
+            return None
+        kept = [x for x in v.all_objs() if x.arg is not None and x.key[:1] == ("arg",) and x.arg > 0]
+        opts = frozenset(x for x in v.objs if x.kind is Kind.OPTIMIZER)
+        if not kept and not opts:
+            return None
+        bound = dict(o.init_args) if o.init_args is not None else {}
+        bound[0] = Val(frozenset({o}))
+        for name, val in summary.exit.env.items():  # for self in a method: the arguments __init__ kept, as parts
+            if name.startswith(f"{me}.") and name.count(".") == 1:
+                for x in val.objs:
+                    if x.arg is not None and x.key[:1] == ("arg",) and x.arg not in bound:
+                        bound[x.arg] = self.generic_part(o, name.split(".")[1], e)
+        return Mapper(self, e, bound).val(Val(opts) if opts else v)
 
     def index(self, e: IndexExpr) -> Val:
         base = self.eval(e.base)
