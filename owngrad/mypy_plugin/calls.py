@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from mypy.nodes import CallExpr, Expression
 
 from .analysis import BACKWARD, CLEAR, FREE, HISTORY, STEP, Event, Summary
-from .lattice import NONE, Loc, Obj, Status, Val
+from .lattice import NONE, Bound, Interval, Loc, Obj, Region, Status, Val
 from .regions import compose, label
 
 if TYPE_CHECKING:
@@ -25,11 +25,32 @@ if TYPE_CHECKING:
 class Mapper:
     """Maps a callee's objects, locations and values to the call site's."""
 
-    def __init__(self, fx: Effects, call: Expression, bound: dict[int, Val]) -> None:
+    def __init__(self, fx: Effects, call: Expression, bound: dict[int, Val],
+                 syms: dict[str, Bound | None] | None = None) -> None:
         self.fx = fx
         self.call = call
         self.bound = bound
+        #: the callee's parameters as index bounds at the call site (``rows`` -> ``2``)
+        self.syms = syms or {}
         self.clones: dict[Obj, Obj] = {}
+
+    def region(self, region: Region | None) -> Region | None:
+        """A region with the callee's symbolic bounds put in the caller's terms (unknown: the whole axis)."""
+        if region is None:
+            return None
+        out: list[Interval | None] = []
+        for iv in region:
+            lo = self.bound_of(iv.lo) if iv is not None else None
+            hi = self.bound_of(iv.hi) if iv is not None and iv.hi is not None else None
+            ok = iv is not None and lo is not None and (iv.hi is None or hi is not None)
+            out.append(Interval(lo, hi) if ok and lo is not None else None)
+        return tuple(out) if any(i is not None for i in out) else None
+
+    def bound_of(self, b: Bound) -> Bound | None:
+        if b.sym is None:
+            return b
+        at = self.syms.get(b.sym)
+        return Bound(at.sym, at.off + b.off) if at is not None else None
 
     def arg(self, o: Obj) -> frozenset[Obj]:
         v = self.bound.get(o.arg if o.arg is not None else -1, NONE)
@@ -68,14 +89,15 @@ class Mapper:
                     held = self.fx.field(a, loc.path[0], self.call) if loc.path and a.init_args is not None \
                         else None
                     if held is not None:  # trainer.model is the caller's model: its storage
-                        out.update(Loc(hl.root, (*hl.path, *loc.path[1:]), loc.region)
+                        out.update(Loc(hl.root, (*hl.path, *loc.path[1:]), self.region(loc.region))
                                    for h in held.objs for hl in h.locs)
                         continue
                     for al in a.locs:
-                        region = compose(al.region, loc.region) if not loc.path else loc.region
+                        region = compose(al.region, self.region(loc.region)) if not loc.path else \
+                            self.region(loc.region)
                         out.add(Loc(al.root, (*al.path, *loc.path), region))
             else:
-                out.update(Loc(r, loc.path, loc.region) for r in self.obj(loc.root))
+                out.update(Loc(r, loc.path, self.region(loc.region)) for r in self.obj(loc.root))
         return frozenset(out)
 
     def val(self, v: Val) -> Val:
@@ -85,8 +107,9 @@ class Mapper:
         return Val(objs, items, elem)
 
 
-def apply_summary(fx: Effects, call: Expression, summary: Summary, bound: dict[int, Val]) -> Val:
-    m = Mapper(fx, call, bound)
+def apply_summary(fx: Effects, call: Expression, summary: Summary, bound: dict[int, Val],
+                  syms: dict[str, Bound | None] | None = None) -> Val:
+    m = Mapper(fx, call, bound, syms)
     shown = label(call.callee) if isinstance(call, CallExpr) else summary.name
     for ev in summary.events:
         replay(fx, m, shown, ev)

@@ -26,8 +26,8 @@ from mypy.nodes import (
 from mypy.types import CallableType, Type, get_proper_type
 
 from .analysis import BACKWARD, CLEAR, FREE, HISTORY, STEP, WRITE, Analysis, Event
-from .lattice import NONE, Kind, Loc, Obj, State, Status, Val, union
-from .regions import dotted, label, lvalue_root
+from .lattice import NONE, Bound, Kind, Loc, Obj, State, Status, Val, union
+from .regions import bound_of, dotted, label, lvalue_root
 from .tables import (
     CONST_FACTORIES,
     CONTAINER_FUNCS,
@@ -48,6 +48,7 @@ from .tables import (
     func_of,
     has_body,
     holds_tensors,
+    method_class,
 )
 
 _STORE_METHODS = frozenset({"append", "extend", "insert", "add", "update", "setdefault", "appendleft"})
@@ -367,7 +368,7 @@ class Effects:
             return self.opaque(call, [receiver or NONE, *vals], _ret_type(fd))  # type: ignore[arg-type]
         from .calls import apply_summary
 
-        return apply_summary(self, call, summary, bound)
+        return apply_summary(self, call, summary, bound, _index_args(fd, call))
 
     # --- checks ---
     def conflict(self, locs: frozenset[Loc]) -> tuple[Obj, Loc] | None:
@@ -584,6 +585,20 @@ def _method_return(recv: Val, name: str) -> Type | None:
             if fd is not None:
                 return _ret_type(fd)
     return None
+
+
+def _index_args(fd: FuncDef, call: Expression) -> dict[str, Bound | None]:
+    """The call's arguments that can bound an index (``2``, ``k``, ``k + 1``), by the callee's parameter name."""
+    if not isinstance(call, CallExpr):
+        return {}
+    names = [a.variable.name for a in fd.arguments]
+    offset = 1 if isinstance(call.callee, MemberExpr) and method_class(fd) is not None and not fd.is_static else 0
+    out: dict[str, Bound | None] = {}
+    for i, (arg, kind, name) in enumerate(zip(call.args, call.arg_kinds, call.arg_names)):
+        key = name if kind == ARG_NAMED else (names[i + offset] if i + offset < len(names) else None)
+        if key is not None:
+            out[key] = bound_of(arg)
+    return out
 
 
 def _bind(fd: FuncDef, call: Expression, receiver: Val | None, vals: list[Val]) -> dict[int, Val] | None:
