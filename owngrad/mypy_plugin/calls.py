@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from mypy.nodes import CallExpr, Expression
 
 from .analysis import BACKWARD, CLEAR, FREE, HISTORY, STEP, Event, Summary
-from .lattice import NONE, Bound, Interval, Loc, Obj, Region, Status, Val
+from .lattice import NONE, Bound, Interval, Kind, Loc, Obj, Region, Status, Val
 from .regions import compose, label
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ class Mapper:
         c = self.fx.an.obj(key, o.kind, self.call.line, cls=o.cls, label=o.label if o.label else o.name,
                            scrambled=o.scrambled)
         self.clones[o] = c
+        if o.kind is Kind.RESULT and self.fx.st.no_grad > 0:
+            return c  # called under no_grad: the callee's ops recorded nothing
         children = tuple(x for ch in o.children for x in self.obj(ch))
         if children and not c.children:
             c.children = children
@@ -114,7 +116,7 @@ def apply_summary(fx: Effects, call: Expression, summary: Summary, bound: dict[i
     for ev in summary.events:
         replay(fx, m, shown, ev)
     ret = m.val(summary.ret)
-    for o, (status, _) in summary.exit.results():
+    for o, (status, _) in summary.exit.results() if fx.st.no_grad == 0 else ():
         if o.arg is None and (status is Status.PENDING or o in m.clones):
             c = m.clone(o)
             fx.st.mark(c, Status.PENDING if status is Status.PENDING else Status.CONSUMED, call.line)
@@ -158,8 +160,6 @@ def replay(fx: Effects, m: Mapper, fname: str, ev: Event) -> None:
 
 
 def _check_again(fx: Effects, m: Mapper, fname: str, ev: Event, arg: Val) -> None:
-    from .lattice import Kind
-
     tops = [o for o in arg.objs if o.kind is Kind.RESULT]
     states = [fx.st.status(o) for o in tops]
     if not tops or any(s is None or s[0] is not Status.CONSUMED for s in states):

@@ -403,7 +403,7 @@ class Effects:
                 continue
             out.append(o)
             for i in o.inputs:
-                if i not in seen and i.kind in (Kind.RESULT, Kind.VIEW):
+                if i not in seen and i.kind in (Kind.RESULT, Kind.VIEW, Kind.CONST):
                     seen.add(i)
                     stack.append(i)
         return out
@@ -499,10 +499,10 @@ class Effects:
                                        f"at line {st[1]}; pass retain=True there to walk it twice, or recompute the "
                                        f"forward")
                 return
-            if o.kind is Kind.VIEW or (st is not None and st[0] is Status.PENDING):
+            if o.kind in (Kind.VIEW, Kind.CONST) or (st is not None and st[0] is Status.PENDING):
                 for i in o.inputs - seen:
                     seen.add(i)
-                    if i.kind in (Kind.RESULT, Kind.VIEW):
+                    if i.kind in (Kind.RESULT, Kind.VIEW, Kind.CONST):
                         stack.append(i)
 
     def consume(self, objs: frozenset[Obj], line: int) -> None:
@@ -516,7 +516,7 @@ class Effects:
                 if st is None or st[0] is Status.CONSUMED:
                     continue
                 self.st.mark(o, Status.CONSUMED, line)
-            elif o.kind is not Kind.VIEW:
+            elif o.kind not in (Kind.VIEW, Kind.CONST):  # a constant written with history is part of the graph
                 continue
             for i in o.inputs - seen:
                 seen.add(i)
@@ -536,7 +536,7 @@ def _leaves(losses: list[Obj]) -> set[Obj]:
         o = stack.pop()
         if o.kind is Kind.DETACHED:
             continue
-        below = list(o.inputs) if o.kind is Kind.RESULT else \
+        below = list(o.inputs) if o.kind in (Kind.RESULT, Kind.CONST) else \
             [i for i in o.inputs if i.kind in (Kind.RESULT, Kind.VIEW)] if o.kind is Kind.VIEW else []
         if not below:
             leaves.add(o)

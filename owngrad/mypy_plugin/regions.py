@@ -104,4 +104,4 @@ def label(e: Expression, depth: int = 0) -> str:
         return f"{label(e.callee, depth + 1)}({'...' if e.args else ''})"
     if isinstance(e, IndexExpr):
         return f"{label(e.base, depth + 1)}[...]"
-    return "an expression"
+    return "(...)"
