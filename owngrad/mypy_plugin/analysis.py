@@ -8,6 +8,7 @@ order; the call site replays them on its own state (``apply_summary``).
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ class Event:
 
     ``locs`` are in the callee's objects (a parameter's root maps to the caller's argument)."""
 
-    kind: str
+    kind: Effect
     line: int
     locs: frozenset[Loc] = frozenset()
     target: str = ""
@@ -36,7 +37,22 @@ class Event:
     retain: bool = False
 
 
-WRITE, STEP, HISTORY, BACKWARD, FREE, CLEAR = "write", "step", "history", "backward", "free", "clear"
+class Effect(enum.Enum):
+    """What an event of a summary does."""
+
+    WRITE = "write"  # an in-place write to storage the caller passed in
+    STEP = "step"  # an optimizer step over it
+    HISTORY = "history"  # a write of a value with gradient history into it
+    BACKWARD = "backward"  # a backward of an argument (or of what it was computed from)
+    FREE = "free"
+    CLEAR = "clear"  # g.clear()
+    CONVERT = "convert"  # a traced tensor handed to Python (.item(), float(t)): a captured step refuses it
+    SIDE_EFFECT = "side effect"  # a scheduler's step: a captured step runs it at capture only
+
+
+WRITE, STEP, HISTORY, BACKWARD, FREE, CLEAR = (Effect.WRITE, Effect.STEP, Effect.HISTORY, Effect.BACKWARD,
+                                               Effect.FREE, Effect.CLEAR)
+CONVERT, SIDE_EFFECT = Effect.CONVERT, Effect.SIDE_EFFECT
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from mypy.nodes import CallExpr, Expression
 
-from .analysis import BACKWARD, CLEAR, FREE, HISTORY, STEP, Event, Summary
+from .analysis import BACKWARD, CLEAR, FREE, HISTORY, STEP, WRITE, Event, Summary
 from .lattice import NONE, Bound, Interval, Kind, Loc, Obj, Region, Status, Val
 from .regions import compose, label
 
@@ -125,7 +125,7 @@ def apply_summary(fx: Effects, call: Expression, summary: Summary, bound: dict[i
 
 def replay(fx: Effects, m: Mapper, fname: str, ev: Event) -> None:
     line = m.call.line
-    if ev.kind in (STEP, "write"):
+    if ev.kind in (STEP, WRITE):
         locs = m.locs(ev.locs)
         found = fx.conflict(locs)
         if found is not None:

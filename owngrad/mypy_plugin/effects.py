@@ -25,7 +25,7 @@ from mypy.nodes import (
 )
 from mypy.types import CallableType, Type, get_proper_type
 
-from .analysis import BACKWARD, CLEAR, FREE, HISTORY, STEP, WRITE, Analysis, Event
+from .analysis import BACKWARD, CLEAR, CONVERT, FREE, HISTORY, SIDE_EFFECT, STEP, WRITE, Analysis, Effect, Event
 from .lattice import NONE, Bound, Kind, Loc, Obj, State, Status, Val, union
 from .regions import bound_of, dotted, label, lvalue_root
 from .tables import (
@@ -51,6 +51,8 @@ from .tables import (
     method_class,
 )
 
+#: tensor methods that hand a traced value to Python (a captured step refuses them)
+_CONVERSIONS = frozenset({"item", "numpy", "tolist", "any", "all", "borrow"})
 _STORE_METHODS = frozenset({"append", "extend", "insert", "add", "update", "setdefault", "appendleft"})
 _TENSORISH = frozenset({Kind.PARAM, Kind.CONST, Kind.MODULE, Kind.RESULT, Kind.VIEW, Kind.DETACHED, Kind.OPAQUE})
 
@@ -68,6 +70,14 @@ def _locs(v: Val) -> frozenset[Loc]:
 
 def _is_module(o: Obj) -> bool:
     return o.cls is not None and o.cls.has_base(MODULE)
+
+
+def _is_scheduler(e: Expression) -> bool:
+    """A learning-rate scheduler (declared as one: a parameter, an attribute, an annotated name)."""
+    node = e.node if isinstance(e, RefExpr) else None
+    t = node.type if isinstance(node, Var) else None
+    c = classify(t) if t is not None else None
+    return c is not None and c.info is not None and c.info.has_base("owngrad.optim.lr_scheduler.LRScheduler")
 
 
 def _is_optimizer(o: Obj) -> bool:
@@ -114,6 +124,8 @@ class Effects:
         vals = [self.eval(a) for a in e.args]
         node = callee.node if isinstance(callee, RefExpr) else None
         if isinstance(callee, NameExpr) and callee.fullname.startswith("builtins."):
+            if callee.name in ("float", "int", "bool") and vals and _tensors(vals[0]):
+                self.an.event(e.line, Event(CONVERT, e.line, target=f"{callee.name}(...)"))
             return self.builtin(callee.name, vals)
         if isinstance(callee, NameExpr) and callee.fullname.startswith(("typing.", "typing_extensions.")):
             return self.builtin(callee.name, vals)  # cast, assert_type, reveal_type
@@ -199,6 +211,8 @@ class Effects:
         if recv.container and name in _STORE_METHODS:
             self.store(callee.expr, [v.element() if name in ("extend", "update") else v for v in vals])
             return NONE
+        if name == "step" and (_is_scheduler(callee.expr) or (not e.args and self.method_def(recv, callee) is None)):
+            self.an.event(e.line, Event(SIDE_EFFECT, e.line, target=f"{label(callee)}()"))
         if any(o.cls is not None and isinstance(getattr(o.cls.get(name), "node", None), Var) for o in recv.objs):
             return self.call_value(e, self.eval(callee), vals)  # self.actor(x): a module held in an attribute
         return self.method_value(e, callee, recv, vals)
@@ -221,6 +235,8 @@ class Effects:
             return union([self.view(o, None, e, scrambled=True) for o in _tensors(recv)])
         if name in SAME_METHODS:
             return recv
+        if name in _CONVERSIONS and _tensors(recv):
+            self.an.event(e.line, Event(CONVERT, e.line, target=f"{label(callee)}()"))
         if name in PLAIN_METHODS or name == "clip_norm_":
             return NONE
         fd = self.method_def(recv, callee)
@@ -268,6 +284,8 @@ class Effects:
             return self.backward(e, vals[0], retain, name == "free")
         if name == "clear" and not vals:
             self.consume_all(e.line)
+        if name == "capture" and e.args:
+            self.check_capture(e)
         if name == "freeze" and vals:
             return vals[0]
         return NONE
@@ -370,6 +388,25 @@ class Effects:
 
         return apply_summary(self, call, summary, bound, _index_args(fd, call))
 
+    def check_capture(self, e: CallExpr) -> None:
+        """``g.capture(fn)``: what ``fn`` does that a captured step refuses (converting a traced tensor to a Python
+        value) or bakes in (a scheduler's step runs at capture only)."""
+        target = e.args[0]
+        fd = func_of(target.node) if isinstance(target, RefExpr) else None
+        if fd is None or not has_body(fd):
+            return
+        from .analysis import top_mask
+
+        summary = self.an.ctx.summary(fd, top_mask(fd))
+        for ev in summary.events if summary is not None else ():
+            if ev.kind == CONVERT:
+                self.an.report(e.line, f'g.capture({fd.name}): "{ev.target}" at line {ev.line} converts a traced '
+                                       f"tensor to a Python value, which a captured step cannot replay (a GraphError "
+                                       f"at capture); return the tensor and convert it after the call")
+            elif ev.kind == SIDE_EFFECT:
+                self.an.report(e.line, f'g.capture({fd.name}): "{ev.target}" at line {ev.line} runs at capture only, '
+                                       f"never at a replay; step the scheduler outside the captured function")
+
     # --- checks ---
     def conflict(self, locs: frozenset[Loc]) -> tuple[Obj, Loc] | None:
         """The pending result to name when writing ``locs`` conflicts: the latest one (a named one first)
@@ -427,7 +464,7 @@ class Effects:
             self.an.report(line, f'in-place write to "{what}" while {_held(found[0])}')
         self.arg_event(line, WRITE, locs, what)
 
-    def arg_event(self, line: int, kind: str, locs: frozenset[Loc], what: str) -> None:
+    def arg_event(self, line: int, kind: Effect, locs: frozenset[Loc], what: str) -> None:
         """Records an effect on storage the caller passed in (a parameter's), for the call sites."""
         mine = frozenset(loc for loc in locs if loc.root.arg is not None)
         if mine:
