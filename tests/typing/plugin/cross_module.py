@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from trainer_parts import Trainer, shrink_rows
 
 import owngrad as og
-
-from trainer_parts import Trainer, shrink_rows
 
 
 def mlp(g: og.Graph) -> og.nn.Sequential:
