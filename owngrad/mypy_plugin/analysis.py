@@ -35,6 +35,8 @@ class Event:
     target: str = ""
     arg: int = -1
     retain: bool = False
+    #: for a backward of the caller's own objects (a nested function's closure values): those objects
+    objs: frozenset[Obj] = frozenset()
 
 
 class Effect(enum.Enum):
@@ -72,7 +74,8 @@ class Context:
 
     writers: frozenset[str]
     cfgs: dict[object, CFG] = field(default_factory=dict)
-    summaries: dict[FuncDef, dict[tuple[bool, ...], Summary | None]] = field(default_factory=dict)
+    summaries: dict[FuncDef, dict[object, Summary | None]] = field(default_factory=dict)
+    frees: dict[FuncDef, frozenset[str]] = field(default_factory=dict)
     diagnostics: dict[object, dict[int, list[str]]] = field(default_factory=dict)
     #: the scopes whose diagnostics were handed to mypy
     reported: set[object] = field(default_factory=set)
@@ -83,17 +86,30 @@ class Context:
             hit = self.cfgs[scope] = build_cfg(scope_body(scope))
         return hit
 
-    def summary(self, fd: FuncDef, mask: tuple[bool, ...]) -> Summary | None:
-        """The summary of ``fd`` for arguments that do (True) or do not require grad; None while it is
-        being computed (recursion: the call is then opaque)."""
+    def summary(self, fd: FuncDef, mask: tuple[bool, ...], free: dict[str, Val] | None = None) -> Summary | None:
+        """The summary of ``fd`` for arguments that do (True) or do not require grad, and for a nested function
+        the values its enclosing function's variables have at the call (``free``); None while it is being
+        computed (recursion: the call is then opaque)."""
         per = self.summaries.setdefault(fd, {})
-        if mask in per:
-            return per[mask]
-        per[mask] = None
-        analysis = Analysis(self, fd, mask)
+        key = (mask, tuple(sorted(free.items(), key=lambda kv: kv[0]))) if free else mask
+        if key in per:
+            return per[key]
+        per[key] = None
+        analysis = Analysis(self, fd, mask, free=free)
         analysis.run()
-        per[mask] = analysis.summary()
-        return per[mask]
+        per[key] = analysis.summary()
+        return per[key]
+
+    def free_names(self, fd: FuncDef) -> frozenset[str]:
+        """The enclosing function's variables a nested function reads, also through the nested functions it
+        calls (computed once)."""
+        hit = self.frees.get(fd)
+        if hit is None:
+            self.frees[fd] = frozenset()  # recursion
+            from .transfer import free_names
+
+            hit = self.frees[fd] = free_names(self, fd)
+        return hit
 
     def diagnose(self, scope: FuncDef | MypyFile) -> dict[int, list[str]]:
         """Every diagnostic of one function (or module top level), by line: computed once."""
@@ -136,10 +152,11 @@ class Analysis:
     """The fixed point of one function body for one calling context."""
 
     def __init__(self, ctx: Context, scope: FuncDef | MypyFile, mask: tuple[bool, ...],
-                 reporting: bool = False) -> None:
+                 reporting: bool = False, free: dict[str, Val] | None = None) -> None:
         self.ctx = ctx
         self.scope = scope
         self.mask = mask
+        self.free = free or {}
         self.reporting = reporting
         self.objs: dict[Any, Obj] = {}
         self.changed = False
@@ -164,6 +181,10 @@ class Analysis:
         elif o.grow(facts.get("locs", ()), facts.get("saves", ()), facts.get("inputs", ()), facts.get("rg", False)):
             self.changed = True
         return o
+
+    def outside(self, o: Obj) -> bool:
+        """An object the caller provides: a parameter's, or the caller's own (a closure value, a global)."""
+        return o.arg is not None or self.objs.get(o.key) is not o or o.key[:1] in (("global",), ("free",))
 
     def report(self, line: int, message: str) -> None:
         if self.final and self.reporting:

@@ -10,7 +10,7 @@ first), a clear.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mypy.nodes import CallExpr, Expression
 
@@ -32,6 +32,8 @@ class Mapper:
         self.bound = bound
         #: the callee's parameters as index bounds at the call site (``rows`` -> ``2``)
         self.syms = syms or {}
+        #: the callee's own objects (any other object it refers to is the caller's)
+        self.summary_objs: dict[Any, Obj] | None = None
         self.clones: dict[Obj, Obj] = {}
 
     def region(self, region: Region | None) -> Region | None:
@@ -59,8 +61,14 @@ class Mapper:
     def obj(self, o: Obj) -> frozenset[Obj]:
         if o.arg is not None and o.key[:1] == ("arg",):
             return self.arg(o)
+        if self.summary_objs is not None and self.summary_objs.get(o.key) is not o:
+            return frozenset({o})  # the caller's own object, handed to a nested function as a closure value
         if o.key[:1] == ("global",):  # a module-level variable: the caller's own object for it
             return frozenset({self.fx.an.obj(o.key, o.kind, o.line, name=o.name, cls=o.cls, rg=o.rg)})
+        if o.key[:1] == ("free",):  # a closure's variable: the caller's value of that name, if it has one
+            held = self.fx.st.env.get(str(o.key[1]))
+            if held is not None:
+                return held.all_objs()
         return frozenset({self.clone(o)})
 
     def clone(self, o: Obj) -> Obj:
@@ -86,8 +94,10 @@ class Mapper:
     def locs(self, locs: frozenset[Loc]) -> frozenset[Loc]:
         out: set[Loc] = set()
         for loc in locs:
-            if loc.root.arg is not None and loc.root.key[:1] == ("arg",):
-                for a in self.arg(loc.root):
+            passed = self.arg(loc.root) if loc.root.arg is not None and loc.root.key[:1] == ("arg",) else \
+                self.obj(loc.root) if loc.root.key[:1] == ("free",) else None
+            if passed is not None:
+                for a in passed:
                     held = self.fx.field(a, loc.path[0], self.call) if loc.path and a.init_args is not None \
                         else None
                     if held is not None:  # trainer.model is the caller's model: its storage
@@ -112,6 +122,7 @@ class Mapper:
 def apply_summary(fx: Effects, call: Expression, summary: Summary, bound: dict[int, Val],
                   syms: dict[str, Bound | None] | None = None) -> Val:
     m = Mapper(fx, call, bound, syms)
+    m.summary_objs = summary.objs
     shown = label(call.callee) if isinstance(call, CallExpr) else summary.name
     for ev in summary.events:
         replay(fx, m, shown, ev)
@@ -147,12 +158,15 @@ def replay(fx: Effects, m: Mapper, fname: str, ev: Event) -> None:
                                f"the value")
         fx.arg_event(line, HISTORY, locs, ev.target)
     elif ev.kind in (BACKWARD, FREE):
-        arg = m.bound.get(ev.arg, NONE)
+        arg = Val(ev.objs) if ev.objs else m.bound.get(ev.arg, NONE)
         if ev.kind == BACKWARD:
             _check_again(fx, m, fname, ev, arg)
         for o in arg.all_objs():
             if o.arg is not None:
                 fx.an.event(line, Event(ev.kind, line, arg=o.arg, retain=ev.retain, target=ev.target))
+        theirs = frozenset(o for o in arg.objs if o.arg is None and fx.an.outside(o))
+        if theirs:
+            fx.an.event(line, Event(ev.kind, line, retain=ev.retain, target=ev.target, objs=theirs))
         if not ev.retain:
             fx.consume(arg.objs, line)
     elif ev.kind == CLEAR:

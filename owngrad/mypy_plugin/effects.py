@@ -381,7 +381,8 @@ class Effects:
             return self.opaque(e if isinstance(e, (CallExpr, MemberExpr)) else call,  # type: ignore[arg-type]
                                [receiver or NONE, *vals], _ret_type(fd))
         mask = tuple(bound.get(i, NONE).rg for i in range(len(fd.arguments)))
-        summary = self.an.ctx.summary(fd, mask)
+        free = {n: self.st.env[n] for n in self.an.ctx.free_names(fd) if n in self.st.env}
+        summary = self.an.ctx.summary(fd, mask, free)
         if summary is None:
             return self.opaque(call, [receiver or NONE, *vals], _ret_type(fd))  # type: ignore[arg-type]
         from .calls import apply_summary
@@ -397,7 +398,8 @@ class Effects:
             return
         from .analysis import top_mask
 
-        summary = self.an.ctx.summary(fd, top_mask(fd))
+        free = {n: self.st.env[n] for n in self.an.ctx.free_names(fd) if n in self.st.env}
+        summary = self.an.ctx.summary(fd, top_mask(fd), free)
         for ev in summary.events if summary is not None else ():
             if ev.kind == CONVERT:
                 self.an.report(e.line, f'g.capture({fd.name}): "{ev.target}" at line {ev.line} converts a traced '
@@ -466,7 +468,7 @@ class Effects:
 
     def arg_event(self, line: int, kind: Effect, locs: frozenset[Loc], what: str) -> None:
         """Records an effect on storage the caller passed in (a parameter's), for the call sites."""
-        mine = frozenset(loc for loc in locs if loc.root.arg is not None)
+        mine = frozenset(loc for loc in locs if self.an.outside(loc.root))
         if mine:
             self.an.event(line, Event(kind, line, mine, what))
 
@@ -504,10 +506,13 @@ class Effects:
     def backward(self, e: CallExpr, loss: Val, retain: bool, free: bool) -> Val:
         if not free:
             self.check_consumed(e, loss)
+        kind = FREE if free else BACKWARD
         for o in loss.all_objs():
             if o.arg is not None:
-                self.an.event(e.line, Event(FREE if free else BACKWARD, e.line, arg=o.arg, retain=retain,
-                                            target=dotted(e.args[0]) or ""))
+                self.an.event(e.line, Event(kind, e.line, arg=o.arg, retain=retain, target=dotted(e.args[0]) or ""))
+        theirs = frozenset(o for o in loss.objs if o.arg is None and self.an.outside(o))
+        if theirs:
+            self.an.event(e.line, Event(kind, e.line, retain=retain, target=dotted(e.args[0]) or "", objs=theirs))
         if not retain:
             self.consume(loss.objs, e.line)
         if free:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mypy.nodes import (
     GDEF,
+    LDEF,
     AssertStmt,
     AssertTypeExpr,
     AssignmentStmt,
@@ -37,6 +38,7 @@ from mypy.nodes import (
     ReturnStmt,
     SetComprehension,
     SetExpr,
+    SliceExpr,
     StarExpr,
     TupleExpr,
     TypeInfo,
@@ -46,7 +48,7 @@ from mypy.nodes import (
 )
 from mypy.types import CallableType, Instance, Type, get_proper_type
 
-from .analysis import Analysis
+from .analysis import Analysis, Context
 from .cfg import BasicBlock, Eval, ForBind, Op, WithEnter, WithExit
 from .effects import Effects
 from .lattice import NONE, Kind, Loc, Obj, State, Status, Val, join, join_vals, union
@@ -73,6 +75,8 @@ class Transfer(Effects):
 
     def __init__(self, an: Analysis) -> None:
         super().__init__(an)
+        #: the names the function binds (its parameters, its assignment targets): any other local is a closure's
+        self.locals = _bound_names(an.ctx.cfg(an.scope).blocks, an.scope)
 
     # --- blocks and statements ---
     def entry_state(self) -> State:
@@ -87,6 +91,7 @@ class Transfer(Effects):
                     t = Instance(cls, [])
                 rg = self.an.mask[i] if i < len(self.an.mask) else True
                 st.env[a.variable.name] = self.declared(classify(t), ("arg", i), i, rg, fd.line, a.variable.name)
+        st.env.update(self.an.free)  # a nested function called from its enclosing one: that one's values
         return st
 
     def declared(self, c: Classified, key: tuple[object, ...], arg: int | None, rg: bool, line: int,
@@ -321,6 +326,9 @@ class Transfer(Effects):
         node = e.node
         if isinstance(node, Var) and e.kind == GDEF:  # a module-level variable, read inside a function
             return self.declared(classify(node.type), ("global", node.fullname), None, True, node.line, e.name)
+        if isinstance(node, Var) and e.kind == LDEF and node.type is not None and e.name not in self.locals:
+            # a variable of an enclosing function (a closure); a call from there maps it to its own value
+            return self.declared(classify(node.type), ("free", e.name), None, True, node.line, e.name)
         return NONE
 
     def member(self, e: MemberExpr) -> Val:
@@ -484,6 +492,99 @@ class Transfer(Effects):
         elif op == "**":
             saves = locs_of(both) if both.rg else frozenset()
         return self.result(("op", e), e.line, both, saves, label(e))
+
+
+def free_names(ctx: Context, fd: FuncDef) -> frozenset[str]:
+    """The variables of enclosing functions ``fd`` reads, and those of the nested functions it calls."""
+    blocks = ctx.cfg(fd).blocks
+    bound = _bound_names(blocks, fd)
+    names: set[str] = set()
+    for e in _names_read(blocks):
+        if e.kind == LDEF and e.name not in bound:
+            if isinstance(e.node, Var):
+                names.add(e.name)
+            elif isinstance(e.node, FuncDef) and e.node is not fd:
+                names |= ctx.free_names(e.node)
+    return frozenset(names)
+
+
+def _names_read(blocks: list[BasicBlock]) -> list[NameExpr]:
+    """Every name expression in the operations of ``blocks`` (not inside lambdas or nested functions)."""
+    stack: list[object] = []
+    for b in blocks:
+        for op in b.ops:
+            if isinstance(op, AssignmentStmt):
+                stack.extend([*op.lvalues, op.rvalue])
+            elif isinstance(op, OperatorAssignmentStmt):
+                stack.extend([op.lvalue, op.rvalue])
+            elif isinstance(op, ReturnStmt):
+                stack.extend([op.expr] if op.expr is not None else [])
+            elif isinstance(op, (ExpressionStmt, Eval, AssertStmt)):
+                stack.append(op.expr)
+            elif isinstance(op, ForBind):
+                stack.append(op.stmt.expr)
+            elif isinstance(op, WithEnter):
+                stack.extend(op.stmt.expr)
+    out: list[NameExpr] = []
+    while stack:
+        e = stack.pop()
+        if isinstance(e, NameExpr):
+            out.append(e)
+        elif isinstance(e, Expression):
+            stack.extend(_children(e))
+    return out
+
+
+def _children(e: Expression) -> list[object]:
+    if isinstance(e, (MemberExpr, StarExpr, CastExpr, AssertTypeExpr, AwaitExpr, UnaryExpr)):
+        return [e.expr]
+    if isinstance(e, CallExpr):
+        return [e.callee, *e.args]
+    if isinstance(e, IndexExpr):
+        return [e.base, e.index]
+    if isinstance(e, OpExpr):
+        return [e.left, e.right]
+    if isinstance(e, ComparisonExpr):
+        return list(e.operands)
+    if isinstance(e, ConditionalExpr):
+        return [e.cond, e.if_expr, e.else_expr]
+    if isinstance(e, (TupleExpr, ListExpr, SetExpr)):
+        return list(e.items)
+    if isinstance(e, DictExpr):
+        return [x for kv in e.items for x in kv if x is not None]
+    if isinstance(e, (ListComprehension, SetComprehension)):
+        return [e.generator]
+    if isinstance(e, GeneratorExpr):
+        return [e.left_expr, *e.sequences, *(c for cl in e.condlists for c in cl)]
+    if isinstance(e, DictionaryComprehension):
+        return [e.key, e.value, *e.sequences, *(c for cl in e.condlists for c in cl)]
+    if isinstance(e, SliceExpr):
+        return [x for x in (e.begin_index, e.end_index, e.stride) if x is not None]
+    return []
+
+
+def _bound_names(blocks: list[BasicBlock], scope: FuncDef | MypyFile) -> frozenset[str]:
+    out = {a.variable.name for a in scope.arguments} if isinstance(scope, FuncDef) else set()
+    targets: list[Expression] = []
+    for b in blocks:
+        for op in b.ops:
+            if isinstance(op, AssignmentStmt):
+                targets.extend(op.lvalues)
+            elif isinstance(op, OperatorAssignmentStmt):
+                targets.append(op.lvalue)
+            elif isinstance(op, ForBind):
+                targets.append(op.stmt.index)
+            elif isinstance(op, WithEnter):
+                targets.extend(t for t in op.stmt.target if t is not None)
+    while targets:
+        t = targets.pop()
+        if isinstance(t, NameExpr):
+            out.add(t.name)
+        elif isinstance(t, (TupleExpr, ListExpr)):
+            targets.extend(t.items)
+        elif isinstance(t, StarExpr):
+            targets.append(t.expr)
+    return frozenset(out)
 
 
 def _is_no_grad(e: Expression) -> bool:
