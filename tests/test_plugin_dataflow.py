@@ -219,6 +219,19 @@ CASES: dict[str, str] = {
             opt.step(g.backward(h.sum()))
             g.backward(out.sum())  # E
     """,
+    "closure_called_from_its_function": """
+        def f(g: og.Graph, x: og.Tensor) -> None:
+            model = og.nn.Sequential(og.nn.Linear(g, 4, 8), og.nn.Tanh(), og.nn.Linear(g, 8, 1))
+            opt = og.optim.SGD(model.parameters(), lr=0.1)
+
+            def step(xb: og.Tensor) -> None:
+                opt.step(g.backward((model(xb) ** 2).mean()))
+
+            pending = model(x).sum()
+            step(x)  # E
+            g.free(pending)
+            step(x)
+    """,
     "summary_of_a_helper": """
         def scale(t: og.Tensor[og.Mut]) -> None:
             t.mul_(0.5)
