@@ -122,8 +122,7 @@ class Obj:
     init_args: dict[int, Val] | None = None
     order: int = field(default_factory=lambda: next(_ORDER))
 
-    def __hash__(self) -> int:
-        return hash(self.key)
+    __hash__ = object.__hash__  # identity: an analysis makes one object per site
 
     def __repr__(self) -> str:
         return f"Obj({self.kind.value} {self.name or '?'}@{self.line})"
@@ -200,16 +199,21 @@ class Status(enum.Enum):
     MAYBE = "maybe"  # pending on some paths, consumed on others: reported on neither side
 
 
+#: how ``State.done`` stores a result that is pending on some paths and consumed on others
+_MAYBE = -1
+
+
 @dataclass
 class State:
     """The facts at one program point: names, results' states (with the line that consumed them), no_grad.
 
-    The results pending on every path are kept apart (``live``) from the others (``done``: consumed, or
-    MAYBE), so that a write looks only at what is pending: its cost does not grow with the function."""
+    The results pending on every path are kept apart (``live``) from the others (``done``: the line that
+    consumed them, or -1 for MAYBE), so that a write looks only at what is pending, and a join compares the
+    two dicts' items in C (only the few that differ are joined one by one)."""
 
     env: dict[str, Val] = field(default_factory=dict)
     live: dict[Obj, None] = field(default_factory=dict)
-    done: dict[Obj, tuple[Status, int]] = field(default_factory=dict)
+    done: dict[Obj, int] = field(default_factory=dict)
     no_grad: int = 0
 
     def copy(self) -> State:
@@ -219,7 +223,10 @@ class State:
         return list(self.live)
 
     def status(self, o: Obj) -> tuple[Status, int] | None:
-        return (Status.PENDING, 0) if o in self.live else self.done.get(o)
+        if o in self.live:
+            return (Status.PENDING, 0)
+        at = self.done.get(o)
+        return None if at is None else (Status.MAYBE, 0) if at == _MAYBE else (Status.CONSUMED, at)
 
     def mark(self, o: Obj, status: Status, line: int = 0) -> None:
         if status is Status.PENDING:
@@ -227,16 +234,10 @@ class State:
             self.live[o] = None
         else:
             self.live.pop(o, None)
-            self.done[o] = (status, line)
+            self.done[o] = _MAYBE if status is Status.MAYBE else line
 
     def results(self) -> list[tuple[Obj, tuple[Status, int]]]:
-        return [(o, (Status.PENDING, 0)) for o in self.live] + list(self.done.items())
-
-
-def _join_status(a: tuple[Status, int], b: tuple[Status, int]) -> tuple[Status, int]:
-    if a[0] is b[0]:
-        return a if a[1] <= b[1] else b
-    return (Status.MAYBE, min(a[1], b[1]))
+        return [(o, st) for o in (*self.live, *self.done) if (st := self.status(o)) is not None]
 
 
 def join(a: State, b: State) -> State:
@@ -244,11 +245,18 @@ def join(a: State, b: State) -> State:
     consumed on the other is MAYBE; a result absent on one side (not made there) keeps the other side's."""
     env = dict(a.env)
     for k, v in b.env.items():
-        env[k] = join_vals(env[k], v) if k in env else v
-    out = State(env, no_grad=max(a.no_grad, b.no_grad))
-    for o in {**a.live, **a.done, **b.live, **b.done}:
-        sa, sb = a.status(o), b.status(o)
-        st = _join_status(sa, sb) if sa is not None and sb is not None else (sa or sb)
-        if st is not None:
-            out.mark(o, st[0], st[1])
-    return out
+        mine = env.get(k)
+        env[k] = v if mine is None else mine if mine is v else join_vals(mine, v)
+    live = {**a.live, **b.live}
+    done = {**a.done, **b.done}
+    for o, at in a.done.items() ^ b.done.items():  # consumed at different lines, or on one side only
+        other = b.done.get(o) if o in a.done and a.done[o] == at else a.done.get(o)
+        if other is not None and other != at:
+            done[o] = _MAYBE if _MAYBE in (at, other) else min(at, other)
+    for o in a.live.keys() ^ b.live.keys():  # pending on one side: consumed (or MAYBE) on the other?
+        if o in done:
+            live.pop(o)
+            done[o] = _MAYBE
+    for o in live:
+        done.pop(o, None)
+    return State(env, live, done, max(a.no_grad, b.no_grad))
