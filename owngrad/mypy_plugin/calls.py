@@ -168,7 +168,7 @@ def replay(fx: Effects, m: Mapper, fname: str, ev: Event) -> None:
         if theirs:
             fx.an.event(line, Event(ev.kind, line, retain=ev.retain, target=ev.target, objs=theirs))
         if not ev.retain:
-            fx.consume(arg.objs, line)
+            fx.consume(arg.objs, line, only_theirs=ev.kind == FREE)
     elif ev.kind == CLEAR:
         fx.consume_all(line)
 

@@ -514,7 +514,7 @@ class Effects:
         if theirs:
             self.an.event(e.line, Event(kind, e.line, retain=retain, target=dotted(e.args[0]) or "", objs=theirs))
         if not retain:
-            self.consume(loss.objs, e.line)
+            self.consume(loss.objs, e.line, only_theirs=free)
         if free:
             return NONE
         g = self.an.obj(("grads", e), Kind.GRADS, e.line, inputs=frozenset(_tensors(loss)))
@@ -547,8 +547,12 @@ class Effects:
                     if i.kind in (Kind.RESULT, Kind.VIEW, Kind.CONST):
                         stack.append(i)
 
-    def consume(self, objs: frozenset[Obj], line: int) -> None:
-        """A backward or free at ``line``: the pending results these were computed from are consumed."""
+    def consume(self, objs: frozenset[Obj], line: int, only_theirs: bool = False) -> None:
+        """A backward or free at ``line``: the pending results these were computed from are consumed. A free
+        (``only_theirs``) drops only the nodes no other pending result needs (``out, h = gru(x)`` and a free of
+        what ``h`` made keeps the steps, which ``out`` still needs)."""
+        spared = self.needed_elsewhere(objs) if only_theirs else set()
+        objs = frozenset(objs) - spared
         stack = list(objs)
         seen = set(stack)
         while stack:
@@ -560,9 +564,24 @@ class Effects:
                 self.st.mark(o, Status.CONSUMED, line)
             elif o.kind not in (Kind.VIEW, Kind.CONST):  # a constant written with history is part of the graph
                 continue
-            for i in o.inputs - seen:
+            for i in o.inputs - seen - spared:
                 seen.add(i)
                 stack.append(i)
+
+    def needed_elsewhere(self, objs: frozenset[Obj]) -> set[Obj]:
+        """The results in the pending history of ``objs`` that a pending result outside that history needs,
+        and their own history."""
+        mine = set(objs)
+        for o in objs:
+            mine.update(self.history(o))
+        needed = [i for r in self.st.pending() if r not in mine for i in r.inputs if i in mine]
+        out: set[Obj] = set()
+        while needed:
+            o = needed.pop()
+            if o not in out:
+                out.add(o)
+                needed.extend(i for i in o.inputs if i in mine)
+        return out
 
     def consume_all(self, line: int) -> None:
         for o, _ in self.st.results():

@@ -1,6 +1,6 @@
 """Sequence models used correctly: an attention encoder over embeddings, an LSTM head, a GRU whose last
-state is trained (its stacked outputs are never walked again), a preallocated state buffer filled row by
-row, and a backward taken twice with ``retain=True``."""
+state is trained (its stacked outputs are never walked again), a GRU with both outputs in one loss, a
+preallocated state buffer filled row by row, and a backward taken twice with ``retain=True``."""
 
 from __future__ import annotations
 
@@ -66,6 +66,16 @@ def case_gru_last_state() -> None:
     print(out.shape)
 
 
+def case_gru_outputs_used() -> None:
+    g = og.Graph()
+    gru, head = og.nn.GRU(g, 3, 4), og.nn.Linear(g, 4, 1)
+    opt = og.optim.SGD(gru.parameters(), lr=0.1)
+    out, h = gru(g.constant(np.ones((5, 2, 3))))
+    loss = head(h).sum() + 0.1 * out.mean()
+    opt.step(g.backward(loss))
+    opt.step(g.backward((gru(g.constant(np.ones((5, 2, 3))))[0] ** 2).sum()))
+
+
 def case_state_buffer() -> None:
     g = og.Graph()
     w = g.param(np.eye(3) * 0.5)
@@ -90,6 +100,7 @@ def case_retained_backward() -> None:
 
 
 if __name__ == "__main__":
-    for case in (case_encoder, case_lstm_head, case_gru_last_state, case_state_buffer, case_retained_backward):
+    for case in (case_encoder, case_lstm_head, case_gru_last_state, case_gru_outputs_used, case_state_buffer,
+                 case_retained_backward):
         case()
     print("ok")

@@ -1,7 +1,7 @@
 """MISUSE TWIN of recurrent.py: the same sequence models, each misused once: a write into the encoder's
-head while its loss waits, a step while an LSTM probe waits, a GRU's outputs walked after the backward of
-its last state consumed the steps, a buffer row overwritten while a pending node saved it, a second
-backward without ``retain=True``."""
+head while its loss waits, a step while an LSTM probe waits, a GRU's outputs walked after the backward
+of its last state consumed the steps, a free that leaves the steps to discarded outputs, a buffer row
+overwritten while a pending node saved it, a second backward without ``retain=True``."""
 
 from __future__ import annotations
 
@@ -63,6 +63,16 @@ def case_gru_outputs_after_last_state() -> None:
     g.backward(out.sum())  # MISUSE: the steps were consumed by the backward of h
 
 
+def case_gru_outputs_discarded() -> None:
+    g = og.Graph()
+    gru, head = og.nn.GRU(g, 3, 4), og.nn.Linear(g, 4, 1)
+    opt = og.optim.SGD(gru.parameters(), lr=0.1)
+    _, h = gru(g.constant(np.ones((5, 2, 3))))
+    probe = head(h).sum()
+    g.free(probe)  # frees only what no other pending node needs: the discarded outputs still need the steps
+    opt.step(g.backward((gru(g.constant(np.ones((5, 2, 3))))[1] ** 2).sum()))  # MISUSE: the steps still wait
+
+
 def case_state_buffer() -> None:
     g = og.Graph()
     w = g.param(np.eye(3) * 0.5)
@@ -82,6 +92,6 @@ def case_second_backward() -> None:
 
 
 if __name__ == "__main__":
-    for case in (case_encoder, case_lstm_head, case_gru_outputs_after_last_state, case_state_buffer,
-                 case_second_backward):
+    for case in (case_encoder, case_lstm_head, case_gru_outputs_after_last_state, case_gru_outputs_discarded,
+                 case_state_buffer, case_second_backward):
         case()
