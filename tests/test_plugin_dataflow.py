@@ -232,6 +232,21 @@ CASES: dict[str, str] = {
             g.free(pending)
             step(x)
     """,
+    "module_level_script": """
+        g = og.Graph()
+        model = og.nn.Sequential(og.nn.Linear(g, 4, 8), og.nn.Tanh(), og.nn.Linear(g, 8, 1))
+        opt = og.optim.SGD(model.parameters(), lr=0.1)
+        x = g.constant(np.ones((2, 4)))
+
+        def helper() -> None:
+            opt.step(g.backward((model(x) ** 2).mean()))
+
+        helper()
+        probe = model(x).sum()
+        helper()  # E
+        g.free(probe)
+        helper()
+    """,
     "summary_of_a_helper": """
         def scale(t: og.Tensor[og.Mut]) -> None:
             t.mul_(0.5)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mypy.nodes import CallExpr, Expression
+from mypy.nodes import CallExpr, Expression, MypyFile
 
 from .analysis import BACKWARD, CLEAR, FREE, HISTORY, STEP, WRITE, Event, Summary
 from .lattice import NONE, Bound, Interval, Kind, Loc, Obj, Region, Status, Val
@@ -64,6 +64,10 @@ class Mapper:
         if self.summary_objs is not None and self.summary_objs.get(o.key) is not o:
             return frozenset({o})  # the caller's own object, handed to a nested function as a closure value
         if o.key[:1] == ("global",):  # a module-level variable: the caller's own object for it
+            module, _, name = str(o.key[1]).rpartition(".")
+            scope = self.fx.an.scope
+            if isinstance(scope, MypyFile) and scope.fullname == module and name in self.fx.st.env:
+                return self.fx.st.env[name].all_objs()  # called from that module's top level: its value there
             return frozenset({self.fx.an.obj(o.key, o.kind, o.line, name=o.name, cls=o.cls, rg=o.rg)})
         if o.key[:1] == ("free",):  # a closure's variable: the caller's value of that name, if it has one
             held = self.fx.st.env.get(str(o.key[1]))
@@ -95,7 +99,7 @@ class Mapper:
         out: set[Loc] = set()
         for loc in locs:
             passed = self.arg(loc.root) if loc.root.arg is not None and loc.root.key[:1] == ("arg",) else \
-                self.obj(loc.root) if loc.root.key[:1] == ("free",) else None
+                self.obj(loc.root) if loc.root.key[:1] in (("free",), ("global",)) else None
             if passed is not None:
                 for a in passed:
                     held = self.fx.field(a, loc.path[0], self.call) if loc.path and a.init_args is not None \

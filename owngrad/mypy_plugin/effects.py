@@ -202,7 +202,8 @@ class Effects:
         if name in self.an.ctx.writers and tensors:
             self.write(callee.expr, recv, union(vals), e.line)
             return recv if name != "borrow_mut" else NONE
-        if name == "step" and any(_is_optimizer(o) for o in recv.objs):
+        if name == "step" and e.args and any(_is_optimizer(o) or (o.kind is Kind.OPAQUE and o.cls is None)
+                                             for o in recv.objs):  # an optimizer, or a global not yet typed
             self.step(e, callee.expr, recv, vals[0] if vals else NONE)
             return NONE
         if name == "load_state_dict" and any(_is_module(o) for o in tensors):
@@ -473,7 +474,7 @@ class Effects:
             self.an.event(line, Event(kind, line, mine, what))
 
     def step(self, e: CallExpr, opt_expr: Expression, recv: Val, grads: Val) -> None:
-        locs = frozenset().union(*(o.locs for o in recv.objs if _is_optimizer(o)))
+        locs = frozenset().union(*(o.locs for o in recv.objs if _is_optimizer(o) or o.cls is None))
         opt = dotted(opt_expr) or "optimizer"
         found = self.conflict(locs)
         if found is not None:
