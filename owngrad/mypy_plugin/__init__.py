@@ -92,7 +92,9 @@ class OwngradPlugin(Plugin):
         context.reported.add(scope)
         try:
             diagnostics = context.diagnose(scope)
-        except RecursionError:  # pragma: no cover - pathological nesting
+        except Exception as exc:  # a bug of the plugin must not stop the type check: say so, and go on
+            _fail_unwatched(ctx, f"owngrad plugin: this function was not analysed ({type(exc).__name__}: {exc}); "
+                                 f"please report it", scope.line, note=True)
             return ctx.default_return_type
         for line, messages in sorted(diagnostics.items()):
             for message in messages:
@@ -107,7 +109,7 @@ class OwngradPlugin(Plugin):
         return self._token
 
 
-def _fail_unwatched(ctx: MethodContext | FunctionContext, message: str, line: int) -> None:
+def _fail_unwatched(ctx: MethodContext | FunctionContext, message: str, line: int, note: bool = False) -> None:
     """Reports past mypy's error watchers. mypy watches errors while it tries alternatives (an operator's
     reflected method, an overload, a loop body until its types settle) and decides by whether any came: a
     diagnostic of ours reported then would change that choice, or be dropped with the attempt."""
@@ -116,7 +118,10 @@ def _fail_unwatched(ctx: MethodContext | FunctionContext, message: str, line: in
     if errors is not None and watchers:
         errors._watchers = []
     try:
-        ctx.api.fail(message, Context(line=line, column=0), code=OWNGRAD_BORROW)
+        if note:
+            ctx.api.msg.note(message, Context(line=line, column=0), code=OWNGRAD_BORROW)
+        else:
+            ctx.api.fail(message, Context(line=line, column=0), code=OWNGRAD_BORROW)
     finally:
         if errors is not None and watchers:
             errors._watchers = watchers
