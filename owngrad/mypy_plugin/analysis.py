@@ -197,14 +197,18 @@ class Analysis:
             self.events.append((line, len(self.events), ev))
 
     def run(self) -> None:
-        from .transfer import Transfer  # the transfer functions need this module's types
+        from .transfer import (
+            Transfer,  # the transfer functions need this module's types
+            live_names,
+        )
 
         cfg = self.ctx.cfg(self.scope)
         transfer = Transfer(self)
         entry = transfer.entry_state()
+        live = live_names(self.ctx, self.scope) if isinstance(self.scope, FuncDef) else None
         for _ in range(_MAX_ROUNDS):
             self.changed = False
-            ins = solve(cfg, entry, transfer.block)
+            ins = solve(cfg, entry, transfer.block, live)
             if not self.changed:
                 break
         self.final = True
@@ -221,9 +225,11 @@ class Analysis:
         return Summary(name, events, self.ret or NONE, self.exit_state, self.objs)
 
 
-def solve(cfg: CFG, entry: State, transfer: Callable[[BasicBlock, State], State]) -> dict[BasicBlock, State]:
+def solve(cfg: CFG, entry: State, transfer: Callable[[BasicBlock, State], State],
+          live: dict[BasicBlock, frozenset[str]] | None = None) -> dict[BasicBlock, State]:
     """The worklist algorithm: the in-state of every reachable block at the fixed point. A block's in-state
-    is the join of its predecessors' out-states; a block is revisited when its in-state changed."""
+    is the join of its predecessors' out-states; a block is revisited when its in-state changed. ``live``:
+    the names each block's out-state keeps (``self.model`` is kept with ``self``)."""
     preds = cfg.preds()
     ins: dict[BasicBlock, State] = {cfg.entry: entry}
     outs: dict[BasicBlock, State] = {}
@@ -235,6 +241,9 @@ def solve(cfg: CFG, entry: State, transfer: Callable[[BasicBlock, State], State]
         b = work.popleft()
         queued.discard(b)
         out = transfer(b, ins[b].copy())
+        if live is not None and b is not cfg.exit:
+            keep = live[b]
+            out.env = {k: v for k, v in out.env.items() if k.partition(".")[0] in keep}
         if outs.get(b) == out:
             continue
         outs[b] = out

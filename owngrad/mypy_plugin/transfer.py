@@ -508,23 +508,76 @@ def free_names(ctx: Context, fd: FuncDef) -> frozenset[str]:
     return frozenset(names)
 
 
-def _names_read(blocks: list[BasicBlock]) -> list[NameExpr]:
-    """Every name expression in the operations of ``blocks`` (not inside lambdas or nested functions)."""
-    stack: list[object] = []
+def live_names(ctx: Context, fd: FuncDef) -> dict[BasicBlock, frozenset[str]]:
+    """The names live after each block (read later on some path before being bound again; the parameters
+    always): a state keeps only these, so that copies and joins cost what is live, not all the function bound."""
+    blocks = ctx.cfg(fd).blocks
+    always = frozenset(a.variable.name for a in fd.arguments)
+    use: dict[BasicBlock, frozenset[str]] = {}
+    defs: dict[BasicBlock, frozenset[str]] = {}
     for b in blocks:
+        read: set[str] = set()
+        bound: set[str] = set()
         for op in b.ops:
-            if isinstance(op, AssignmentStmt):
-                stack.extend([*op.lvalues, op.rvalue])
-            elif isinstance(op, OperatorAssignmentStmt):
-                stack.extend([op.lvalue, op.rvalue])
-            elif isinstance(op, ReturnStmt):
-                stack.extend([op.expr] if op.expr is not None else [])
-            elif isinstance(op, (ExpressionStmt, Eval, AssertStmt)):
-                stack.append(op.expr)
-            elif isinstance(op, ForBind):
-                stack.append(op.stmt.expr)
-            elif isinstance(op, WithEnter):
-                stack.extend(op.stmt.expr)
+            for e in _names_read([op]):
+                if e.name not in bound:
+                    read.add(e.name)
+                if e.kind == LDEF and isinstance(e.node, FuncDef) and e.node is not fd:  # a closure's reads
+                    read |= ctx.free_names(e.node) - bound
+            bound |= _op_binds(op)
+        use[b], defs[b] = frozenset(read), frozenset(bound)
+    live_in: dict[BasicBlock, frozenset[str]] = {b: frozenset() for b in blocks}
+    changed = True
+    while changed:
+        changed = False
+        for b in reversed(blocks):
+            new = use[b] | (always.union(*(live_in[s] for s in b.succ)) - defs[b])
+            if new != live_in[b]:
+                live_in[b], changed = new, True
+    return {b: always.union(*(live_in[s] for s in b.succ)) for b in blocks}
+
+
+def _op_binds(op: Op) -> set[str]:
+    """The plain names an operation binds (a name, or a name in a tuple target)."""
+    targets: list[Expression] = []
+    if isinstance(op, AssignmentStmt):
+        targets.extend(op.lvalues)
+    elif isinstance(op, ForBind):
+        targets.append(op.stmt.index)
+    elif isinstance(op, WithEnter):
+        targets.extend(t for t in op.stmt.target if t is not None)
+    out: set[str] = set()
+    while targets:
+        t = targets.pop()
+        if isinstance(t, NameExpr):
+            out.add(t.name)
+        elif isinstance(t, (TupleExpr, ListExpr)):
+            targets.extend(t.items)
+        elif isinstance(t, StarExpr):
+            targets.append(t.expr)
+    return out
+
+
+def _names_read(ops: list[BasicBlock] | list[Op]) -> list[NameExpr]:
+    """Every name an operation reads (of blocks, or of single operations), not inside lambdas or nested
+    functions; a name assigned to (``x = ...``) is not a read, the base of an indexed or attribute target is."""
+    stack: list[object] = []
+    flat = [op for b in ops for op in b.ops] if ops and isinstance(ops[0], BasicBlock) else ops
+    for op in flat:
+        if isinstance(op, AssignmentStmt):
+            stack.append(op.rvalue)
+            stack.extend(_target_reads(op.lvalues))
+        elif isinstance(op, OperatorAssignmentStmt):
+            stack.extend([op.lvalue, op.rvalue])
+        elif isinstance(op, ReturnStmt):
+            stack.extend([op.expr] if op.expr is not None else [])
+        elif isinstance(op, (ExpressionStmt, Eval, AssertStmt)):
+            stack.append(op.expr)
+        elif isinstance(op, ForBind):
+            stack.append(op.stmt.expr)
+            stack.extend(_target_reads([op.stmt.index]))
+        elif isinstance(op, WithEnter):
+            stack.extend(op.stmt.expr)
     out: list[NameExpr] = []
     while stack:
         e = stack.pop()
@@ -532,6 +585,21 @@ def _names_read(blocks: list[BasicBlock]) -> list[NameExpr]:
             out.append(e)
         elif isinstance(e, Expression):
             stack.extend(_children(e))
+    return out
+
+
+def _target_reads(targets: list[Expression]) -> list[Expression]:
+    """What assigning to ``targets`` reads: the bases of ``t[k]`` and ``o.attr`` targets, and the keys."""
+    out: list[Expression] = []
+    todo = list(targets)
+    while todo:
+        t = todo.pop()
+        if isinstance(t, (TupleExpr, ListExpr)):
+            todo.extend(t.items)
+        elif isinstance(t, StarExpr):
+            todo.append(t.expr)
+        elif not isinstance(t, NameExpr):
+            out.append(t)
     return out
 
 
@@ -563,7 +631,7 @@ def _children(e: Expression) -> list[object]:
     return []
 
 
-def _bound_names(blocks: list[BasicBlock], scope: FuncDef | MypyFile) -> frozenset[str]:
+def _bound_names(blocks: list[BasicBlock], scope: FuncDef | MypyFile | None) -> frozenset[str]:
     out = {a.variable.name for a in scope.arguments} if isinstance(scope, FuncDef) else set()
     targets: list[Expression] = []
     for b in blocks:
