@@ -22,6 +22,7 @@ def mlp(g: og.Graph) -> og.nn.Sequential:
 def fit(g: og.Graph, model: Model, x: og.Tensor, steps: int) -> float:
     opt = og.optim.SGD(model.parameters(), lr=0.1)
     loss = (model(x) ** 2).mean()
+    value = 0.0
     for _ in range(steps):
         value = float(loss.item())
         opt.step(g.backward(loss))
