@@ -7,6 +7,7 @@ code). One mypy run with `plugins = owngrad.mypy_plugin` (tests/typing/mypy-plug
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -62,3 +63,16 @@ def test_plugin_loads_under_the_installed_mypy() -> None:
     from owngrad.mypy_plugin import OwngradPlugin, plugin
 
     assert plugin(mypy.version.__version__) is OwngradPlugin
+
+
+def test_plugin_cost_grows_linearly() -> None:
+    """One function grown from 200 to 800 write sites (benchmarks/plugin_cost.py, CPU time, library modules
+    cached): the plugin's own analysis grows like the function (a re-walk per hook would grow 16x), and mypy
+    with the plugin stays within 3x of mypy without it. Ratios measured in the same run, no absolute times."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "plugin_cost.py"), "--sizes", "200", "800",
+                        "--repeats", "2", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    small, large = json.loads(r.stdout)
+    growth = large["analysis"] / max(small["analysis"], 1e-3)
+    assert growth < 8, f"analysis {small['analysis']:.3f}s at 200 sites, {large['analysis']:.3f}s at 800"
+    assert large["mypy+plugin"] < 3 * large["mypy"], large

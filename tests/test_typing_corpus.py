@@ -3,6 +3,8 @@ loss helper, a GAN, EMA and target networks, buffers written through slices, hel
 backward and clip.
 
 - each program runs to the end (it is a real program, not just type-checked text);
+- each misuse twin fails at run time at a line marked ``# MISUSE``: a twin made of ``case_*`` functions runs
+  every case, and each must fail at its own marked line (so every marked line is a real run-time failure);
 - under ``mypy --strict`` with the plugin, the programs have no error at all (no false alarm),
   and each ``*_misuse.py`` twin has an error on exactly its lines marked ``# MISUSE``;
 - the same holds with the oldest mypy the project supports (1.10), installed into a throwaway
@@ -65,6 +67,44 @@ def test_corpus_program_runs(program: Path, tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, str(program)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+
+
+#: runs a misuse twin: each ``case_*`` function (or the program, without them) must raise an owngrad error
+#: while one of its frames in the twin stands on a marked line; prints the marked lines that failed, as JSON
+_RUN_TWIN = """
+import importlib.util, json, runpy, sys, traceback
+import owngrad as og
+path = sys.argv[1]
+marked = {i for i, l in enumerate(open(path).read().splitlines(), 1) if "# MISUSE" in l}
+def failing_line(run, name=None):
+    try:
+        run()
+    except (og.BorrowError, og.GraphError, og.GradError) as e:
+        lines = [n for f, n in traceback.walk_tb(e.__traceback__) if f.f_code.co_filename == path]
+        return ([n for n in lines if n in marked] or lines)[-1]  # the innermost marked frame: the call or the write
+    raise SystemExit(f"{name or path}: ran without an owngrad error")
+spec = importlib.util.spec_from_file_location("twin", path)
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+cases = [v for k, v in vars(mod).items() if k.startswith("case_") and callable(v)]
+if cases:
+    hit = [failing_line(c, c.__name__) for c in cases]
+    if sorted(hit) != sorted(marked):
+        raise SystemExit(f"failed at lines {sorted(hit)}, marked {sorted(marked)}")
+else:
+    hit = [failing_line(lambda: runpy.run_path(path, run_name="__main__"))]
+    if hit[0] not in marked:
+        raise SystemExit(f"failed at line {hit[0]}, not a marked line")
+print(json.dumps(hit))
+"""
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=lambda p: p.stem)
+def test_misuse_twin_fails_at_run_time_at_a_marked_line(twin: Path, tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", _RUN_TWIN, str(twin)], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 

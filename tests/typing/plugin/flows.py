@@ -19,7 +19,7 @@ def clip(g: og.Graph, loss: og.Tensor) -> og.Grads:
     return grads
 
 
-def summaries(g: og.Graph, x: og.Tensor) -> None:
+def summaries(g: og.Graph, x: og.Tensor[og.Mut]) -> None:
     actor, critic = og.nn.Linear(g, 4, 1), og.nn.Linear(g, 4, 1)
     opt_a, opt_c = og.optim.SGD(actor.parameters(), lr=0.1), og.optim.SGD(critic.parameters(), lr=0.1)
     actor_loss, critic_loss = two_losses(g, actor, critic, x)
@@ -48,7 +48,7 @@ def ema_loop(g: og.Graph, model: og.nn.Module, ema: og.nn.Module, x: og.Tensor) 
     g.backward(pending)
 
 
-def through_a_dict(g: og.Graph, model: og.nn.Linear, x: og.Tensor) -> None:
+def through_a_dict(g: og.Graph, model: og.nn.Linear, x: og.Tensor[og.Mut]) -> None:
     out = model(x).sum()
     params = dict(model.named_parameters())
     params["weight"][0] = 0.0  # E: in-place write to "params" while "out" (line 52) depends on it and still waits for g.backward(...); call g.backward(out) first, or g.free(out)
@@ -58,7 +58,7 @@ def through_a_dict(g: og.Graph, model: og.nn.Linear, x: og.Tensor) -> None:
     g.backward(out)
 
 
-def kept_in_a_list(g: og.Graph, model: og.nn.Linear, xs: list[og.Tensor]) -> None:
+def kept_in_a_list(g: og.Graph, model: og.nn.Linear, xs: list[og.Tensor[og.Mut]]) -> None:
     opt = og.optim.SGD(model.parameters(), lr=0.1)
     losses: list[og.Tensor] = []
     for x in xs:
@@ -119,7 +119,7 @@ class ActorCritic(og.nn.Module):
         return (self.actor(x).sum(axis=1) * values.detach()).mean(), (values * values).mean()
 
 
-def parts_of_a_module(g: og.Graph, x: og.Tensor) -> None:
+def parts_of_a_module(g: og.Graph, x: og.Tensor[og.Mut]) -> None:
     ac = ActorCritic(g)
     opt_a = og.optim.SGD(ac.actor.parameters(), lr=0.1)
     opt_c = og.optim.SGD(ac.critic.parameters(), lr=0.1)

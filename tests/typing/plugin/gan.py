@@ -34,7 +34,7 @@ def alternating_update_fixed(g: og.Graph, z: og.Tensor, real: og.Tensor) -> None
 
 def write_while_pending(g: og.Graph) -> None:
     w = g.param(np.zeros((3, 2)))
-    x = g.constant(np.ones((4, 3)))
+    x = g.param(np.ones((4, 3)))
     h = x @ w
     loss = h.relu().sum()
     w -= 0.1  # E: in-place write to "w" while "loss" (line 39) depends on it and still waits for g.backward(...); call g.backward(loss) first, or g.free(loss)
@@ -57,7 +57,7 @@ def training_loop(g: og.Graph, xs: list[np.ndarray], ys: list[np.ndarray]) -> No
 
 
 def monitor_without_no_grad(g: og.Graph, x: og.Tensor, xv: og.Tensor) -> None:
-    model = og.nn.Linear(g, 4, 1)
+    model = og.nn.Sequential(og.nn.Linear(g, 4, 8), og.nn.Tanh(), og.nn.Linear(g, 8, 1))
     opt = og.optim.Adam(model.parameters())
     val = model(xv).mean()
     loss = model(x).mean()
@@ -86,7 +86,7 @@ def unrelated_and_freed(g: og.Graph) -> None:
     g.clear()
     w.fill_(0.0)
     opt = og.optim.SGD([w], lr=0.1)
-    out = (w * 3).sum()
+    out = (w * w).sum()
     opt.step(g.backward((loss_v * w).sum()))  # E: "opt.step(...)" updates "w" in place while "out" (line 89) depends on it and still waits for g.backward(...); call g.backward(out) first, or g.free(out)
     print(tmp)
 
