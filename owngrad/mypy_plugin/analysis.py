@@ -225,6 +225,19 @@ class Analysis:
         return Summary(name, events, self.ret or NONE, self.exit_state, self.objs)
 
 
+def _holds_results(v: Val) -> bool:
+    """Whether ``v`` (or an element or item of it) may be a tensor result or a view of one."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if any(o.kind in (Kind.RESULT, Kind.VIEW) for o in x.objs):
+            return True
+        stack.extend(x.items or ())
+        if x.elem is not None:
+            stack.append(x.elem)
+    return False
+
+
 def solve(cfg: CFG, entry: State, transfer: Callable[[BasicBlock, State], State],
           live: dict[BasicBlock, frozenset[str]] | None = None) -> dict[BasicBlock, State]:
     """The worklist algorithm: the in-state of every reachable block at the fixed point. A block's in-state
@@ -243,7 +256,9 @@ def solve(cfg: CFG, entry: State, transfer: Callable[[BasicBlock, State], State]
         out = transfer(b, ins[b].copy())
         if live is not None and b is not cfg.exit:
             keep = live[b]
-            out.env = {k: v for k, v in out.env.items() if k.partition(".")[0] in keep}
+            # a name no later code reads still holds its value until it is rebound or deleted: a result it
+            # holds keeps its history alive, and with it the borrows of what that history saved
+            out.env = {k: v for k, v in out.env.items() if k.partition(".")[0] in keep or _holds_results(v)}
         if outs.get(b) == out:
             continue
         outs[b] = out

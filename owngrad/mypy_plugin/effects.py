@@ -411,9 +411,10 @@ class Effects:
                                        f"never at a replay; step the scheduler outside the captured function")
 
     # --- checks ---
-    def conflict(self, locs: frozenset[Loc]) -> tuple[Obj, Loc] | None:
-        """The pending result to name when writing ``locs`` conflicts: the latest one (a named one first)
-        whose pending history holds a node that saved an overlapping location; and the location hit."""
+    def conflict(self, locs: frozenset[Loc], value: Val | None = None) -> tuple[Obj, Loc] | None:
+        """The pending result to name when writing ``locs`` conflicts: the latest one (a named one first), held
+        by a name or by the ``value`` being written, whose pending history holds a node that saved an
+        overlapping location; and the location hit."""
         savers: dict[Obj, Loc] = {}
         pending = self.st.pending()
         for r in pending:
@@ -424,8 +425,9 @@ class Effects:
                     break
         if not savers:
             return None
+        held = self.held() | (self.ancestors(set(value.objs)) if value is not None else set())
         best: tuple[Obj, Loc] | None = None
-        for r in sorted(pending, key=lambda o: o.order, reverse=True):
+        for r in sorted((r for r in pending if r in held), key=lambda o: o.order, reverse=True):
             reached = self.history(r)
             hit = next((savers[a] for a in reached if a in savers), None)
             if hit is not None and (best is None or (r.name and not best[0].name)):
@@ -433,6 +435,32 @@ class Effects:
                 if r.name:
                     break
         return best
+
+    def held(self) -> set[Obj]:
+        """What the names in scope (variables, attributes, containers' elements) hold. A pending result nothing
+        holds -- a temporary (``model(x).sum().item()``), a rebound or deleted name's old value -- can never be
+        walked by a backward: the runtime releases its borrows when a write needs them, so it conflicts with
+        nothing."""
+        out: set[Obj] = set()
+        stack = list(self.st.env.values())
+        while stack:
+            v = stack.pop()
+            out.update(v.objs)
+            stack.extend(v.items or ())
+            if v.elem is not None:
+                stack.append(v.elem)
+        return self.ancestors(out)
+
+    @staticmethod
+    def ancestors(objs: set[Obj]) -> set[Obj]:
+        """``objs`` and what they were computed from: a live tensor keeps its whole history alive."""
+        out, stack = set(objs), list(objs)
+        while stack:
+            for i in stack.pop().inputs:
+                if i not in out:
+                    out.add(i)
+                    stack.append(i)
+        return out
 
     def history(self, r: Obj) -> list[Obj]:
         """``r`` and the pending results (through views) its backward would walk."""
@@ -462,7 +490,7 @@ class Effects:
             for loc in locs:
                 if loc.root.kind in (Kind.CONST, Kind.RESULT) and loc.root.grow(inputs=value.objs, rg=True):
                     self.an.changed = True  # a buffer filled with history becomes part of the graph
-        found = self.conflict(locs)
+        found = self.conflict(locs, value)
         if found is not None:
             self.an.report(line, f'in-place write to "{what}" while {_held(found[0])}')
         self.arg_event(line, WRITE, locs, what)

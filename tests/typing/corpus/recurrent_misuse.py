@@ -50,8 +50,9 @@ def case_lstm_head() -> None:
     model = LSTMHead(g)
     opt = og.optim.SGD(model.parameters(), lr=0.1)
     x = g.constant(np.ones((5, 2, 3)))
-    print(f"before {model(x).sum().item():.3f}")
-    opt.step(g.backward((model(x) ** 2).mean()))  # MISUSE: the probe above still holds the weights
+    probe = model(x).sum()
+    print(f"before {probe.item():.3f}")
+    opt.step(g.backward((model(x) ** 2).mean()))  # MISUSE: the named probe above still holds the weights
 
 
 def case_gru_outputs_after_last_state() -> None:

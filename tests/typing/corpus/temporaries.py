@@ -41,7 +41,20 @@ def case_target_values_before_the_update() -> None:
             t.mul_(0.99).add_(0.01 * p)
 
 
+
+def case_dropped_temporaries() -> None:
+    """Temporaries outside no_grad that nothing keeps: no backward can ever walk them, so the step goes through."""
+    g = og.Graph()
+    model = mlp(g, 0)
+    opt = og.optim.SGD(model.parameters(), lr=0.1)
+    x = g.constant(np.random.default_rng(0).normal(size=(6, 4)))
+    print(f"before {model(x).sum().item():.3f}")
+    labels = model(x).argmax(axis=1).numpy()
+    opt.step(g.backward(og.nn.functional.cross_entropy(model(x), labels)))
+
+
 if __name__ == "__main__":
     case_metrics_under_no_grad()
     case_target_values_before_the_update()
+    case_dropped_temporaries()
     print("ok")
