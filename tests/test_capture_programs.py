@@ -53,6 +53,17 @@ def data(i):
     return XS[i].copy(), YS[i].copy()
 
 
+def plain(g, m, o):
+    """The plain training step: cross-entropy of the model on the constant input, backward, optimizer step."""
+
+    def step(x, y):
+        loss = F.cross_entropy(m(g.constant(x)), y)
+        o.step(g.backward(loss))
+        return loss
+
+    return step
+
+
 CASES = {}
 
 
@@ -305,10 +316,7 @@ def optimizer_rebound(g):
 def optimizer_lr_attr(g):
     m, o = base(g)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     def before(i):
         o.lr = 0.1 / (i + 1)
@@ -338,10 +346,7 @@ def param_rebound(g):
 def rng_replaced(g):
     m, o = base(g, p=0.5)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     def before(i):
         if i == 2:
@@ -354,10 +359,7 @@ def rng_replaced(g):
 def dropout_p_changed(g):
     m, o = base(g, p=0.5)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     def before(i):
         m[2].p = 0.1 * (i + 1)
@@ -582,10 +584,7 @@ def data_dependent_one_row(g):
 def no_grad_around_call(g):
     m, o = base(g)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     return step, data, None, lambda: state_of(m), "nograd_from_2"
 
@@ -718,10 +717,7 @@ def dropout_seed_closure(g):
 def label_out_of_range_later(g):
     m, o = base(g)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     def d(i):
         y = YS[i].copy()
@@ -736,10 +732,7 @@ def label_out_of_range_later(g):
 def label_too_big_later(g):
     m, o = base(g)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     def d(i):
         y = YS[i].copy()
@@ -855,10 +848,7 @@ def returns_param_view(g):
 def train_eval_toggle(g):
     m, o = base(g, p=0.5)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     def before(i):
         m.train() if i % 2 == 0 else m.eval()
@@ -907,10 +897,7 @@ def tensor_input_constant(g):
 def adam_step_count(g):
     m, o = base(g, opt="adam")
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     return step, data, None, lambda: state_of(m)
 
@@ -1002,10 +989,7 @@ def module_float_attr(g):
     m = Scaled(g)
     o = og.optim.SGD(m.parameters(), lr=0.1)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     def before(i):
         m.scale = 1.0 + i
@@ -1018,10 +1002,7 @@ def momentum_group_changed(g):
     m = mlp(g)
     o = og.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     def before(i):
         o.param_groups[0]["momentum"] = 0.5 + 0.1 * i
@@ -1034,10 +1015,7 @@ def weight_decay_changed(g):
     m = mlp(g)
     o = og.optim.AdamW(m.parameters(), lr=0.01)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     def before(i):
         o.param_groups[0]["weight_decay"] = 0.01 * (i + 1)
@@ -1093,10 +1071,7 @@ def dtype_changes(g):
 def dtype_changes2(g):
     m, o = base(g)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     return (
         step,
@@ -1110,10 +1085,7 @@ def dtype_changes2(g):
 def last_batch_smaller(g):
     m, o = base(g)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     return (
         step,
@@ -1127,10 +1099,7 @@ def last_batch_smaller(g):
 def noncontiguous_input(g):
     m, o = base(g)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     return (
         step,
@@ -1145,10 +1114,7 @@ def input_view_of_big(g):
     m, o = base(g)
     big = np.concatenate(XS)
 
-    def step(x, y):
-        loss = F.cross_entropy(m(g.constant(x)), y)
-        o.step(g.backward(loss))
-        return loss
+    step = plain(g, m, o)
 
     return step, lambda i: (big[i * 8 : (i + 1) * 8], YS[i].copy()), None, lambda: state_of(m)
 
