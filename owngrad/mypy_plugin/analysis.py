@@ -19,8 +19,8 @@ from mypy.nodes import FuncDef, MypyFile, Statement
 from .cfg import CFG, BasicBlock, build_cfg
 from .lattice import Kind, Loc, Obj, State, Val, join
 
-#: at most this many summaries of one function (calling contexts), and objects in one analysis: past them a
-#: call is opaque, a function is not analysed (a miss, never a false alarm, and the cost stays bounded)
+#: at most this many summaries of one function (calling contexts; past it, the one for any context), and
+#: objects in one analysis (past it the function is not analysed): the cost stays bounded
 _MAX_CONTEXTS = 8
 MAX_OBJECTS = 20000
 
@@ -100,11 +100,12 @@ class Context:
         the values its enclosing function's variables have at the call (``free``); None while it is being
         computed (recursion: the call is then opaque)."""
         per = self.summaries.setdefault(fd, {})
-        key = (mask, tuple(sorted(free.items(), key=lambda kv: kv[0]))) if free else mask
+        key: object = (mask, tuple(sorted(free.items(), key=lambda kv: kv[0]))) if free else mask
+        if key not in per and len(per) >= _MAX_CONTEXTS:  # too many calling contexts: the context-free summary
+            mask = tuple(True for _ in mask)
+            key, free = mask, None
         if key in per:
             return per[key]
-        if len(per) >= _MAX_CONTEXTS:  # a bound on the calling contexts of one function: the call is opaque
-            return None
         per[key] = None
         analysis = Analysis(self, fd, mask, free=free)
         try:
