@@ -19,8 +19,17 @@ from mypy.nodes import FuncDef, MypyFile, Statement
 from .cfg import CFG, BasicBlock, build_cfg
 from .lattice import Kind, Loc, Obj, State, Val, join
 
+#: at most this many summaries of one function (calling contexts; past it, the one for any context), and
+#: objects in one analysis (past it the function is not analysed): the cost stays bounded
+_MAX_CONTEXTS = 8
+MAX_OBJECTS = 20000
+
 #: at most this many solver rounds (facts of objects grow between rounds; they converge in two or three)
 _MAX_ROUNDS = 6
+
+
+class TooLarge(Exception):
+    """An analysis past its bound (see ``MAX_OBJECTS``): the function is not analysed."""
 
 
 @dataclass(frozen=True)
@@ -91,12 +100,18 @@ class Context:
         the values its enclosing function's variables have at the call (``free``); None while it is being
         computed (recursion: the call is then opaque)."""
         per = self.summaries.setdefault(fd, {})
-        key = (mask, tuple(sorted(free.items(), key=lambda kv: kv[0]))) if free else mask
+        key: object = (mask, tuple(sorted(free.items(), key=lambda kv: kv[0]))) if free else mask
+        if key not in per and len(per) >= _MAX_CONTEXTS:  # too many calling contexts: the context-free summary
+            mask = tuple(True for _ in mask)
+            key, free = mask, None
         if key in per:
             return per[key]
         per[key] = None
         analysis = Analysis(self, fd, mask, free=free)
-        analysis.run()
+        try:
+            analysis.run()
+        except TooLarge:
+            return None
         per[key] = analysis.summary()
         return per[key]
 
@@ -117,7 +132,10 @@ class Context:
         if hit is None:
             mask = top_mask(scope) if isinstance(scope, FuncDef) else ()
             analysis = Analysis(self, scope, mask, reporting=True)
-            analysis.run()
+            try:
+                analysis.run()
+            except TooLarge:
+                analysis.messages = {}
             hit = self.diagnostics[scope] = analysis.messages
         return hit
 
@@ -170,6 +188,8 @@ class Analysis:
         """The object of allocation site ``key`` (made on first sight), with ``facts`` added."""
         o = self.objs.get(key)
         if o is None:
+            if len(self.objs) > MAX_OBJECTS:
+                raise TooLarge(f"more than {MAX_OBJECTS} abstract objects")
             # a new object: nothing read its facts yet, so setting them is no change to the fixed point
             o = self.objs[key] = Obj(key, kind, line)
             for k in ("name", "label", "cls", "arg", "scrambled", "children"):

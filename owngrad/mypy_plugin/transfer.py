@@ -55,6 +55,9 @@ from .lattice import NONE, Kind, Loc, Obj, State, Status, Val, join, join_vals, 
 from .regions import compose, dotted, is_advanced, label, region_of
 from .tables import PLAIN_ATTRS, VIEW_METHODS, Classified, TypeClass, classify, func_of, has_body, is_mut, method_class
 
+#: past this many objects a value's attributes are not followed (a miss, never a false alarm)
+_MAX_ALTERNATIVES = 16
+
 #: kinds of objects that are tensors (their locs are storage a write may reach)
 _TENSORISH = frozenset({Kind.PARAM, Kind.CONST, Kind.MODULE, Kind.RESULT, Kind.VIEW, Kind.DETACHED, Kind.OPAQUE})
 
@@ -347,6 +350,8 @@ class Transfer(Effects):
     def project(self, base: Val, attr: str, e: MemberExpr) -> Val:
         """``obj.attr``: a view (``.T``), or a part of a module or object (its own path in the storage)."""
         out: list[Val] = []
+        if len(base.objs) > _MAX_ALTERNATIVES:  # a value that may be too many things: not followed
+            return NONE
         for o in base.objs:
             if o.kind in (Kind.GRAPH, Kind.GRADS, Kind.OPTIMIZER):
                 continue
