@@ -87,7 +87,7 @@ class OwngradPlugin(Plugin):
         first hook in it."""
         context = self.context()
         scope = _scope(ctx)
-        if context is None or scope is None or scope in context.reported:
+        if context is None or scope is None or scope in context.reported or _library(ctx):
             return ctx.default_return_type
         context.reported.add(scope)
         try:
@@ -107,6 +107,12 @@ class OwngradPlugin(Plugin):
         if ctx.id.split(".")[0] in ("owngrad", "numpy") or "site-packages" in path or "typeshed" in path:
             return None
         return self._token
+
+
+def _library(ctx: MethodContext | FunctionContext) -> bool:
+    """Code of an installed library (its errors are not the user's): not analysed."""
+    path = str(getattr(ctx.api, "path", "")).replace(os.sep, "/")
+    return "site-packages" in path or "typeshed" in path
 
 
 def _fail_unwatched(ctx: MethodContext | FunctionContext, message: str, line: int, note: bool = False) -> None:

@@ -23,6 +23,9 @@ from .lattice import Kind, Loc, Obj, State, Val, join
 #: objects in one analysis (past it the function is not analysed): the cost stays bounded
 _MAX_CONTEXTS = 8
 MAX_OBJECTS = 20000
+#: operations evaluated for one function's diagnostics, its callees' summaries included (an 800-site function
+#: takes about 10,000)
+MAX_WORK = 300_000
 
 #: at most this many solver rounds (facts of objects grow between rounds; they converge in two or three)
 _MAX_ROUNDS = 6
@@ -88,6 +91,13 @@ class Context:
     diagnostics: dict[object, dict[int, list[str]]] = field(default_factory=dict)
     #: the scopes whose diagnostics were handed to mypy
     reported: set[object] = field(default_factory=set)
+    #: operations evaluated for the function being diagnosed, its callees' summaries included
+    work: int = 0
+
+    def spend(self) -> None:
+        self.work += 1
+        if self.work > MAX_WORK:
+            raise TooLarge(f"more than {MAX_WORK} operations")
 
     def cfg(self, scope: FuncDef | MypyFile) -> CFG:
         hit = self.cfgs.get(scope)
@@ -132,6 +142,7 @@ class Context:
         if hit is None:
             mask = top_mask(scope) if isinstance(scope, FuncDef) else ()
             analysis = Analysis(self, scope, mask, reporting=True)
+            self.work = 0
             try:
                 analysis.run()
             except TooLarge:

@@ -79,6 +79,7 @@ class Mapper:
         hit = self.clones.get(o)
         if hit is not None:
             return hit
+        self.fx.an.ctx.spend()
         key = ("clone", self.call, o.key)
         existed = key in self.fx.an.objs
         c = self.fx.an.obj(key, o.kind, self.call.line, cls=o.cls, label=o.label if o.label else o.name,
@@ -139,6 +140,7 @@ def apply_summary(fx: Effects, call: Expression, summary: Summary, bound: dict[i
 
 
 def replay(fx: Effects, m: Mapper, fname: str, ev: Event) -> None:
+    fx.an.ctx.spend()
     line = m.call.line
     if ev.kind in (STEP, WRITE):
         locs = m.locs(ev.locs)

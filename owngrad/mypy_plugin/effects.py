@@ -613,8 +613,7 @@ class Effects:
         return out
 
     def consume_all(self, line: int) -> None:
-        for o, _ in self.st.results():
-            self.st.mark(o, Status.CONSUMED, line)
+        self.st.consume_all(line)
         self.an.event(line, Event(CLEAR, line))
 
 

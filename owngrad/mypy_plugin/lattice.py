@@ -236,6 +236,16 @@ class State:
             self.live.pop(o, None)
             self.done[o] = _MAYBE if status is Status.MAYBE else line
 
+    def consume_all(self, line: int) -> None:
+        """``g.clear()``: every result is consumed (those consumed before keep their line)."""
+        for o in self.live:
+            self.done[o] = line
+        self.live.clear()
+        if _MAYBE in self.done.values():  # checked in C; rare
+            for o, at in list(self.done.items()):
+                if at == _MAYBE:
+                    self.done[o] = line
+
     def results(self) -> list[tuple[Obj, tuple[Status, int]]]:
         return [(o, st) for o in (*self.live, *self.done) if (st := self.status(o)) is not None]
 

@@ -122,6 +122,7 @@ class Transfer(Effects):
         return self.st
 
     def op(self, op: Op) -> None:
+        self.an.ctx.spend()
         if isinstance(op, AssignmentStmt):
             self.assign(op)
         elif isinstance(op, OperatorAssignmentStmt):
