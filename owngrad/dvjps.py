@@ -24,7 +24,19 @@ import numpy as np
 
 from . import kernels
 from .backend import Array, owned, scatter_add, xp_of
-from .rules import RULES, Rule, _clip_masks, _concat_vjp, _count, _minmax_vjp, _pad_vjp, _pick, _quiet, along_axis_index
+from .rules import (
+    RULES,
+    Rule,
+    _clip_masks,
+    _concat_vjp,
+    _count,
+    _minmax_vjp,
+    _pad_vjp,
+    _pick,
+    _quiet,
+    along_axis_index,
+    einsum_vjp_plan,
+)
 from .shapes import axes_of
 from .sites import user_site
 from .tensor import Tensor
@@ -414,12 +426,8 @@ def _cumsum_vjp(g: Tensor, ans: Any, x: Any, axis: Any = None, shapes: Any = ())
 def _einsum_vjp(g: Tensor, ans: Any, *xs: Any, spec: Any = None, _i: int = 0) -> Tensor:
     from .ops import einsum
 
-    ins, out = spec
-    others = [s for j, s in enumerate(ins) if j != _i]
-    mine = ins[_i]
-    avail = set(out).union(*others) if others else set(out)
-    kept = "".join(c for c in mine if c in avail)
-    r = einsum(",".join([out, *others]) + "->" + kept, g, *[x for j, x in enumerate(xs) if j != _i])
+    formula, mine, kept, avail = einsum_vjp_plan(spec, _i)
+    r = einsum(formula, g, *[x for j, x in enumerate(xs) if j != _i])
     if kept != mine:
         shape = [r.shape[kept.index(c)] if c in avail else 1 for c in mine]
         r = r.reshape(tuple(shape))

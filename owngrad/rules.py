@@ -409,14 +409,22 @@ def _pad_vjp(g: Array, ans: Array, x: Array, widths: Any = (), value: float = 0.
     return g[tuple(slice(b, g.shape[i] - a) for i, (b, a) in enumerate(widths))]
 
 
-def _einsum_vjp(g: Array, ans: Array, *xs: Array, spec: Any = None, _i: int = 0) -> Array:
+def einsum_vjp_plan(spec: Any, i: int) -> tuple[str, str, str, set[str]]:
+    """The einsum that gives operand ``i``'s gradient from the output's and the other operands: its formula,
+    the operand's letters, the letters that formula keeps, and the letters it can produce (a letter only this
+    operand has is summed out by the forward, so its gradient is broadcast back afterwards)."""
     ins, out = spec
-    others = [s for j, s in enumerate(ins) if j != _i]
-    mine = ins[_i]
+    others = [s for j, s in enumerate(ins) if j != i]
+    mine = ins[i]
     avail = set(out).union(*others) if others else set(out)
     kept = "".join(c for c in mine if c in avail)
+    return ",".join([out, *others]) + "->" + kept, mine, kept, avail
+
+
+def _einsum_vjp(g: Array, ans: Array, *xs: Array, spec: Any = None, _i: int = 0) -> Array:
+    formula, mine, kept, avail = einsum_vjp_plan(spec, _i)
     xp = xp_of(g)
-    r = xp.einsum(",".join([out, *others]) + "->" + kept, g, *[x for j, x in enumerate(xs) if j != _i])
+    r = xp.einsum(formula, g, *[x for j, x in enumerate(xs) if j != _i])
     if kept != mine:  # letters summed out of this operand alone: their gradient is broadcast back
         r = xp.expand_dims(r, tuple(i for i, c in enumerate(mine) if c not in avail))
     return xp.broadcast_to(r, xs[_i].shape)

@@ -552,6 +552,11 @@ def _op_binds(op: Op) -> set[str]:
         targets.append(op.stmt.index)
     elif isinstance(op, WithEnter):
         targets.extend(t for t in op.stmt.target if t is not None)
+    return _target_names(targets)
+
+
+def _target_names(targets: list[Expression]) -> set[str]:
+    """The plain names in assignment targets (``a``, ``a, (b, *c)``); attributes and subscripts bind none."""
     out: set[str] = set()
     while targets:
         t = targets.pop()
@@ -650,15 +655,7 @@ def _bound_names(blocks: list[BasicBlock], scope: FuncDef | MypyFile | None) -> 
                 targets.append(op.stmt.index)
             elif isinstance(op, WithEnter):
                 targets.extend(t for t in op.stmt.target if t is not None)
-    while targets:
-        t = targets.pop()
-        if isinstance(t, NameExpr):
-            out.add(t.name)
-        elif isinstance(t, (TupleExpr, ListExpr)):
-            targets.extend(t.items)
-        elif isinstance(t, StarExpr):
-            targets.append(t.expr)
-    return frozenset(out)
+    return frozenset(out | _target_names(targets))
 
 
 def _is_no_grad(e: Expression) -> bool:
