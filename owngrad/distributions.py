@@ -19,7 +19,7 @@ import numpy as np
 
 from .backend import Array, device_of, to_device, xp_of
 from .errors import ShapeError
-from .graph import Graph
+from .graph import Graph, graph_of
 from .handle import array_of
 from .nn import functional as F
 from .ops import take_along_axis
@@ -34,7 +34,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 def _graph_of(name: str, *params: Any) -> Graph:
     for p in params:
         if isinstance(p, Tensor):
-            return p.graph
+            return graph_of(p)
     raise TypeError(f"{name}: give the parameters as tensors of a graph (g.param(...) or g.constant(...)), "
                     f"got {', '.join(type(p).__name__ for p in params if p is not None)}")
 

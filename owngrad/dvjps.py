@@ -24,6 +24,7 @@ import numpy as np
 
 from . import kernels
 from .backend import Array, owned, scatter_add, xp_of
+from .graph import graph_of
 from .rules import (
     RULES,
     Rule,
@@ -94,7 +95,7 @@ def _mT(a: Any) -> Any:
 
 def _apply_linear(rule: Rule, g: Tensor, attrs: dict[str, Any]) -> Tensor:
     """Record ``rule`` (an adjoint of :func:`deflinear`) applied to ``g``: a node saving nothing."""
-    graph = g.graph
+    graph = graph_of(g)
     out = owned(rule.forward(xp_of(g._data), g._data, **attrs), graph.xp)
     node = g._grad_node() if graph.grad_enabled else None
     if node is None:
@@ -156,7 +157,7 @@ def apply_rule(rule: Rule, args: tuple[Any, ...], attrs: dict[str, Any], value: 
         parents.append(n)
         shapes.append(a.shape if n is not None else None)
     assert t0 is not None
-    graph = t0.graph
+    graph = graph_of(t0)
     if not graph.grad_enabled:
         mask = 0
     out = value if value is not None else rule.forward(xp_of(t0._data), *arrays, **attrs)
@@ -190,7 +191,7 @@ def _with_history(node: Node, rule: Rule, i: int, value: Array, args: tuple[Any,
                   aux: Any) -> Any:
     """``value`` (an array ``rule`` computed from input ``i`` of ``node``) as that rule's result."""
     parent = node.parents[i]
-    graph = node.graph
+    graph = graph_of(node)
     if parent is None or not graph.grad_enabled:
         return graph.constant(value)
     parents: list[Node | None] = [None] * len(args)

@@ -21,7 +21,7 @@ from .traced import unwrap
 from .tracer import recorded
 
 if TYPE_CHECKING:
-    from .graph import Graph
+    from .graph_api import GraphAPI
 
 __all__ = ["TensorFactory"]
 
@@ -65,7 +65,7 @@ class TensorFactory:
     rng: np.random.Generator
 
     def _made(self, arr: Array, name: str | None, op: str) -> Tensor:
-        g: Graph = self  # type: ignore[assignment]
+        g: GraphAPI[Tensor] = self  # type: ignore[assignment]
         tr = g._tracer
         if tr is not None and op not in ("randn", "rand"):  # a new array each step, of the same values
             tr.note(copy_of, (copy_of(arr),), {}, arr)
@@ -73,7 +73,7 @@ class TensorFactory:
 
     def _draw(self, kind: str, shape: tuple[int, ...], dt: np.dtype[Any]) -> Array:
         """Samples from ``g.rng`` (recorded when a step is being captured: each replay draws afresh)."""
-        g: Graph = self  # type: ignore[assignment]
+        g: GraphAPI[Tensor] = self  # type: ignore[assignment]
         return recorded(g, _draw, self, kind, shape, dt)
 
     def zeros(self, shape: Any, dtype: Any = None, name: str | None = None) -> Tensor:

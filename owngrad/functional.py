@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .backend import copy_of
+from .graph import graph_of
 from .handle import array_of
 from .tensor import Tensor
 
@@ -53,7 +54,7 @@ def hvp(f: Callable[..., Tensor], x: Tensor | Sequence[Tensor], v: Any) -> tuple
         raise ValueError(f"og.functional.hvp: {len(xs)} inputs but {len(vs)} vectors")
     ps = [_point(t, "hvp") for t in xs]
     out = _call(f, ps, "hvp")
-    g = ps[0].graph
+    g = graph_of(ps[0])
     grads = g.grad(out, ps, create_graph=True)
     terms = [(gr * vi).sum() for gr, vi in zip(grads, vs) if gr.requires_grad]
     hvs: list[Tensor | None] = [None] * len(ps)
@@ -79,7 +80,7 @@ def jacobian(f: Fn, x: Tensor, create_graph: bool = False) -> Tensor:
 def _jacobian_of(out: Tensor, p: Tensor, create_graph: bool) -> Tensor:
     from .ops import stack
 
-    g = p.graph
+    g = graph_of(p)
     if not out.requires_grad:
         return _zeros(p, out.shape + p.shape)
     rows: list[Tensor] = []
@@ -102,9 +103,9 @@ def hessian(f: Fn, x: Tensor) -> Tensor:
     p = _point(x, "hessian")
     out = _call(f, p, "hessian")
     if out.size != 1:
-        p.graph.free(out)  # a refused call leaves nothing pending
+        graph_of(p).free(out)  # a refused call leaves nothing pending
         raise ValueError(f"og.functional.hessian: f must return one element, got shape {out.shape}")
-    gr = p.graph.grad(out, p, create_graph=True)
+    gr = graph_of(p).grad(out, p, create_graph=True)
     h = _jacobian_of(gr, p, False)
-    p.graph.free(out)
+    graph_of(p).free(out)
     return h

@@ -17,7 +17,7 @@ from .sites import Site, user_site
 from .tensor import Tensor
 
 if TYPE_CHECKING:
-    from .graph import Graph
+    from .graph_api import GraphAPI
 
 # raw_gradient(s) are for optimizers only: they check that no gradient is still in flight
 __all__ = ["Grads"]
@@ -32,14 +32,14 @@ class Grads:
     _capture_stop = True  # a captured step guards it by identity, never walks into it
     __slots__ = ("_graph", "_arrays", "_handles", "_pending")
 
-    def __init__(self, graph: Graph, arrays: dict[Node, Array]) -> None:
+    def __init__(self, graph: GraphAPI[Tensor], arrays: dict[Node, Array]) -> None:
         self._graph = graph
         self._arrays = arrays
         self._handles: dict[Node, Tensor] = {}
         self._pending: list[Callable[[], None]] = []  # completions still to run (gradients in flight)
 
     @property
-    def graph(self) -> Graph:
+    def graph(self) -> GraphAPI[Tensor]:
         """The graph whose backward made these gradients."""
         return self._graph
 

@@ -476,3 +476,9 @@ def _forward_error(name: str, arrays: list[Any], e: Exception) -> Exception:
     if isinstance(e, IndexError):
         return IndexError(f"{'tensor index' if name == 'gather' else name}: {e} (tensor shape {shapes})")
     return TypeError(f"{name}: {e}")
+
+
+def graph_of(x: Tensor | Node) -> Graph:
+    """The graph of a tensor or a node, typed as the :class:`Graph` it is: the layers below graph.py (where
+    tensors and nodes are defined) name it only through protocols (``GraphAPI``, ``NodeOwner``)."""
+    return x.graph if type(x) is Node else x._graph  # type: ignore[return-value,union-attr]

@@ -30,9 +30,10 @@ from .sites import Site, format_site, user_site
 from .views import Layout, Step
 
 if TYPE_CHECKING:
-    from .graph import Graph
+    from typing_extensions import Self
+
+    from .graph_api import GraphAPI
     from .node import Node
-    from .tensor import Tensor
 
 __all__ = ["TensorHandle", "exclusive", "shared", "is_param", "array_of", "arrays_of", "check_writable", "label_of",
            "relabel"]
@@ -97,14 +98,14 @@ class TensorHandle:
     __slots__ = ("_graph", "_storage", "_data", "_region", "_layout", "_rootref", "_path", "_node",
                  "_vcache", "_kind", "_readonly", "_is_view", "_name", "_base", "__weakref__")
 
-    __array_ufunc__ = None  # numpy defers to our reflected operators (ndarray * tensor -> Tensor)
+    __array_ufunc__ = None  # numpy defers to our reflected operators (ndarray * tensor -> Self)
 
-    _graph: Graph
+    _graph: GraphAPI[Self]
     _storage: Storage
     _data: Array
     _region: Region
     _layout: Layout
-    _rootref: Tensor | None  # the root this view was cut from; None for a root (no self-cycle)
+    _rootref: Self | None  # the root this view was cut from; None for a root (no self-cycle)
     _path: tuple[Step, ...]
     _node: Node | None
     _vcache: tuple[Node, Node] | None
@@ -112,24 +113,24 @@ class TensorHandle:
     _readonly: ReadOnly | None
     _is_view: bool
     _name: str | None
-    _base: Tensor | None  # what ``.base`` reports for a view: the handle the view chain was cut from
+    _base: Self | None  # what ``.base`` reports for a view: the handle the view chain was cut from
 
-    def __class_getitem__(cls, mode: object) -> type[Tensor]:
+    def __class_getitem__(cls, mode: object) -> type[Self]:
         """``Tensor[Mut]`` is ``Tensor`` at run time: access modes exist for the type checker (stubs/)."""
-        return cls  # type: ignore[return-value]
+        return cls
 
-    def _tensor(self) -> Tensor:
+    def _tensor(self) -> Self:
         """This handle, typed as the Tensor it always is (the handle and its mixins exist only joined)."""
-        return self  # type: ignore[return-value]
+        return self
 
     def __init__(self) -> None:
         raise TypeError("Tensors are made by a graph: g.param(data), g.constant(data), or ops on tensors")
 
     # --- construction (internal) ---
     @classmethod
-    def _root_of(cls, graph: Graph, array: Array, kind: Role, node: Node | None, name: str | None,
-                 label: str | tuple[str, int], readonly: ReadOnly | None = None) -> Tensor:
-        t: Tensor = object.__new__(cls)  # type: ignore[assignment]
+    def _root_of(cls, graph: GraphAPI[Self], array: Array, kind: Role, node: Node | None, name: str | None,
+                 label: str | tuple[str, int], readonly: ReadOnly | None = None) -> Self:
+        t = object.__new__(cls)
         t._graph = graph
         shape = array.shape if type(array) is np.ndarray else tuple(array.shape)
         t._storage = Storage(array, label, "cpu" if type(array) is np.ndarray else device_of(array),
@@ -149,8 +150,8 @@ class TensorHandle:
         return t
 
     def _derive(self, data: Array, region: Region, layout: Layout, path: tuple[Step, ...],
-                readonly: ReadOnly | None, is_view: bool = True) -> Tensor:
-        t: Tensor = object.__new__(type(self))  # type: ignore[assignment]
+                readonly: ReadOnly | None, is_view: bool = True) -> Self:
+        t = object.__new__(type(self))
         t._graph = self._graph
         t._storage = self._storage
         t._data = data
@@ -167,14 +168,14 @@ class TensorHandle:
         t._base = self._base if self._is_view else self._tensor()
         return t
 
-    def _handle(self, readonly: ReadOnly) -> Tensor:
+    def _handle(self, readonly: ReadOnly) -> Self:
         """Another handle on the same data and history, read-only (keeping the name)."""
         t = self._derive(self._data, self._region, self._layout, self._path, readonly, self._is_view)
         t._name = self._name
         return t
 
     @property
-    def _root(self) -> Tensor:
+    def _root(self) -> Self:
         """The tensor owning this storage's history: itself for a root, else the root of the view chain."""
         r = self._rootref
         return self._tensor() if r is None else r
@@ -232,7 +233,7 @@ class TensorHandle:
         return self._storage.device
 
     @property
-    def graph(self) -> Graph:
+    def graph(self) -> GraphAPI[Self]:
         return self._graph
 
     @property
@@ -244,7 +245,7 @@ class TensorHandle:
         return not self.requires_grad or (self._root._kind is Role.PARAM and not self._path)
 
     @property
-    def base(self) -> Tensor | None:
+    def base(self) -> Self | None:
         """The tensor this view was cut from (the root of the chain), or None. A read-only view's
         base is read-only too: a frozen handle never leads back to a writable one."""
         if not self._is_view:
@@ -378,7 +379,7 @@ class TensorHandle:
             if not isinstance(a, numbers.Integral) or isinstance(a, bool) or not -n <= int(a) < n:
                 raise ShapeError(f"{name}: axis {a!r} is out of range for a tensor of shape {self.shape}")
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Tensor:
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
         """A copy in the same graph with no history: a param copies to a new param (with the same
         name), anything else to a constant -- what ``copy.deepcopy(module)`` needs for an EMA or a
         target network."""
@@ -387,7 +388,7 @@ class TensorHandle:
             return self._graph.param(arr, name=self._name)
         return self._graph.constant(arr, name=self._name)
 
-    def _snapshot(self) -> Tensor:
+    def _snapshot(self) -> Self:
         """A copy of the current values that keeps this tensor's graph history."""
         node = self._grad_node() if self._graph.grad_enabled else None
         tr = self._graph._tracer
@@ -395,7 +396,7 @@ class TensorHandle:
         return self._root_of(self._graph, data, Role.RESULT if node is not None else Role.CONSTANT,
                              node, None, f"copy of {self._label()}")
 
-    def detach(self) -> Tensor:
+    def detach(self) -> Self:
         """A constant leaf on the same storage: its writes are checked against the same ledger."""
         t = self._derive(self._data, self._region, self._layout, (), self._readonly, is_view=False)
         t._rootref = None

@@ -31,7 +31,7 @@ import numpy as np
 from .backward import _backprop, seed_gradient, topo_order
 from .dvjps import DVJPS, rebuild_aux
 from .errors import GradError, GraphError
-from .graph import Graph
+from .graph import Graph, graph_of
 from .ledger import SHARED, borrowing
 from .node import Node, NodeState
 from .roles import ReadOnly, Role
@@ -75,7 +75,7 @@ def saved_operands(node: Node) -> list[Any]:
     for j, src in enumerate(sources):
         if src is not None:
             history = node if j == 0 else node.parents[j - 1]
-            out[j] = _handle_on(node.graph, src, node.saved[j], history)
+            out[j] = _handle_on(graph_of(node), src, node.saved[j], history)
     return out
 
 

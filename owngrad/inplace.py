@@ -37,7 +37,7 @@ from .tracer import value_check
 from .views import Step, StepKind, check_broadcast_into, is_basic_key, normalize_key, sub_region
 
 if TYPE_CHECKING:
-    from .tensor import Tensor
+    from typing_extensions import Self
 
 __all__ = ["InplaceOps"]
 
@@ -79,48 +79,48 @@ class InplaceOps(TensorHandle):
     def __setitem__(self, key: Any, value: Any) -> None:
         self._inplace(key, "setitem", None, (value,))
 
-    def __iadd__(self, o: Any) -> Tensor:
+    def __iadd__(self, o: Any) -> Self:
         return self._inplace(_WHOLE, "+=", "add", (o,))
 
-    def __isub__(self, o: Any) -> Tensor:
+    def __isub__(self, o: Any) -> Self:
         return self._inplace(_WHOLE, "-=", "sub", (o,))
 
-    def __imul__(self, o: Any) -> Tensor:
+    def __imul__(self, o: Any) -> Self:
         return self._inplace(_WHOLE, "*=", "mul", (o,))
 
-    def __itruediv__(self, o: Any) -> Tensor:
+    def __itruediv__(self, o: Any) -> Self:
         return self._inplace(_WHOLE, "/=", "div", (o,))
 
-    def __ipow__(self, o: Any) -> Tensor:
+    def __ipow__(self, o: Any) -> Self:
         return self._inplace(_WHOLE, "**=", "pow", (o,))
 
-    def pow_(self, o: Any) -> Tensor:
+    def pow_(self, o: Any) -> Self:
         return self._inplace(_WHOLE, "pow_", "pow", (o,))
 
-    def add_(self, o: Any) -> Tensor:
+    def add_(self, o: Any) -> Self:
         return self._inplace(_WHOLE, "add_", "add", (o,))
 
-    def sub_(self, o: Any) -> Tensor:
+    def sub_(self, o: Any) -> Self:
         return self._inplace(_WHOLE, "sub_", "sub", (o,))
 
-    def mul_(self, o: Any) -> Tensor:
+    def mul_(self, o: Any) -> Self:
         return self._inplace(_WHOLE, "mul_", "mul", (o,))
 
-    def div_(self, o: Any) -> Tensor:
+    def div_(self, o: Any) -> Self:
         return self._inplace(_WHOLE, "div_", "div", (o,))
 
-    def zero_(self) -> Tensor:
+    def zero_(self) -> Self:
         return self._inplace(_WHOLE, "zero_", None, (0,))
 
-    def fill_(self, value: Any) -> Tensor:
+    def fill_(self, value: Any) -> Self:
         if isinstance(value, TensorHandle) and value.size != 1:
             raise ShapeError(f"fill_: the value must be a scalar, got a tensor of shape {value.shape}")
         return self._inplace(_WHOLE, "fill_", None, (value,))
 
-    def copy_(self, src: Any) -> Tensor:
+    def copy_(self, src: Any) -> Self:
         return self._inplace(_WHOLE, "copy_", None, (src,))
 
-    def clamp_(self, lo: Any = None, hi: Any = None) -> Tensor:
+    def clamp_(self, lo: Any = None, hi: Any = None) -> Self:
         check_bound("clamp_", lo, hi)
         if isinstance(lo, TensorHandle) or isinstance(hi, TensorHandle) or hasattr(lo, "shape") or \
                 hasattr(hi, "shape"):
@@ -129,18 +129,18 @@ class InplaceOps(TensorHandle):
                                                               float("inf") if hi is None else hi))
         return self._inplace(_WHOLE, "clamp_", "clip", (), {"lo": scalar(lo), "hi": scalar(hi)})
 
-    def masked_fill_(self, mask: Any, value: Any) -> Tensor:
+    def masked_fill_(self, mask: Any, value: Any) -> Self:
         """Write ``value`` where ``mask`` is True, in place."""
         from .tensor_math import _fill_value, _mask_operand
 
         m = _mask_operand(self, mask, "masked_fill_")
         return self._inplace(_WHOLE, "masked_fill_", "masked_fill", (m,), {"value": _fill_value(value, "masked_fill_")})
 
-    def lerp_(self, end: Any, weight: Any) -> Tensor:
+    def lerp_(self, end: Any, weight: Any) -> Self:
         """``self += weight * (end - self)``, in place (torch's ``lerp_``; ``weight`` a number or a tensor)."""
         return self._inplace(_WHOLE, "lerp_", "lerp", (end, weight))
 
-    def index_add_(self, axis: int, index: Any, src: Any) -> Tensor:
+    def index_add_(self, axis: int, index: Any, src: Any) -> Self:
         """Add ``src`` into the rows ``index`` along ``axis``, in place; repeated indices accumulate
         (torch's ``index_add_``)."""
         op = "index_add_"
@@ -166,7 +166,7 @@ class InplaceOps(TensorHandle):
 
     # --- the engine ---
     def _inplace(self, key: Any, what: str, rule: str | None, operands: Sequence[Any],
-                 attrs: dict[str, Any] | None = None) -> Tensor:
+                 attrs: dict[str, Any] | None = None) -> Self:
         """Every write path. Checks (read-only, shapes, graph, borrows) all come before any change."""
         me = self._tensor()
         site = user_site()
@@ -302,11 +302,11 @@ class InplaceOps(TensorHandle):
             g.record_write(root, src_t if src_node is not None else None, target.path, target.adv, landed)
 
     def _compute_recorded(self, target: _Target, key: Any, rule: str | None, ops: list[Any],
-                          attrs: dict[str, Any]) -> tuple[Any, Tensor | None]:
+                          attrs: dict[str, Any]) -> tuple[Any, Self | None]:
         """The new value, and the tensor whose history it carries (an op on the old value, recorded)."""
         if rule is None:
             src = ops[0]
-            return (src._data, src._tensor()) if isinstance(src, TensorHandle) else (src, None)
+            return (src._data, src) if isinstance(src, type(self)) else (src, None)
         adv = target.adv
         cur = self[adv] if adv is not None else (self if key is _WHOLE else self[key])  # type: ignore[index]
         old = cur._snapshot() if adv is None else cur

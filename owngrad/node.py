@@ -9,19 +9,27 @@ graph makes nodes (:meth:`owngrad.graph.Graph.record`).
 from __future__ import annotations
 
 import weakref
+from collections.abc import Collection, Sequence
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .backend import Array
 from .ledger import Borrow, release_all
 from .rules import Rule
 from .sites import Site, format_site, user_names_of
 
-if TYPE_CHECKING:
-    from .graph import Graph
-    from .tensor import Tensor
 
-__all__ = ["Node", "NodeState", "PENDING", "SAVED_HINT"]
+class NodeOwner(Protocol):
+    """What a node asks of the graph that recorded it (to name the live results that still need it, and
+    to tell whether it is abandoned); ``Graph`` satisfies it."""
+
+    def _results_needing(self, node: Node) -> Sequence[object]: ...
+
+    def _reachable(self) -> Collection[Node]: ...
+
+    def _release_abandoned(self) -> None: ...
+
+__all__ = ["Node", "NodeOwner", "NodeState", "PENDING", "SAVED_HINT"]
 
 SAVED_HINT = "call g.backward(...) on the result first, or g.free(...) it, or compute under g.no_grad()"
 _EMPTY: dict[str, Any] = {}
@@ -45,7 +53,7 @@ class Node:
     __slots__ = ("id", "op", "graph", "rule", "parents", "saved", "attrs", "in_shapes", "borrows", "site",
                  "state", "is_param", "holds_arrays", "_leaf", "out", "shape", "sources", "kept", "__weakref__")
 
-    def __init__(self, node_id: int, graph: Graph, op: str, parents: tuple[Node | None, ...],
+    def __init__(self, node_id: int, graph: NodeOwner, op: str, parents: tuple[Node | None, ...],
                  in_shapes: tuple[tuple[int, ...] | None, ...], site: Site, rule: Rule | None = None,
                  attrs: dict[str, Any] = _EMPTY, shape: tuple[int, ...] = ()) -> None:
         self.id = node_id
@@ -62,8 +70,8 @@ class Node:
         self.is_param = False
         #: whether a walk must release something: a saved array, or an internal one (``aux``)
         self.holds_arrays = False
-        self._leaf: weakref.ref[Tensor] | None = None  # a param's leaf node refers to it weakly: no cycle
-        self.out: weakref.ref[Tensor] | None = None  # the tensor this node produced, while it lives
+        self._leaf: weakref.ref[Any] | None = None  # a param's leaf node refers to it weakly: no cycle
+        self.out: weakref.ref[Any] | None = None  # the tensor this node produced, while it lives
         self.shape = shape  # of its output (for to_dot and pending())
         #: per saved operand, the (storage, region, layout) it was read from (None for raw operands): a
         #: differentiable vjp (higher.py) reads the saved value through a handle on the same ledger
@@ -73,13 +81,13 @@ class Node:
         self.kept: list[Node] | None = None
 
     @property
-    def leaf(self) -> Tensor | None:
+    def leaf(self) -> Any:
         """The param of a leaf node (None for other nodes, and once the param is gone)."""
         r = self._leaf
         return None if r is None else r()
 
     @leaf.setter
-    def leaf(self, t: Tensor) -> None:
+    def leaf(self, t: Any) -> None:
         self._leaf = weakref.ref(t)
 
     @property

@@ -20,14 +20,14 @@ from .handle import TensorHandle
 from .traced import TracedArray, unwrap
 
 if TYPE_CHECKING:
-    from .graph import Graph
+    from .graph_api import GraphAPI
 
 __all__ = ["as_array", "check_dtype", "check_bound", "scalar", "operand", "same_graph", "same_device"]
 
 _WEAK = {"b": False, "i": 0, "u": 0, "f": 0.0}  # a Python number of each kind: numpy treats those as weak
 
 
-def as_array(graph: Graph, data: Any, op: str) -> Array:
+def as_array(graph: GraphAPI[Any], data: Any, op: str) -> Array:
     """Copy ``data`` onto the graph's device: arrays keep their dtype, Python floats/lists become float32."""
     xp = graph.xp
     if isinstance(data, TensorHandle):
@@ -69,7 +69,7 @@ def scalar(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
-def same_graph(op: str, graph: Graph, t: TensorHandle) -> None:
+def same_graph(op: str, graph: GraphAPI[Any], t: TensorHandle) -> None:
     """``t`` must belong to ``graph``."""
     if t.graph is not graph:
         raise GraphError(f"{op}: the tensor {t._label()} belongs to another graph")

@@ -21,7 +21,7 @@ from .operands import check_bound, check_dtype, operand, same_graph, scalar
 from .roles import Role
 
 if TYPE_CHECKING:
-    from .tensor import Tensor
+    from typing_extensions import Self
 
 __all__ = ["MathOps"]
 
@@ -32,53 +32,53 @@ class MathOps(TensorHandle):
     __slots__ = ()
 
     # --- arithmetic: each a direct graph.apply call (no intermediate frame on the hot path) ---
-    def __add__(self, o: Any) -> Tensor:
+    def __add__(self, o: Any) -> Self:
         return self._graph.apply("add", (self, o if isinstance(o, TensorHandle) else operand(self, o, "add")))
 
-    def __radd__(self, o: Any) -> Tensor:
+    def __radd__(self, o: Any) -> Self:
         return self._graph.apply("add", (o if isinstance(o, TensorHandle) else operand(self, o, "add"), self))
 
-    def __sub__(self, o: Any) -> Tensor:
+    def __sub__(self, o: Any) -> Self:
         return self._graph.apply("sub", (self, o if isinstance(o, TensorHandle) else operand(self, o, "sub")))
 
-    def __rsub__(self, o: Any) -> Tensor:
+    def __rsub__(self, o: Any) -> Self:
         return self._graph.apply("sub", (o if isinstance(o, TensorHandle) else operand(self, o, "sub"), self))
 
-    def __mul__(self, o: Any) -> Tensor:
+    def __mul__(self, o: Any) -> Self:
         return self._graph.apply("mul", (self, o if isinstance(o, TensorHandle) else operand(self, o, "mul")))
 
-    def __rmul__(self, o: Any) -> Tensor:
+    def __rmul__(self, o: Any) -> Self:
         return self._graph.apply("mul", (o if isinstance(o, TensorHandle) else operand(self, o, "mul"), self))
 
-    def __truediv__(self, o: Any) -> Tensor:
+    def __truediv__(self, o: Any) -> Self:
         return self._graph.apply("div", (self, o if isinstance(o, TensorHandle) else operand(self, o, "div")))
 
-    def __rtruediv__(self, o: Any) -> Tensor:  # o is never a Tensor here: Tensor / Tensor is __truediv__
+    def __rtruediv__(self, o: Any) -> Self:  # o is never a Tensor here: Self / Tensor is __truediv__
         return self._graph.apply("rdiv", (o if isinstance(o, TensorHandle) else operand(self, o, "rdiv"), self))
 
-    def __pow__(self, o: Any) -> Tensor:
+    def __pow__(self, o: Any) -> Self:
         return self._graph.apply("pow", (self, o if isinstance(o, TensorHandle) else operand(self, o, "pow")))
 
-    def __rpow__(self, o: Any) -> Tensor:
+    def __rpow__(self, o: Any) -> Self:
         return self._graph.apply("pow", (o if isinstance(o, TensorHandle) else operand(self, o, "pow"), self))
 
-    def __matmul__(self, o: Any) -> Tensor:
+    def __matmul__(self, o: Any) -> Self:
         return self._graph.apply("matmul", (self, o if isinstance(o, TensorHandle) else operand(self, o, "matmul")))
 
-    def __rmatmul__(self, o: Any) -> Tensor:
+    def __rmatmul__(self, o: Any) -> Self:
         return self._graph.apply("matmul", (o if isinstance(o, TensorHandle) else operand(self, o, "matmul"), self))
 
-    def __neg__(self) -> Tensor:
+    def __neg__(self) -> Self:
         return self._graph.apply("neg", (self,))
 
-    def __pos__(self) -> Tensor:
+    def __pos__(self) -> Self:
         return self._tensor()
 
-    def __abs__(self) -> Tensor:
+    def __abs__(self) -> Self:
         return self.abs()
 
     # --- comparisons: constant boolean tensors ---
-    def _compare(self, fn: Callable[[Any, Any], Any], other: Any, op: str) -> Tensor:
+    def _compare(self, fn: Callable[[Any, Any], Any], other: Any, op: str) -> Self:
         o = operand(self, other, op)
         od = o._data if isinstance(o, TensorHandle) else o
         if isinstance(o, TensorHandle):
@@ -89,42 +89,42 @@ class MathOps(TensorHandle):
             raise ShapeError(f"{op}: operands of shapes {self.shape} and {tuple(getattr(od, 'shape', ()))} "
                              f"do not fit: {e}") from None
 
-    def _constant(self, fn: Callable[..., Any], args: tuple[Any, ...], label: str) -> Tensor:
+    def _constant(self, fn: Callable[..., Any], args: tuple[Any, ...], label: str) -> Self:
         """A constant computed from arrays without a gradient (comparisons, argmax, sign): ``fn(*args)``,
         recorded when a step is being captured (its value changes with the step's data)."""
         g, tr = self._graph, self._graph._tracer
         out = owned(fn(*args), g.xp) if tr is None else tr.call(owned, tr.call(fn, *args), g.xp)
         return self._root_of(g, out, Role.CONSTANT, None, None, label)
 
-    def __lt__(self, o: Any) -> Tensor:
+    def __lt__(self, o: Any) -> Self:
         return self._compare(lambda a, b: a < b, o, "<")
 
-    def __le__(self, o: Any) -> Tensor:
+    def __le__(self, o: Any) -> Self:
         return self._compare(lambda a, b: a <= b, o, "<=")
 
-    def __gt__(self, o: Any) -> Tensor:
+    def __gt__(self, o: Any) -> Self:
         return self._compare(lambda a, b: a > b, o, ">")
 
-    def __ge__(self, o: Any) -> Tensor:
+    def __ge__(self, o: Any) -> Self:
         return self._compare(lambda a, b: a >= b, o, ">=")
 
-    def __eq__(self, o: Any) -> Tensor:  # type: ignore[override]
+    def __eq__(self, o: Any) -> Self:  # type: ignore[override]
         return self._compare(lambda a, b: a == b, o, "==")
 
-    def __ne__(self, o: Any) -> Tensor:  # type: ignore[override]
+    def __ne__(self, o: Any) -> Self:  # type: ignore[override]
         return self._compare(lambda a, b: a != b, o, "!=")
 
     __hash__ = TensorHandle.__hash__  # defining __eq__ would otherwise make tensors unhashable
 
-    def __invert__(self) -> Tensor:
+    def __invert__(self) -> Self:
         if self.dtype.kind != "b":
             raise TypeError(f"~: only boolean tensors can be inverted, this one is {self.dtype}")
         return self._constant(operator.invert, (self._data,), "(~)")
 
-    def __and__(self, o: Any) -> Tensor:
+    def __and__(self, o: Any) -> Self:
         return self._compare(lambda a, b: a & b, o, "&")
 
-    def __or__(self, o: Any) -> Tensor:
+    def __or__(self, o: Any) -> Self:
         return self._compare(lambda a, b: a | b, o, "|")
 
     def any(self) -> bool:
@@ -135,35 +135,35 @@ class MathOps(TensorHandle):
         self._to_python("t.all()")
         return bool(self._data.all())
 
-    def argmax(self, axis: int | None = None) -> Tensor:
+    def argmax(self, axis: int | None = None) -> Self:
         """Indices of the maxima (a constant int64 tensor)."""
         if axis is not None:
             self._check_axis("argmax", axis)
         return self._constant(_arg_extreme, (self._graph.xp, self._data, "argmax", axis), "(argmax)")
 
     # --- unary ---
-    def exp(self) -> Tensor:
+    def exp(self) -> Self:
         return self._graph.apply("exp", (self,))
 
-    def log(self) -> Tensor:
+    def log(self) -> Self:
         return self._graph.apply("log", (self,))
 
-    def sqrt(self) -> Tensor:
+    def sqrt(self) -> Self:
         return self._graph.apply("sqrt", (self,))
 
-    def tanh(self) -> Tensor:
+    def tanh(self) -> Self:
         return self._graph.apply("tanh", (self,))
 
-    def sigmoid(self) -> Tensor:
+    def sigmoid(self) -> Self:
         return self._graph.apply("sigmoid", (self,))
 
-    def relu(self) -> Tensor:
+    def relu(self) -> Self:
         return self._graph.apply("relu", (self,))
 
-    def abs(self) -> Tensor:
+    def abs(self) -> Self:
         return self._graph.apply("abs", (self,))
 
-    def clip(self, lo: Any = None, hi: Any = None) -> Tensor:
+    def clip(self, lo: Any = None, hi: Any = None) -> Self:
         """Clamp to ``[lo, hi]``; the gradient passes where ``lo <= x <= hi`` (as torch.clamp). Tensor
         bounds get the gradient where they are the result (as torch.clamp with tensor min/max)."""
         check_bound("og.clip", lo, hi)
@@ -173,7 +173,7 @@ class MathOps(TensorHandle):
             return self._graph.apply("clip_t", (self, lo_, hi_))
         return self._graph.apply("clip", (self,), {"lo": scalar(lo), "hi": scalar(hi)})
 
-    def astype(self, dtype: Any) -> Tensor:
+    def astype(self, dtype: Any) -> Self:
         try:
             dt = np.dtype(dtype)
         except TypeError:
@@ -183,7 +183,7 @@ class MathOps(TensorHandle):
             return self._tensor()
         return self._graph.apply("cast", (self,), {"dtype": dt})
 
-    def to(self, device: str) -> Tensor:
+    def to(self, device: str) -> Self:
         """This tensor on ``device`` (a recorded copy; the gradient flows back to this device)."""
         if device == self.device:
             return self._tensor()
@@ -191,7 +191,7 @@ class MathOps(TensorHandle):
         return self._graph.apply("to", (self,), {"device": device}, {"src": self.device})
 
     # --- reductions ---
-    def _reduce(self, name: str, axis: Any, keepdims: bool, **extra: Any) -> Tensor:
+    def _reduce(self, name: str, axis: Any, keepdims: bool, **extra: Any) -> Self:
         if isinstance(axis, list):
             axis = tuple(axis)
         self._check_axis(name, axis)
@@ -199,20 +199,20 @@ class MathOps(TensorHandle):
             axis = None  # axis 0 / -1 of a 0-d tensor is the tensor itself (as torch)
         return self._graph.apply(name, (self,), {"axis": axis, "keepdims": keepdims, **extra})
 
-    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Self:
         return self._reduce("sum", axis, keepdims)
 
-    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Self:
         return self._reduce("mean", axis, keepdims)
 
-    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def max(self, axis: Any = None, keepdims: bool = False) -> Self:
         return self._reduce("max", axis, keepdims)
 
-    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def min(self, axis: Any = None, keepdims: bool = False) -> Self:
         return self._reduce("min", axis, keepdims)
 
     def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0, *, unbiased: bool | None = None,
-            correction: int | None = None) -> Tensor:
+            correction: int | None = None) -> Self:
         """Variance with numpy's ``ddof`` (0 by default); torch's spellings ``unbiased=True`` (ddof 1) and
         ``correction=`` are accepted too."""
         ddof = _ddof("var", ddof, unbiased, correction)
@@ -220,55 +220,55 @@ class MathOps(TensorHandle):
             raise TypeError(f"var: ddof must be a non-negative int, got {ddof!r}")
         return self._reduce("var", axis, keepdims, ddof=ddof)
 
-    def logsumexp(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def logsumexp(self, axis: Any = None, keepdims: bool = False) -> Self:
         return self._reduce("logsumexp", axis, keepdims)
 
-    def softmax(self, axis: int = -1) -> Tensor:
+    def softmax(self, axis: int = -1) -> Self:
         self._check_axis("softmax", axis)
         return self._graph.apply("softmax", (self,), {"axis": axis if self.ndim else None})
 
-    def log_softmax(self, axis: int = -1) -> Tensor:
+    def log_softmax(self, axis: int = -1) -> Self:
         self._check_axis("log_softmax", axis)
         return self._graph.apply("log_softmax", (self,), {"axis": axis if self.ndim else None})
 
     # --- more unary functions ---
-    def sin(self) -> Tensor:
+    def sin(self) -> Self:
         return self._graph.apply("sin", (self,))
 
-    def cos(self) -> Tensor:
+    def cos(self) -> Self:
         return self._graph.apply("cos", (self,))
 
-    def log1p(self) -> Tensor:
+    def log1p(self) -> Self:
         """``log(1 + x)``, accurate near 0."""
         return self._graph.apply("log1p", (self,))
 
-    def expm1(self) -> Tensor:
+    def expm1(self) -> Self:
         """``exp(x) - 1``, accurate near 0."""
         return self._graph.apply("expm1", (self,))
 
-    def square(self) -> Tensor:
+    def square(self) -> Self:
         return self._graph.apply("square", (self,))
 
-    def sign(self) -> Tensor:
+    def sign(self) -> Self:
         """-1, 0 or 1 per element: a constant (no gradient), as comparisons."""
         return self._constant(self._graph.xp.sign, (self._data,), "(sign)")
 
-    def argmin(self, axis: int | None = None) -> Tensor:
+    def argmin(self, axis: int | None = None) -> Self:
         """Indices of the minima (a constant int64 tensor)."""
         if axis is not None:
             self._check_axis("argmin", axis)
         return self._constant(_arg_extreme, (self._graph.xp, self._data, "argmin", axis), "(argmin)")
 
     def std(self, axis: Any = None, keepdims: bool = False, ddof: int = 0, *, unbiased: bool | None = None,
-            correction: int | None = None) -> Tensor:
+            correction: int | None = None) -> Self:
         """Standard deviation (numpy's ``ddof``, or torch's ``unbiased``/``correction``): ``sqrt(var)``."""
         return self.var(axis, keepdims, _ddof("std", ddof, unbiased, correction)).sqrt()
 
-    def norm(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+    def norm(self, axis: Any = None, keepdims: bool = False) -> Self:
         """The 2-norm over ``axis`` (all elements for None); its gradient at 0 is 0, as torch's."""
         return self._reduce("norm", axis, keepdims)
 
-    def cumsum(self, axis: int | None = None) -> Tensor:
+    def cumsum(self, axis: int | None = None) -> Self:
         """Running sum along ``axis`` (numpy: None sums the flattened tensor)."""
         if axis is not None:
             self._check_axis("cumsum", axis)
@@ -277,29 +277,29 @@ class MathOps(TensorHandle):
             axis = int(axis) % max(self.ndim, 1) if self.ndim else None
         return self._graph.apply("cumsum", (self,), {"axis": axis})
 
-    def flip(self, axis: Any = None) -> Tensor:
+    def flip(self, axis: Any = None) -> Self:
         """Reverse the order along ``axis`` (every axis for None), as numpy's ``flip`` (a copy)."""
         if isinstance(axis, list):
             axis = tuple(axis)
         self._check_axis("flip", axis)
         return self._graph.apply("flip", (self,), {"axis": axis})
 
-    def _triangle(self, name: str, k: int) -> Tensor:
+    def _triangle(self, name: str, k: int) -> Self:
         if self.ndim < 2:
             raise ShapeError(f"{name}: needs a tensor of at least 2 dimensions, got shape {self.shape}")
         if not isinstance(k, numbers.Integral) or isinstance(k, bool):
             raise TypeError(f"{name}: k must be an int, got {k!r}")
         return self._graph.apply(name, (self,), {"k": int(k)})
 
-    def tril(self, k: int = 0) -> Tensor:
+    def tril(self, k: int = 0) -> Self:
         """The lower triangle (on and below diagonal ``k``) of the last two axes; zeros above."""
         return self._triangle("tril", k)
 
-    def triu(self, k: int = 0) -> Tensor:
+    def triu(self, k: int = 0) -> Self:
         """The upper triangle (on and above diagonal ``k``) of the last two axes; zeros below."""
         return self._triangle("triu", k)
 
-    def masked_fill(self, mask: Any, value: Any) -> Tensor:
+    def masked_fill(self, mask: Any, value: Any) -> Self:
         """``value`` where ``mask`` (a boolean tensor or array broadcasting to this shape) is True."""
         m = _mask_operand(self, mask, "masked_fill")
         return self._graph.apply("masked_fill", (self, m), {"value": _fill_value(value, "masked_fill")})

@@ -21,7 +21,7 @@ from .roles import ReadOnly
 from .views import Layout, Step, StepKind, apply_path, is_basic_key, normalize_key, sub_region
 
 if TYPE_CHECKING:
-    from .tensor import Tensor
+    from typing_extensions import Self
 
 __all__ = ["ViewOps"]
 
@@ -31,22 +31,22 @@ class ViewOps(TensorHandle):
 
     __slots__ = ()
 
-    def __iter__(self) -> Iterator[Tensor]:
+    def __iter__(self) -> Iterator[Self]:
         for i in range(len(self)):
             yield self[i]
 
-    def copy(self) -> Tensor:
+    def copy(self) -> Self:
         """A differentiable copy with its own storage (numpy's ``copy``, PyTorch's ``clone``)."""
         return self._graph.apply("copy", (self,))
 
     # --- shape: views where numpy gives a view ---
-    def _view(self, data: Array, region: Region, layout: Layout, step: Step) -> Tensor:
+    def _view(self, data: Array, region: Region, layout: Layout, step: Step) -> Self:
         tr = self._graph._tracer
         if tr is not None:
             tr.note(apply_path, (self._data, (step,)), {}, data)
         return self._derive(data, region, layout, self._path + (step,), self._readonly)
 
-    def reshape(self, *shape: Any) -> Tensor:
+    def reshape(self, *shape: Any) -> Self:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         try:
@@ -60,7 +60,7 @@ class ViewOps(TensorHandle):
             return self._view(new, self._region, None, (StepKind.RESHAPE, new_shape))
         return self._graph.apply("reshape_copy", (self,), {"shape": new_shape}, {"src": self.shape})
 
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Self:
         """Merge axes ``start_dim..end_dim`` (all by default) into one, as torch's ``flatten``."""
         if self.ndim == 0:
             return self.reshape(1)
@@ -69,12 +69,12 @@ class ViewOps(TensorHandle):
             raise ShapeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {self.shape}")
         return self.reshape(*self.shape[:a], int(np.prod(self.shape[a:b + 1])), *self.shape[b + 1:])
 
-    def unflatten(self, dim: int, sizes: Any) -> Tensor:
+    def unflatten(self, dim: int, sizes: Any) -> Self:
         """Split axis ``dim`` into ``sizes`` (one may be -1), as torch's ``unflatten``."""
         d = self._axis_index("unflatten", dim)
         return self.reshape(*self.shape[:d], *sizes, *self.shape[d + 1:])
 
-    def chunk(self, chunks: int, axis: int = 0) -> list[Tensor]:
+    def chunk(self, chunks: int, axis: int = 0) -> list[Self]:
         """torch's ``chunk``: views of ``ceil(n / chunks)`` along ``axis`` (the last may be shorter, and there
         may be fewer than ``chunks``), where ``og.split`` follows numpy (equal sections or cut indices)."""
         if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
@@ -90,7 +90,7 @@ class ViewOps(TensorHandle):
             raise ShapeError(f"{op}: axis {axis!r} is out of range for a tensor of shape {self.shape}")
         return axis % self.ndim
 
-    def transpose(self, *axes: Any) -> Tensor:
+    def transpose(self, *axes: Any) -> Self:
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
         if not axes:
@@ -104,14 +104,14 @@ class ViewOps(TensorHandle):
         layout = None if self._layout is None else tuple(self._layout[p] for p in perm)
         return self._view(self._data.transpose(perm), self._region, layout, (StepKind.TRANSPOSE, perm))
 
-    def permute(self, *axes: Any) -> Tensor:
+    def permute(self, *axes: Any) -> Self:
         return self.transpose(*axes)
 
     @property
-    def T(self) -> Tensor:
+    def T(self) -> Self:
         return self.transpose()
 
-    def squeeze(self, axis: Any = None) -> Tensor:
+    def squeeze(self, axis: Any = None) -> Self:
         if axis is None:
             axes = tuple(i for i, n in enumerate(self.shape) if n == 1)
         else:
@@ -124,7 +124,7 @@ class ViewOps(TensorHandle):
         layout = None if self._layout is None else tuple(b for i, b in enumerate(self._layout) if i not in axes)
         return self._view(self._data.squeeze(axes), self._region, layout, (StepKind.SQUEEZE, axes))
 
-    def unsqueeze(self, axis: int) -> Tensor:
+    def unsqueeze(self, axis: int) -> Self:
         if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
             raise TypeError(f"unsqueeze: axis must be an int, got {type(axis).__name__}")
         axis = int(axis)
@@ -137,7 +137,7 @@ class ViewOps(TensorHandle):
         layout = None if self._layout is None else self._layout[:a] + (-1,) + self._layout[a:]
         return self._view(self._data[key], self._region, layout, (StepKind.UNSQUEEZE, key))
 
-    def expand(self, *shape: Any) -> Tensor:
+    def expand(self, *shape: Any) -> Self:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         lead = len(shape) - self.ndim
@@ -174,7 +174,7 @@ class ViewOps(TensorHandle):
             out.append(k)
         return tuple(out) if isinstance(key, tuple) else out[0]
 
-    def __getitem__(self, key: Any) -> Tensor:
+    def __getitem__(self, key: Any) -> Self:
         if is_basic_key(key):
             nk = normalize_key(key, self.shape)
             region, layout = sub_region(self._region, self._layout, nk, self.shape)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Grads
+from .graph import Grads, Graph
 from .tensor import Tensor
 
 __all__ = ["fit", "accuracy"]
@@ -176,7 +176,7 @@ def _epoch(model: Any, batches: Iterable[tuple[Any, Any]], metrics: dict[str, Me
 
 def _forward_backward(model: Any, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor,
                       backward: Callable[[Tensor], Grads]) -> tuple[Tensor, Tensor, Grads]:
-    g = model.graph
+    g: Graph = model.graph
     out: Tensor | None = None
     loss: Any = None
     try:

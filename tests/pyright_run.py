@@ -18,6 +18,8 @@ def pyright_errors(args: list[str], cwd: str | os.PathLike[str]) -> tuple[list[d
     exe = shutil.which("basedpyright") or shutil.which("basedpyright", path=os.path.dirname(sys.executable))
     if exe is None:
         pytest.skip("basedpyright is not installed (pip install -e '.[dev]' installs it)")
+    if "--pythonpath" not in args:  # this interpreter's packages, whether or not its venv is activated
+        args = [*args, "--pythonpath", sys.executable]
     r = subprocess.run([exe, *args, "--outputjson"], cwd=cwd, capture_output=True, text=True, timeout=600)
     try:
         report = json.loads(r.stdout)

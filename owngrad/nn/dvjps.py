@@ -15,6 +15,7 @@ import numpy as np
 from .. import kernels
 from ..backend import Array, xp_of
 from ..dvjps import _mask, _raw, apply_rule, cond, deflinear, defvjp2, linear, make_rule
+from ..graph import graph_of
 from ..ops import concatenate, maximum, minimum, stack, where
 from ..tensor import Tensor
 from .functional import _SQRT_2_PI, _avg_pool_fwd, _avg_pool_vjp
@@ -281,7 +282,7 @@ def _bptt(g: Tensor, gi: Tensor, h0: Any, w_hh: Any, b_hh: Any, c0: Any, kind: C
     replayed steps no gradient reads, the other inputs' gradients) is unreachable once it returns: it is
     released at once, so a later backward leaves nothing of it pending."""
     out: Tensor = _bptt_all(g, gi, h0, w_hh, b_hh, c0, kind, reverse)[which]
-    g.graph._release_abandoned()
+    graph_of(g)._release_abandoned()
     return out
 
 

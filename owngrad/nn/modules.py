@@ -19,7 +19,7 @@ import numpy as np
 
 from ..backend import to_device
 from ..errors import GraphError, ShapeError
-from ..graph import Graph
+from ..graph import Graph, graph_of
 from ..handle import array_of, arrays_of, check_writable, exclusive, is_param, relabel
 from ..sites import user_site
 from ..tensor import Tensor
@@ -178,9 +178,9 @@ class Module:
         if g is not None:
             return g  # type: ignore[no-any-return]
         for p in self.parameters():
-            return p.graph
+            return graph_of(p)
         for _, b in self.named_buffers():
-            return b.graph
+            return graph_of(b)
         raise GraphError(f"{type(self).__name__} has no params, so it belongs to no graph")
 
     # --- calling ---

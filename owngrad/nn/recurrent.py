@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ShapeError
-from ..graph import Graph
+from ..graph import Graph, graph_of
 from ..ops import concatenate
 from ..tensor import Tensor
 from . import functional as F
@@ -89,7 +89,7 @@ class _CellBase(Module):
         return F.linear(x, self.weight_ih, self.bias_ih), F.linear(h, self.weight_hh, self.bias_hh)
 
     def _zeros(self, x: Tensor) -> Tensor:
-        return x.graph.zeros((x.shape[0], self.hidden_size), dtype=x.dtype)
+        return graph_of(x).zeros((x.shape[0], self.hidden_size), dtype=x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias_ih is not None}"
@@ -193,7 +193,7 @@ class _RNNBase(Module):
         hidden state at row T - 1, an LSTM's final cell state at row T). Returns the output in time order."""
         layer, reverse = divmod(k, self.num_directions)
         w_ih, w_hh, b_ih, b_hh = self._weights(self._suffixes(layer)[reverse])
-        g, T = seq.graph, seq.shape[0]
+        g, T = graph_of(seq), seq.shape[0]
         gi_all = F.linear(seq, w_ih, b_ih)                    # (T, B, gates * H)
         bias = b_hh if b_hh is not None else g.zeros((w_hh.shape[0],), dtype=seq.dtype)
         if b_hh is not None and self._kind() is not CellKind.GRU:
@@ -210,7 +210,7 @@ class _RNNBase(Module):
         n, B, H = self.num_layers * self.num_directions, seq.shape[1], self.hidden_size
         parts = (hx if self._state_pairs else (hx,)) if hx is not None else None
         if parts is None:
-            zero = seq.graph.zeros((B, H), dtype=seq.dtype)
+            zero = graph_of(seq).zeros((B, H), dtype=seq.dtype)
             return [(zero,) * (2 if self._state_pairs else 1)] * n
         for p in parts:
             if not isinstance(p, Tensor) or p.shape != (n, B, H):

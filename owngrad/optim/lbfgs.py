@@ -19,7 +19,7 @@ from typing import Any
 from ..backend import Array, xp_of
 from ..errors import GradError, GraphError
 from ..grads import raw_gradients
-from ..graph import Grads
+from ..graph import Grads, graph_of
 from ..handle import array_of, check_writable, exclusive
 from ..sites import user_site
 from ..tensor import Tensor
@@ -70,7 +70,7 @@ class LBFGS(Optimizer):
             loss, grads = out
         elif isinstance(out, Tensor):
             try:
-                loss, grads = out, out.graph.backward(out)
+                loss, grads = out, graph_of(out).backward(out)
             except GraphError as e:
                 raise GraphError(f"LBFGS.step: the loss the closure returned cannot be back-propagated: {e}\n  help: "
                                  "a closure that runs g.backward(loss) itself returns (loss, grads)") from None
