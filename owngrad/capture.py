@@ -627,6 +627,9 @@ class CapturedStep:
         g = self.graph
         site = _fn_site(self.fn, self.site)
         left = [n for n in g._pending if n not in world.pending]
+        if left:  # results the step dropped (``a, _ = mha(...)``): no backward can reach them, so they are
+            g._release_abandoned()  # released (eagerly the first write they conflict with releases them)
+            left = [n for n in g._pending if n not in world.pending]
         if left:
             shown = ", ".join(f"#{n.id} {n.op} ({format_site(n.site)})" for n in left[:3])
             tr.refuse(f"leaving {len(left)} result(s) pending ({shown}{', ...' if len(left) > 3 else ''}) "

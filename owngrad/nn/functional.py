@@ -108,24 +108,39 @@ def _weighted_cross_entropy(logits: Tensor, y: Array, weight: Any, ignore_index:
     """Cross-entropy with class weights or ignored samples: torch's ``nll_loss(log_softmax)`` plus, with
     label smoothing, its weighted smoothing term (normalised like the nll part)."""
     single = logits.ndim == 1
-    y = to_device(y, "cpu").reshape(-1)  # class indices are read on the host (as nll_loss does)
+    # class indices are read on the host (as nll_loss does); recorded: the labels may be a captured step's input
+    y = recorded(logits.graph, _host_labels, y)
     if single:
         logits = logits.reshape(1, -1)
     c = logits.shape[-1]
     logp = logits.log_softmax(axis=-1)
     loss = nll_loss(logp, y, weight, ignore_index, reduction if not single or reduction != "mean" else "sum")
     if eps:
-        w = np.ones(c, dtype=logits.dtype) if weight is None else np.asarray(
-            to_device(array_of(weight), "cpu") if isinstance(weight, Tensor) else weight, dtype=logits.dtype)
-        keep = y != ignore_index
-        smooth = -(logp * to_device(w, logits.device)).sum(axis=-1) * to_device(keep.astype(logits.dtype),
-                                                                                 logits.device)
+        w = array_of(weight) if isinstance(weight, Tensor) else weight
+        w, keep, total = recorded(logits.graph, _smoothing_weights, y, w, ignore_index, c, logits.dtype,
+                                  logits.device)
+        smooth = -(logp * w).sum(axis=-1) * keep
         if reduction == "mean" and not single:
-            smooth = smooth.sum() / float(w[y[keep]].sum())
+            smooth = smooth.sum() / total
         else:
             smooth = reduce(smooth, reduction if reduction != "mean" else "sum")
         loss = loss * (1.0 - eps) + smooth * (eps / c)
     return loss.reshape(()) if single and reduction == "none" else loss
+
+
+def _host_labels(y: Array) -> Array:
+    """Class indices as a flat host array."""
+    return np.asarray(to_device(y, "cpu")).reshape(-1)
+
+
+def _smoothing_weights(y: Array, weight: Array | None, ignore_index: int, c: int, dtype: Any,
+                       device: str) -> tuple[Array, Array, Array]:
+    """For label smoothing with class weights or ignored samples: the class weights, which samples count
+    (as ``dtype``) and the summed weights of the counted samples' classes (the "mean" divisor)."""
+    w = np.ones(c, dtype=dtype) if weight is None else np.asarray(to_device(weight, "cpu"), dtype=dtype)
+    keep = y != ignore_index
+    return (to_device(w, device), to_device(keep.astype(dtype), device),
+            to_device(np.asarray(w[y[keep]].sum(), dtype=dtype), device))
 
 
 @value_check
