@@ -171,14 +171,15 @@ class InplaceOps(TensorHandle):
         me = self._tensor()
         site = user_site()
         self._check_writable(site, what)
+        tr = self._graph._tracer
+        if tr is not None and key is not _WHOLE and not is_basic_key(key):
+            tr.refuse(f"the in-place write {what} into {self._label()} with an integer-array or boolean key", site,
+                      "write through basic indexing (ints, slices), or build the value out of place "
+                      "(og.where, or an index_add into zeros)")
         target = self._locate(key, what)
         if target is None:
             return me
-        tr = self._graph._tracer
         if tr is not None:  # a captured step replays the write: into the same array, or one of its own
-            if target.adv is not None:
-                tr.refuse(f"the in-place write {what} into {self._label()} with an integer-array or boolean key",
-                          site)
             tr.write([self])
         if target.adv is None and rule is None and len(operands) == 1 and isinstance(operands[0], TensorHandle) \
                 and operands[0]._storage is self._storage and operands[0]._path == target.path:

@@ -1354,3 +1354,20 @@ def test_captured_equals_eager_or_refuses(name: str) -> None:
         assert kind == "SAME", f"{kind}: {msg}"
     if kind == "REFUSED":
         assert "test_capture_programs.py:" in msg, f"the refusal does not name a line of the program: {msg}"
+
+
+def test_an_advanced_key_write_refuses_with_what_to_do_instead() -> None:
+    g = og.Graph()
+    w = g.param(np.ones((4, 3)))
+
+    def step(x, idx):
+        buf = g.zeros((8, 3), dtype=np.float64)
+        buf[idx] = (g.constant(x) @ w)[:5]
+        return g.backward((buf ** 2).sum())[w]
+
+    with pytest.raises(og.GraphError) as e:
+        g.capture(step)(np.ones((8, 4)), np.arange(5))
+    msg = str(e.value)
+    assert "in-place write setitem into zeros with an integer-array or boolean key" in msg
+    assert "test_capture_programs.py:" in msg and "index_add" in msg
+    assert g.pending() == []  # the refused capture released what it recorded
