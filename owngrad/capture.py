@@ -296,7 +296,8 @@ def _template(tracer: Tracer, value: Any) -> Any:
         return ("dict", {k: _template(tracer, v) for k, v in value.items()})
     if value is None or isinstance(value, (str, bool)):
         return ("value", value)
-    tracer.refuse(f"returning a {type(value).__name__}", None,
+    kind = type(value).__name__
+    tracer.refuse(f"returning {'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}", None,
                   "return tensors (and numbers made from them after the call)")
     return ("value", value)
 

@@ -111,7 +111,8 @@ class Graph(TensorFactory):
     def param(self, data: Any, name: str | None = None) -> Tensor:
         """A leaf that gets a gradient. Float dtypes only; ``data`` is copied in."""
         if self._tracer is not None:
-            self._tracer.refuse("creating a param")
+            self._tracer.refuse("creating a param", help="make the param (or the module that owns it) outside the "
+                                "captured function")
         arr = as_array(self, data, "g.param")
         if arr.dtype.kind != "f":
             raise TypeError(f"g.param: a param needs a floating dtype, got {arr.dtype} "
@@ -314,7 +315,8 @@ class Graph(TensorFactory):
             raise GraphError("g.backward: into= holds the gradients of another graph")
         tr = self._tracer
         if tr is not None and on_grad is not None:
-            tr.refuse("g.backward(on_grad=...) (a hook runs Python on each gradient)")
+            tr.refuse("g.backward(on_grad=...) (a hook runs Python on each gradient)",
+                      help="use the Grads the backward returns, or run hooked backwards outside g.capture(...)")
         root = loss._grad_node()
         if root is None:
             raise GradError(f"g.backward: {loss._label()} does not depend on any param "
