@@ -41,7 +41,7 @@ from .node import Node, NodeState
 from .roles import Role
 from .sites import Site, format_site, user_site
 from .tensor import Tensor
-from .traced import CaptureRefused, TracedArray, TracedGenerator, TracedNumber, refusal
+from .traced import ACTIVE, CaptureRefused, TracedArray, TracedGenerator, TracedNumber, refusal
 from .tracer import (
     CONST,
     SEQ,
@@ -457,6 +457,10 @@ class CapturedStep:
         return [p for entry in self._plans.values() for p in entry if p is not None]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        outer = getattr(ACTIVE, "tracer", None)
+        if outer is not None:  # inside another step's capture: its plan would not hold this step's work
+            outer.refuse(f"calling the captured step {name_of(self.fn)} inside a captured step", None,
+                         "call the inner function directly")
         keys: tuple[str, ...] = ()
         if kwargs:  # keyword inputs: inputs like the others, after the positional ones (their names key the plan)
             keys = tuple(sorted(kwargs))
@@ -601,6 +605,10 @@ class CapturedStep:
         tr.ninputs = len(args)
         traced = self._inputs(tr, args)
         reach = collect(self.fn, _identity_only)
+        if reach.iterators:  # refused before the step runs: advancing one could not be undone
+            tr.refuse(f"{reach.iterators[0][0]}, an iterator or generator the step can reach (a replay would not "
+                      "advance it),", _fn_site(self.fn, self.site),
+                      "take the values from it before the call and pass them in")
         guards = reach.guards
         guards.append(Guard(Place.ATTR, g, "rng", g.rng, "g.rng", False))
         # g.rng is traced while the step runs (a direct draw refuses at its line); other generators are watched
