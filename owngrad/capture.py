@@ -635,6 +635,9 @@ class CapturedStep:
         g = self.graph
         site = _fn_site(self.fn, self.site)
         left = [n for n in g._pending if n not in world.pending]
+        if left:  # those no live tensor reaches (`out, _ = mha(...)`) are abandoned: eagerly they bind nothing
+            live = g._reachable()
+            left = [n for n in left if n in live]
         if left:
             shown = ", ".join(f"#{n.id} {n.op} ({format_site(n.site)})" for n in left[:3])
             tr.refuse(f"leaving {len(left)} result(s) pending ({shown}{', ...' if len(left) > 3 else ''}) "

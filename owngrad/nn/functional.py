@@ -108,7 +108,11 @@ def _weighted_cross_entropy(logits: Tensor, y: Array, weight: Any, ignore_index:
     """Cross-entropy with class weights or ignored samples: torch's ``nll_loss(log_softmax)`` plus, with
     label smoothing, its weighted smoothing term (normalised like the nll part)."""
     single = logits.ndim == 1
-    y = to_device(y, "cpu").reshape(-1)  # class indices are read on the host (as nll_loss does)
+    # class indices are read on the host (as nll_loss does); recorded: they may be a captured step's input
+    y = recorded(logits.graph, _host_labels, y)
+    tr = logits.graph._tracer
+    if eps and tr is not None:  # the smoothing term's normaliser is computed from the labels in Python
+        tr.refuse("cross_entropy with label_smoothing and class weights or ignore_index")
     if single:
         logits = logits.reshape(1, -1)
     c = logits.shape[-1]
@@ -126,6 +130,10 @@ def _weighted_cross_entropy(logits: Tensor, y: Array, weight: Any, ignore_index:
             smooth = reduce(smooth, reduction if reduction != "mean" else "sum")
         loss = loss * (1.0 - eps) + smooth * (eps / c)
     return loss.reshape(()) if single and reduction == "none" else loss
+
+
+def _host_labels(y: Array) -> Array:
+    return to_device(y, "cpu").reshape(-1)
 
 
 @value_check
@@ -220,7 +228,12 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
 def _float_operand(like: Tensor, v: Any) -> Any:
     """``v`` as an operand of ``like``'s graph: a tensor as it is, a number or array as a constant of
     ``like``'s dtype on its device."""
-    return v if isinstance(v, Tensor) else like.graph.constant(np.asarray(v, dtype=like.dtype))
+    if isinstance(v, Tensor):
+        return v
+    if hasattr(v, "shape") and hasattr(v, "dtype"):  # an array (a captured step's input too): converted recorded
+        t = like.graph.constant(v)
+        return t if t.dtype == like.dtype else t.astype(like.dtype)
+    return like.graph.constant(np.asarray(v, dtype=like.dtype))
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -> Tensor:
@@ -546,17 +559,24 @@ def normalize(x: Tensor, p: float = 2.0, axis: int = 1, eps: float = 1e-12) -> T
 def one_hot(labels: Any, num_classes: int = -1) -> Tensor:
     """int64 one-hot rows of class indices (a constant), as torch; ``num_classes=-1`` uses max + 1."""
     op = "one_hot"
-    if isinstance(labels, Tensor):
-        g, arr = labels.graph, np.asarray(labels.numpy())
-    else:
+    if not isinstance(labels, Tensor):
         raise TypeError(f"{op}: labels must be an integer Tensor (g.constant(labels)), got {type(labels).__name__}")
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{op}: labels must be integer class indices, got {arr.dtype}")
+    g = labels.graph
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{op}: labels must be integer class indices, got {labels.dtype}")
+    if num_classes == -1 and g._tracer is not None:
+        g._tracer.refuse("one_hot with num_classes=-1 (the result's shape depends on the labels' values)")
+    # recorded: a captured step converts (and range-checks) each call's labels
+    return g.constant(recorded(g, _one_hot_rows, array_of(labels), num_classes))
+
+
+def _one_hot_rows(labels: Array, num_classes: int) -> np.ndarray:
+    arr = np.asarray(to_device(labels, "cpu"))
     n = int(arr.max()) + 1 if num_classes == -1 else int(num_classes)
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= n):
         bad = int(arr.min()) if int(arr.min()) < 0 else int(arr.max())
-        raise ValueError(f"{op}: class {bad} is out of range for {n} classes")
-    return g.constant((arr[..., None] == np.arange(n)).astype(np.int64))
+        raise ValueError(f"one_hot: class {bad} is out of range for {n} classes")
+    return (arr[..., None] == np.arange(n)).astype(np.int64)
 
 
 # --- attention ------------------------------------------------------------------------------
