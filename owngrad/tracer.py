@@ -23,7 +23,7 @@ import numpy as np
 
 from .roles import Role
 from .sites import Site, format_site, user_site
-from .traced import ACTIVE, TracedGenerator, TracedNumber, refuse_foreign, refusal, unwrap
+from .traced import ACTIVE, TracedGenerator, TracedNumber, refusal, refuse_foreign, unwrap
 
 __all__ = ["Eqn", "Tracer", "interpret", "name_of", "note_module", "recorded", "recorded_number", "SLOT", "CONST",
            "SEQ", "activate", "deactivate", "value_check", "ValueCheck"]

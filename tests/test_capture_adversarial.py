@@ -1639,3 +1639,56 @@ def test_captured_program_equals_eager_or_refuses(p: Program) -> None:
     assert out.result in ("eq", "refused"), f"{p.name}: {out.result}: {out.detail}"
     assert out.result == "refused" or p.expect != REFUSE, f"{p.name}: expected a refusal, got {out.detail}"
     assert out.result == "eq" or p.expect != EQ, f"{p.name}: refused: {out.detail}"
+
+
+def test_replays_from_another_thread_equal_eager() -> None:
+    p = next(q for q in PROGRAMS if q.name == "whole_model_train_eval_toggled")
+    eager, cap = World(og.Graph()), World(og.Graph())
+    p.build(eager)
+    p.build(cap)
+    step = cap.g.capture(cap.step)
+    for i in range(p.steps):
+        eager.change(i)
+        cap.change(i)
+        (ea, _), (ca, _) = p.data(eager, i), p.data(cap, i)
+        out: list[Any] = []
+        t = threading.Thread(target=functools.partial(_into, out, step, ca))  # replayed in other threads
+        t.start()
+        t.join()
+        assert _same(_arrays(eager.step(*ea)), _arrays(out[0])) and _same(eager.state(), cap.state())
+    assert step.replays >= 2
+
+
+def _into(out: list[Any], step: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    out.append(step(*args))
+
+
+def _fit_history(capture: bool, loss_fn: Callable[[og.Tensor, Any], og.Tensor]) -> tuple[Any, list[np.ndarray]]:
+    g = og.Graph()
+    model = mlp(g, drop=0.3, bn=True)
+    opt = og.optim.Adam(model.parameters(), lr=1e-2)
+    rng = np.random.default_rng(2)
+    xs, ys = rng.normal(size=(40, 4)).astype(F32), rng.integers(0, 3, 40)
+    seen: list[float] = []
+
+    def metric(out: og.Tensor, y: og.Tensor) -> float:  # a callback with Python state, outside the step
+        seen.append(1.0)
+        return float(len(seen))
+
+    hist = og.fit(model, og.data.batches(xs, ys, 8, rng=0), loss_fn, opt, epochs=2, progress=False,
+                  capture=capture, metrics={"calls": metric})
+    w = World(g, track=[model, opt])
+    return hist, w.state()
+
+
+@pytest.mark.parametrize("loss", ["plain", "numpy_on_labels"])
+def test_fit_captured_equals_fit_eager_with_a_callback(loss: str) -> None:
+    def numpy_loss(out: og.Tensor, y: og.Tensor) -> og.Tensor:
+        return F.cross_entropy(out, y) * (1.0 + float(np.asarray(y.numpy()).mean()) * 0.0)  # refused: fit goes eager
+    fn = F.cross_entropy if loss == "plain" else numpy_loss
+    a, sa = _fit_history(False, fn)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        b, sb = _fit_history(True, fn)
+    assert a == b and _same(sa, sb)

@@ -576,7 +576,8 @@ def _one_hot_rows(labels: Array, num_classes: int) -> np.ndarray:
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= n):
         bad = int(arr.min()) if int(arr.min()) < 0 else int(arr.max())
         raise ValueError(f"one_hot: class {bad} is out of range for {n} classes")
-    return (arr[..., None] == np.arange(n)).astype(np.int64)
+    rows: np.ndarray = (arr[..., None] == np.arange(n)).astype(np.int64)
+    return rows
 
 
 # --- attention ------------------------------------------------------------------------------
