@@ -41,7 +41,7 @@ from .node import Node, NodeState
 from .roles import Role
 from .sites import Site, format_site, user_site
 from .tensor import Tensor
-from .traced import CaptureRefused, TracedArray, TracedGenerator, TracedNumber, refusal
+from .traced import ACTIVE, CaptureRefused, TracedArray, TracedGenerator, TracedNumber, refusal
 from .tracer import (
     CONST,
     SEQ,
@@ -458,6 +458,10 @@ class CapturedStep:
         return [p for entry in self._plans.values() for p in entry if p is not None]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        outer = getattr(ACTIVE, "tracer", None)
+        if outer is not None:  # inside another step's capture: its plan would not hold this step's work
+            outer.refuse(f"calling the captured step {name_of(self.fn)} inside a captured step", None,
+                         "call the inner function directly")
         keys: tuple[str, ...] = ()
         if kwargs:  # keyword inputs: inputs like the others, after the positional ones (their names key the plan)
             keys = tuple(sorted(kwargs))
@@ -602,6 +606,10 @@ class CapturedStep:
         tr.ninputs = len(args)
         traced = self._inputs(tr, args)
         reach = collect(self.fn, _identity_only)
+        if reach.iterators:  # refused before the step runs: advancing one could not be undone
+            tr.refuse(f"{reach.iterators[0][0]}, an iterator or generator the step can reach (a replay would not "
+                      "advance it),", _fn_site(self.fn, self.site),
+                      "take the values from it before the call and pass them in")
         guards = reach.guards
         guards.append(Guard(Place.ATTR, g, "rng", g.rng, "g.rng", False))
         # g.rng is traced while the step runs (a direct draw refuses at its line); other generators are watched
@@ -628,9 +636,9 @@ class CapturedStep:
         g = self.graph
         site = _fn_site(self.fn, self.site)
         left = [n for n in g._pending if n not in world.pending]
-        if left:  # results the step dropped (``a, _ = mha(...)``): no backward can reach them, so they are
-            g._release_abandoned()  # released (eagerly the first write they conflict with releases them)
-            left = [n for n in g._pending if n not in world.pending]
+        if left:  # those no live tensor reaches (`out, _ = mha(...)`) are abandoned: eagerly they bind nothing
+            live = g._reachable()
+            left = [n for n in left if n in live]
         if left:
             shown = ", ".join(f"#{n.id} {n.op} ({format_site(n.site)})" for n in left[:3])
             tr.refuse(f"leaving {len(left)} result(s) pending ({shown}{', ...' if len(left) > 3 else ''}) "

@@ -402,13 +402,13 @@ class Graph(TensorFactory):
     def _reachable(self) -> set[Node]:
         """The pending nodes some live tensor still reaches (the others can never be walked). Live tensors are
         found through the nodes that made them (``Node.out``); CPython frees a tensor when its last reference
-        goes, so the answer is deterministic. While a step is being captured every node counts as reachable
-        (the recorder reaches nodes too)."""
+        goes, so the answer is deterministic. While a step is being captured every node it recorded counts as
+        reachable (the recorder reaches them too); those left before it (a step that raised) are judged as ever."""
         sync_user_frames()  # a name the user deleted no longer counts (Python < 3.13 keeps frame snapshots)
         with self._lock:
-            if self._tracer is not None:
-                return set(self._pending)
-            heads: list[Node] = []
+            tr = self._tracer
+            recorded = set() if tr is None else {n for n in self._pending if n not in tr.pending_before}
+            heads: list[Node] = list(recorded)
             for n in tuple(self._pending):
                 t = n.out() if n.out is not None else None
                 if t is not None:

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import operator
 import os
+import random
 import sysconfig
 import types
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -54,6 +57,7 @@ class Place(Enum):
     KEYS = 5  # the keys of a dict or an object's attributes (side effects only)
     ITEMS = 6  # the items of a list, by identity
     MEMBERS = 7  # the members of a set of plain values
+    STATE = 8  # the state of a Python random.Random or the items of a deque (side effects only)
 
 
 @dataclass(slots=True)
@@ -84,6 +88,8 @@ class Guard:
             return tuple(vars(c)) if not isinstance(c, dict) else tuple(c)
         if place is Place.MEMBERS:
             return frozenset(c)
+        if place is Place.STATE:
+            return _state_of(c)
         return tuple(c)
 
     def holds(self) -> bool:
@@ -113,6 +119,8 @@ class Guard:
             c.cell_contents = self.value
         elif place is Place.ITEMS:
             c[:] = list(self.value)
+        elif place is Place.STATE:
+            _set_state(c, self.value)
         elif place is Place.MEMBERS and type(c) is set:
             c.clear()
             c.update(self.value)
@@ -130,7 +138,7 @@ def same(a: Any, b: Any, place: Place = Place.ATTR) -> bool:
     identities item by item, anything else by identity."""
     if a is b:
         return True
-    if place in (Place.ITEMS, Place.KEYS):
+    if place in (Place.ITEMS, Place.KEYS, Place.STATE):
         return len(a) == len(b) and all(x is y or (type(x) in _PLAIN and same(x, y)) for x, y in zip(a, b))
     if place in (Place.ARRAY, Place.MEMBERS):
         return bool(a == b)
@@ -219,6 +227,7 @@ class _Walker:
         self.seen: set[int] = set()
         self.keep: list[Any] = []  # what was seen stays alive while walking: ids are not reused
         self.generators: list[tuple[str, np.random.Generator]] = []
+        self.iterators: list[tuple[str, Any]] = []  # generators and library iterators (their state is hidden)
         self.stop = stop
         self.names: set[str] = set()  # every name the user code walked mentions (attributes it may read)
 
@@ -250,6 +259,12 @@ class _Walker:
                 self.visit(wrapped, label, live, depth + 1)
         if isinstance(obj, np.random.Generator):
             self.generators.append((label, obj))
+            return
+        if isinstance(obj, (random.Random, deque)):  # consumed inside the step: a side effect, undone on refusal
+            self.guards.append(Guard(Place.STATE, obj, None, _state_of(obj), f"the state of {label}", True))
+            return
+        if _opaque_iterator(obj):
+            self.iterators.append((label, obj))
             return
         if isinstance(obj, type):
             if not _is_library(obj) and obj.__module__ != "builtins":
@@ -308,8 +323,10 @@ class _Walker:
                 self.add(Place.ITEM, glob, name, value, f"the global {name!r}", live, depth)
                 if isinstance(value, types.ModuleType) and _is_user_module(value):
                     self.module_attrs(value, names, name, live, depth)
-        for v in fn.__defaults__ or ():
-            self.visit(v, f"a default of {fn.__name__}", live, depth + 1)
+        # the defaults by identity (rebinding ``fn.__defaults__`` changes them) and what they hold
+        self.add(Place.ATTR, fn, "__defaults__", fn.__defaults__, f"the defaults of {fn.__name__}", live, depth)
+        self.add(Place.ATTR, fn, "__kwdefaults__", fn.__kwdefaults__, f"the keyword defaults of {fn.__name__}",
+                 live, depth)
 
     def module_attrs(self, mod: types.ModuleType, names: list[str], label: str, live: bool, depth: int) -> None:
         """A user module the code names (``cfg.lr``): the attributes the code could read from it."""
@@ -349,6 +366,29 @@ class _Walker:
             self.visit(call, f"{label}.__call__", live, depth + 1)
 
 
+def _opaque_iterator(obj: Any) -> bool:
+    """A generator, or an iterator of a library (``iter(list)``, ``itertools.count()``): its position is not
+    an attribute the walk can guard, so a replay could not tell that the step advanced it."""
+    return isinstance(obj, types.GeneratorType) or (
+        isinstance(obj, Iterator) and not _has_dict(obj) and not isinstance(obj, io.IOBase))
+
+
+def _state_of(obj: Any) -> tuple[Any, ...]:
+    """A ``random.Random``'s state (flat) or a deque's items."""
+    if isinstance(obj, random.Random):
+        version, internal, gauss = obj.getstate()
+        return (version, *internal, gauss)
+    return tuple(obj)
+
+
+def _set_state(obj: Any, state: tuple[Any, ...]) -> None:
+    if isinstance(obj, random.Random):
+        obj.setstate((state[0], tuple(state[1:-1]), state[-1]))
+    else:
+        obj.clear()
+        obj.extend(state)
+
+
 def _slot_names(cls: type) -> list[str]:
     names: list[str] = []
     for klass in cls.__mro__:
@@ -375,11 +415,13 @@ def _has_dict(obj: Any) -> bool:
 
 @dataclass(slots=True)
 class Reach:
-    """What a step function can reach: the guards, the numpy generators, and the ids of every object
-    seen (``keep`` holds them, so the ids stay theirs while a capture runs)."""
+    """What a step function can reach: the guards, the numpy generators, the iterators whose position is
+    hidden, and the ids of every object seen (``keep`` holds them, so the ids stay theirs while a capture
+    runs)."""
 
     guards: list[Guard]
     generators: list[tuple[str, np.random.Generator]]
+    iterators: list[tuple[str, Any]]
     seen: set[int]
     keep: list[Any]
 
@@ -397,7 +439,7 @@ def collect(fn: Any, stop: Callable[[Any], bool]) -> Reach:
     # the step never reads does not invalidate the plan); owngrad's objects are read by owngrad: all of them
     guards = [gd for gd in w.guards if gd.place is not Place.ATTR or gd.key in w.names or
               not _plain_user_object(gd.container)]
-    return Reach(guards, w.generators, w.seen, w.keep)
+    return Reach(guards, w.generators, w.iterators, w.seen, w.keep)
 
 
 def _plain_user_object(obj: Any) -> bool:

@@ -27,6 +27,7 @@ from .ledger import EXCLUSIVE, SHARED, BlockHolder, Region, Storage, borrowing
 from .node import PENDING
 from .roles import ReadOnly, Role
 from .sites import Site, format_site, user_site
+from .traced import refuse_foreign
 from .views import Layout, Step
 
 if TYPE_CHECKING:
@@ -261,6 +262,8 @@ class TensorHandle:
         tr = self._graph._tracer
         if tr is not None:
             tr.refuse(f"{what} of {self._label()}")
+        else:  # a tensor of another graph, read while this thread captures a step
+            refuse_foreign(f"{what} of {self._label()}")
 
     def numpy(self) -> np.ndarray:
         """A copy of the values, on the host."""

@@ -33,6 +33,7 @@ from .operands import check_bound, operand, same_device, same_graph, scalar
 from .roles import Role
 from .rules import RULES
 from .sites import Site, format_site, user_site
+from .traced import refuse_foreign
 from .tracer import value_check
 from .views import Step, StepKind, check_broadcast_into, is_basic_key, normalize_key, sub_region
 
@@ -181,6 +182,8 @@ class InplaceOps(TensorHandle):
             return me
         if tr is not None:  # a captured step replays the write: into the same array, or one of its own
             tr.write([self])
+        else:
+            refuse_foreign(f"the in-place {what} into {self._label()}")
         if target.adv is None and rule is None and len(operands) == 1 and isinstance(operands[0], TensorHandle) \
                 and operands[0]._storage is self._storage and operands[0]._path == target.path:
             return me  # ``t[k] op= v`` ends with ``t[k] = <the view just written>``: nothing left to do

@@ -17,7 +17,7 @@ import numpy as np
 from .backend import Array, device_of, is_device_array, to_device
 from .errors import DeviceError, GraphError
 from .handle import TensorHandle
-from .traced import TracedArray, unwrap
+from .traced import TracedArray, TracedNumber, unwrap
 
 if TYPE_CHECKING:
     from .graph_api import GraphAPI
@@ -115,4 +115,6 @@ def operand(like: TensorHandle, other: Any, op: str) -> Any:
         # float64, a float32 one stays float32, an int tensor times [0.5] becomes float64 (as numpy)
         arr = arr.astype(np.result_type(like.dtype, _WEAK[arr.dtype.kind]))
         return arr if device == "cpu" else to_device(arr, device)
+    if isinstance(other, TracedNumber):  # a number computed by a captured step (clip_norm_'s norm)
+        other.refuse_use(f"as an operand of {op}")
     raise TypeError(f"{op}: unsupported operand type {type(other).__name__}")

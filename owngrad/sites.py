@@ -18,6 +18,7 @@ import contextlib
 import os
 import sys
 import sysconfig
+from typing import Any
 
 __all__ = ["Site", "user_site", "format_site", "site_line", "sync_user_frames", "user_names_of"]
 
@@ -62,9 +63,9 @@ def user_site() -> Site:
     else:
         return _UNKNOWN
     first = (fn, f.f_lineno, code.co_name)
-    if kind == _LIBRARY:
-        return (first,)
     f = f.f_back  # type: ignore[assignment]
+    if kind == _LIBRARY:  # owngrad called from a library (copy.copy of a traced input): name the user's caller
+        return _library_site(first, f)
     while f is not None:  # the caller: the nearest user frame, owngrad's skipped; a library frame ends the chain
         fn = f.f_code.co_filename
         kind = kinds.get(fn)
@@ -75,6 +76,20 @@ def user_site() -> Site:
         if kind == _LIBRARY:
             break
         f = f.f_back  # type: ignore[assignment]
+    return (first,)
+
+
+def _library_site(first: tuple[str, int, str], f: Any) -> Site:
+    """A site whose innermost frame is a library's: with the nearest user frame that called it, if any
+    (a few frames up at most: a test runner or ``runpy`` calling owngrad directly gets none)."""
+    for _ in range(8):
+        if f is None:
+            break
+        fn = f.f_code.co_filename
+        kind = _KIND.get(fn)
+        if (kind if kind is not None else _kind_of(fn)) == _USER:
+            return first, (fn, f.f_lineno, f.f_code.co_name)
+        f = f.f_back
     return (first,)
 
 

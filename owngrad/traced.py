@@ -21,7 +21,8 @@ from typing import Any, NoReturn
 from .errors import GraphError
 from .sites import format_site, user_site
 
-__all__ = ["CaptureRefused", "TracedArray", "TracedGenerator", "TracedNumber", "unwrap", "refusal"]
+__all__ = ["CaptureRefused", "TracedArray", "TracedGenerator", "TracedNumber", "unwrap", "refusal", "ACTIVE",
+           "refuse_foreign"]
 
 _HELP = ("make the input a tensor (g.constant(x)) and use tensor ops, or prepare the array before the call and "
          "pass it in")
@@ -29,6 +30,18 @@ _HELP = ("make the input a tensor (g.constant(x)) and use tensor ops, or prepare
 
 class CaptureRefused(GraphError):
     """A ``GraphError`` raised while a step is captured: something the plan cannot reproduce."""
+
+
+ACTIVE = threading.local()  # ``.tracer``: the tracer of the capture running in this thread, if any
+
+
+def refuse_foreign(what: str) -> None:
+    """``what``, done on a graph that no capture records, while this thread captures a step of another
+    graph: a replay of that step would not do it, so the capture refuses at the user's line."""
+    tr = getattr(ACTIVE, "tracer", None)
+    if tr is not None:
+        tr.refuse(f"{what}, work on another graph (not part of the captured step, so a replay would not do it),",
+                  None, "do it before or after the call, or build what the step uses on the step's own graph")
 
 
 def refusal(what: str, where: str, help: str) -> CaptureRefused:

@@ -23,7 +23,7 @@ import numpy as np
 
 from .roles import Role
 from .sites import Site, format_site, user_site
-from .traced import TracedGenerator, TracedNumber, refusal, unwrap
+from .traced import ACTIVE, TracedGenerator, TracedNumber, refusal, refuse_foreign, unwrap
 
 __all__ = ["Eqn", "Tracer", "interpret", "name_of", "note_module", "recorded", "recorded_number", "SLOT", "CONST",
            "SEQ", "activate", "deactivate", "value_check", "ValueCheck"]
@@ -31,7 +31,7 @@ __all__ = ["Eqn", "Tracer", "interpret", "name_of", "note_module", "recorded", "
 SLOT, CONST, SEQ = 0, 1, 2  # operand specs: (SLOT, k), (CONST, value), (SEQ, type, specs)
 _SLOT, _CONST, _SEQ = SLOT, CONST, SEQ
 _PLAIN = (bool, int, float, str)
-_ACTIVE = threading.local()  # the tracer of the capture running in this thread (for modules' train/eval mode)
+_ACTIVE = ACTIVE  # the tracer of the capture running in this thread (modules' modes, work on other graphs)
 _CAPTURING = 0  # how many captures are running, in any thread (changed under _COUNT_LOCK)
 _COUNT_LOCK = threading.Lock()
 
@@ -225,6 +225,8 @@ def recorded(graph: Any, fn: Callable[..., Any], *args: Any, writes: Sequence[An
     tensors ``fn`` updates in place, which a replay borrows exclusively."""
     tr = graph._tracer
     if tr is None:
+        if _CAPTURING:  # an optimizer or a buffer of another graph, updated inside a captured step
+            refuse_foreign(name_of(fn))
         return fn(*args)
     tr.write(list(writes))
     return tr.call(fn, *args)

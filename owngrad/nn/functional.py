@@ -235,7 +235,12 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
 def _float_operand(like: Tensor, v: Any) -> Any:
     """``v`` as an operand of ``like``'s graph: a tensor as it is, a number or array as a constant of
     ``like``'s dtype on its device."""
-    return v if isinstance(v, Tensor) else like.graph.constant(np.asarray(v, dtype=like.dtype))
+    if isinstance(v, Tensor):
+        return v
+    if hasattr(v, "shape") and hasattr(v, "dtype"):  # an array (a captured step's input too): converted recorded
+        t = like.graph.constant(v)
+        return t if t.dtype == like.dtype else t.astype(like.dtype)
+    return like.graph.constant(np.asarray(v, dtype=like.dtype))
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, rng: Any = None) -> Tensor:
@@ -561,17 +566,25 @@ def normalize(x: Tensor, p: float = 2.0, axis: int = 1, eps: float = 1e-12) -> T
 def one_hot(labels: Any, num_classes: int = -1) -> Tensor:
     """int64 one-hot rows of class indices (a constant), as torch; ``num_classes=-1`` uses max + 1."""
     op = "one_hot"
-    if isinstance(labels, Tensor):
-        g, arr = labels.graph, np.asarray(labels.numpy())
-    else:
+    if not isinstance(labels, Tensor):
         raise TypeError(f"{op}: labels must be an integer Tensor (g.constant(labels)), got {type(labels).__name__}")
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{op}: labels must be integer class indices, got {arr.dtype}")
+    g = labels.graph
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{op}: labels must be integer class indices, got {labels.dtype}")
+    if num_classes == -1 and g._tracer is not None:
+        g._tracer.refuse("one_hot with num_classes=-1 (the result's shape depends on the labels' values)")
+    # recorded: a captured step converts (and range-checks) each call's labels
+    return g.constant(recorded(g, _one_hot_rows, array_of(labels), num_classes))
+
+
+def _one_hot_rows(labels: Array, num_classes: int) -> np.ndarray:
+    arr = np.asarray(to_device(labels, "cpu"))
     n = int(arr.max()) + 1 if num_classes == -1 else int(num_classes)
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= n):
         bad = int(arr.min()) if int(arr.min()) < 0 else int(arr.max())
-        raise ValueError(f"{op}: class {bad} is out of range for {n} classes")
-    return g.constant((arr[..., None] == np.arange(n)).astype(np.int64))
+        raise ValueError(f"one_hot: class {bad} is out of range for {n} classes")
+    rows: np.ndarray = (arr[..., None] == np.arange(n)).astype(np.int64)
+    return rows
 
 
 # --- attention ------------------------------------------------------------------------------
