@@ -189,3 +189,15 @@ def test_recurrence_saves_its_inputs_and_backs_up_twice() -> None:
         opt.step(g.backward(m.weight_hh_l0.sum()))
     first = g.backward(loss, retain=True)[x].numpy()
     np.testing.assert_array_equal(g.backward(loss)[x].numpy(), first)
+
+
+def test_an_initial_state_given_as_an_array_is_a_constant() -> None:
+    g = og.Graph()
+    rnn = og.nn.GRU(g, 4, 6, dtype=np.float64)
+    x = g.constant(np.random.default_rng(0).normal(size=(5, 3, 4)))
+    h0 = np.random.default_rng(1).normal(size=(1, 3, 6))
+    out, h = rnn(x, h0)
+    ref, href = rnn(x, g.constant(h0))
+    assert np.array_equal(out.numpy(), ref.numpy()) and np.array_equal(h.numpy(), href.numpy())
+    with pytest.raises(og.ShapeError, match=r"expected an initial state of shape \(1, 3, 6\).*got \(2, 3, 6\)"):
+        rnn(x, np.zeros((2, 3, 6)))

@@ -212,6 +212,9 @@ class _RNNBase(Module):
         if parts is None:
             zero = graph_of(seq).zeros((B, H), dtype=seq.dtype)
             return [(zero,) * (2 if self._state_pairs else 1)] * n
+        # an array is taken as a constant, as arrays are wherever they meet tensors
+        parts = tuple(graph_of(seq).constant(p) if not isinstance(p, Tensor) and hasattr(p, "shape") else p
+                      for p in parts)
         for p in parts:
             if not isinstance(p, Tensor) or p.shape != (n, B, H):
                 raise ShapeError(f"{type(self).__name__}: expected an initial state of shape ({n}, {B}, {H}) "
