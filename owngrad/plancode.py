@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import backend, kernels, rules, shapes
+from . import backend, kernels, operands, rules, shapes
 from .tracer import CONST, SEQ, SLOT, Eqn
 
 __all__ = ["compile_plan", "REPLAY_FILE"]
@@ -159,7 +159,8 @@ _KNOWN = _known_table()
 #: be written inline
 _SHAPED = frozenset({rules.RULES["cross_entropy"].forward, rules.RULES["cross_entropy"].vjps[0], backend.owned,
                      backend.copy_of, rules.RULES["log_softmax"].forward, rules.RULES["softmax"].forward,
-                     rules.RULES["exp"].forward, rules.RULES["log"].forward, rules.RULES["tanh"].forward})
+                     rules.RULES["exp"].forward, rules.RULES["log"].forward, rules.RULES["tanh"].forward,
+                     operands.as_array})
 
 
 # --- the compiler -------------------------------------------------------------------------------
@@ -346,13 +347,13 @@ def _lines(c: _Compiler, keep: list[Any]) -> list[_Line | None]:
 
 
 def _all_static(c: _Compiler, e: Eqn) -> bool:
-    """Every operand of ``e`` is a static array, a plain constant or the array module."""
+    """Every slot operand of ``e`` is a static array (constants are fixed objects)."""
     def ok(spec: tuple[Any, ...]) -> bool:
         if spec[0] == SEQ:
             return all(ok(p) for p in spec[2])
         if spec[0] == SLOT:
             return c.info(spec) is not None
-        return type(spec[1]) in (np.ndarray, int, float, bool, str, type(None)) or spec[1] is np
+        return True
     return all(ok(a) for a in (*e.args, *e.kwargs.values()))
 
 
