@@ -38,6 +38,7 @@ from .guards import Guard, Place, collect, compile_checks
 from .handle import TensorHandle
 from .ledger import EXCLUSIVE, SHARED, Borrow, acquire_all, release_all
 from .node import Node, NodeState
+from .operands import as_array
 from .plancode import REPLAY_FILE, compile_plan
 from .roles import Role
 from .sites import Site, format_site, user_site
@@ -64,6 +65,7 @@ _REEXPORTED = (note_module, recorded, recorded_number)
 
 _SLOT, _CONST, _SEQ = SLOT, CONST, SEQ
 _EAGER = None  # a signature's entry that runs eagerly from now on
+_SHAPED = frozenset({as_array})  # g.constant's copy: its result has its operand's shape (see plancode)
 
 
 class _StepHolder:
@@ -111,7 +113,8 @@ class Plan:
         self.verified = False
         self.failable = tracer.failable
         self._mine = self._own_borrows()
-        self.replay, self._eqn_at_line, source = compile_plan(self.eqns, nin, _slots_of(ret), tracer.keep, infos)
+        self.replay, self._eqn_at_line, source = compile_plan(self.eqns, nin, _slots_of(ret), tracer.keep, infos,
+                                                                  _SHAPED)
         self.replay.__doc__ = source
 
     def failed_at(self, exc: BaseException) -> int | None:
@@ -126,7 +129,8 @@ class Plan:
 
     def __str__(self) -> str:
         """The plan, one equation a line: ``s7 = matmul.forward(s3, c1)    # train.py:24``."""
-        lines = [f"plan of the step captured at {format_site(self.site)} (inputs s0..s{self.nin - 1}):"]
+        ins = f"inputs s0..s{self.nin - 1}" if self.nin else "no inputs"
+        lines = [f"plan of the step captured at {format_site(self.site)} ({ins}):"]
         for e in self.eqns:
             operands = [_spec_text(a) for a in e.args] + [f"{k}={_spec_text(v)}" for k, v in e.kwargs.items()]
             call = f"{e.rule}({', '.join(operands)})"

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import backend, kernels, operands, rules, shapes
+from . import backend, kernels, rules, shapes
 from .tracer import CONST, SEQ, SLOT, Eqn
 
 __all__ = ["compile_plan", "REPLAY_FILE"]
@@ -159,8 +159,7 @@ _KNOWN = _known_table()
 #: be written inline
 _SHAPED = frozenset({rules.RULES["cross_entropy"].forward, rules.RULES["cross_entropy"].vjps[0], backend.owned,
                      backend.copy_of, rules.RULES["log_softmax"].forward, rules.RULES["softmax"].forward,
-                     rules.RULES["exp"].forward, rules.RULES["log"].forward, rules.RULES["tanh"].forward,
-                     operands.as_array})
+                     rules.RULES["exp"].forward, rules.RULES["log"].forward, rules.RULES["tanh"].forward})
 
 
 # --- the compiler -------------------------------------------------------------------------------
@@ -318,7 +317,7 @@ def _inline_linear(c: _Compiler, e: Eqn, known: _Known, out: Info, a: list[str])
     return _Line(lambda r: f"{r} = {a[2]}.swapaxes(-1, -2) @ {a[0]}", True)
 
 
-def _lines(c: _Compiler, keep: list[Any]) -> list[_Line | None]:
+def _lines(c: _Compiler, keep: list[Any], shaped: frozenset[Any]) -> list[_Line | None]:
     """Each equation written inline (its result's static shape recorded), or None (a plain call); identity
     calls become aliases."""
     out: list[_Line | None] = []
@@ -337,7 +336,7 @@ def _lines(c: _Compiler, keep: list[Any]) -> list[_Line | None]:
                     c.infos[k] = info
             if line is not None and line.same:
                 c.alias[k] = c.root(e.args[0][1])
-        if line is None and e.out is not None and e.fn in _SHAPED and _all_static(c, e):
+        if line is None and e.out is not None and e.fn in shaped and _all_static(c, e):
             for k in (e.out[0], *(kk for kk in (e.out[1] or ()) if kk is not None)):
                 v = keep[k] if k < len(keep) else None
                 if type(v) is np.ndarray:
@@ -389,13 +388,14 @@ def _ownership(c: _Compiler, lines: list[_Line | None]) -> tuple[dict[int, int],
     return last, owned
 
 
-def compile_plan(eqns: list[Eqn], nin: int, ret_slots: list[int], keep: list[Any],
-                 input_infos: dict[int, Info]) -> tuple[Callable[..., dict[int, Any]], dict[int, int], str]:
+def compile_plan(eqns: list[Eqn], nin: int, ret_slots: list[int], keep: list[Any], input_infos: dict[int, Info],
+                 shaped: frozenset[Any] = frozenset()) -> tuple[Callable[..., dict[int, Any]], dict[int, int], str]:
     """The plan as ``replay(*inputs) -> {slot: value}`` (the slots returned), which equation each line
     of it runs, and its source. ``keep``: each slot's value when the step was captured; ``input_infos``:
-    the inputs whose type, shape and dtype the plan's signature fixes."""
+    the inputs whose type, shape and dtype the plan's signature fixes; ``shaped``: functions of the
+    layers above whose results' shapes follow from their operands' (as :data:`_SHAPED`)."""
     c = _Compiler(eqns, nin, ret_slots, dict(input_infos))
-    lines = _lines(c, keep)
+    lines = _lines(c, keep, _SHAPED | shaped)
     last, owned = _ownership(c, lines)
     dead: dict[int, list[int]] = {}
     for r, at in last.items():
