@@ -214,7 +214,20 @@ class Plan:
         try:
             return (replay or self.replay)(*inputs)
         finally:
-            release_all(borrows)
+            if borrows is self._mine:
+                self._give_own()
+            else:
+                release_all(borrows)
+
+    def _give_own(self) -> None:
+        """Release the borrows :meth:`_take_own` took."""
+        mine = self._mine
+        assert mine is not None
+        with mine[0].ledger._lock:
+            for b in mine:
+                led = b.ledger
+                if led._live.pop(b, 0) is None and b.kind is EXCLUSIVE:
+                    led._n_excl -= 1
 
 
 def _spec_text(spec: tuple[Any, ...]) -> str:
