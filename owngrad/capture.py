@@ -36,8 +36,10 @@ from .errors import BorrowError, GraphError
 from .graph import Graph
 from .guards import Guard, Place, collect, compile_checks
 from .handle import TensorHandle
-from .ledger import EXCLUSIVE, SHARED, acquire_all, release_all
+from .ledger import EXCLUSIVE, SHARED, Borrow, acquire_all, release_all
 from .node import Node, NodeState
+from .operands import as_array
+from .plancode import REPLAY_FILE, compile_plan
 from .roles import Role
 from .sites import Site, format_site, user_site
 from .tensor import Tensor
@@ -46,7 +48,6 @@ from .tracer import (
     CONST,
     SEQ,
     SLOT,
-    Eqn,
     Tracer,
     activate,
     deactivate,
@@ -64,6 +65,7 @@ _REEXPORTED = (note_module, recorded, recorded_number)
 
 _SLOT, _CONST, _SEQ = SLOT, CONST, SEQ
 _EAGER = None  # a signature's entry that runs eagerly from now on
+_SHAPED = frozenset({as_array})  # g.constant's copy: its result has its operand's shape (see plancode)
 
 
 class _StepHolder:
@@ -91,7 +93,8 @@ class Plan:
     """One signature's recorded step: its equations (run by :func:`interpret`, or by the straight-line
     function compiled from them), what it borrows, and the guards under which it is valid."""
 
-    def __init__(self, tracer: Tracer, nin: int, ret: Any, site: Site, guards: list[Guard]) -> None:
+    def __init__(self, tracer: Tracer, nin: int, ret: Any, site: Site, guards: list[Guard],
+                 infos: dict[int, Any]) -> None:
         self.ret = ret
         self.nin = nin
         self.eqns = list(tracer.eqns)
@@ -109,7 +112,10 @@ class Plan:
         self.site = site
         self.verified = False
         self.failable = tracer.failable
-        self.replay, self._eqn_at_line = _compile(self.eqns, nin, _slots_of(ret))
+        self._mine = self._own_borrows()
+        self.replay, self._eqn_at_line, source = compile_plan(self.eqns, nin, _slots_of(ret), tracer.keep, infos,
+                                                                  _SHAPED)
+        self.replay.__doc__ = source
 
     def failed_at(self, exc: BaseException) -> int | None:
         """The equation a compiled replay raised ``exc`` in (from its traceback), or None."""
@@ -123,7 +129,8 @@ class Plan:
 
     def __str__(self) -> str:
         """The plan, one equation a line: ``s7 = matmul.forward(s3, c1)    # train.py:24``."""
-        lines = [f"plan of the step captured at {format_site(self.site)} (inputs s0..s{self.nin - 1}):"]
+        ins = f"inputs s0..s{self.nin - 1}" if self.nin else "no inputs"
+        lines = [f"plan of the step captured at {format_site(self.site)} ({ins}):"]
         for e in self.eqns:
             operands = [_spec_text(a) for a in e.args] + [f"{k}={_spec_text(v)}" for k, v in e.kwargs.items()]
             call = f"{e.rule}({', '.join(operands)})"
@@ -145,6 +152,10 @@ class Plan:
     def _borrows(self, args: Sequence[Any] = ()) -> list[Any] | None:
         """The step's borrows, all or none: exclusive on what it writes (the input tensors it writes among
         them: this call's ``args``), shared on the params it reads."""
+        if self._mine is not None and not self.input_writes:
+            taken = self._take_own()
+            if taken is not None:
+                return taken
         writes = self.writes
         if self.input_writes:
             ts = [args[i] for i in self.input_writes]
@@ -165,6 +176,34 @@ class Plan:
             return None
         return borrows
 
+    def _own_borrows(self) -> list[Borrow] | None:
+        """The step's borrows as objects made once, when its writes are exclusive to it (so no two calls
+        can hold them at once: a second call's exclusive borrow conflicts with the first's) and every
+        ledger shares one lock; else None."""
+        ledgers = [led for led, _ in self.writes] + [led for led, _ in self.reads]
+        if not self.writes or not all(led._lock is ledgers[0]._lock for led in ledgers):
+            return None
+        own = [Borrow(region, EXCLUSIVE, self.holder, "updated by a captured step", led) for led, region in self.writes]
+        own += [Borrow(region, SHARED, self.holder, "read by a captured step", led) for led, region in self.reads]
+        return own
+
+    def _take_own(self) -> list[Borrow] | None:
+        """The borrows made once, taken when no live borrow is in their way (a write to a storage nobody
+        borrows, a read of one nobody writes); None (nothing taken) otherwise, for the general path."""
+        mine = self._mine
+        assert mine is not None
+        with mine[0].ledger._lock:
+            for b in mine:
+                led = b.ledger
+                if led._live if b.kind is EXCLUSIVE else led._n_excl:
+                    return None
+            for b in mine:
+                led = b.ledger
+                led._live[b] = None
+                if b.kind is EXCLUSIVE:
+                    led._n_excl += 1
+        return mine
+
     def run(self, inputs: list[Any], replay: Callable[..., dict[int, Any]] | None = None,
             args: Sequence[Any] = ()) -> dict[int, Any] | None:
         """Replay under the step's borrows; None, having touched nothing, when a live borrow conflicts with
@@ -175,7 +214,20 @@ class Plan:
         try:
             return (replay or self.replay)(*inputs)
         finally:
-            release_all(borrows)
+            if borrows is self._mine:
+                self._give_own()
+            else:
+                release_all(borrows)
+
+    def _give_own(self) -> None:
+        """Release the borrows :meth:`_take_own` took."""
+        mine = self._mine
+        assert mine is not None
+        with mine[0].ledger._lock:
+            for b in mine:
+                led = b.ledger
+                if led._live.pop(b, 0) is None and b.kind is EXCLUSIVE:
+                    led._n_excl -= 1
 
 
 def _spec_text(spec: tuple[Any, ...]) -> str:
@@ -205,79 +257,7 @@ def _slots_of(tpl: Any) -> list[int]:
     return []
 
 
-def _last_uses(eqns: list[Eqn], keep: set[int]) -> dict[int, list[int]]:
-    """Equation index -> slots last used there (dropped after it, so a replay frees arrays as eager does)."""
-    last: dict[int, int] = {}
-
-    def uses(spec: tuple[Any, ...], at: int) -> None:
-        if spec[0] == _SLOT:
-            last[spec[1]] = at
-        elif spec[0] == _SEQ:
-            for p in spec[2]:
-                uses(p, at)
-
-    for at, e in enumerate(eqns):
-        for a in (*e.args, *e.kwargs.values()):
-            uses(a, at)
-        if e.out is not None:  # an output never read is dropped at once
-            for k in (e.out[0], *(kk for kk in (e.out[1] or ()) if kk is not None)):
-                last.setdefault(k, at)
-    dead: dict[int, list[int]] = {}
-    for k, at in last.items():
-        if k not in keep:
-            dead.setdefault(at, []).append(k)
-    return dead
-
-
-def _compile(eqns: list[Eqn], nin: int, ret_slots: list[int]) -> tuple[Callable[..., dict[int, Any]], dict[int, int]]:
-    """The plan as one straight-line function ``replay(*inputs) -> {slot: value}`` (the slots returned):
-    what :func:`interpret` does, without its per-equation dispatch; and which equation each line runs."""
-    names: dict[int, str] = {}
-    space: dict[str, Any] = {}
-
-    def const(v: Any) -> str:
-        name = names.get(id(v))
-        if name is None:
-            name = names[id(v)] = f"c{len(names)}"
-            space[name] = v
-        return name
-
-    def expr(spec: tuple[Any, ...]) -> str:
-        if spec[0] == _SLOT:
-            return f"s{spec[1]}"
-        if spec[0] == _SEQ:
-            inner = ", ".join(expr(p) for p in spec[2])
-            return f"[{inner}]" if spec[1] is list else f"({inner},)"
-        return const(spec[1])
-
-    dead = _last_uses(eqns, set(ret_slots))
-    line_of: dict[int, int] = {}
-    lines = [f"def replay({', '.join(f's{i}' for i in range(nin))}):"]
-    for at, e in enumerate(eqns):
-        parts = [expr(a) for a in e.args]
-        plain = {k: v for k, v in e.kwargs.items() if k.isidentifier()}
-        parts += [f"{k}={expr(v)}" for k, v in plain.items()]
-        if len(plain) < len(e.kwargs):
-            parts.append("**{" + ", ".join(f"{k!r}: {expr(v)}" for k, v in e.kwargs.items() if k not in plain) + "}")
-        call = f"{const(e.fn)}({', '.join(parts)})"
-        line_of[len(lines) + 1] = at
-        if e.out is None:
-            lines.append(f"    {call}")
-        else:
-            k, elems = e.out
-            lines.append(f"    s{k} = {call}")
-            lines += [f"    s{kk} = s{k}[{j}]" for j, kk in enumerate(elems or ()) if kk is not None]
-        if at in dead:
-            lines.append(f"    del {', '.join(f's{k}' for k in sorted(dead[at]))}")
-    lines.append("    return {" + ", ".join(f"{k}: s{k}" for k in dict.fromkeys(ret_slots)) + "}")
-    source = "\n".join(lines) + "\n"
-    exec(compile(source, _REPLAY_FILE, "exec"), space)  # noqa: S102 - generated from the plan above
-    replay: Callable[..., dict[int, Any]] = space["replay"]
-    replay.__doc__ = source
-    return replay, line_of
-
-
-_REPLAY_FILE = "<owngrad captured step>"
+_REPLAY_FILE = REPLAY_FILE
 
 
 def _template(tracer: Tracer, value: Any) -> Any:
@@ -329,18 +309,18 @@ def _rebuild(graph: Graph, tpl: Any, s: dict[int, Any]) -> Any:
 
 
 def _signature(args: tuple[Any, ...], grad_on: bool, keys: tuple[str, ...] = ()) -> tuple[Any, ...] | None:
-    """The inputs' shapes, dtypes and devices, scalar values (numpy scalars by value), which array
+    """The inputs' shapes, dtypes, devices and array types, scalar values (numpy scalars by value), which array
     inputs alias, and the grad mode; None for an input no plan can be keyed by."""
     sig: list[Any] = [grad_on, keys]
     arrays: list[tuple[int, Any]] = []
     for i, a in enumerate(args):
         if isinstance(a, TensorHandle):
-            sig.append(("t", a.shape, a.dtype.str, a.device))
+            sig.append(("t", a.shape, a.dtype.str, a.device, type(a._data)))
             arrays.append((i, a._data))
         elif isinstance(a, np.generic):
             sig.append(("v", type(a), a))
         elif hasattr(a, "shape") and hasattr(a, "dtype"):
-            sig.append(("a", tuple(a.shape), a.dtype.str, device_of(a)))
+            sig.append(("a", tuple(a.shape), a.dtype.str, device_of(a), type(a)))
             arrays.append((i, a))
         else:
             try:
@@ -353,6 +333,15 @@ def _signature(args: tuple[Any, ...], grad_on: bool, keys: tuple[str, ...] = ())
             if a is b or (type(a) is np.ndarray and type(b) is np.ndarray and np.may_share_memory(a, b)):
                 sig.append(("alias", i, j))
     return tuple(sig)
+
+
+def _input_infos(sig: tuple[Any, ...], nin: int) -> dict[int, Any]:
+    """The inputs that the signature fixes as numpy arrays: slot -> (shape, dtype)."""
+    out = {}
+    for i, entry in enumerate(sig[2:2 + nin]):
+        if entry[0] in ("t", "a") and entry[4] is np.ndarray:
+            out[i] = (tuple(entry[1]), np.dtype(entry[2]))
+    return out
 
 
 def _identity_only(obj: Any) -> bool:
@@ -565,7 +554,8 @@ class CapturedStep:
                 self._mark_eager(sig)
                 return self._eager(args, sig[1])
             self.eager_calls += 1
-            self._plans.setdefault(sig, []).append(Plan(tr, len(args), ret, self.site, guards))
+            self._plans.setdefault(sig, []).append(Plan(tr, len(args), ret, self.site, guards,
+                                                           _input_infos(sig, len(args))))
             self._plans.move_to_end(sig)
             self._bound()
             return out

@@ -1,7 +1,7 @@
 """The import graph of owngrad/: every import counts (module level, inside functions, under TYPE_CHECKING).
 
-The capture engine's lower half -- traced values, the recorder (the engine's record of a step) and the
-guards -- sits below every tensor, graph and gradient module and imports none of them. There is no
+The capture engine's lower half -- traced values, the recorder (the engine's record of a step), the
+guards and the plan compiler -- sits below every tensor, graph and gradient module and imports none of them. There is no
 import cycle anywhere: the layers below the graph name it only through protocols (graph_api.GraphAPI,
 node.NodeOwner), and the tensor's mixins name their own class as ``Self``.
 """
@@ -16,7 +16,7 @@ PKG = Path(__file__).resolve().parent.parent / "owngrad"
 #: the core, bottom to top: each imports only modules before it in this list (and the bottom layers)
 CORE = ["node", "graph_api", "handle", "operands", "tensor_math", "tensor_views", "inplace", "tensor", "grads",
         "backward", "factory", "graph"]
-ENGINE_RECORD = {"traced", "tracer", "guards"}
+ENGINE_RECORD = {"traced", "tracer", "guards", "plancode"}
 #: the layers below the core: they import no tensor, graph, gradient or training module
 BOTTOM = {"errors", "sites", "backend", "shapes", "ledger", "views", "rules", "roles", "modes"} | ENGINE_RECORD
 UPPER = set(CORE) | {"capture", "ops", "nn", "optim", "training", "data", "io", "distributed"}
