@@ -29,7 +29,7 @@ from .backward import OnGrad, seed_gradient, topo_order, walk
 from .errors import DeviceError, GradError, GraphError, ShapeError
 from .factory import TensorFactory
 from .grads import Grads
-from .ledger import SHARED, Region, acquire_all, borrowing
+from .ledger import SHARED, Borrow, Region, acquire_all, borrowing, release_all
 from .node import PENDING, Node, NodeState
 from .operands import as_array
 from .roles import ReadOnly, Role
@@ -178,17 +178,25 @@ class Graph(TensorFactory):
                 if a._graph is not self:
                     raise GraphError(f"{name}: operands belong to different graphs ({a._label()} is from another)")
                 data = a._data
+                dev = a._storage.device
                 if device is None:
-                    device, first = a._storage.device, data
-                elif a._storage.device != device:
+                    device, first = dev, data
+                elif dev != device:
                     raise DeviceError(f"{name}: operands are on different devices ({device} and "
-                                      f"{a._storage.device}); move one with t.to(...)")
+                                      f"{dev}); move one with t.to(...)")
                 arrays.append(data)
-                n = a._grad_node() if grad_on else None
+                if not grad_on:
+                    n = None
+                elif a._rootref is None:  # a root: its own node (a view's is derived from its root's)
+                    n = a._node
+                else:
+                    n = a._grad_node()
                 if n is not None:
                     mask |= 1 << i
+                    in_shapes.append(data.shape)
+                else:
+                    in_shapes.append(None)
                 parents.append(n)
-                in_shapes.append(data.shape if n is not None else None)
             else:
                 arrays.append(a)
                 parents.append(None)
@@ -232,7 +240,7 @@ class Graph(TensorFactory):
         t = Tensor._root_of(self, out, _RESULT, node, None, (name, node.id))
         node.out = weakref.ref(t)
         saved: list[Any] = [None] * (len(args) + 1)
-        needs = rule.saves(mask)
+        needs = rule.by_mask[0] if rule.variadic else rule.by_mask[mask]  # what the vjps of ``mask`` read
         if needs and needs[0] == ALL_ARGS:
             needs = tuple(range(1, len(args) + 1))
         if needs:
@@ -344,14 +352,21 @@ class Graph(TensorFactory):
     def _consume_walked(self, order: list[Node]) -> None:
         """Consume the walked nodes, and with a node a create_graph walk recorded, the nodes that walk kept."""
         stack = [node for node in order if not node.is_param]
+        held: list[Borrow] = []  # every consumed node's borrows, released together (one hold of the lock)
+        pending = self._pending
         while stack:
             node = stack.pop()
-            self._consume(node)
+            pending.pop(node, None)
+            if node.holds_arrays:
+                held += node.borrows
+                node.borrows = []
+                node.release(NodeState.CONSUMED)
             kept = node.kept
             if kept is not None:  # and what those kept, for a gradient of a gradient
                 node.kept = None
                 stack.extend(k for k in kept if k.state is PENDING)
                 kept.clear()  # one list is shared by every node of that walk: consumed once
+        release_all(held)
 
     # --- captured steps ---
     #: ``step = g.capture(fn, fallback=False, max_plans=8, verify=False)``: installed by capture.py, which

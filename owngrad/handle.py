@@ -131,9 +131,12 @@ class TensorHandle:
                  label: str | tuple[str, int], readonly: ReadOnly | None = None) -> Tensor:
         t: Tensor = object.__new__(cls)  # type: ignore[assignment]
         t._graph = graph
-        shape = array.shape if type(array) is np.ndarray else tuple(array.shape)
-        t._storage = Storage(array, label, "cpu" if type(array) is np.ndarray else device_of(array),
-                             graph.ledger_lock)
+        if type(array) is np.ndarray:
+            shape = array.shape
+            t._storage = Storage(array, label, "cpu", graph.ledger_lock)
+        else:
+            shape = tuple(array.shape)
+            t._storage = Storage(array, label, device_of(array), graph.ledger_lock)
         t._data = array
         t._region = Region.full(shape)
         t._layout = _LAYOUTS[len(shape)] if len(shape) < 8 else tuple(range(len(shape)))

@@ -90,6 +90,8 @@ def _mT(a: Array) -> Array:
 
 
 def _matmul_vjp_x(g: Array, ans: Array, x: Array, y: Array, shapes: Any = ()) -> Array:
+    if g.ndim == 2 and y.ndim == 2:  # the common case, first
+        return g @ y.T
     if y.ndim == 1:
         return g * y if len(shapes[0]) == 1 else g[..., None] * y
     if len(shapes[0]) == 1:
@@ -98,6 +100,8 @@ def _matmul_vjp_x(g: Array, ans: Array, x: Array, y: Array, shapes: Any = ()) ->
 
 
 def _matmul_vjp_y(g: Array, ans: Array, x: Array, y: Array, shapes: Any = ()) -> Array:
+    if x.ndim == 2 and g.ndim == 2:  # the common case, first
+        return x.T @ g
     if x.ndim == 1:
         return g * x if len(shapes[1]) == 1 else x[:, None] * g[..., None, :]
     if len(shapes[1]) == 1:

@@ -72,7 +72,8 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
     op = "cross_entropy"
     logits = tensor_of(logits, op, "logits")
     check_reduction(op, reduction)
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
+    if type(label_smoothing) is not float and (isinstance(label_smoothing, bool)  # (a float: no abc check)
+                                                or not isinstance(label_smoothing, numbers.Real)) \
             or not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     if logits.dtype.kind != "f":

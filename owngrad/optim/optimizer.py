@@ -156,12 +156,13 @@ class Optimizer:
         """Update ``arrays`` (the params at ``index``) with ``grads``. Every update is computed first, then
         committed: an error (or a KeyboardInterrupt) while computing the third param's update cannot leave
         the first two, or the state, half-stepped."""
-        groups = self.param_groups
-        state = list(self.state)  # rebound, never changed in place: a snapshot of the list is a snapshot of it
+        groups, group_of, update = self.param_groups, self._group_of, self.update
+        old = self.state
+        state = list(old)  # rebound, never changed in place: a snapshot of the list is a snapshot of it
         staged: list[tuple[int, Array, float, Array, dict[str, Any]]] = []
         for i, arr, gd in zip(index, arrays, grads):
-            new_state = dict(self.state[i])  # update rebinds keys, never writes old arrays in place
-            scale, delta = self.update(arr, gd, new_state, groups[self._group_of[i]])
+            new_state = dict(old[i])  # update rebinds keys, never writes old arrays in place
+            scale, delta = update(arr, gd, new_state, groups[group_of[i]])
             staged.append((i, arr, scale, delta, new_state))
         for i, arr, scale, delta, new_state in staged:
             if scale != 1.0:
