@@ -43,7 +43,8 @@ def seed_gradient(loss: TensorHandle, seed: Any) -> Array:
         if loss.size != 1:
             raise GraphError(f"g.backward: the loss must be a scalar, got shape {loss.shape}; "
                              "pass seed= (an array of the loss's shape) for a non-scalar output")
-        return xp.ones(data.shape, dtype=data.dtype)
+        shape = data.shape
+        return np.asarray(1, dtype=data.dtype) if shape == () and xp is np else xp.ones(shape, dtype=data.dtype)
     if isinstance(seed, TensorHandle):
         if seed.graph is not loss.graph:
             raise GraphError(f"g.backward(seed=...): the tensor {seed._label()} belongs to another graph")

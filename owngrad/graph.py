@@ -250,8 +250,10 @@ class Graph(TensorFactory):
                 src = t if j == 0 else args[j - 1]
                 if isinstance(src, Tensor):
                     saved[j] = src._data
-                    sources[j] = (src._storage, src._region, src._layout)
-                    borrow.append((src._storage.ledger, src._region))
+                    st = src._storage
+                    sources[j] = (st, src._region, src._layout)
+                    led = st._ledger  # (a storage makes its ledger on first use)
+                    borrow.append((st.ledger if led is None else led, src._region))
                     node.holds_arrays = True
                 elif isinstance(src, (np.ndarray, TracedArray)) or is_array(src):
                     # a raw array operand is copied: the caller may change it
@@ -264,7 +266,11 @@ class Graph(TensorFactory):
         if aux is not None:
             node.holds_arrays = True
         node.saved = tuple(saved)
-        self._register(node)
+        pending = self._pending  # register it (as _register does, inline: its parents are pending already
+        for p in node.parents:  # unless one is a view's node, made on use)
+            if p is not None and not p.is_param and p.state is PENDING and p not in pending:
+                self._register(p)
+        pending[node] = None
         return t
 
     def _register(self, node: Node) -> None:

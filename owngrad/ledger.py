@@ -28,6 +28,7 @@ __all__ = ["Progression", "Region", "Borrow", "BorrowLedger", "BlockHolder", "Ho
 
 SHARED = "shared"
 EXCLUSIVE = "exclusive"
+_new = object.__new__
 
 #: One base axis: ``start + k * step`` for ``k`` in ``range(count)``; step may be negative.
 Progression = tuple[int, int, int]
@@ -290,7 +291,8 @@ def acquire_all(requests: list[tuple[BorrowLedger, Region]], kind: str, holder: 
         else:
             out = []
             for led, region in requests:
-                b = Borrow(region, kind, holder, why, led)
+                b = _new(Borrow)  # (Borrow.__init__, inline)
+                b.ledger, b.region, b.kind, b.holder, b.why = led, region, kind, holder, why
                 led._live[b] = None
                 out.append(b)
                 if excl:

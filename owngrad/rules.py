@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from . import kernels
 from .backend import Array, scatter_add, to_device, xp_of
 from .shapes import axes_of, expand_reduced, unbroadcast
@@ -171,8 +173,12 @@ def _logsumexp(xp: Any, x: Array, axis: Any = None, keepdims: bool = False) -> A
 
 def _log_softmax(xp: Any, x: Array, axis: int = -1) -> Array:
     # no guard for all -inf slices here: their log-softmax is nan either way (as in torch)
-    out = x - xp.max(x, axis=axis, keepdims=True)
-    lse = xp.log(xp.sum(xp.exp(out), axis=axis, keepdims=True))
+    if xp is np:  # the reductions np.max and np.sum call, without their Python wrappers
+        out = x - np.maximum.reduce(x, axis=axis, keepdims=True)
+        lse = np.log(np.add.reduce(np.exp(out), axis=axis, keepdims=True))
+    else:
+        out = x - xp.max(x, axis=axis, keepdims=True)
+        lse = xp.log(xp.sum(xp.exp(out), axis=axis, keepdims=True))
     return _into(out, lse, subtract=True)
 
 
@@ -191,7 +197,9 @@ def _into(a: Array, b: Array, subtract: bool = False) -> Array:
 def _cross_entropy_fwd(xp: Any, logits: Array, labels: Array, reduction: str = "mean") -> tuple[Array, Array]:
     lsm = _log_softmax(xp, logits, axis=-1)
     picked = -lsm[labels] if logits.ndim == 1 else -lsm[xp.arange(lsm.shape[0]), labels]
-    if reduction == "mean":
+    if reduction == "mean":  # a 0-d array (numpy's scalar would be converted by the graph)
+        if type(picked) is np.ndarray and picked.size:
+            return np.asarray(np.add.reduce(picked, axis=None) / picked.size), lsm
         return (picked.sum() / picked.size if picked.size else picked.mean()), lsm
     if reduction == "sum":
         return picked.sum(), lsm
@@ -298,7 +306,8 @@ defrule("div", lambda xp, x, y: x / y, (lambda g, ans, x, y: g / y, "y"),
 defrule("rdiv", lambda xp, x, y: (x / y, 1 / y), (None, ""), (lambda g, ans, x, y, aux=None: -g * x * aux * aux, "x"),
         aux=True)
 defrule("pow", lambda xp, x, y: x ** y, (_pow_vjp_x, "xy"), (_pow_vjp_y, "axy"))
-defrule("matmul", lambda xp, x, y: kernels.matmul(x, y), (_matmul_vjp_x, "y"), (_matmul_vjp_y, "x"), shapes=True)
+defrule("matmul", lambda xp, x, y: x @ y if x.ndim <= 2 or y.ndim != 2 else kernels.matmul(x, y),
+        (_matmul_vjp_x, "y"), (_matmul_vjp_y, "x"), shapes=True)
 defrule("maximum", lambda xp, x, y: xp.maximum(x, y),
         (lambda g, ans, x, y: g * _pick(x, y, True), "xy"), (lambda g, ans, x, y: g * _pick(y, x, True), "xy"))
 defrule("minimum", lambda xp, x, y: xp.minimum(x, y),

@@ -131,7 +131,10 @@ def _weighted_cross_entropy(logits: Tensor, y: Array, weight: Any, ignore_index:
 
 @value_check
 def _check_labels(y: Array, c: int, ignore_index: int) -> None:
-    lo, hi = int(y.min()), int(y.max())
+    if type(y) is np.ndarray:  # (y.min() and y.max() without their Python wrappers)
+        lo, hi = int(np.minimum.reduce(y, axis=None)), int(np.maximum.reduce(y, axis=None))
+    else:
+        lo, hi = int(y.min()), int(y.max())
     if ignore_index in (lo, hi) or (lo < ignore_index < hi and bool((y == ignore_index).any())):
         # only a replay gets here: eagerly such labels take the weighted path
         raise GraphError(f"captured step: cross_entropy's labels contain ignore_index={ignore_index}, which the "
