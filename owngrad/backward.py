@@ -103,7 +103,8 @@ def _backprop(node: Node, g: Array, grads: dict[Node, Array], check_finite: bool
         if p is None:
             continue
         if tr is None:
-            gi = (rule.vjp(i) if rule.variadic else rule.vjps[i])(g, *saved, **attrs)  # type: ignore[misc]
+            fn = rule.vjp(i) if rule.variadic else rule.vjps[i]
+            gi = fn(g, *saved, **attrs) if attrs else fn(g, *saved)  # type: ignore[misc]
         else:
             gi = tr.call_rule(f"{node.op}.vjp[{i}]", node.vjp_fn(i), g, *saved, **attrs)
         shape = in_shapes[i]

@@ -206,8 +206,10 @@ class Graph(TensorFactory):
         xp = self.xp if first is None else np if type(first) is np.ndarray else xp_of(first)
         tr = self._tracer
         try:
-            out = rule.forward(xp, *arrays, **attrs) if tr is None else \
-                tr.call_rule(name, rule.forward, xp, *arrays, **attrs)
+            if tr is None:
+                out = rule.forward(xp, *arrays, **attrs) if attrs else rule.forward(xp, *arrays)
+            else:
+                out = tr.call_rule(name, rule.forward, xp, *arrays, **attrs)
         except (ValueError, IndexError, TypeError) as e:  # numpy's AxisError is a ValueError too
             raise _forward_error(name, arrays, e) from None
         aux = None
@@ -337,10 +339,10 @@ class Graph(TensorFactory):
         site = user_site()
         with self._lock:
             order = topo_order(root)
-            leaves = [leaf for node in order if node.is_param and (leaf := node.leaf) is not None]
+            leaves = [(t._storage.ledger, t._region) for node in order
+                      if node.is_param and (ref := node._leaf) is not None and (t := ref()) is not None]
             result = Grads(self, {})
-            with borrowing([(t._storage.ledger, t._region) for t in leaves], SHARED, _BackwardHolder(site),
-                           "read by backward", site, "read"):
+            with borrowing(leaves, SHARED, _BackwardHolder(site), "read by backward", site, "read"):
                 walk(order, root, g0, on_grad, check_finite, result, tr)
             if into is not None:
                 into._add_(result, site)  # noqa: SLF001 - accumulation is the graph's, not the user's

@@ -136,21 +136,25 @@ class Optimizer:
         grads.wait()  # gradients still in flight (an all-reduce) are completed first
         site = user_site()
         what = f"{type(self).__name__}.step"
-        todo = [(i, p, gd) for i, (p, gd) in enumerate(zip(self.params, raw_gradients(grads, self.params)))
-                if gd is not None]
+        index: list[int] = []
+        stepped: list[Tensor] = []
+        todo: list[Array] = []
+        for i, (p, gd) in enumerate(zip(self.params, raw_gradients(grads, self.params))):
+            if gd is not None:
+                index.append(i)
+                stepped.append(p)
+                todo.append(gd)
         if not todo:
             raise GradError(self._nothing_to_step(grads, what))
-        stepped = [p for _, p, _ in todo]
         check_writable(stepped, site, what)
         arrays = arrays_of(stepped)
-        for (_, p, gd), arr in zip(todo, arrays):
+        for p, gd, arr in zip(stepped, todo, arrays):
             if gd.shape != arr.shape:
                 raise ShapeError(f"{what}: gradient of shape {tuple(gd.shape)} for {label_of(p)} of shape {p.shape}")
         # take every borrow first: a refusal on the third param leaves the first two untouched
         with exclusive(stepped, site, what):
             # a captured step replays the update itself: state and hyper-parameters are read at replay
-            recorded(stepped[0].graph, self._commit, tuple(i for i, _, _ in todo), arrays,
-                     *[gd for _, _, gd in todo], writes=stepped)
+            recorded(stepped[0].graph, self._commit, tuple(index), arrays, *todo, writes=stepped)
 
     def _commit(self, index: tuple[int, ...], arrays: list[Array], *grads: Array) -> None:
         """Update ``arrays`` (the params at ``index``) with ``grads``. Every update is computed first, then
