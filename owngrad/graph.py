@@ -339,8 +339,11 @@ class Graph(TensorFactory):
         site = user_site()
         with self._lock:
             order = topo_order(root)
-            leaves = [(t._storage.ledger, t._region) for node in order
-                      if node.is_param and (ref := node._leaf) is not None and (t := ref()) is not None]
+            leaves: list[tuple[Any, Region]] = []  # every live leaf's (ledger, region)
+            for node in order:
+                if node.is_param and (ref := node._leaf) is not None and (t := ref()) is not None:
+                    st = t._storage
+                    leaves.append((st.ledger if (led := st._ledger) is None else led, t._region))
             result = Grads(self, {})
             with borrowing(leaves, SHARED, _BackwardHolder(site), "read by backward", site, "read"):
                 walk(order, root, g0, on_grad, check_finite, result, tr)

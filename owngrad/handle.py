@@ -74,7 +74,7 @@ def relabel(t: TensorHandle, label: str) -> None:
 def shared(ts: list[Any], site: Site, what: str) -> borrowing:
     """Shared borrows on every tensor, all or none, for a ``with`` block that only reads them."""
     holder = BlockHolder(what, site, "wait for it to finish")
-    return borrowing([(t._storage.ledger, t._region) for t in ts], SHARED, holder, "reading", site, what)
+    return borrowing(_requests(ts), SHARED, holder, "reading", site, what)
 
 
 def is_param(t: object) -> bool:
@@ -87,7 +87,17 @@ def exclusive(ts: list[Any], site: Site, what: str, holder: Any = None, why: str
     updates (optimizer steps, gradient clipping, running statistics, loading a checkpoint, gradients in
     flight in an all-reduce). ``holder`` (default: the block itself) is who messages name."""
     holder = BlockHolder(what, site, "wait for it to finish") if holder is None else holder
-    return borrowing([(t._storage.ledger, t._region) for t in ts], EXCLUSIVE, holder, why, site, what)
+    return borrowing(_requests(ts), EXCLUSIVE, holder, why, site, what)
+
+
+def _requests(ts: list[Any]) -> list[tuple[Any, Region]]:
+    """``(ledger, region)`` of every tensor, for a borrow (a storage makes its ledger on first use)."""
+    out = []
+    for t in ts:
+        st = t._storage
+        led = st._ledger
+        out.append((st.ledger if led is None else led, t._region))
+    return out
 
 
 class TensorHandle:
