@@ -241,11 +241,13 @@ class Graph(TensorFactory):
         node = Node(next(self._ids), self, name, tuple(parents), tuple(in_shapes), site, rule, attrs, out.shape)
         t = Tensor._root_of(self, out, _RESULT, node, None, (name, node.id))
         node.out = weakref.ref(t)
-        saved: list[Any] = [None] * (len(args) + 1)
         needs = rule.by_mask[0] if rule.variadic else rule.by_mask[mask]  # what the vjps of ``mask`` read
         if needs and needs[0] == ALL_ARGS:
             needs = tuple(range(1, len(args) + 1))
-        if needs:
+        if not needs:
+            node.saved = (None,) * (len(args) + 1)
+        else:
+            saved: list[Any] = [None] * (len(args) + 1)
             borrow: list[tuple[Any, Region]] = []
             sources: list[Any] = [None] * len(saved)
             for j in needs:
@@ -265,9 +267,9 @@ class Graph(TensorFactory):
                     saved[j] = src
             node.borrows = acquire_all(borrow, SHARED, node, "saved for backward", node.site, "save")
             node.sources = tuple(sources)
+            node.saved = tuple(saved)
         if aux is not None:
             node.holds_arrays = True
-        node.saved = tuple(saved)
         pending = self._pending  # register it (as _register does, inline: its parents are pending already
         for p in node.parents:  # unless one is a view's node, made on use)
             if p is not None and not p.is_param and p.state is PENDING and p not in pending:
