@@ -279,8 +279,16 @@ defrule("log", lambda xp, x: xp.log(x), (lambda g, ans, x: g / x, "x"))
 defrule("sqrt", lambda xp, x: xp.sqrt(x), (lambda g, ans, x: g / (2 * ans), "a"))
 defrule("tanh", lambda xp, x: xp.tanh(x), (lambda g, ans, x: g * (1 - ans * ans), "a"))
 defrule("sigmoid", _sigmoid, (lambda g, ans, x: g * ans * (1 - ans), "a"))
-# at NaN inputs the gradient lands where torch puts it: relu passes it (ans != 0, as ans >= 0 or NaN), abs gives 0
-defrule("relu", lambda xp, x: xp.maximum(x, 0), (lambda g, ans, x: g * (ans != 0), "a"))
+def _relu_vjp(g: Array, ans: Array, x: Array) -> Array:
+    """``g * (ans != 0)`` (ans >= 0 or NaN: at NaN inputs relu passes the gradient, as torch), with the mask made
+    a float array first: a float product is faster than one with a boolean operand, and its values are the same."""
+    m = (ans != 0).astype(g.dtype)
+    m *= g
+    return m
+
+
+# at NaN inputs the gradient lands where torch puts it: relu passes it, abs gives 0
+defrule("relu", lambda xp, x: xp.maximum(x, 0), (_relu_vjp, "a"))
 defrule("abs", lambda xp, x: xp.abs(x), (lambda g, ans, x: g * xp_of(x).where(x != x, 0, xp_of(x).sign(x)), "x"))
 defrule("clip", lambda xp, x, lo=None, hi=None: xp.clip(x, lo, hi),
         (lambda g, ans, x, lo=None, hi=None:
