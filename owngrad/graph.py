@@ -185,17 +185,11 @@ class Graph(TensorFactory):
                     raise DeviceError(f"{name}: operands are on different devices ({device} and "
                                       f"{dev}); move one with t.to(...)")
                 arrays.append(data)
-                if not grad_on:
-                    n = None
-                elif a._rootref is None:  # a root: its own node (a view's is derived from its root's)
-                    n = a._node
-                else:
-                    n = a._grad_node()
+                # a root's node is its own; a view's is derived from its root's
+                n = None if not grad_on else a._node if a._rootref is None else a._grad_node()
                 if n is not None:
                     mask |= 1 << i
-                    in_shapes.append(data.shape)
-                else:
-                    in_shapes.append(None)
+                in_shapes.append(None if n is None else data.shape)
                 parents.append(n)
             else:
                 arrays.append(a)
@@ -367,19 +361,21 @@ class Graph(TensorFactory):
         stack = [node for node in order if not node.is_param]
         held: list[Borrow] = []  # every consumed node's borrows, released together (one hold of the lock)
         pending = self._pending
-        while stack:
-            node = stack.pop()
-            pending.pop(node, None)
-            if node.holds_arrays:
-                held += node.borrows
-                node.borrows = []
-                node.release(NodeState.CONSUMED)
-            kept = node.kept
-            if kept is not None:  # and what those kept, for a gradient of a gradient
-                node.kept = None
-                stack.extend(k for k in kept if k.state is PENDING)
-                kept.clear()  # one list is shared by every node of that walk: consumed once
-        release_all(held)
+        try:
+            while stack:
+                node = stack.pop()
+                pending.pop(node, None)
+                if node.holds_arrays:  # release what it saved (as torch, a node that saved no array stays walkable)
+                    held += node.borrows
+                    node.borrows = []
+                    node.release(NodeState.CONSUMED)
+                kept = node.kept
+                if kept is not None:  # and what those kept, for a gradient of a gradient
+                    node.kept = None
+                    stack.extend(k for k in kept if k.state is PENDING)
+                    kept.clear()  # one list is shared by every node of that walk: consumed once
+        finally:
+            release_all(held)
 
     # --- captured steps ---
     #: ``step = g.capture(fn, fallback=False, max_plans=8, verify=False)``: installed by capture.py, which
@@ -387,12 +383,6 @@ class Graph(TensorFactory):
     capture: Callable[..., Any]
 
     # --- freeing ---
-    def _consume(self, node: Node) -> None:
-        """After a walk: release what the node saved (as torch, a node that saved no array stays walkable)."""
-        self._pending.pop(node, None)
-        if node.holds_arrays:
-            node.release(NodeState.CONSUMED)
-
     def free(self, t: Tensor) -> int:
         """Drop the pending nodes that only ``t`` needs (releasing their borrows); return how many."""
         self._check_mine(t, "g.free")
