@@ -29,7 +29,7 @@ from .backward import OnGrad, seed_gradient, topo_order, walk
 from .errors import DeviceError, GradError, GraphError, ShapeError
 from .factory import TensorFactory
 from .grads import Grads
-from .ledger import SHARED, Borrow, Region, acquire_all, borrowing, release_all
+from .ledger import SHARED, Borrow, Region, acquire_all, release_all
 from .node import PENDING, Node, NodeState
 from .operands import as_array
 from .roles import ReadOnly, Role
@@ -341,8 +341,11 @@ class Graph(TensorFactory):
                     st = t._storage
                     leaves.append((st.ledger if (led := st._ledger) is None else led, t._region))
             result = Grads(self, {})
-            with borrowing(leaves, SHARED, _BackwardHolder(site), "read by backward", site, "read"):
+            held = acquire_all(leaves, SHARED, _BackwardHolder(site), "read by backward", site, "read")
+            try:
                 walk(order, root, g0, on_grad, check_finite, result, tr)
+            finally:
+                release_all(held)
             if into is not None:
                 into._add_(result, site)  # noqa: SLF001 - accumulation is the graph's, not the user's
                 result = into
