@@ -43,7 +43,8 @@ def seed_gradient(loss: TensorHandle, seed: Any) -> Array:
         if loss.size != 1:
             raise GraphError(f"g.backward: the loss must be a scalar, got shape {loss.shape}; "
                              "pass seed= (an array of the loss's shape) for a non-scalar output")
-        return xp.ones(data.shape, dtype=data.dtype)
+        shape = data.shape
+        return np.asarray(1, dtype=data.dtype) if shape == () and xp is np else xp.ones(shape, dtype=data.dtype)
     if isinstance(seed, TensorHandle):
         if seed.graph is not loss.graph:
             raise GraphError(f"g.backward(seed=...): the tensor {seed._label()} belongs to another graph")
@@ -66,8 +67,7 @@ def seed_gradient(loss: TensorHandle, seed: Any) -> Array:
     return g0
 
 
-def _node_id(n: Node) -> int:
-    return n.id
+_node_id = operator.attrgetter("id")
 
 
 def topo_order(root: Node) -> list[Node]:
@@ -94,14 +94,20 @@ def topo_order(root: Node) -> list[Node]:
 def _backprop(node: Node, g: Array, grads: dict[Node, Array], check_finite: bool, tr: Tracer | None = None) -> None:
     """Add ``node``'s input gradients (for output gradient ``g``) into ``grads`` (recorded by ``tr`` when
     a step is being captured)."""
-    if isinstance(g, np.generic):  # numpy gives scalars, not 0-d arrays, for 0-d arithmetic
-        g = np.asarray(g) if tr is None else tr.call(np.asarray, g)
+    if type(g) is not np.ndarray and isinstance(g, np.generic):  # numpy gives scalars, not 0-d arrays,
+        g = np.asarray(g) if tr is None else tr.call(np.asarray, g)  # for 0-d arithmetic
+    rule = node.rule
+    assert rule is not None, "a param's leaf node has no inputs"
+    saved, attrs, in_shapes = node.saved, node.attrs, node.in_shapes
     for i, p in enumerate(node.parents):
         if p is None:
             continue
-        gi = node.vjp(i, g) if tr is None else tr.call_rule(f"{node.op}.vjp[{i}]", node.vjp_fn(i), g, *node.saved,
-                                                                        **node.attrs)
-        shape = node.in_shapes[i]
+        if tr is None:
+            fn = rule.vjp(i) if rule.variadic else rule.vjps[i]
+            gi = fn(g, *saved, **attrs) if attrs else fn(g, *saved)  # type: ignore[misc]
+        else:
+            gi = tr.call_rule(f"{node.op}.vjp[{i}]", node.vjp_fn(i), g, *saved, **attrs)
+        shape = in_shapes[i]
         assert shape is not None  # a parent that gets a gradient has its shape recorded
         if gi.shape != shape:
             gi = unbroadcast(gi, shape) if tr is None else tr.call(unbroadcast, gi, shape)
@@ -139,14 +145,16 @@ class _Finisher:
 
     def __call__(self, leaf_node: Node) -> None:
         g = self.grads.pop(leaf_node, None)
-        leaf = leaf_node.leaf
+        ref = leaf_node._leaf
+        leaf = None if ref is None else ref()
         if g is None or leaf is None:
             return
         tr = self.tr
-        if not hasattr(g, "flags"):
+        if type(g) is not np.ndarray and not hasattr(g, "flags"):
             g = leaf.graph.xp.asarray(g) if tr is None else tr.call(leaf.graph.xp.asarray, g)
-        if g.dtype != leaf.dtype:
-            g = g.astype(leaf.dtype) if tr is None else tr.call(astype_of, g, leaf.dtype)
+        dtype = leaf._data.dtype
+        if g.dtype != dtype:
+            g = g.astype(dtype) if tr is None else tr.call(astype_of, g, dtype)
         elif g.base is not None or not getattr(g.flags, "writeable", True) or g is self.g0 or id(g) in self.handed:
             g = g.copy() if tr is None else tr.call(copy_of, g)
         self.handed.add(id(g))

@@ -29,7 +29,7 @@ from .backward import OnGrad, seed_gradient, topo_order, walk
 from .errors import DeviceError, GradError, GraphError, ShapeError
 from .factory import TensorFactory
 from .grads import Grads
-from .ledger import SHARED, Region, acquire_all, borrowing
+from .ledger import SHARED, Borrow, Region, acquire_all, release_all
 from .node import PENDING, Node, NodeState
 from .operands import as_array
 from .roles import ReadOnly, Role
@@ -179,17 +179,19 @@ class Graph(TensorFactory):
                 if a._graph is not self:
                     raise GraphError(f"{name}: operands belong to different graphs ({a._label()} is from another)")
                 data = a._data
+                dev = a._storage.device
                 if device is None:
-                    device, first = a._storage.device, data
-                elif a._storage.device != device:
+                    device, first = dev, data
+                elif dev != device:
                     raise DeviceError(f"{name}: operands are on different devices ({device} and "
-                                      f"{a._storage.device}); move one with t.to(...)")
+                                      f"{dev}); move one with t.to(...)")
                 arrays.append(data)
-                n = a._grad_node() if grad_on else None
+                # a root's node is its own; a view's is derived from its root's
+                n = None if not grad_on else a._node if a._rootref is None else a._grad_node()
                 if n is not None:
                     mask |= 1 << i
+                in_shapes.append(None if n is None else data.shape)
                 parents.append(n)
-                in_shapes.append(data.shape if n is not None else None)
             else:
                 arrays.append(a)
                 parents.append(None)
@@ -199,8 +201,10 @@ class Graph(TensorFactory):
         xp = self.xp if first is None else np if type(first) is np.ndarray else xp_of(first)
         tr = self._tracer
         try:
-            out = rule.forward(xp, *arrays, **attrs) if tr is None else \
-                tr.call_rule(name, rule.forward, xp, *arrays, **attrs)
+            if tr is None:
+                out = rule.forward(xp, *arrays, **attrs) if attrs else rule.forward(xp, *arrays)
+            else:
+                out = tr.call_rule(name, rule.forward, xp, *arrays, **attrs)
         except (ValueError, IndexError, TypeError) as e:  # numpy's AxisError is a ValueError too
             raise _forward_error(name, arrays, e) from None
         aux = None
@@ -232,19 +236,23 @@ class Graph(TensorFactory):
         node = Node(next(self._ids), self, name, tuple(parents), tuple(in_shapes), site, rule, attrs, out.shape)
         t = Tensor._root_of(self, out, _RESULT, node, None, (name, node.id))
         node.out = weakref.ref(t)
-        saved: list[Any] = [None] * (len(args) + 1)
-        needs = rule.saves(mask)
+        needs = rule.by_mask[0] if rule.variadic else rule.by_mask[mask]  # what the vjps of ``mask`` read
         if needs and needs[0] == ALL_ARGS:
             needs = tuple(range(1, len(args) + 1))
-        if needs:
+        if not needs:
+            node.saved = (None,) * (len(args) + 1)
+        else:
+            saved: list[Any] = [None] * (len(args) + 1)
             borrow: list[tuple[Any, Region]] = []
             sources: list[Any] = [None] * len(saved)
             for j in needs:
                 src = t if j == 0 else args[j - 1]
                 if isinstance(src, Tensor):
                     saved[j] = src._data
-                    sources[j] = (src._storage, src._region, src._layout)
-                    borrow.append((src._storage.ledger, src._region))
+                    st = src._storage
+                    sources[j] = (st, src._region, src._layout)
+                    led = st._ledger  # (a storage makes its ledger on first use)
+                    borrow.append((st.ledger if led is None else led, src._region))
                     node.holds_arrays = True
                 elif isinstance(src, (np.ndarray, TracedArray)) or is_array(src):
                     # a raw array operand is copied: the caller may change it
@@ -254,10 +262,14 @@ class Graph(TensorFactory):
                     saved[j] = src
             node.borrows = acquire_all(borrow, SHARED, node, "saved for backward", node.site, "save")
             node.sources = tuple(sources)
+            node.saved = tuple(saved)
         if aux is not None:
             node.holds_arrays = True
-        node.saved = tuple(saved)
-        self._register(node)
+        pending = self._pending  # register it (as _register does, inline: its parents are pending already
+        for p in node.parents:  # unless one is a view's node, made on use)
+            if p is not None and not p.is_param and p.state is PENDING and p not in pending:
+                self._register(p)
+        pending[node] = None
         return t
 
     def _register(self, node: Node) -> None:
@@ -325,11 +337,17 @@ class Graph(TensorFactory):
         site = user_site()
         with self._lock:
             order = topo_order(root)
-            leaves = [leaf for node in order if node.is_param and (leaf := node.leaf) is not None]
+            leaves: list[tuple[Any, Region]] = []  # every live leaf's (ledger, region)
+            for node in order:
+                if node.is_param and (ref := node._leaf) is not None and (t := ref()) is not None:
+                    st = t._storage
+                    leaves.append((st.ledger if (led := st._ledger) is None else led, t._region))
             result = Grads(self, {})
-            with borrowing([(t._storage.ledger, t._region) for t in leaves], SHARED, _BackwardHolder(site),
-                           "read by backward", site, "read"):
+            held = acquire_all(leaves, SHARED, _BackwardHolder(site), "read by backward", site, "read")
+            try:
                 walk(order, root, g0, on_grad, check_finite, result, tr)
+            finally:
+                release_all(held)
             if into is not None:
                 into._add_(result, site)  # noqa: SLF001 - accumulation is the graph's, not the user's
                 result = into
@@ -346,14 +364,23 @@ class Graph(TensorFactory):
     def _consume_walked(self, order: list[Node]) -> None:
         """Consume the walked nodes, and with a node a create_graph walk recorded, the nodes that walk kept."""
         stack = [node for node in order if not node.is_param]
-        while stack:
-            node = stack.pop()
-            self._consume(node)
-            kept = node.kept
-            if kept is not None:  # and what those kept, for a gradient of a gradient
-                node.kept = None
-                stack.extend(k for k in kept if k.state is PENDING)
-                kept.clear()  # one list is shared by every node of that walk: consumed once
+        held: list[Borrow] = []  # every consumed node's borrows, released together (one hold of the lock)
+        pending = self._pending
+        try:
+            while stack:
+                node = stack.pop()
+                pending.pop(node, None)
+                if node.holds_arrays:  # release what it saved (as torch, a node that saved no array stays walkable)
+                    held += node.borrows
+                    node.borrows = []
+                    node.release(NodeState.CONSUMED)
+                kept = node.kept
+                if kept is not None:  # and what those kept, for a gradient of a gradient
+                    node.kept = None
+                    stack.extend(k for k in kept if k.state is PENDING)
+                    kept.clear()  # one list is shared by every node of that walk: consumed once
+        finally:
+            release_all(held)
 
     # --- captured steps ---
     #: ``step = g.capture(fn, fallback=False, max_plans=8, verify=False)``: installed by capture.py, which
@@ -361,12 +388,6 @@ class Graph(TensorFactory):
     capture: Callable[..., Any]
 
     # --- freeing ---
-    def _consume(self, node: Node) -> None:
-        """After a walk: release what the node saved (as torch, a node that saved no array stays walkable)."""
-        self._pending.pop(node, None)
-        if node.holds_arrays:
-            node.release(NodeState.CONSUMED)
-
     def free(self, t: Tensor) -> int:
         """Drop the pending nodes that only ``t`` needs (releasing their borrows); return how many."""
         self._check_mine(t, "g.free")

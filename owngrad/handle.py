@@ -76,7 +76,7 @@ def relabel(t: TensorHandle, label: str) -> None:
 def shared(ts: list[Any], site: Site, what: str) -> borrowing:
     """Shared borrows on every tensor, all or none, for a ``with`` block that only reads them."""
     holder = BlockHolder(what, site, "wait for it to finish")
-    return borrowing([(t._storage.ledger, t._region) for t in ts], SHARED, holder, "reading", site, what)
+    return borrowing(_requests(ts), SHARED, holder, "reading", site, what)
 
 
 def is_param(t: object) -> bool:
@@ -89,7 +89,17 @@ def exclusive(ts: list[Any], site: Site, what: str, holder: Any = None, why: str
     updates (optimizer steps, gradient clipping, running statistics, loading a checkpoint, gradients in
     flight in an all-reduce). ``holder`` (default: the block itself) is who messages name."""
     holder = BlockHolder(what, site, "wait for it to finish") if holder is None else holder
-    return borrowing([(t._storage.ledger, t._region) for t in ts], EXCLUSIVE, holder, why, site, what)
+    return borrowing(_requests(ts), EXCLUSIVE, holder, why, site, what)
+
+
+def _requests(ts: list[Any]) -> list[tuple[Any, Region]]:
+    """``(ledger, region)`` of every tensor, for a borrow (a storage makes its ledger on first use)."""
+    out = []
+    for t in ts:
+        st = t._storage
+        led = st._ledger
+        out.append((st.ledger if led is None else led, t._region))
+    return out
 
 
 class TensorHandle:
@@ -133,9 +143,12 @@ class TensorHandle:
                  label: str | tuple[str, int], readonly: ReadOnly | None = None) -> Self:
         t = object.__new__(cls)
         t._graph = graph
-        shape = array.shape if type(array) is np.ndarray else tuple(array.shape)
-        t._storage = Storage(array, label, "cpu" if type(array) is np.ndarray else device_of(array),
-                             graph.ledger_lock)
+        if type(array) is np.ndarray:
+            shape = array.shape
+            t._storage = Storage(array, label, "cpu", graph.ledger_lock)
+        else:
+            shape = tuple(array.shape)
+            t._storage = Storage(array, label, device_of(array), graph.ledger_lock)
         t._data = array
         t._region = Region.full(shape)
         t._layout = _LAYOUTS[len(shape)] if len(shape) < 8 else tuple(range(len(shape)))

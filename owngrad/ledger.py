@@ -28,6 +28,7 @@ __all__ = ["Progression", "Region", "Borrow", "BorrowLedger", "BlockHolder", "Ho
 
 SHARED = "shared"
 EXCLUSIVE = "exclusive"
+_new = object.__new__
 
 #: One base axis: ``start + k * step`` for ``k`` in ``range(count)``; step may be negative.
 Progression = tuple[int, int, int]
@@ -278,12 +279,28 @@ def acquire_all(requests: list[tuple[BorrowLedger, Region]], kind: str, holder: 
                 site: Site | None = None, access: str = "") -> list[Borrow]:
     """Borrows on several storages, all or none: a conflict on the third leaves the first two untaken.
     Ledgers that share one lock (those of one graph) are checked and filled under one hold of it."""
-    if len(requests) == 1:
-        led, region = requests[0]
-        return [led.acquire(region, kind, holder, why, site, access)]
     if not requests:
         return []
     lock = requests[0][0]._lock
+    excl = kind == EXCLUSIVE
+    with lock:  # the common case: nothing to check (no exclusive borrow for a shared one, no borrow at all
+        # for an exclusive one), so every borrow is taken at once
+        for led, _ in requests:
+            if led._lock is not lock or (led._live if excl else led._n_excl):
+                break
+        else:
+            out = []
+            for led, region in requests:
+                b = _new(Borrow)  # (Borrow.__init__, inline)
+                b.ledger, b.region, b.kind, b.holder, b.why = led, region, kind, holder, why
+                led._live[b] = None
+                out.append(b)
+                if excl:
+                    led._n_excl += 1
+            return out
+    if len(requests) == 1:
+        led, region = requests[0]
+        return [led.acquire(region, kind, holder, why, site, access)]
     if not all([led._lock is lock for led, _ in requests]):
         taken: list[Borrow] = []
         try:
@@ -299,7 +316,6 @@ def acquire_all(requests: list[tuple[BorrowLedger, Region]], kind: str, holder: 
                         for clash in (led.conflicts(region, kind),) if clash), None)
             if bad is None:
                 out = []
-                excl = kind == EXCLUSIVE
                 for led, region in requests:
                     b = Borrow(region, kind, holder, why, led)
                     led._live[b] = None
@@ -340,10 +356,11 @@ def release_all(borrows: list[Borrow]) -> None:
     if not borrows:
         return
     lock = borrows[0].ledger._lock
-    if not all([b.ledger._lock is lock for b in borrows]):
-        for b in borrows:
-            b.ledger.release(b)
-        return
+    for b in borrows:
+        if b.ledger._lock is not lock:
+            for b in borrows:
+                b.ledger.release(b)
+            return
     with lock:
         for b in borrows:
             led = b.ledger

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from . import kernels
 from .backend import Array, scatter_add, to_device, xp_of
 from .shapes import axes_of, expand_reduced, unbroadcast
@@ -90,6 +92,8 @@ def _mT(a: Array) -> Array:
 
 
 def _matmul_vjp_x(g: Array, ans: Array, x: Array, y: Array, shapes: Any = ()) -> Array:
+    if g.ndim == 2 and y.ndim == 2:  # the common case, first
+        return g @ y.T
     if y.ndim == 1:
         return g * y if len(shapes[0]) == 1 else g[..., None] * y
     if len(shapes[0]) == 1:
@@ -98,6 +102,8 @@ def _matmul_vjp_x(g: Array, ans: Array, x: Array, y: Array, shapes: Any = ()) ->
 
 
 def _matmul_vjp_y(g: Array, ans: Array, x: Array, y: Array, shapes: Any = ()) -> Array:
+    if x.ndim == 2 and g.ndim == 2:  # the common case, first
+        return x.T @ g
     if x.ndim == 1:
         return g * x if len(shapes[1]) == 1 else x[:, None] * g[..., None, :]
     if len(shapes[1]) == 1:
@@ -167,8 +173,12 @@ def _logsumexp(xp: Any, x: Array, axis: Any = None, keepdims: bool = False) -> A
 
 def _log_softmax(xp: Any, x: Array, axis: int = -1) -> Array:
     # no guard for all -inf slices here: their log-softmax is nan either way (as in torch)
-    out = x - xp.max(x, axis=axis, keepdims=True)
-    lse = xp.log(xp.sum(xp.exp(out), axis=axis, keepdims=True))
+    if xp is np:  # the reductions np.max and np.sum call, without their Python wrappers
+        out = x - np.maximum.reduce(x, axis=axis, keepdims=True)
+        lse = np.log(np.add.reduce(np.exp(out), axis=axis, keepdims=True))
+    else:
+        out = x - xp.max(x, axis=axis, keepdims=True)
+        lse = xp.log(xp.sum(xp.exp(out), axis=axis, keepdims=True))
     return _into(out, lse, subtract=True)
 
 
@@ -187,7 +197,9 @@ def _into(a: Array, b: Array, subtract: bool = False) -> Array:
 def _cross_entropy_fwd(xp: Any, logits: Array, labels: Array, reduction: str = "mean") -> tuple[Array, Array]:
     lsm = _log_softmax(xp, logits, axis=-1)
     picked = -lsm[labels] if logits.ndim == 1 else -lsm[xp.arange(lsm.shape[0]), labels]
-    if reduction == "mean":
+    if reduction == "mean":  # a 0-d array (numpy's scalar would be converted by the graph)
+        if type(picked) is np.ndarray and picked.size:
+            return np.asarray(np.add.reduce(picked, axis=None) / picked.size), lsm
         return (picked.sum() / picked.size if picked.size else picked.mean()), lsm
     if reduction == "sum":
         return picked.sum(), lsm
@@ -267,8 +279,16 @@ defrule("log", lambda xp, x: xp.log(x), (lambda g, ans, x: g / x, "x"))
 defrule("sqrt", lambda xp, x: xp.sqrt(x), (lambda g, ans, x: g / (2 * ans), "a"))
 defrule("tanh", lambda xp, x: xp.tanh(x), (lambda g, ans, x: g * (1 - ans * ans), "a"))
 defrule("sigmoid", _sigmoid, (lambda g, ans, x: g * ans * (1 - ans), "a"))
-# at NaN inputs the gradient lands where torch puts it: relu passes it (not ans <= 0), abs gives 0
-defrule("relu", lambda xp, x: xp.maximum(x, 0), (lambda g, ans, x: g * ~(ans <= 0), "a"))
+def _relu_vjp(g: Array, ans: Array, x: Array) -> Array:
+    """``g * (ans != 0)`` (ans >= 0 or NaN: at NaN inputs relu passes the gradient, as torch), with the mask made
+    a float array first: a float product is faster than one with a boolean operand, and its values are the same."""
+    m = (ans != 0).astype(g.dtype)
+    m *= g
+    return m
+
+
+# at NaN inputs the gradient lands where torch puts it: relu passes it, abs gives 0
+defrule("relu", lambda xp, x: xp.maximum(x, 0), (_relu_vjp, "a"))
 defrule("abs", lambda xp, x: xp.abs(x), (lambda g, ans, x: g * xp_of(x).where(x != x, 0, xp_of(x).sign(x)), "x"))
 defrule("clip", lambda xp, x, lo=None, hi=None: xp.clip(x, lo, hi),
         (lambda g, ans, x, lo=None, hi=None:
@@ -294,7 +314,8 @@ defrule("div", lambda xp, x, y: x / y, (lambda g, ans, x, y: g / y, "y"),
 defrule("rdiv", lambda xp, x, y: (x / y, 1 / y), (None, ""), (lambda g, ans, x, y, aux=None: -g * x * aux * aux, "x"),
         aux=True)
 defrule("pow", lambda xp, x, y: x ** y, (_pow_vjp_x, "xy"), (_pow_vjp_y, "axy"))
-defrule("matmul", lambda xp, x, y: kernels.matmul(x, y), (_matmul_vjp_x, "y"), (_matmul_vjp_y, "x"), shapes=True)
+defrule("matmul", lambda xp, x, y: x @ y if x.ndim <= 2 or y.ndim != 2 else kernels.matmul(x, y),
+        (_matmul_vjp_x, "y"), (_matmul_vjp_y, "x"), shapes=True)
 defrule("maximum", lambda xp, x, y: xp.maximum(x, y),
         (lambda g, ans, x, y: g * _pick(x, y, True), "xy"), (lambda g, ans, x, y: g * _pick(y, x, True), "xy"))
 defrule("minimum", lambda xp, x, y: xp.minimum(x, y),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .backend import Array, xp_of
 
 __all__ = ["unbroadcast", "expand_reduced", "axes_of"]
@@ -19,7 +21,7 @@ def unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
         g = g.reshape((1,) * -extra + tuple(g.shape))
         extra = 0
     if extra == 1 and g.shape[1:] == shape:  # the common case: a bias added to a batch
-        return g.sum(axis=0)
+        return np.add.reduce(g, axis=0) if type(g) is np.ndarray else g.sum(axis=0)  # (g.sum's own reduction)
     if extra:
         g = g.sum(axis=tuple(range(extra)))
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)

@@ -33,6 +33,9 @@ _LIBRARY_DIRS = tuple(sorted({os.path.abspath(p) + os.sep for key in ("stdlib", 
 _SKIP, _USER, _LIBRARY = 0, 1, 2
 _UNKNOWN: Site = (("<unknown>", 0, ""),)
 _KIND: dict[str, int] = {}  # filename -> which of the three it is; one entry per source file
+#: the last caller frame's (code, instruction offset, site entry): a frame's line is found by walking its code's
+#: line table, and the caller's stays the same for every op its callee records
+_CALLER: tuple[object, int, tuple[str, int, str]] = (None, -1, ("", 0, ""))
 
 
 def _kind_of(fn: str) -> int:
@@ -72,7 +75,14 @@ def user_site() -> Site:
         if kind is None:
             kind = _kind_of(fn)
         if kind == _USER:
-            return first, (fn, f.f_lineno, f.f_code.co_name)
+            global _CALLER
+            code, lasti = f.f_code, f.f_lasti
+            last = _CALLER  # (one read: another thread may replace it)
+            if last[0] is code and last[1] == lasti:
+                return first, last[2]
+            caller = (fn, f.f_lineno, code.co_name)
+            _CALLER = (code, lasti, caller)
+            return first, caller
         if kind == _LIBRARY:
             break
         f = f.f_back  # type: ignore[assignment]

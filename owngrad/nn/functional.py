@@ -72,7 +72,8 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
     op = "cross_entropy"
     logits = tensor_of(logits, op, "logits")
     check_reduction(op, reduction)
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
+    if type(label_smoothing) is not float and (isinstance(label_smoothing, bool)  # (a float: no abc check)
+                                                or not isinstance(label_smoothing, numbers.Real)) \
             or not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     if logits.dtype.kind != "f":
@@ -145,7 +146,10 @@ def _smoothing_weights(y: Array, weight: Array | None, ignore_index: int, c: int
 
 @value_check
 def _check_labels(y: Array, c: int, ignore_index: int) -> None:
-    lo, hi = int(y.min()), int(y.max())
+    if type(y) is np.ndarray:  # (y.min() and y.max() without their Python wrappers)
+        lo, hi = int(np.minimum.reduce(y, axis=None)), int(np.maximum.reduce(y, axis=None))
+    else:
+        lo, hi = int(y.min()), int(y.max())
     if ignore_index in (lo, hi) or (lo < ignore_index < hi and bool((y == ignore_index).any())):
         # only a replay gets here: eagerly such labels take the weighted path
         raise GraphError(f"captured step: cross_entropy's labels contain ignore_index={ignore_index}, which the "

@@ -136,32 +136,37 @@ class Optimizer:
         grads.wait()  # gradients still in flight (an all-reduce) are completed first
         site = user_site()
         what = f"{type(self).__name__}.step"
-        todo = [(i, p, gd) for i, (p, gd) in enumerate(zip(self.params, raw_gradients(grads, self.params)))
-                if gd is not None]
+        index: list[int] = []
+        stepped: list[Tensor] = []
+        todo: list[Array] = []
+        for i, (p, gd) in enumerate(zip(self.params, raw_gradients(grads, self.params))):
+            if gd is not None:
+                index.append(i)
+                stepped.append(p)
+                todo.append(gd)
         if not todo:
             raise GradError(self._nothing_to_step(grads, what))
-        stepped = [p for _, p, _ in todo]
         check_writable(stepped, site, what)
         arrays = arrays_of(stepped)
-        for (_, p, gd), arr in zip(todo, arrays):
+        for p, gd, arr in zip(stepped, todo, arrays):
             if gd.shape != arr.shape:
                 raise ShapeError(f"{what}: gradient of shape {tuple(gd.shape)} for {label_of(p)} of shape {p.shape}")
         # take every borrow first: a refusal on the third param leaves the first two untouched
         with exclusive(stepped, site, what):
             # a captured step replays the update itself: state and hyper-parameters are read at replay
-            recorded(stepped[0].graph, self._commit, tuple(i for i, _, _ in todo), arrays,
-                     *[gd for _, _, gd in todo], writes=stepped)
+            recorded(stepped[0].graph, self._commit, tuple(index), arrays, *todo, writes=stepped)
 
     def _commit(self, index: tuple[int, ...], arrays: list[Array], *grads: Array) -> None:
         """Update ``arrays`` (the params at ``index``) with ``grads``. Every update is computed first, then
         committed: an error (or a KeyboardInterrupt) while computing the third param's update cannot leave
         the first two, or the state, half-stepped."""
-        groups = self.param_groups
-        state = list(self.state)  # rebound, never changed in place: a snapshot of the list is a snapshot of it
+        groups, group_of, update = self.param_groups, self._group_of, self.update
+        old = self.state
+        state = list(old)  # rebound, never changed in place: a snapshot of the list is a snapshot of it
         staged: list[tuple[int, Array, float, Array, dict[str, Any]]] = []
         for i, arr, gd in zip(index, arrays, grads):
-            new_state = dict(self.state[i])  # update rebinds keys, never writes old arrays in place
-            scale, delta = self.update(arr, gd, new_state, groups[self._group_of[i]])
+            new_state = dict(old[i])  # update rebinds keys, never writes old arrays in place
+            scale, delta = update(arr, gd, new_state, groups[group_of[i]])
             staged.append((i, arr, scale, delta, new_state))
         for i, arr, scale, delta, new_state in staged:
             if scale != 1.0:
