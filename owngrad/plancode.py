@@ -66,6 +66,8 @@ def _returns_first(fn: Any) -> bool:
 
 # verbatim copies of the rules' code this module writes inline (compared, never called)
 def _matmul_vjp_x(g: Any, ans: Any, x: Any, y: Any, shapes: Any = ()) -> Any:
+    if g.ndim == 2 and y.ndim == 2:  # the common case, first
+        return g @ y.T
     if y.ndim == 1:
         return g * y if len(shapes[0]) == 1 else g[..., None] * y
     if len(shapes[0]) == 1:
@@ -74,6 +76,8 @@ def _matmul_vjp_x(g: Any, ans: Any, x: Any, y: Any, shapes: Any = ()) -> Any:
 
 
 def _matmul_vjp_y(g: Any, ans: Any, x: Any, y: Any, shapes: Any = ()) -> Any:
+    if x.ndim == 2 and g.ndim == 2:  # the common case, first
+        return x.T @ g
     if x.ndim == 1:
         return g * x if len(shapes[1]) == 1 else x[:, None] * g[..., None, :]
     if len(shapes[1]) == 1:
@@ -103,13 +107,21 @@ def _unbroadcast(g: Any, shape: tuple[int, ...]) -> Any:
         g = g.reshape((1,) * -extra + tuple(g.shape))
         extra = 0
     if extra == 1 and g.shape[1:] == shape:  # the common case: a bias added to a batch
-        return g.sum(axis=0)
+        return np.add.reduce(g, axis=0) if type(g) is np.ndarray else g.sum(axis=0)  # (g.sum's own reduction)
     if extra:
         g = g.sum(axis=tuple(range(extra)))
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     if axes:
         g = g.sum(axis=axes, keepdims=True)
     return g.reshape(shape)
+
+
+def _relu_vjp(g: Any, ans: Any, x: Any) -> Any:
+    """``g * (ans != 0)`` (ans >= 0 or NaN: at NaN inputs relu passes the gradient, as torch), with the mask made
+    a float array first: a float product is faster than one with a boolean operand, and its values are the same."""
+    m = (ans != 0).astype(g.dtype)
+    m *= g
+    return m
 
 
 def rows(a: Any) -> Any:  # a name the copy of kernels.matmul reads; never called
@@ -144,9 +156,10 @@ def _known_table() -> dict[Any, _Known]:
     add(rules.RULES["mul"].vjps[0], lambda g, ans, x, y: g * y, _Known("ufunc", np.multiply, (0, 3)))
     add(rules.RULES["mul"].vjps[1], lambda g, ans, x, y: g * x, _Known("ufunc", np.multiply, (0, 2)))
     add(rules.RULES["relu"].forward, lambda xp, x: xp.maximum(x, 0), _Known("relu", forward=True))
-    add(rules.RULES["relu"].vjps[0], lambda g, ans, x: g * ~(ans <= 0), _Known("relu_vjp"))
+    add(rules.RULES["relu"].vjps[0], _relu_vjp, _Known("relu_vjp"))
     if _same_code(kernels.matmul, _kmatmul) and _same_code(rules._mT, _mT):
-        add(rules.RULES["matmul"].forward, lambda xp, x, y: kernels.matmul(x, y), _Known("matmul", forward=True))
+        add(rules.RULES["matmul"].forward, lambda xp, x, y: x @ y if x.ndim <= 2 or y.ndim != 2 else
+            kernels.matmul(x, y), _Known("matmul", forward=True))
         add(rules.RULES["matmul"].vjps[0], _matmul_vjp_x, _Known("matmul_vjp_x"))
         add(rules.RULES["matmul"].vjps[1], _matmul_vjp_y, _Known("matmul_vjp_y"))
     add(shapes.unbroadcast, _unbroadcast, _Known("unbroadcast"))
@@ -276,9 +289,9 @@ def _inline(c: _Compiler, e: Eqn, known: _Known, out: Info) -> _Line | None:
         if ops is None or out is None or ops[0] is None:
             return None
         g, ans = a[0], a[1]
-        mask = f"m = np.less_equal({ans}, 0); np.invert(m, out=m); "
-        return _Line(lambda r: f"{mask}{r} = np.multiply({g}, m)", True,
-                     lambda r, t: f"{mask}{r} = np.multiply({g}, m, out={t})", (g,) if ops[0] == out else ())
+        mask = f"m = np.not_equal({ans}, 0).astype({g}.dtype); "
+        return _Line(lambda r: f"{mask}{r} = np.multiply(m, {g}, out=m)", True,
+                     lambda r, t: f"{mask}{r} = np.multiply(m, {g}, out={t})", (g,) if ops[0] == out else ())
     return _inline_linear(c, e, known, out, a)
 
 
