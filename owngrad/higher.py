@@ -24,23 +24,20 @@ first backward's graph -- and of gradients that were never used -- end with the 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .backward import _backprop, seed_gradient, topo_order
+from .backward import OnGrad, _backprop, seed_gradient, topo_order
 from .dvjps import DVJPS, rebuild_aux
 from .errors import GradError, GraphError
-from .graph import Graph, graph_of
+from .grads import Grads
+from .graph import Graph, _BackwardHolder, graph_of
 from .ledger import SHARED, borrowing
 from .node import Node, NodeState
 from .roles import ReadOnly, Role
-from .sites import user_site
+from .sites import format_site, user_site
 from .tensor import Tensor
-
-if TYPE_CHECKING:
-    from .backward import OnGrad
-    from .grads import Grads
 
 __all__ = ["grad", "backward_create_graph", "saved_operands", "missing_dvjps"]
 
@@ -210,7 +207,6 @@ def _run(graph: Graph, outputs: list[Tensor], seeds: list[Any], targets: list[No
     node (tensors with history when ``create_graph``, else arrays) and the walked nodes. A plain walk
     consumes them unless ``retain``; a create_graph walk leaves that to :func:`_keep`. ``check(order)`` runs
     before anything is recorded or consumed."""
-    from .graph import _BackwardHolder
 
     roots: list[Node] = []
     for t in outputs:
@@ -255,7 +251,6 @@ def _check_differentiable(order: list[Node], wanted: set[Node]) -> None:
 
 
 def _site(n: Node) -> str:
-    from .sites import format_site
 
     return format_site(n.site)
 
@@ -383,8 +378,6 @@ def backward_create_graph(graph: Graph, loss: Tensor, seed: Any, retain: bool, i
 def _grads_with_history(graph: Graph, loss: Tensor, seed: Any, retain: bool, on_grad: OnGrad | None,
                         first_id: int) -> Grads:
     """The walk of ``g.backward(loss, create_graph=True)`` (run by :func:`_recording`)."""
-    from .grads import Grads
-
     res, order = _run(graph, [loss], [seed], None, True, retain)
     out = Grads(graph, {})
     handed: set[int] = set()

@@ -33,6 +33,7 @@ from .operands import check_bound, operand, same_device, same_graph, scalar
 from .roles import Role
 from .rules import RULES
 from .sites import Site, format_site, user_site
+from .tensor_math import _fill_value, _mask_operand
 from .traced import refuse_foreign
 from .tracer import value_check
 from .views import Step, StepKind, check_broadcast_into, is_basic_key, normalize_key, sub_region
@@ -132,7 +133,6 @@ class InplaceOps(TensorHandle):
 
     def masked_fill_(self, mask: Any, value: Any) -> Self:
         """Write ``value`` where ``mask`` is True, in place."""
-        from .tensor_math import _fill_value, _mask_operand
 
         m = _mask_operand(self, mask, "masked_fill_")
         return self._inplace(_WHOLE, "masked_fill_", "masked_fill", (m,), {"value": _fill_value(value, "masked_fill_")})
