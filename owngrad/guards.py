@@ -207,9 +207,13 @@ _LIBRARY_DIRS = tuple(os.path.abspath(p) + os.sep for key in ("stdlib", "platstd
 
 def _is_user_module(mod: types.ModuleType) -> bool:
     """A module of the user's own code (not owngrad, numpy, the standard library or an installed package)."""
+    if mod.__name__.split(".")[0] in _LIBRARY_MODULES:
+        return False
     path = getattr(mod, "__file__", None)
-    return bool(path) and mod.__name__.split(".")[0] not in _LIBRARY_MODULES and \
-        not os.path.abspath(str(path)).startswith(_LIBRARY_DIRS)
+    if not path:  # a module made in code (types.ModuleType, a config namespace) is the user's; built-ins are not
+        spec = getattr(mod, "__spec__", None)
+        return spec is None or getattr(spec, "origin", None) not in ("built-in", "frozen")
+    return not os.path.abspath(str(path)).startswith(_LIBRARY_DIRS)
 
 
 def _code_names(code: types.CodeType) -> Iterator[str]:

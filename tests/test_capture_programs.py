@@ -9,6 +9,7 @@ program table, one row per program: (step, data, before, state).
 
 from __future__ import annotations
 
+import types
 import warnings
 from typing import Any
 
@@ -1272,6 +1273,42 @@ def class_weights_and_smoothing_as_inputs(g):
     return step, lambda i: (XS[i].copy(), YS[i].copy(), np.array([1.0, 2.0, 0.5 + i])), None, lambda: state_of(m)
 
 
+SETTINGS = types.ModuleType("settings")  # a settings module made in code (no file), as some configs are
+SETTINGS.scale = 1.0
+
+
+@case
+def settings_module_made_in_code(g):
+    m, o = base(g)
+
+    def step(x, y):
+        loss = F.cross_entropy(m(g.constant(x)) * SETTINGS.scale, y)
+        o.step(g.backward(loss))
+        return loss
+
+    def before(i):
+        SETTINGS.scale = 1.0 + i
+
+    return step, data, before, lambda: state_of(m)
+
+
+@case
+def namespace_config(g):
+    m, o = base(g)
+    cfg = types.SimpleNamespace(scale=1.0, clip=1.0)
+
+    def step(x, y):
+        gr = g.backward(F.cross_entropy(m(g.constant(x)), y) * cfg.scale)
+        gr.clip_norm_(cfg.clip)
+        o.step(gr)
+        return m[0].weight.sum().detach()
+
+    def before(i):
+        cfg.scale, cfg.clip = 1.0 + i, 0.1 * (i + 1)
+
+    return step, data, before, lambda: state_of(m)
+
+
 def run(name: str, mode: str, n: int = 0) -> list[Any]:
     n = n or N
     g = og.Graph()
@@ -1341,8 +1378,8 @@ def compare(name: str) -> tuple[str, str]:
 
 OK = {"SAME", "REFUSED", "BOTH_RAISE"}
 #: programs a captured step must run (a refusal there would be a false alarm: nothing in them is unreproducible)
-MUST_CAPTURE = {"attention_weights_dropped", "class_weights_and_smoothing_as_inputs", "kwargs_input",
-                "noncontiguous_input", "last_batch_smaller"}
+MUST_CAPTURE = {"attention_weights_dropped", "settings_module_made_in_code", "class_weights_and_smoothing_as_inputs",
+                "kwargs_input", "noncontiguous_input", "last_batch_smaller"}
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # fallbacks and numpy's overflow in the check_finite program
