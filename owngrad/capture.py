@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import device_of, to_device
+from .backend import copy_of, device_of, to_device
 from .errors import BorrowError, GraphError
 from .graph import Graph
 from .guards import Guard, Place, collect, compile_checks
@@ -46,9 +46,12 @@ from .tensor import Tensor
 from .traced import ACTIVE, CaptureRefused, TracedArray, TracedGenerator, TracedNumber, refusal
 from .tracer import (
     CONST,
+    PURE,
     SEQ,
     SLOT,
+    Eqn,
     Tracer,
+    ValueCheck,
     activate,
     deactivate,
     interpret,
@@ -56,6 +59,7 @@ from .tracer import (
     note_module,
     recorded,
     recorded_number,
+    value_of,
 )
 
 __all__ = ["CapturedStep"]
@@ -112,10 +116,22 @@ class Plan:
         self.site = site
         self.verified = False
         self.failable = tracer.failable
+        self.prechecks = _prechecks(self.eqns, nin)
         self._mine = self._own_borrows()
         self.replay, self._eqn_at_line, source = compile_plan(self.eqns, nin, _slots_of(ret), tracer.keep, infos,
                                                                   _SHAPED)
         self.replay.__doc__ = source
+
+    def precheck(self, inputs: list[Any]) -> None:
+        """Run the plan's refusal checks on this call's inputs before anything else (see :func:`_prechecks`):
+        a decision made on the capture-time values that these inputs would change refuses with nothing changed."""
+        for chain, check in self.prechecks:
+            env = interpret(chain, inputs)
+            fn = check.fn
+            assert type(fn) is ValueCheck
+            what = fn.fn(*[value_of(a, env) for a in check.args])
+            if what:
+                raise refusal(what, format_site(check.site), fn.help)
 
     def failed_at(self, exc: BaseException) -> int | None:
         """The equation a compiled replay raised ``exc`` in (from its traceback), or None."""
@@ -258,6 +274,40 @@ def _slots_of(tpl: Any) -> list[int]:
 
 
 _REPLAY_FILE = REPLAY_FILE
+
+
+PURE.update((as_array, copy_of, to_device))
+
+
+def _prechecks(eqns: list[Eqn], nin: int) -> list[tuple[list[Eqn], Eqn]]:
+    """The plan's refusal checks that a replay can run first: each with the pure calls (conversions, copies)
+    that compute its operands from the inputs. A check whose operands need anything else stays in place only."""
+    producer = {e.out[0]: e for e in eqns if e.out is not None}
+    order = {id(e): i for i, e in enumerate(eqns)}
+    out = []
+    for e in eqns:
+        if type(e.fn) is ValueCheck and e.fn.refuses and not e.kwargs:
+            chain: dict[int, Eqn] = {}
+            if all(_pure_operand(a, producer, nin, chain) for a in e.args):
+                out.append(([chain[k] for k in sorted(chain, key=order.__getitem__)], e))
+    return out
+
+
+def _pure_operand(spec: tuple[Any, ...], producer: dict[int, Eqn], nin: int, chain: dict[int, Eqn]) -> bool:
+    """Whether ``spec`` is an input, a constant, or made from them by pure calls (added to ``chain``)."""
+    if spec[0] == CONST:
+        return True
+    if spec[0] == SEQ:
+        return all(_pure_operand(x, producer, nin, chain) for x in spec[2])
+    k = spec[1]
+    if k < nin:
+        return True
+    e = producer.get(k)
+    if e is None or e.fn not in PURE or e.out[1] or \
+            not all(_pure_operand(a, producer, nin, chain) for a in (*e.args, *e.kwargs.values())):
+        return False
+    chain[id(e)] = e
+    return True
 
 
 def _template(tracer: Tracer, value: Any) -> Any:
@@ -486,6 +536,14 @@ class CapturedStep:
 
     def _replay(self, plan: Plan, sig: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         inputs = [a._data if isinstance(a, TensorHandle) else a for a in args]
+        if plan.prechecks:
+            try:
+                plan.precheck(inputs)
+            except CaptureRefused as e:  # nothing has changed: with fallback=True this call runs eagerly
+                if not self.fallback:
+                    raise
+                warnings.warn(f"{e}\n  (fallback=True: this call runs eagerly)", RuntimeWarning, stacklevel=3)
+                return self._eager(args, sig[1])
         if self.verify and not plan.verified:
             return self._verify(plan, sig, args, inputs)
         try:

@@ -26,7 +26,7 @@ from .sites import Site, format_site, user_site
 from .traced import ACTIVE, TracedGenerator, TracedNumber, refusal, refuse_foreign, unwrap
 
 __all__ = ["Eqn", "Tracer", "interpret", "name_of", "note_module", "recorded", "recorded_number", "SLOT", "CONST",
-           "SEQ", "activate", "deactivate", "value_check", "ValueCheck"]
+           "SEQ", "activate", "deactivate", "value_check", "ValueCheck", "refusal_check", "PURE", "pure", "value_of"]
 
 SLOT, CONST, SEQ = 0, 1, 2  # operand specs: (SLOT, k), (CONST, value), (SEQ, type, specs)
 _SLOT, _CONST, _SEQ = SLOT, CONST, SEQ
@@ -51,21 +51,45 @@ class Eqn(NamedTuple):
 class ValueCheck:
     """A check library code records (a label or index range, ``check_finite``): it raises on bad values, at
     capture and at every replay; a replay that raises there leaves pending what the eager step would
-    (``Tracer.failable``). Made by the decorator :func:`value_check`."""
+    (``Tracer.failable``). Made by the decorator :func:`value_check`.
 
-    __slots__ = ("fn", "__qualname__")
+    A *refusal check* (:func:`refusal_check`) guards a decision library code made on the capture-time values
+    (which path ``cross_entropy`` takes): ``fn`` returns what changed (or None), and a replay refuses before it
+    runs anything, since eagerly that call would take another path."""
 
-    def __init__(self, fn: Callable[..., None]) -> None:
+    __slots__ = ("fn", "__qualname__", "refuses", "help")
+
+    def __init__(self, fn: Callable[..., Any], refuses: bool = False, help: str = "") -> None:
         self.fn = fn
         self.__qualname__ = fn.__qualname__
+        self.refuses = refuses
+        self.help = help
 
     def __call__(self, *args: Any) -> None:
-        self.fn(*args)
+        what = self.fn(*args)
+        if self.refuses and what:  # (a replay checks its inputs first: see capture.Plan.precheck)
+            raise refusal(what, "a replay", self.help)
 
 
 def value_check(fn: Callable[..., None]) -> ValueCheck:
     """``@value_check``: ``fn`` as a :class:`ValueCheck`."""
     return ValueCheck(fn)
+
+
+def refusal_check(help: str) -> Callable[[Callable[..., str | None]], ValueCheck]:
+    """``@refusal_check(help)``: ``fn(*args) -> str | None`` as a refusal check (see :class:`ValueCheck`)."""
+    return lambda fn: ValueCheck(fn, refuses=True, help=help)
+
+
+#: functions that compute from their operands alone, writing and drawing nothing (conversions, copies):
+#: a replay may run them early, to check its inputs before anything changes
+PURE: set[Callable[..., Any]] = set()
+
+
+def pure(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Register ``fn`` in :data:`PURE`."""
+    PURE.add(fn)
+    return fn
 
 
 def name_of(fn: Any) -> str:
@@ -247,6 +271,11 @@ def note_module(module: Any) -> None:
     tr: Tracer | None = getattr(_ACTIVE, "tracer", None)
     if tr is not None and id(module) not in tr.modules:
         tr.modules[id(module)] = (module, bool(module.training))
+
+
+def value_of(spec: tuple[Any, ...], env: dict[int, Any]) -> Any:
+    """An operand spec's value in ``env`` (slot -> value)."""
+    return _value(spec, env)
 
 
 def _value(spec: tuple[Any, ...], env: dict[int, Any]) -> Any:

@@ -1115,7 +1115,8 @@ def test_a_plan_prints_its_equations_with_rule_names_and_user_lines() -> None:
     assert lines[0].startswith("plan of the step captured at test_capture_contract.py:")
     assert any(ln.lstrip().startswith("s") and " = linear(" in ln for ln in lines)
     assert any("cross_entropy.vjp[0](" in ln for ln in lines)
-    assert any("_check_labels(s1, 3, -100)" in ln for ln in lines)  # classes, ignore_index
+    assert any("_labels_without_ignore_index(s1, -100)" in ln for ln in lines)  # the path's decision, checked
+    assert any("_check_labels(s1, 3)" in ln for ln in lines)  # the label range
     assert all("# test_capture_contract.py:" in ln for ln in lines[1:])
 
 

@@ -1408,3 +1408,55 @@ def test_an_advanced_key_write_refuses_with_what_to_do_instead() -> None:
     assert "in-place write setitem into zeros with an integer-array or boolean key" in msg
     assert "test_capture_programs.py:" in msg and "index_add" in msg
     assert g.pending() == []  # the refused capture released what it recorded
+
+
+def _bn_classifier(g):
+    m = og.nn.Sequential(og.nn.Linear(g, 4, 8, rng=0, dtype=np.float64), og.nn.BatchNorm1d(g, 8, dtype=np.float64),
+                         og.nn.ReLU(), og.nn.Linear(g, 8, 3, rng=1, dtype=np.float64))
+    o = og.optim.SGD(m.parameters(), lr=0.1)
+
+    def step(x, y):
+        loss = F.cross_entropy(m(g.constant(x)), g.constant(y))
+        o.step(g.backward(loss))
+        return loss
+
+    return m, step
+
+
+def _labels(i):
+    y = YS[i].copy()
+    if i == 3:
+        y[0] = -100  # ignore_index turns up after the capture: eagerly, cross_entropy takes the weighted path
+    return y
+
+
+def _bn_state(m):
+    return [m[1].running_mean.numpy(), m[1].running_var.numpy()] + [p.numpy() for p in m.parameters()]
+
+
+def test_labels_holding_ignore_index_after_capture_refuse_before_anything_changes() -> None:
+    g = og.Graph()
+    m, step = _bn_classifier(g)
+    cs = g.capture(step)
+    for i in range(3):
+        cs(XS[i].copy(), _labels(i))
+    before = [a.copy() for a in _bn_state(m)]
+    with pytest.raises(og.GraphError) as e:
+        cs(XS[3].copy(), _labels(3))
+    assert "ignore_index=-100" in str(e.value) and "test_capture_programs.py:" in str(e.value)
+    assert all(np.array_equal(a, b) for a, b in zip(before, _bn_state(m)))  # BatchNorm's statistics did not move
+    assert g.pending() == []
+
+
+def test_with_fallback_that_call_runs_eagerly_and_the_plan_stays() -> None:
+    ge, gc = og.Graph(), og.Graph()
+    (me, eager), (mc, step) = _bn_classifier(ge), _bn_classifier(gc)
+    cs = gc.capture(step, fallback=True)
+    for i in range(N):
+        a = eager(XS[i].copy(), _labels(i)).numpy()
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            b = cs(XS[i].copy(), _labels(i)).numpy()
+        assert np.array_equal(a, b) and all(np.array_equal(x, y) for x, y in zip(_bn_state(me), _bn_state(mc)))
+        assert bool(w) == (i == 3)
+    assert cs.replays == N - 2  # the capture and the eager call at i == 3

@@ -17,12 +17,12 @@ import numpy as np
 
 from .. import kernels
 from ..backend import Array, to_device, xp_of
-from ..errors import GraphError, ShapeError
+from ..errors import ShapeError
 from ..handle import array_of
 from ..rules import defrule
 from ..tensor import Tensor
 from ..traced import unwrap
-from ..tracer import recorded, value_check
+from ..tracer import pure, recorded, refusal_check, value_check
 from .losses import binary_cross_entropy, check_reduction, huber_loss, kl_div, l1_loss, nll_loss, reduce, smooth_l1_loss
 from .utils import pair, tensor_of
 
@@ -85,7 +85,7 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
         return _soft_cross_entropy(logits, labels, reduction, float(label_smoothing), weight)
     y = _index_array(logits, labels, op, "labels")
     # which path is a decision on the labels' values: a captured step makes it on the capture-time labels, and
-    # its replays check (in _check_labels) that no label equal to ignore_index turns up later
+    # its replays check first (_labels_without_ignore_index) that no label equal to ignore_index turns up later
     if weight is not None or bool((unwrap(y) == ignore_index).any()):
         return _weighted_cross_entropy(logits, y, weight, ignore_index, reduction, float(label_smoothing))
     batched = logits.ndim == 2 and y.ndim == 1 and y.shape[0] == logits.shape[0]
@@ -94,7 +94,8 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
                          f"class probabilities of the logits' shape, got logits {logits.shape} and labels "
                          f"{tuple(y.shape)}")
     if y.size:  # recorded: a captured step checks each replay's labels
-        recorded(logits.graph, _check_labels, y, c, ignore_index)
+        recorded(logits.graph, _labels_without_ignore_index, y, ignore_index)
+        recorded(logits.graph, _check_labels, y, c)
     nll = logits.graph.apply("cross_entropy", (logits, y), {"reduction": reduction})
     if not label_smoothing:
         return nll
@@ -129,6 +130,7 @@ def _weighted_cross_entropy(logits: Tensor, y: Array, weight: Any, ignore_index:
     return loss.reshape(()) if single and reduction == "none" else loss
 
 
+@pure
 def _host_labels(y: Array) -> Array:
     """Class indices as a flat host array."""
     return np.asarray(to_device(y, "cpu")).reshape(-1)
@@ -144,17 +146,23 @@ def _smoothing_weights(y: Array, weight: Array | None, ignore_index: int, c: int
             to_device(np.asarray(w[y[keep]].sum(), dtype=dtype), device))
 
 
+@refusal_check("filter those samples before the step, or pass fallback=True to g.capture (that call then runs "
+               "eagerly)")
+def _labels_without_ignore_index(y: Array, ignore_index: int) -> str | None:
+    """Eagerly, labels holding ``ignore_index`` take the weighted path; a plan captured on labels without it
+    took the other one, so a replay whose labels hold it refuses (before it changes anything)."""
+    if bool((y == ignore_index).any()):
+        return (f"cross_entropy's labels containing ignore_index={ignore_index} (the plan was captured on labels "
+                f"without it, and eagerly such labels take another path)")
+    return None
+
+
 @value_check
-def _check_labels(y: Array, c: int, ignore_index: int) -> None:
+def _check_labels(y: Array, c: int) -> None:
     if type(y) is np.ndarray:  # (y.min() and y.max() without their Python wrappers)
         lo, hi = int(np.minimum.reduce(y, axis=None)), int(np.maximum.reduce(y, axis=None))
     else:
         lo, hi = int(y.min()), int(y.max())
-    if ignore_index in (lo, hi) or (lo < ignore_index < hi and bool((y == ignore_index).any())):
-        # only a replay gets here: eagerly such labels take the weighted path
-        raise GraphError(f"captured step: cross_entropy's labels contain ignore_index={ignore_index}, which the "
-                         f"plan, captured on labels without it, does not handle\n"
-                         f"  help: pass fallback=True to g.capture, or filter those samples before the step")
     if lo < 0 or hi >= c:
         bad = lo if lo < 0 else hi
         raise ValueError(f"cross_entropy: label {bad} is out of range for {c} classes (labels must be in [0, {c}))")
