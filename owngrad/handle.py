@@ -416,5 +416,6 @@ class TensorHandle:
         """A constant leaf on the same storage: its writes are checked against the same ledger."""
         t = self._derive(self._data, self._region, self._layout, (), self._readonly, is_view=False)
         t._rootref = None
+        t._base = None  # it keeps the storage, not the tensor with history (whose node may then be abandoned)
         t._kind = Role.CONSTANT
         return t

@@ -1273,6 +1273,17 @@ def class_weights_and_smoothing_as_inputs(g):
     return step, lambda i: (XS[i].copy(), YS[i].copy(), np.array([1.0, 2.0, 0.5 + i])), None, lambda: state_of(m)
 
 
+@case
+def returns_a_detached_metric(g):
+    m, o = base(g)
+
+    def step(x, y):
+        o.step(g.backward(F.cross_entropy(m(g.constant(x)), y)))
+        return (m[0].weight ** 2).sum().detach()  # computed with history and detached: nothing can backward it
+
+    return step, data, None, lambda: state_of(m)
+
+
 SETTINGS = types.ModuleType("settings")  # a settings module made in code (no file), as some configs are
 SETTINGS.scale = 1.0
 
@@ -1378,8 +1389,8 @@ def compare(name: str) -> tuple[str, str]:
 
 OK = {"SAME", "REFUSED", "BOTH_RAISE"}
 #: programs a captured step must run (a refusal there would be a false alarm: nothing in them is unreproducible)
-MUST_CAPTURE = {"attention_weights_dropped", "settings_module_made_in_code", "class_weights_and_smoothing_as_inputs",
-                "kwargs_input", "noncontiguous_input", "last_batch_smaller"}
+MUST_CAPTURE = {"attention_weights_dropped", "settings_module_made_in_code", "returns_a_detached_metric",
+                "class_weights_and_smoothing_as_inputs", "kwargs_input", "noncontiguous_input", "last_batch_smaller"}
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # fallbacks and numpy's overflow in the check_finite program
