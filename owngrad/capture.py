@@ -122,16 +122,20 @@ class Plan:
                                                                   _SHAPED)
         self.replay.__doc__ = source
 
-    def precheck(self, inputs: list[Any]) -> None:
-        """Run the plan's refusal checks on this call's inputs before anything else (see :func:`_prechecks`):
-        a decision made on the capture-time values that these inputs would change refuses with nothing changed."""
+    def mismatch(self, args: tuple[Any, ...]) -> str | None:
+        """Whether this call's inputs decide a path check (:func:`_prechecks`) otherwise than the capture-time
+        values did -- what decides, at which line -- or None: such inputs are not this plan's."""
+        if not self.prechecks:
+            return None
+        inputs = [a._data if isinstance(a, TensorHandle) else a for a in args]
         for chain, check in self.prechecks:
             env = interpret(chain, inputs)
             fn = check.fn
             assert type(fn) is ValueCheck
             what = fn.fn(*[value_of(a, env) for a in check.args])
             if what:
-                raise refusal(what, format_site(check.site), fn.help)
+                return f"{what} at {format_site(check.site)}"
+        return None
 
     def failed_at(self, exc: BaseException) -> int | None:
         """The equation a compiled replay raised ``exc`` in (from its traceback), or None."""
@@ -280,7 +284,7 @@ PURE.update((as_array, copy_of, to_device))
 
 
 def _prechecks(eqns: list[Eqn], nin: int) -> list[tuple[list[Eqn], Eqn]]:
-    """The plan's refusal checks that a replay can run first: each with the pure calls (conversions, copies)
+    """The plan's path checks that a replay can run first: each with the pure calls (conversions, copies)
     that compute its operands from the inputs. A check whose operands need anything else stays in place only."""
     producer = {e.out[0]: e for e in eqns if e.out is not None}
     order = {id(e): i for i, e in enumerate(eqns)}
@@ -519,7 +523,7 @@ class CapturedStep:
         if entry and entry[0] is _EAGER:
             return self._eager(args, sig[1])
         for plan in entry:
-            if plan is not None and plan.changed() is None:
+            if plan is not None and plan.changed() is None and plan.mismatch(args) is None:
                 return self._replay(plan, sig, args)
         return _MISS
 
@@ -536,14 +540,6 @@ class CapturedStep:
 
     def _replay(self, plan: Plan, sig: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         inputs = [a._data if isinstance(a, TensorHandle) else a for a in args]
-        if plan.prechecks:
-            try:
-                plan.precheck(inputs)
-            except CaptureRefused as e:  # nothing has changed: with fallback=True this call runs eagerly
-                if not self.fallback:
-                    raise
-                warnings.warn(f"{e}\n  (fallback=True: this call runs eagerly)", RuntimeWarning, stacklevel=3)
-                return self._eager(args, sig[1])
         if self.verify and not plan.verified:
             return self._verify(plan, sig, args, inputs)
         try:
@@ -596,7 +592,8 @@ class CapturedStep:
                 return found
             entry = self._plans.get(sig) or []
             if len(entry) >= self.max_plans:
-                why = next((p.changed() for p in entry if p is not None), None) or "a guarded value"
+                why = next((p.changed() or p.mismatch(args) for p in entry if p is not None), None) or \
+                    "a guarded value"
                 warnings.warn(f"g.capture: {name_of(self.fn)} was captured {len(entry)} times for one input signature "
                               f"because {why} keeps changing between calls; it runs eagerly from now on (pass "
                               "the changing value as an input to key plans by it)", RuntimeWarning, stacklevel=3)

@@ -26,7 +26,7 @@ from .sites import Site, format_site, user_site
 from .traced import ACTIVE, TracedGenerator, TracedNumber, refusal, refuse_foreign, unwrap
 
 __all__ = ["Eqn", "Tracer", "interpret", "name_of", "note_module", "recorded", "recorded_number", "SLOT", "CONST",
-           "SEQ", "activate", "deactivate", "value_check", "ValueCheck", "refusal_check", "PURE", "pure", "value_of"]
+           "SEQ", "activate", "deactivate", "value_check", "ValueCheck", "path_check", "PURE", "pure", "value_of"]
 
 SLOT, CONST, SEQ = 0, 1, 2  # operand specs: (SLOT, k), (CONST, value), (SEQ, type, specs)
 _SLOT, _CONST, _SEQ = SLOT, CONST, SEQ
@@ -53,9 +53,10 @@ class ValueCheck:
     capture and at every replay; a replay that raises there leaves pending what the eager step would
     (``Tracer.failable``). Made by the decorator :func:`value_check`.
 
-    A *refusal check* (:func:`refusal_check`) guards a decision library code made on the capture-time values
-    (which path ``cross_entropy`` takes): ``fn`` returns what changed (or None), and a replay refuses before it
-    runs anything, since eagerly that call would take another path."""
+    A *path check* (:func:`path_check`) guards a decision library code made on the capture-time values (which
+    path ``cross_entropy`` takes): ``fn`` returns what would decide otherwise (or None). A replay runs its path
+    checks first, on its inputs: inputs that decide otherwise are not the plan's, and get (or capture) another
+    plan for the same signature. Inside a plan, where it could not run first, it refuses."""
 
     __slots__ = ("fn", "__qualname__", "refuses", "help")
 
@@ -67,7 +68,7 @@ class ValueCheck:
 
     def __call__(self, *args: Any) -> None:
         what = self.fn(*args)
-        if self.refuses and what:  # (a replay checks its inputs first: see capture.Plan.precheck)
+        if self.refuses and what:  # (a replay checks its inputs first: see capture.Plan.mismatch)
             raise refusal(what, "a replay", self.help)
 
 
@@ -76,8 +77,8 @@ def value_check(fn: Callable[..., None]) -> ValueCheck:
     return ValueCheck(fn)
 
 
-def refusal_check(help: str) -> Callable[[Callable[..., str | None]], ValueCheck]:
-    """``@refusal_check(help)``: ``fn(*args) -> str | None`` as a refusal check (see :class:`ValueCheck`)."""
+def path_check(help: str) -> Callable[[Callable[..., str | None]], ValueCheck]:
+    """``@path_check(help)``: ``fn(*args) -> str | None`` as a path check (see :class:`ValueCheck`)."""
     return lambda fn: ValueCheck(fn, refuses=True, help=help)
 
 

@@ -22,7 +22,7 @@ from ..handle import array_of
 from ..rules import defrule
 from ..tensor import Tensor
 from ..traced import unwrap
-from ..tracer import pure, recorded, refusal_check, value_check
+from ..tracer import path_check, pure, recorded, value_check
 from .losses import binary_cross_entropy, check_reduction, huber_loss, kl_div, l1_loss, nll_loss, reduce, smooth_l1_loss
 from .utils import pair, tensor_of
 
@@ -85,8 +85,10 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
         return _soft_cross_entropy(logits, labels, reduction, float(label_smoothing), weight)
     y = _index_array(logits, labels, op, "labels")
     # which path is a decision on the labels' values: a captured step makes it on the capture-time labels, and
-    # its replays check first (_labels_without_ignore_index) that no label equal to ignore_index turns up later
+    # a replay whose labels decide otherwise gets (or captures) another plan (_labels_with[out]_ignore_index)
     if weight is not None or bool((unwrap(y) == ignore_index).any()):
+        if weight is None and y.size:  # the path was decided by the labels' values
+            recorded(logits.graph, _labels_with_ignore_index, y, ignore_index)
         return _weighted_cross_entropy(logits, y, weight, ignore_index, reduction, float(label_smoothing))
     batched = logits.ndim == 2 and y.ndim == 1 and y.shape[0] == logits.shape[0]
     if not batched and not (logits.ndim == 1 and y.ndim == 0):
@@ -146,14 +148,26 @@ def _smoothing_weights(y: Array, weight: Array | None, ignore_index: int, c: int
             to_device(np.asarray(w[y[keep]].sum(), dtype=dtype), device))
 
 
-@refusal_check("filter those samples before the step, or pass fallback=True to g.capture (that call then runs "
-               "eagerly)")
+_PATH_HELP = "filter those samples before the step, or pass fallback=True to g.capture"
+
+
+@path_check(_PATH_HELP)
 def _labels_without_ignore_index(y: Array, ignore_index: int) -> str | None:
-    """Eagerly, labels holding ``ignore_index`` take the weighted path; a plan captured on labels without it
-    took the other one, so a replay whose labels hold it refuses (before it changes anything)."""
+    """Eagerly, labels holding ``ignore_index`` take the weighted path: not the path of a plan captured
+    without such labels."""
     if bool((y == ignore_index).any()):
         return (f"cross_entropy's labels containing ignore_index={ignore_index} (the plan was captured on labels "
                 f"without it, and eagerly such labels take another path)")
+    return None
+
+
+@path_check(_PATH_HELP)
+def _labels_with_ignore_index(y: Array, ignore_index: int) -> str | None:
+    """Eagerly, labels without ``ignore_index`` (and no class weights) take the fused path: not the path of a
+    plan captured on labels holding it."""
+    if not bool((y == ignore_index).any()):
+        return (f"cross_entropy's labels without ignore_index={ignore_index} (the plan was captured on labels "
+                f"holding it, and eagerly such labels take another path)")
     return None
 
 
