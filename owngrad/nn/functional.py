@@ -86,7 +86,7 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", label_sm
     y = _index_array(logits, labels, op, "labels")
     # which path is a decision on the labels' values: a captured step makes it on the capture-time labels, and
     # a replay whose labels decide otherwise gets (or captures) another plan (_labels_with[out]_ignore_index)
-    if weight is not None or bool((unwrap(y) == ignore_index).any()):
+    if weight is not None or _holds(unwrap(y), ignore_index):
         if weight is None and y.size:  # the path was decided by the labels' values
             recorded(logits.graph, _labels_with_ignore_index, y, ignore_index)
         return _weighted_cross_entropy(logits, y, weight, ignore_index, reduction, float(label_smoothing))
@@ -151,11 +151,18 @@ def _smoothing_weights(y: Array, weight: Array | None, ignore_index: int, c: int
 _PATH_HELP = "filter those samples before the step, or pass fallback=True to g.capture"
 
 
+def _holds(y: Array, ignore_index: int) -> bool:
+    """Whether the labels hold ``ignore_index`` (a negative one, torch's -100, is ruled out by the minimum)."""
+    if ignore_index < 0 and type(y) is np.ndarray and y.size and int(np.minimum.reduce(y, axis=None)) > ignore_index:
+        return False
+    return bool((y == ignore_index).any())
+
+
 @path_check(_PATH_HELP)
 def _labels_without_ignore_index(y: Array, ignore_index: int) -> str | None:
     """Eagerly, labels holding ``ignore_index`` take the weighted path: not the path of a plan captured
     without such labels."""
-    if bool((y == ignore_index).any()):
+    if _holds(y, ignore_index):
         return (f"cross_entropy's labels containing ignore_index={ignore_index} (the plan was captured on labels "
                 f"without it, and eagerly such labels take another path)")
     return None
@@ -165,7 +172,7 @@ def _labels_without_ignore_index(y: Array, ignore_index: int) -> str | None:
 def _labels_with_ignore_index(y: Array, ignore_index: int) -> str | None:
     """Eagerly, labels without ``ignore_index`` (and no class weights) take the fused path: not the path of a
     plan captured on labels holding it."""
-    if not bool((y == ignore_index).any()):
+    if not _holds(y, ignore_index):
         return (f"cross_entropy's labels without ignore_index={ignore_index} (the plan was captured on labels "
                 f"holding it, and eagerly such labels take another path)")
     return None
