@@ -118,8 +118,9 @@ class Plan:
         self.failable = tracer.failable
         self.prechecks = _prechecks(self.eqns, nin)
         self._mine = self._own_borrows()
+        hoisted = frozenset(i for i, e in enumerate(self.eqns) if any(e is check for _, check in self.prechecks))
         self.replay, self._eqn_at_line, source = compile_plan(self.eqns, nin, _slots_of(ret), tracer.keep, infos,
-                                                                  _SHAPED)
+                                                                  _SHAPED, hoisted)
         self.replay.__doc__ = source
 
     def mismatch(self, args: tuple[Any, ...]) -> str | None:

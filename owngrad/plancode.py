@@ -402,11 +402,13 @@ def _ownership(c: _Compiler, lines: list[_Line | None]) -> tuple[dict[int, int],
 
 
 def compile_plan(eqns: list[Eqn], nin: int, ret_slots: list[int], keep: list[Any], input_infos: dict[int, Info],
-                 shaped: frozenset[Any] = frozenset()) -> tuple[Callable[..., dict[int, Any]], dict[int, int], str]:
+                 shaped: frozenset[Any] = frozenset(), skip: frozenset[int] = frozenset()
+                 ) -> tuple[Callable[..., dict[int, Any]], dict[int, int], str]:
     """The plan as ``replay(*inputs) -> {slot: value}`` (the slots returned), which equation each line
     of it runs, and its source. ``keep``: each slot's value when the step was captured; ``input_infos``:
     the inputs whose type, shape and dtype the plan's signature fixes; ``shaped``: functions of the
-    layers above whose results' shapes follow from their operands' (as :data:`_SHAPED`)."""
+    layers above whose results' shapes follow from their operands' (as :data:`_SHAPED`); ``skip``: checks
+    (equations with no result) the caller runs before the replay, left out of it."""
     c = _Compiler(eqns, nin, ret_slots, dict(input_infos))
     lines = _lines(c, keep, _SHAPED | shaped)
     last, owned = _ownership(c, lines)
@@ -418,7 +420,9 @@ def compile_plan(eqns: list[Eqn], nin: int, ret_slots: list[int], keep: list[Any
     src = [f"def replay({', '.join(f's{i}' for i in range(nin))}):"]
     for at, (e, line) in enumerate(zip(eqns, lines)):
         line_of[len(src) + 1] = at
-        if line is None:
+        if at in skip:
+            pass
+        elif line is None:
             call = c.plain_call(e)
             if e.out is None:
                 src.append(f"    {call}")
