@@ -118,7 +118,7 @@ class Plan:
         self.failable = tracer.failable
         self.prechecks = _prechecks(self.eqns, nin)
         self._mine = self._own_borrows()
-        hoisted = frozenset(i for i, e in enumerate(self.eqns) if any(e is check for _, check in self.prechecks))
+        hoisted = frozenset(at for at, _, _ in self.prechecks)
         self.replay, self._eqn_at_line, source = compile_plan(self.eqns, nin, _slots_of(ret), tracer.keep, infos,
                                                                   _SHAPED, hoisted)
         self.replay.__doc__ = source
@@ -129,7 +129,7 @@ class Plan:
         if not self.prechecks:
             return None
         inputs = [a._data if isinstance(a, TensorHandle) else a for a in args]
-        for chain, check in self.prechecks:
+        for _, chain, check in self.prechecks:
             env = interpret(chain, inputs)
             fn = check.fn
             assert type(fn) is ValueCheck
@@ -284,17 +284,18 @@ _REPLAY_FILE = REPLAY_FILE
 PURE.update((as_array, copy_of, to_device))
 
 
-def _prechecks(eqns: list[Eqn], nin: int) -> list[tuple[list[Eqn], Eqn]]:
+def _prechecks(eqns: list[Eqn], nin: int) -> list[tuple[int, list[Eqn], Eqn]]:
     """The plan's path checks that a replay can run first: each with the pure calls (conversions, copies)
-    that compute its operands from the inputs. A check whose operands need anything else stays in place only."""
+    that compute its operands from the inputs (and its index). A check whose operands need anything else
+    stays in place only."""
     producer = {e.out[0]: e for e in eqns if e.out is not None}
     order = {id(e): i for i, e in enumerate(eqns)}
     out = []
-    for e in eqns:
+    for at, e in enumerate(eqns):
         if type(e.fn) is ValueCheck and e.fn.refuses and not e.kwargs:
             chain: dict[int, Eqn] = {}
             if all(_pure_operand(a, producer, nin, chain) for a in e.args):
-                out.append(([chain[k] for k in sorted(chain, key=order.__getitem__)], e))
+                out.append((at, [chain[k] for k in sorted(chain, key=order.__getitem__)], e))
     return out
 
 

@@ -130,10 +130,6 @@ class TensorHandle:
         """``Tensor[Mut]`` is ``Tensor`` at run time: access modes exist for the type checker (stubs/)."""
         return cls
 
-    def _tensor(self) -> Self:
-        """This handle, typed as the Tensor it always is (the handle and its mixins exist only joined)."""
-        return self
-
     def __init__(self) -> None:
         raise TypeError("Tensors are made by a graph: g.param(data), g.constant(data), or ops on tensors")
 
@@ -179,7 +175,7 @@ class TensorHandle:
         t._readonly = readonly
         t._is_view = is_view
         t._name = None
-        t._base = self._base if self._is_view else self._tensor()
+        t._base = self._base if self._is_view else self
         return t
 
     def _handle(self, readonly: ReadOnly) -> Self:
@@ -192,7 +188,7 @@ class TensorHandle:
     def _root(self) -> Self:
         """The tensor owning this storage's history: itself for a root, else the root of the view chain."""
         r = self._rootref
-        return self._tensor() if r is None else r
+        return self if r is None else r
 
     def _grad_node(self) -> Node | None:
         """This tensor's current graph node (derived for views from the root's current node)."""
@@ -205,7 +201,7 @@ class TensorHandle:
         c = self._vcache
         if c is not None and c[0] is rn and c[1].state is PENDING:
             return c[1]
-        node = self._graph.record_view(rn, root.shape, self._path, self._tensor())
+        node = self._graph.record_view(rn, root.shape, self._path, self)
         self._vcache = (rn, node)
         return node
 

@@ -169,7 +169,7 @@ class InplaceOps(TensorHandle):
     def _inplace(self, key: Any, what: str, rule: str | None, operands: Sequence[Any],
                  attrs: dict[str, Any] | None = None) -> Self:
         """Every write path. Checks (read-only, shapes, graph, borrows) all come before any change."""
-        me = self._tensor()
+        me = self
         site = user_site()
         self._check_writable(site, what)
         tr = self._graph._tracer

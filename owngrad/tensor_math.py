@@ -72,7 +72,7 @@ class MathOps(TensorHandle):
         return self._graph.apply("neg", (self,))
 
     def __pos__(self) -> Self:
-        return self._tensor()
+        return self
 
     def __abs__(self) -> Self:
         return self.abs()
@@ -180,13 +180,13 @@ class MathOps(TensorHandle):
             raise TypeError(f"astype: {dtype!r} is not a dtype") from None
         check_dtype(dt, "astype")
         if dt == self.dtype:
-            return self._tensor()
+            return self
         return self._graph.apply("cast", (self,), {"dtype": dt})
 
     def to(self, device: str) -> Self:
         """This tensor on ``device`` (a recorded copy; the gradient flows back to this device)."""
         if device == self.device:
-            return self._tensor()
+            return self
         module_for(device)  # DeviceError for an unknown device or a missing cupy/GPU
         return self._graph.apply("to", (self,), {"device": device}, {"src": self.device})
 

@@ -145,7 +145,7 @@ class ViewOps(TensorHandle):
         if lead < 0 or any(s != 1 and s != f for s, f in zip(self.shape, full[lead:])):
             raise ShapeError(f"expand: cannot expand a tensor of shape {self.shape} to {shape}")
         if full == self.shape:
-            return self._tensor()
+            return self
         # a read-only view (as torch's expand and numpy's broadcast_to): it sees later writes to its
         # source, and writing into it would write one element many times, so it is refused
         data = self._graph.xp.broadcast_to(self._data, full) if type(self._data) is not np.ndarray \
